@@ -1,0 +1,51 @@
+//! Events delivered to subscribers.
+//!
+//! Durable events (messages created / edited / deleted, members joined /
+//! left, channel updated) take the channel's next `seq` in the transaction
+//! that stores them, so a client that remembers the last seq it saw can
+//! resume without gaps or duplicates. Ephemeral events (typing, read
+//! receipts, channel deleted) are never stored; they carry the channel's
+//! current seq as a position marker and `durable == false`.
+
+use serde::Serialize;
+
+use crate::model::{Channel, Message};
+use crate::values::{ChannelId, Role, Seq, UserId};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChannelEvent {
+    pub channel_id: ChannelId,
+    pub seq: Seq,
+    pub durable: bool,
+    pub at: i64,
+    pub payload: EventPayload,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventPayload {
+    MessageCreated { message: Message },
+    MessageEdited { message: Message },
+    MessageDeleted { message: Message },
+    MemberJoined { user_id: UserId, role: Role },
+    MemberLeft { user_id: UserId },
+    ChannelUpdated { channel: Channel },
+    ChannelDeleted,
+    ReadReceipt { user_id: UserId, last_read_seq: Seq },
+    Typing { user_id: UserId },
+}
+
+impl EventPayload {
+    /// The stored `kind` of a durable event other than message creation
+    /// (messages are their own rows).
+    pub fn stored_kind(&self) -> Option<&'static str> {
+        Some(match self {
+            EventPayload::MessageEdited { .. } => "message_edited",
+            EventPayload::MessageDeleted { .. } => "message_deleted",
+            EventPayload::MemberJoined { .. } => "member_joined",
+            EventPayload::MemberLeft { .. } => "member_left",
+            EventPayload::ChannelUpdated { .. } => "channel_updated",
+            _ => return None,
+        })
+    }
+}

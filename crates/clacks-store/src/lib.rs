@@ -1,0 +1,236 @@
+//! Durable storage for Clacks: one [`Store`] interface, three backends
+//! (SQLite, MySQL/MariaDB, PostgreSQL) sharing one set of SQL statements.
+//!
+//! What this layer guarantees, on every backend:
+//! - a channel's seq counter (`channels.last_seq`) is bumped in the same
+//!   transaction that stores the message or durable event taking the seq, so
+//!   seqs are unique, increasing and gap-free under any concurrency (a
+//!   rollback rolls the counter back too; AUTO_INCREMENT would leave holes);
+//! - read watermarks only move forward;
+//! - deleting a channel removes every row that belongs to it.
+//!
+//! What it must never do: enforce product rules such as membership or size
+//! limits. Those live in the service layer, once, for both APIs.
+
+mod dialect;
+#[macro_use]
+mod sql;
+
+pub mod mysql;
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use clacks_core::{
+    Channel, ChannelEvent, ChannelId, ChannelPage, ChannelSummary, ClientMessageId, DisplayName,
+    Error, HistoryPage, Member, Message, MessageBody, MessageId, Metadata, ReadMark, Result, Role,
+    SeenBy, Sender, Seq, UserId,
+};
+
+pub use dialect::Backend;
+
+/// The most rows one paged read returns, whatever the caller asks for.
+pub const MAX_PAGE: u32 = 10_000;
+
+/// A message to store. The sender's membership was checked by the caller.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub channel_id: ChannelId,
+    pub sender: Sender,
+    pub content: MessageBody,
+    pub client_message_id: Option<ClientMessageId>,
+}
+
+/// The outcome of storing a message.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub message: Message,
+    /// False when `client_message_id` matched an earlier message, which is
+    /// returned instead of storing a duplicate.
+    pub created: bool,
+}
+
+/// Changes to a channel; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelPatch {
+    pub display_name: Option<DisplayName>,
+    /// `Some(None)` clears the metadata.
+    pub metadata: Option<Option<Metadata>>,
+}
+
+/// The outcome of adding a member.
+#[derive(Debug, Clone)]
+pub struct AddedMember {
+    pub member: Member,
+    /// The `member_joined` event, or `None` when the user already was a
+    /// member (adding is idempotent).
+    pub event: Option<ChannelEvent>,
+}
+
+/// The outcome of moving a read watermark.
+#[derive(Debug, Clone)]
+pub struct MarkedRead {
+    pub member: Member,
+    /// False when the watermark already was at or past the requested seq.
+    pub moved: bool,
+}
+
+/// The outcome of deleting a channel.
+#[derive(Debug, Clone)]
+pub struct DeletedChannel {
+    pub channel: Channel,
+    /// Who was a member when it was deleted (to tell their subscriptions).
+    pub members: Vec<UserId>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Applies the embedded migrations of this backend.
+    async fn migrate(&self) -> Result<()>;
+    /// Succeeds when the database answers.
+    async fn ping(&self) -> Result<()>;
+    /// Closes the pools, waiting for connections in use.
+    async fn close(&self);
+
+    async fn setting(&self, name: &str) -> Result<Option<String>>;
+    /// Stores `value` unless the setting exists; returns the stored value
+    /// (so concurrent first starts agree on one value).
+    async fn init_setting(&self, name: &str, value: &str) -> Result<String>;
+
+    async fn create_channel(
+        &self,
+        display_name: &DisplayName,
+        metadata: Option<&Metadata>,
+        initial_members: &[UserId],
+    ) -> Result<Channel>;
+    /// Applies the patch and records a `channel_updated` event.
+    async fn update_channel(
+        &self,
+        id: ChannelId,
+        patch: &ChannelPatch,
+    ) -> Result<(Channel, ChannelEvent)>;
+    /// Deletes the channel and everything in it.
+    async fn delete_channel(&self, id: ChannelId) -> Result<DeletedChannel>;
+    async fn channel(&self, id: ChannelId) -> Result<Channel>;
+    /// Channels by ascending id.
+    async fn list_channels(&self, page: ChannelPage) -> Result<Vec<Channel>>;
+
+    async fn add_member(&self, id: ChannelId, user: &UserId, role: &Role) -> Result<AddedMember>;
+    /// Removes the member and records a `member_left` event.
+    async fn remove_member(&self, id: ChannelId, user: &UserId) -> Result<ChannelEvent>;
+    /// Members by user id. `NotFound(Channel)` when the channel does not exist.
+    async fn members(&self, id: ChannelId) -> Result<Vec<Member>>;
+    async fn member(&self, id: ChannelId, user: &UserId) -> Result<Option<Member>>;
+    /// The user's channels with unread counts and last messages.
+    async fn user_channels(&self, user: &UserId) -> Result<Vec<ChannelSummary>>;
+
+    /// Stores a message with the channel's next seq; idempotent on
+    /// `(channel, sender, client_message_id)`.
+    async fn create_message(&self, new: &NewMessage) -> Result<StoredMessage>;
+    /// Replaces the content and records a `message_edited` event.
+    async fn edit_message(
+        &self,
+        id: MessageId,
+        content: &MessageBody,
+    ) -> Result<(Message, ChannelEvent)>;
+    /// Leaves a tombstone (seq and sender kept, content cleared) and records
+    /// a `message_deleted` event; `None` when it was deleted already.
+    async fn delete_message(&self, id: MessageId) -> Result<(Message, Option<ChannelEvent>)>;
+    async fn message(&self, id: MessageId) -> Result<Message>;
+    async fn message_by_seq(&self, channel: ChannelId, seq: Seq) -> Result<Message>;
+    async fn history(
+        &self,
+        channel: ChannelId,
+        page: HistoryPage,
+        limit: u32,
+    ) -> Result<Vec<Message>>;
+    /// Every durable event with `seq > after`, ascending, at most `limit`:
+    /// what a resuming subscriber missed.
+    async fn events_after(
+        &self,
+        channel: ChannelId,
+        after: Seq,
+        limit: u32,
+    ) -> Result<Vec<ChannelEvent>>;
+
+    /// Moves the watermark forward to `seq` (clamped to the channel's last
+    /// seq); never back.
+    async fn mark_read(&self, channel: ChannelId, user: &UserId, seq: Seq) -> Result<MarkedRead>;
+    /// Messages after the user's watermark, not sent by the user, not deleted.
+    async fn unread_count(&self, channel: ChannelId, user: &UserId) -> Result<i64>;
+    /// Oldest unread messages across the user's channels.
+    async fn unread_messages(&self, user: &UserId, limit: u32) -> Result<Vec<Message>>;
+    /// Members who marked `seq` read, with when they did, earliest first.
+    async fn seen_by(&self, channel: ChannelId, seq: Seq) -> Result<Vec<SeenBy>>;
+    /// The moves of one member's watermark, ascending.
+    async fn read_marks(&self, channel: ChannelId, user: &UserId) -> Result<Vec<ReadMark>>;
+
+    /// Rows in any table that still belong to `channel`: 0 after a delete.
+    /// For tests and consistency checks.
+    async fn rows_referencing(&self, channel: ChannelId) -> Result<i64>;
+}
+
+/// Connection settings beyond the URL.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    pub acquire_timeout: std::time::Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_connections: 16,
+            acquire_timeout: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+/// Opens a store for `url`. An unsupported or malformed URL is
+/// `InvalidInput` (retrying will not help); an unreachable server is
+/// `Unavailable` (retry with backoff).
+pub async fn connect(url: &str, settings: &PoolSettings) -> Result<Arc<dyn Store>> {
+    match Backend::from_url(url)? {
+        Backend::Sqlite => Ok(Arc::new(sqlite::SqliteStore::connect(url, settings).await?)),
+        Backend::MySql => Ok(Arc::new(mysql::MySqlStore::connect(url, settings).await?)),
+        Backend::Postgres => Ok(Arc::new(postgres::PgStore::connect(url, settings).await?)),
+    }
+}
+
+/// Maps a driver error to the error kinds the layers above understand.
+pub(crate) fn db_error(err: sqlx::Error) -> Error {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => Error::Unavailable(err.to_string()),
+        sqlx::Error::Configuration(_) => Error::invalid("DATABASE_URL", err.to_string()),
+        sqlx::Error::Database(ref db) => {
+            // Connection-level refusals (auth, unknown database) are worth a
+            // retry at startup; the rest is a bug or a schema mismatch.
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            if matches!(
+                code.as_str(),
+                "1045" | "1049" | "28000" | "28P01" | "3D000" | "57P03"
+            ) {
+                Error::Unavailable(err.to_string())
+            } else {
+                tracing::error!(error = %err, "database error");
+                Error::Internal(err.to_string())
+            }
+        }
+        other => {
+            tracing::error!(error = %other, "database error");
+            Error::Internal(other.to_string())
+        }
+    }
+}
+
+pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}

@@ -1,0 +1,39 @@
+//! MySQL 8 / MariaDB 10.6+ backend.
+
+use std::str::FromStr;
+
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+
+use crate::PoolSettings;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
+
+pub struct MySqlStore {
+    write: MySqlPool,
+    read: MySqlPool,
+}
+
+impl MySqlStore {
+    pub async fn connect(url: &str, settings: &PoolSettings) -> clacks_core::Result<Self> {
+        let options = MySqlConnectOptions::from_str(url)
+            .map_err(|e| clacks_core::Error::invalid("DATABASE_URL", e.to_string()))?;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(crate::db_error)?;
+        Ok(MySqlStore {
+            write: pool.clone(),
+            read: pool,
+        })
+    }
+}
+
+sql_store!(
+    MySqlStore,
+    sqlx::MySql,
+    Backend::MySql,
+    MIGRATOR,
+    "START TRANSACTION READ ONLY"
+);

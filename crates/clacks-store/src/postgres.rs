@@ -1,0 +1,39 @@
+//! PostgreSQL 13+ backend.
+
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::PoolSettings;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+pub struct PgStore {
+    write: PgPool,
+    read: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str, settings: &PoolSettings) -> clacks_core::Result<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| clacks_core::Error::invalid("DATABASE_URL", e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(crate::db_error)?;
+        Ok(PgStore {
+            write: pool.clone(),
+            read: pool,
+        })
+    }
+}
+
+sql_store!(
+    PgStore,
+    sqlx::Postgres,
+    Backend::Postgres,
+    MIGRATOR,
+    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+);

@@ -1,0 +1,1078 @@
+//! The storage implementation, written once and instantiated for each sqlx
+//! driver by [`sql_store!`]. A macro rather than generics: sqlx's generic
+//! executor bounds would obscure every statement, while each instantiation
+//! here is ordinary concrete code, type-checked per backend.
+//!
+//! Statements use `$n` placeholders in order (see `Backend::sql`). Strings
+//! are read with `try_get_unchecked` because MySQL flags `utf8mb4_bin`
+//! columns as binary, which sqlx's checked decode refuses for `String`.
+
+/// Columns of `messages m`, in the order `message_row` reads them.
+macro_rules! message_columns {
+    () => {
+        "m.id, m.channel_id, m.seq, m.sender, m.client_message_id, m.content, m.created_at, m.edited_at, m.deleted_at"
+    };
+}
+
+/// Columns of `channels c`, in the order `channel_row` reads them.
+macro_rules! channel_columns {
+    () => {
+        "c.id, c.display_name, c.metadata, c.last_seq, c.created_at, c.updated_at"
+    };
+}
+
+/// Columns of `members mb`, in the order `member_row` reads them.
+macro_rules! member_columns {
+    () => {
+        "mb.channel_id, mb.user_id, mb.role, mb.joined_at, mb.last_read_seq, mb.last_read_at"
+    };
+}
+
+/// How long a read mark keeps absorbing later moves of the same member's
+/// watermark. "Seen at" is then exact to within this window (never earlier
+/// than the truth), and a member reading message by message adds one row
+/// per window instead of one per message.
+pub(crate) const READ_MARK_WINDOW_MS: i64 = 60_000;
+
+macro_rules! sql_store {
+    ($store:ident, $db:ty, $backend:expr, $migrator:expr, $read_begin:expr) => {
+        use std::borrow::Cow;
+
+        use async_trait::async_trait;
+        use clacks_core::{
+            now_ms, Channel, ChannelEvent, ChannelId, ChannelPage, ChannelSummary, Entity, Error,
+            EventPayload, HistoryPage, Member, Message, MessageBody, MessageId, Metadata,
+            ReadMark, Result, Role, SeenBy, Sender, Seq, UserId,
+        };
+        use sqlx::{Row, Transaction};
+
+        use crate::sql::READ_MARK_WINDOW_MS;
+        use crate::{
+            db_error, is_unique_violation, AddedMember, Backend, ChannelPatch, DeletedChannel,
+            MarkedRead, NewMessage, Store, StoredMessage, MAX_PAGE,
+        };
+
+        type DbRow = <$db as sqlx::Database>::Row;
+        type Tx = Transaction<'static, $db>;
+
+        fn int(row: &DbRow, i: usize) -> Result<i64> {
+            row.try_get::<i64, _>(i).map_err(db_error)
+        }
+
+        fn opt_int(row: &DbRow, i: usize) -> Result<Option<i64>> {
+            row.try_get::<Option<i64>, _>(i).map_err(db_error)
+        }
+
+        fn text(row: &DbRow, i: usize) -> Result<String> {
+            row.try_get_unchecked::<String, _>(i).map_err(db_error)
+        }
+
+        fn opt_text(row: &DbRow, i: usize) -> Result<Option<String>> {
+            row.try_get_unchecked::<Option<String>, _>(i).map_err(db_error)
+        }
+
+        fn sender_from(raw: String) -> Sender {
+            if raw.is_empty() {
+                Sender::System
+            } else {
+                Sender::User(UserId::from_trusted(raw))
+            }
+        }
+
+        /// Reads `message_columns!()` starting at column `at`.
+        fn message_row(row: &DbRow, at: usize) -> Result<Message> {
+            Ok(Message {
+                id: MessageId(int(row, at)?),
+                channel_id: ChannelId(int(row, at + 1)?),
+                seq: int(row, at + 2)?,
+                sender: sender_from(text(row, at + 3)?),
+                client_message_id: opt_text(row, at + 4)?,
+                content: text(row, at + 5)?,
+                created_at: int(row, at + 6)?,
+                edited_at: opt_int(row, at + 7)?,
+                deleted_at: opt_int(row, at + 8)?,
+            })
+        }
+
+        /// Reads `channel_columns!()` starting at column `at`.
+        fn channel_row(row: &DbRow, at: usize) -> Result<Channel> {
+            Ok(Channel {
+                id: ChannelId(int(row, at)?),
+                display_name: text(row, at + 1)?,
+                metadata: opt_text(row, at + 2)?.as_deref().and_then(Metadata::from_stored),
+                last_seq: int(row, at + 3)?,
+                created_at: int(row, at + 4)?,
+                updated_at: int(row, at + 5)?,
+            })
+        }
+
+        /// Reads `member_columns!()` starting at column `at`.
+        fn member_row(row: &DbRow, at: usize) -> Result<Member> {
+            Ok(Member {
+                channel_id: ChannelId(int(row, at)?),
+                user_id: UserId::from_trusted(text(row, at + 1)?),
+                role: Role::from_trusted(text(row, at + 2)?),
+                joined_at: int(row, at + 3)?,
+                last_read_seq: int(row, at + 4)?,
+                last_read_at: opt_int(row, at + 5)?,
+            })
+        }
+
+        fn q(statement: &'static str) -> Cow<'static, str> {
+            $backend.sql(statement)
+        }
+
+        /// What a stored `channel_updated` event keeps of the channel.
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct ChannelSnapshot {
+            display_name: String,
+            metadata: Option<serde_json::Value>,
+            created_at: i64,
+        }
+
+        impl $store {
+            async fn begin_write(&self) -> Result<Tx> {
+                // SQLite: a deferred transaction that later needs the write
+                // lock fails at once with SQLITE_BUSY; take it up front.
+                let tx = if $backend == Backend::Sqlite {
+                    self.write.begin_with("BEGIN IMMEDIATE").await
+                } else {
+                    self.write.begin().await
+                };
+                tx.map_err(db_error)
+            }
+
+            /// A read-only transaction with one snapshot for all its reads.
+            async fn begin_read(&self) -> Result<Tx> {
+                self.read.begin_with($read_begin).await.map_err(db_error)
+            }
+
+            /// Takes the channel's next `count` seqs and returns the first.
+            /// The update locks the channel row until commit, which is what
+            /// serializes concurrent writers of one channel.
+            async fn take_seqs(tx: &mut Tx, channel: ChannelId, count: i64) -> Result<Seq> {
+                let last = if $backend.has_returning() {
+                    let row = sqlx::query(&q(
+                        "UPDATE channels SET last_seq = last_seq + $1 WHERE id = $2 RETURNING last_seq",
+                    ))
+                    .bind(count)
+                    .bind(channel.0)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(db_error)?
+                    .ok_or(Error::NotFound(Entity::Channel))?;
+                    int(&row, 0)?
+                } else {
+                    let done = sqlx::query(&q(
+                        "UPDATE channels SET last_seq = last_seq + $1 WHERE id = $2",
+                    ))
+                    .bind(count)
+                    .bind(channel.0)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db_error)?;
+                    if done.rows_affected() == 0 {
+                        return Err(Error::NotFound(Entity::Channel));
+                    }
+                    let row = sqlx::query(&q("SELECT last_seq FROM channels WHERE id = $1"))
+                        .bind(channel.0)
+                        .fetch_one(&mut **tx)
+                        .await
+                        .map_err(db_error)?;
+                    int(&row, 0)?
+                };
+                Ok(last - count + 1)
+            }
+
+            /// The id of the row the previous INSERT created, for backends
+            /// without `RETURNING`.
+            async fn last_insert_id(tx: &mut Tx) -> Result<i64> {
+                let row = sqlx::query("SELECT CAST(LAST_INSERT_ID() AS SIGNED)")
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(db_error)?;
+                int(&row, 0)
+            }
+
+            /// Records a durable event with the channel's next seq.
+            async fn append_event(
+                tx: &mut Tx,
+                channel: ChannelId,
+                kind: &'static str,
+                user: Option<&UserId>,
+                message: Option<MessageId>,
+                payload: Option<String>,
+                now: i64,
+            ) -> Result<Seq> {
+                let seq = Self::take_seqs(tx, channel, 1).await?;
+                sqlx::query(&q(
+                    "INSERT INTO channel_events (channel_id, seq, kind, user_id, message_id, payload, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                ))
+                .bind(channel.0)
+                .bind(seq)
+                .bind(kind)
+                .bind(user.map(UserId::as_str))
+                .bind(message.map(|m| m.0))
+                .bind(payload)
+                .bind(now)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_error)?;
+                Ok(seq)
+            }
+
+            async fn message_in(tx: &mut Tx, id: MessageId) -> Result<Message> {
+                let row = sqlx::query(&q(concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM messages m WHERE m.id = $1"
+                )))
+                .bind(id.0)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db_error)?
+                .ok_or(Error::NotFound(Entity::Message))?;
+                message_row(&row, 0)
+            }
+
+            async fn channel_in(tx: &mut Tx, id: ChannelId) -> Result<Channel> {
+                let row = sqlx::query(&q(concat!(
+                    "SELECT ",
+                    channel_columns!(),
+                    " FROM channels c WHERE c.id = $1"
+                )))
+                .bind(id.0)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db_error)?
+                .ok_or(Error::NotFound(Entity::Channel))?;
+                channel_row(&row, 0)
+            }
+
+            async fn member_in(tx: &mut Tx, id: ChannelId, user: &UserId) -> Result<Option<Member>> {
+                let row = sqlx::query(&q(concat!(
+                    "SELECT ",
+                    member_columns!(),
+                    " FROM members mb WHERE mb.channel_id = $1 AND mb.user_id = $2"
+                )))
+                .bind(id.0)
+                .bind(user.as_str())
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db_error)?;
+                row.as_ref().map(|r| member_row(r, 0)).transpose()
+            }
+
+            async fn message_by_client_id(&self, new: &NewMessage, client_id: &str) -> Result<Option<Message>> {
+                let row = sqlx::query(&q(concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM messages m WHERE m.channel_id = $1 AND m.sender = $2 AND m.client_message_id = $3"
+                )))
+                .bind(new.channel_id.0)
+                .bind(new.sender.display_id())
+                .bind(client_id)
+                .fetch_optional(&self.write)
+                .await
+                .map_err(db_error)?;
+                row.as_ref().map(|r| message_row(r, 0)).transpose()
+            }
+
+            fn snapshot_payload(channel: &Channel) -> Option<String> {
+                serde_json::to_string(&ChannelSnapshot {
+                    display_name: channel.display_name.clone(),
+                    metadata: channel.metadata.as_ref().map(|m| m.as_value().clone()),
+                    created_at: channel.created_at,
+                })
+                .ok()
+            }
+
+            /// Rebuilds a stored event (a `channel_events` row joined with
+            /// its message, if any).
+            fn stored_event(channel: ChannelId, row: &DbRow) -> Result<ChannelEvent> {
+                let seq = int(row, 0)?;
+                let kind = text(row, 1)?;
+                let user = opt_text(row, 2)?.map(UserId::from_trusted);
+                let payload = opt_text(row, 3)?;
+                let at = int(row, 4)?;
+                let message = || -> Result<Message> {
+                    if opt_int(row, 5)?.is_none() {
+                        return Err(Error::Internal(format!("event {seq} lost its message")));
+                    }
+                    message_row(row, 5)
+                };
+                let missing_user = || Error::Internal(format!("event {seq} has no user"));
+                let payload = match kind.as_str() {
+                    "message_edited" => EventPayload::MessageEdited { message: message()? },
+                    "message_deleted" => EventPayload::MessageDeleted { message: message()? },
+                    "member_joined" => {
+                        let role = payload
+                            .as_deref()
+                            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+                            .and_then(|v| v.get("role").and_then(|r| r.as_str()).map(str::to_owned))
+                            .map(Role::from_trusted)
+                            .unwrap_or_default();
+                        EventPayload::MemberJoined { user_id: user.ok_or_else(missing_user)?, role }
+                    }
+                    "member_left" => EventPayload::MemberLeft { user_id: user.ok_or_else(missing_user)? },
+                    "channel_updated" => {
+                        let snapshot: ChannelSnapshot = payload
+                            .as_deref()
+                            .and_then(|p| serde_json::from_str(p).ok())
+                            .ok_or_else(|| Error::Internal(format!("event {seq} has a bad payload")))?;
+                        EventPayload::ChannelUpdated {
+                            channel: Channel {
+                                id: channel,
+                                display_name: snapshot.display_name,
+                                metadata: snapshot.metadata.and_then(|m| Metadata::parse(m).ok()),
+                                last_seq: seq,
+                                created_at: snapshot.created_at,
+                                updated_at: at,
+                            },
+                        }
+                    }
+                    other => return Err(Error::Internal(format!("unknown event kind {other}"))),
+                };
+                Ok(ChannelEvent { channel_id: channel, seq, durable: true, at, payload })
+            }
+        }
+
+        fn durable_event(channel: ChannelId, seq: Seq, at: i64, payload: EventPayload) -> ChannelEvent {
+            ChannelEvent { channel_id: channel, seq, durable: true, at, payload }
+        }
+
+        fn page_limit(limit: u32) -> i64 {
+            i64::from(limit.clamp(1, MAX_PAGE))
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            fn backend(&self) -> Backend {
+                $backend
+            }
+
+            async fn migrate(&self) -> Result<()> {
+                $migrator.run(&self.write).await.map_err(|e| match e {
+                    sqlx::migrate::MigrateError::Execute(inner) => db_error(inner),
+                    other => Error::Internal(format!("migration failed: {other}")),
+                })
+            }
+
+            async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1").execute(&self.read).await.map_err(db_error)?;
+                Ok(())
+            }
+
+            async fn close(&self) {
+                self.write.close().await;
+                self.read.close().await;
+            }
+
+            async fn setting(&self, name: &str) -> Result<Option<String>> {
+                let row = sqlx::query(&q("SELECT value FROM settings WHERE name = $1"))
+                    .bind(name)
+                    .fetch_optional(&self.write)
+                    .await
+                    .map_err(db_error)?;
+                row.as_ref().map(|r| text(r, 0)).transpose()
+            }
+
+            async fn init_setting(&self, name: &str, value: &str) -> Result<String> {
+                let inserted = sqlx::query(&q("INSERT INTO settings (name, value) VALUES ($1, $2)"))
+                    .bind(name)
+                    .bind(value)
+                    .execute(&self.write)
+                    .await;
+                match inserted {
+                    Ok(_) => Ok(value.to_owned()),
+                    Err(e) if is_unique_violation(&e) => self
+                        .setting(name)
+                        .await?
+                        .ok_or_else(|| Error::Internal(format!("setting {name} vanished"))),
+                    Err(e) => Err(db_error(e)),
+                }
+            }
+
+            async fn create_channel(
+                &self,
+                display_name: &clacks_core::DisplayName,
+                metadata: Option<&Metadata>,
+                initial_members: &[UserId],
+            ) -> Result<Channel> {
+                let now = now_ms();
+                let mut tx = self.begin_write().await?;
+                let metadata_text = metadata.map(Metadata::to_json_string);
+                let id = if $backend.has_returning() {
+                    let row = sqlx::query(&q(
+                        "INSERT INTO channels (display_name, metadata, last_seq, created_at, updated_at) \
+                         VALUES ($1, $2, 0, $3, $4) RETURNING id",
+                    ))
+                    .bind(display_name.as_str())
+                    .bind(metadata_text.as_deref())
+                    .bind(now)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                    int(&row, 0)?
+                } else {
+                    sqlx::query(&q(
+                        "INSERT INTO channels (display_name, metadata, last_seq, created_at, updated_at) \
+                         VALUES ($1, $2, 0, $3, $4)",
+                    ))
+                    .bind(display_name.as_str())
+                    .bind(metadata_text.as_deref())
+                    .bind(now)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                    Self::last_insert_id(&mut tx).await?
+                };
+                let mut seen = std::collections::HashSet::new();
+                for user in initial_members.iter().filter(|u| seen.insert(u.as_str())) {
+                    sqlx::query(&q(
+                        "INSERT INTO members (channel_id, user_id, role, joined_at, last_read_seq) \
+                         VALUES ($1, $2, $3, $4, 0)",
+                    ))
+                    .bind(id)
+                    .bind(user.as_str())
+                    .bind(Role::member().as_str())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                }
+                let channel = Self::channel_in(&mut tx, ChannelId(id)).await?;
+                tx.commit().await.map_err(db_error)?;
+                Ok(channel)
+            }
+
+            async fn update_channel(&self, id: ChannelId, patch: &ChannelPatch) -> Result<(Channel, ChannelEvent)> {
+                let now = now_ms();
+                let mut tx = self.begin_write().await?;
+                // Lock the row (and learn it exists) before changing it.
+                Self::channel_in(&mut tx, id).await?;
+                if let Some(name) = &patch.display_name {
+                    sqlx::query(&q("UPDATE channels SET display_name = $1, updated_at = $2 WHERE id = $3"))
+                        .bind(name.as_str())
+                        .bind(now)
+                        .bind(id.0)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                }
+                if let Some(metadata) = &patch.metadata {
+                    sqlx::query(&q("UPDATE channels SET metadata = $1, updated_at = $2 WHERE id = $3"))
+                        .bind(metadata.as_ref().map(Metadata::to_json_string))
+                        .bind(now)
+                        .bind(id.0)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                }
+                let before = Self::channel_in(&mut tx, id).await?;
+                let seq = Self::append_event(
+                    &mut tx,
+                    id,
+                    "channel_updated",
+                    None,
+                    None,
+                    Self::snapshot_payload(&before),
+                    now,
+                )
+                .await?;
+                let channel = Channel { last_seq: seq, ..before };
+                tx.commit().await.map_err(db_error)?;
+                let event = durable_event(id, seq, now, EventPayload::ChannelUpdated { channel: channel.clone() });
+                Ok((channel, event))
+            }
+
+            async fn delete_channel(&self, id: ChannelId) -> Result<DeletedChannel> {
+                let mut tx = self.begin_write().await?;
+                // Taking the row lock first makes concurrent writers to this
+                // channel wait, then find it gone.
+                let locked = sqlx::query(&q("UPDATE channels SET updated_at = $1 WHERE id = $2"))
+                    .bind(now_ms())
+                    .bind(id.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                if locked.rows_affected() == 0 {
+                    return Err(Error::NotFound(Entity::Channel));
+                }
+                let channel = Self::channel_in(&mut tx, id).await?;
+                let rows = sqlx::query(&q("SELECT user_id FROM members WHERE channel_id = $1 ORDER BY user_id"))
+                    .bind(id.0)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                let members = rows
+                    .iter()
+                    .map(|r| text(r, 0).map(UserId::from_trusted))
+                    .collect::<Result<Vec<_>>>()?;
+                for statement in [
+                    "DELETE FROM read_marks WHERE channel_id = $1",
+                    "DELETE FROM channel_events WHERE channel_id = $1",
+                    "DELETE FROM messages WHERE channel_id = $1",
+                    "DELETE FROM members WHERE channel_id = $1",
+                    "DELETE FROM channels WHERE id = $1",
+                ] {
+                    sqlx::query(&q(statement))
+                        .bind(id.0)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                }
+                tx.commit().await.map_err(db_error)?;
+                Ok(DeletedChannel { channel, members })
+            }
+
+            async fn channel(&self, id: ChannelId) -> Result<Channel> {
+                let row = sqlx::query(&q(concat!(
+                    "SELECT ",
+                    channel_columns!(),
+                    " FROM channels c WHERE c.id = $1"
+                )))
+                .bind(id.0)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(db_error)?
+                .ok_or(Error::NotFound(Entity::Channel))?;
+                channel_row(&row, 0)
+            }
+
+            async fn list_channels(&self, page: ChannelPage) -> Result<Vec<Channel>> {
+                let rows = sqlx::query(&q(concat!(
+                    "SELECT ",
+                    channel_columns!(),
+                    " FROM channels c WHERE c.id > $1 ORDER BY c.id LIMIT $2"
+                )))
+                .bind(page.after_id.map_or(0, |c| c.0))
+                .bind(page_limit(page.limit))
+                .fetch_all(&self.read)
+                .await
+                .map_err(db_error)?;
+                rows.iter().map(|r| channel_row(r, 0)).collect()
+            }
+
+            async fn add_member(&self, id: ChannelId, user: &UserId, role: &Role) -> Result<AddedMember> {
+                let now = now_ms();
+                let mut tx = self.begin_write().await?;
+                if let Some(member) = Self::member_in(&mut tx, id, user).await? {
+                    return Ok(AddedMember { member, event: None });
+                }
+                let payload = serde_json::json!({ "role": role.as_str() }).to_string();
+                // The event's seq comes first: taking it locks the channel
+                // row, so concurrent adds of one user queue up behind it.
+                let seq = Self::append_event(&mut tx, id, "member_joined", Some(user), None, Some(payload), now).await?;
+                let inserted = sqlx::query(&q(
+                    "INSERT INTO members (channel_id, user_id, role, joined_at, last_read_seq) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                ))
+                .bind(id.0)
+                .bind(user.as_str())
+                .bind(role.as_str())
+                .bind(now)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await;
+                match inserted {
+                    Ok(_) => {}
+                    Err(e) if is_unique_violation(&e) => {
+                        // Added concurrently: the other call wins, this one
+                        // is the idempotent repeat (its seq is rolled back).
+                        tx.rollback().await.map_err(db_error)?;
+                        let member = self.member(id, user).await?.ok_or(Error::NotFound(Entity::Member))?;
+                        return Ok(AddedMember { member, event: None });
+                    }
+                    Err(e) => return Err(db_error(e)),
+                }
+                let member = Self::member_in(&mut tx, id, user).await?.ok_or(Error::NotFound(Entity::Member))?;
+                tx.commit().await.map_err(db_error)?;
+                let event = durable_event(
+                    id,
+                    seq,
+                    now,
+                    EventPayload::MemberJoined { user_id: user.clone(), role: role.clone() },
+                );
+                Ok(AddedMember { member, event: Some(event) })
+            }
+
+            async fn remove_member(&self, id: ChannelId, user: &UserId) -> Result<ChannelEvent> {
+                let now = now_ms();
+                let mut tx = self.begin_write().await?;
+                let seq = Self::append_event(&mut tx, id, "member_left", Some(user), None, None, now).await?;
+                let removed = sqlx::query(&q("DELETE FROM members WHERE channel_id = $1 AND user_id = $2"))
+                    .bind(id.0)
+                    .bind(user.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                if removed.rows_affected() == 0 {
+                    tx.rollback().await.map_err(db_error)?;
+                    return Err(Error::NotFound(Entity::Member));
+                }
+                sqlx::query(&q("DELETE FROM read_marks WHERE channel_id = $1 AND user_id = $2"))
+                    .bind(id.0)
+                    .bind(user.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                tx.commit().await.map_err(db_error)?;
+                Ok(durable_event(id, seq, now, EventPayload::MemberLeft { user_id: user.clone() }))
+            }
+
+            async fn members(&self, id: ChannelId) -> Result<Vec<Member>> {
+                let mut tx = self.begin_read().await?;
+                Self::channel_in(&mut tx, id).await?;
+                let rows = sqlx::query(&q(concat!(
+                    "SELECT ",
+                    member_columns!(),
+                    " FROM members mb WHERE mb.channel_id = $1 ORDER BY mb.user_id"
+                )))
+                .bind(id.0)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                tx.commit().await.map_err(db_error)?;
+                rows.iter().map(|r| member_row(r, 0)).collect()
+            }
+
+            async fn member(&self, id: ChannelId, user: &UserId) -> Result<Option<Member>> {
+                let row = sqlx::query(&q(concat!(
+                    "SELECT ",
+                    member_columns!(),
+                    " FROM members mb WHERE mb.channel_id = $1 AND mb.user_id = $2"
+                )))
+                .bind(id.0)
+                .bind(user.as_str())
+                .fetch_optional(&self.read)
+                .await
+                .map_err(db_error)?;
+                row.as_ref().map(|r| member_row(r, 0)).transpose()
+            }
+
+            async fn user_channels(&self, user: &UserId) -> Result<Vec<ChannelSummary>> {
+                let mut tx = self.begin_read().await?;
+                let rows = sqlx::query(&q(concat!(
+                    "SELECT ",
+                    channel_columns!(),
+                    ", ",
+                    member_columns!(),
+                    " FROM members mb JOIN channels c ON c.id = mb.channel_id WHERE mb.user_id = $1 ORDER BY c.id"
+                )))
+                .bind(user.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                let counts = sqlx::query(&q(
+                    "SELECT m.channel_id, COUNT(*) FROM members mb \
+                     JOIN messages m ON m.channel_id = mb.channel_id AND m.seq > mb.last_read_seq \
+                     WHERE mb.user_id = $1 AND m.sender <> $2 AND m.deleted_at IS NULL \
+                     GROUP BY m.channel_id",
+                ))
+                .bind(user.as_str())
+                .bind(user.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                let last = sqlx::query(&q(concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM members mb JOIN messages m ON m.channel_id = mb.channel_id \
+                     WHERE mb.user_id = $1 \
+                     AND m.seq = (SELECT MAX(m2.seq) FROM messages m2 WHERE m2.channel_id = mb.channel_id)"
+                )))
+                .bind(user.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                tx.commit().await.map_err(db_error)?;
+
+                let mut unread = std::collections::HashMap::new();
+                for row in &counts {
+                    unread.insert(int(row, 0)?, int(row, 1)?);
+                }
+                let mut last_messages = std::collections::HashMap::new();
+                for row in &last {
+                    let message = message_row(row, 0)?;
+                    last_messages.insert(message.channel_id, message);
+                }
+                rows.iter()
+                    .map(|row| {
+                        let channel = channel_row(row, 0)?;
+                        let member = member_row(row, 6)?;
+                        Ok(ChannelSummary {
+                            unread_count: unread.get(&channel.id.0).copied().unwrap_or(0),
+                            last_message: last_messages.remove(&channel.id),
+                            channel,
+                            member,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn create_message(&self, new: &NewMessage) -> Result<StoredMessage> {
+                let client_id = new.client_message_id.as_ref().map(|c| c.as_str());
+                if let Some(client_id) = client_id {
+                    if let Some(message) = self.message_by_client_id(new, client_id).await? {
+                        return Ok(StoredMessage { message, created: false });
+                    }
+                }
+                let now = now_ms();
+                let mut tx = self.begin_write().await?;
+                let seq = Self::take_seqs(&mut tx, new.channel_id, 1).await?;
+                let sql = if $backend.has_returning() {
+                    q("INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at) \
+                       VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
+                } else {
+                    q("INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at) \
+                       VALUES ($1, $2, $3, $4, $5, $6)")
+                };
+                let insert = sqlx::query(&sql)
+                    .bind(new.channel_id.0)
+                    .bind(seq)
+                    .bind(new.sender.display_id())
+                    .bind(client_id)
+                    .bind(new.content.as_str());
+                let inserted = if $backend.has_returning() {
+                    insert.bind(now).fetch_one(&mut *tx).await.map(|row| int(&row, 0))
+                } else {
+                    match insert.bind(now).execute(&mut *tx).await {
+                        Ok(_) => Ok(Self::last_insert_id(&mut tx).await),
+                        Err(e) => Err(e),
+                    }
+                };
+                let id = match inserted {
+                    Ok(id) => id?,
+                    Err(e) if is_unique_violation(&e) && client_id.is_some() => {
+                        // A concurrent retry stored it first; return that one.
+                        tx.rollback().await.map_err(db_error)?;
+                        let message = self
+                            .message_by_client_id(new, client_id.unwrap_or_default())
+                            .await?
+                            .ok_or_else(|| Error::Internal("idempotent message vanished".into()))?;
+                        return Ok(StoredMessage { message, created: false });
+                    }
+                    Err(e) => return Err(db_error(e)),
+                };
+                tx.commit().await.map_err(db_error)?;
+                Ok(StoredMessage {
+                    message: Message {
+                        id: MessageId(id),
+                        channel_id: new.channel_id,
+                        seq,
+                        sender: new.sender.clone(),
+                        client_message_id: client_id.map(str::to_owned),
+                        content: new.content.as_str().to_owned(),
+                        created_at: now,
+                        edited_at: None,
+                        deleted_at: None,
+                    },
+                    created: true,
+                })
+            }
+
+            async fn edit_message(&self, id: MessageId, content: &MessageBody) -> Result<(Message, ChannelEvent)> {
+                let now = now_ms();
+                let mut tx = self.begin_write().await?;
+                let before = Self::message_in(&mut tx, id).await?;
+                let seq = Self::append_event(&mut tx, before.channel_id, "message_edited", before.sender.user_id(), Some(id), None, now).await?;
+                // Checked after the channel lock: a concurrent delete wins.
+                let edited = sqlx::query(&q(
+                    "UPDATE messages SET content = $1, edited_at = $2 WHERE id = $3 AND deleted_at IS NULL",
+                ))
+                .bind(content.as_str())
+                .bind(now)
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                if edited.rows_affected() == 0 {
+                    tx.rollback().await.map_err(db_error)?;
+                    return Err(Error::Conflict("the message was deleted".into()));
+                }
+                let message = Self::message_in(&mut tx, id).await?;
+                tx.commit().await.map_err(db_error)?;
+                let event = durable_event(message.channel_id, seq, now, EventPayload::MessageEdited { message: message.clone() });
+                Ok((message, event))
+            }
+
+            async fn delete_message(&self, id: MessageId) -> Result<(Message, Option<ChannelEvent>)> {
+                let now = now_ms();
+                let mut tx = self.begin_write().await?;
+                let before = Self::message_in(&mut tx, id).await?;
+                if before.is_deleted() {
+                    return Ok((before, None));
+                }
+                let seq = Self::append_event(&mut tx, before.channel_id, "message_deleted", before.sender.user_id(), Some(id), None, now).await?;
+                let deleted = sqlx::query(&q(
+                    "UPDATE messages SET content = $1, deleted_at = $2 WHERE id = $3 AND deleted_at IS NULL",
+                ))
+                .bind("")
+                .bind(now)
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                if deleted.rows_affected() == 0 {
+                    tx.rollback().await.map_err(db_error)?;
+                    return Ok((self.message(id).await?, None));
+                }
+                let message = Self::message_in(&mut tx, id).await?;
+                tx.commit().await.map_err(db_error)?;
+                let event = durable_event(message.channel_id, seq, now, EventPayload::MessageDeleted { message: message.clone() });
+                Ok((message, Some(event)))
+            }
+
+            async fn message(&self, id: MessageId) -> Result<Message> {
+                let row = sqlx::query(&q(concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM messages m WHERE m.id = $1"
+                )))
+                .bind(id.0)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(db_error)?
+                .ok_or(Error::NotFound(Entity::Message))?;
+                message_row(&row, 0)
+            }
+
+            async fn message_by_seq(&self, channel: ChannelId, seq: Seq) -> Result<Message> {
+                let row = sqlx::query(&q(concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM messages m WHERE m.channel_id = $1 AND m.seq = $2"
+                )))
+                .bind(channel.0)
+                .bind(seq)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(db_error)?
+                .ok_or(Error::NotFound(Entity::Message))?;
+                message_row(&row, 0)
+            }
+
+            async fn history(&self, channel: ChannelId, page: HistoryPage, limit: u32) -> Result<Vec<Message>> {
+                let (sql, bound) = match page {
+                    HistoryPage::Before(before) => (
+                        q(concat!(
+                            "SELECT ",
+                            message_columns!(),
+                            " FROM messages m WHERE m.channel_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3"
+                        )),
+                        before.unwrap_or(Seq::MAX),
+                    ),
+                    HistoryPage::After(after) => (
+                        q(concat!(
+                            "SELECT ",
+                            message_columns!(),
+                            " FROM messages m WHERE m.channel_id = $1 AND m.seq > $2 ORDER BY m.seq ASC LIMIT $3"
+                        )),
+                        after,
+                    ),
+                };
+                let rows = sqlx::query(&sql)
+                    .bind(channel.0)
+                    .bind(bound)
+                    .bind(page_limit(limit))
+                    .fetch_all(&self.read)
+                    .await
+                    .map_err(db_error)?;
+                rows.iter().map(|r| message_row(r, 0)).collect()
+            }
+
+            async fn events_after(&self, channel: ChannelId, after: Seq, limit: u32) -> Result<Vec<ChannelEvent>> {
+                let limit = page_limit(limit);
+                let mut tx = self.begin_read().await?;
+                let messages = sqlx::query(&q(concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM messages m WHERE m.channel_id = $1 AND m.seq > $2 ORDER BY m.seq LIMIT $3"
+                )))
+                .bind(channel.0)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                let events = sqlx::query(&q(concat!(
+                    "SELECT e.seq, e.kind, e.user_id, e.payload, e.created_at, ",
+                    message_columns!(),
+                    " FROM channel_events e LEFT JOIN messages m ON m.id = e.message_id \
+                     WHERE e.channel_id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3"
+                )))
+                .bind(channel.0)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                tx.commit().await.map_err(db_error)?;
+
+                let mut merged = Vec::with_capacity(messages.len() + events.len());
+                for row in &messages {
+                    let message = message_row(row, 0)?;
+                    merged.push(durable_event(channel, message.seq, message.created_at, EventPayload::MessageCreated { message }));
+                }
+                for row in &events {
+                    merged.push(Self::stored_event(channel, row)?);
+                }
+                // Each list holds the `limit` lowest seqs of its kind, so the
+                // `limit` lowest of the union are all here.
+                merged.sort_by_key(|e| e.seq);
+                merged.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+                Ok(merged)
+            }
+
+            async fn mark_read(&self, channel: ChannelId, user: &UserId, seq: Seq) -> Result<MarkedRead> {
+                if seq < 0 {
+                    return Err(Error::invalid("seq", "must not be negative"));
+                }
+                let now = now_ms();
+                let mut tx = self.begin_write().await?;
+                let last_seq = Self::channel_in(&mut tx, channel).await?.last_seq;
+                let target = seq.min(last_seq);
+                let moved = sqlx::query(&q(
+                    "UPDATE members SET last_read_seq = $1, last_read_at = $2 \
+                     WHERE channel_id = $3 AND user_id = $4 AND last_read_seq < $5",
+                ))
+                .bind(target)
+                .bind(now)
+                .bind(channel.0)
+                .bind(user.as_str())
+                .bind(target)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .rows_affected()
+                    > 0;
+                let member = Self::member_in(&mut tx, channel, user)
+                    .await?
+                    .ok_or(Error::NotFound(Entity::Member))?;
+                if moved {
+                    let latest = sqlx::query(&q(
+                        "SELECT up_to_seq, read_at FROM read_marks WHERE channel_id = $1 AND user_id = $2 \
+                         ORDER BY up_to_seq DESC LIMIT 1",
+                    ))
+                    .bind(channel.0)
+                    .bind(user.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                    let recent = match &latest {
+                        Some(row) if int(row, 1)? > now - READ_MARK_WINDOW_MS => Some(int(row, 0)?),
+                        _ => None,
+                    };
+                    let statement = if recent.is_some() {
+                        "UPDATE read_marks SET up_to_seq = $1, read_at = $2 \
+                         WHERE channel_id = $3 AND user_id = $4 AND up_to_seq = $5"
+                    } else {
+                        "INSERT INTO read_marks (up_to_seq, read_at, channel_id, user_id) VALUES ($1, $2, $3, $4)"
+                    };
+                    let statement = q(statement);
+                    let mut query = sqlx::query(&statement)
+                        .bind(target)
+                        .bind(now)
+                        .bind(channel.0)
+                        .bind(user.as_str());
+                    if let Some(previous) = recent {
+                        query = query.bind(previous);
+                    }
+                    query.execute(&mut *tx).await.map_err(db_error)?;
+                }
+                tx.commit().await.map_err(db_error)?;
+                Ok(MarkedRead { member, moved })
+            }
+
+            async fn unread_count(&self, channel: ChannelId, user: &UserId) -> Result<i64> {
+                let row = sqlx::query(&q(
+                    "SELECT COUNT(*) FROM messages m \
+                     JOIN members mb ON mb.channel_id = m.channel_id AND mb.user_id = $1 \
+                     WHERE m.channel_id = $2 AND m.seq > mb.last_read_seq AND m.sender <> $3 AND m.deleted_at IS NULL",
+                ))
+                .bind(user.as_str())
+                .bind(channel.0)
+                .bind(user.as_str())
+                .fetch_one(&self.read)
+                .await
+                .map_err(db_error)?;
+                int(&row, 0)
+            }
+
+            async fn unread_messages(&self, user: &UserId, limit: u32) -> Result<Vec<Message>> {
+                let rows = sqlx::query(&q(concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM members mb JOIN messages m ON m.channel_id = mb.channel_id AND m.seq > mb.last_read_seq \
+                     WHERE mb.user_id = $1 AND m.sender <> $2 AND m.deleted_at IS NULL \
+                     ORDER BY m.channel_id, m.seq LIMIT $3"
+                )))
+                .bind(user.as_str())
+                .bind(user.as_str())
+                .bind(page_limit(limit))
+                .fetch_all(&self.read)
+                .await
+                .map_err(db_error)?;
+                rows.iter().map(|r| message_row(r, 0)).collect()
+            }
+
+            async fn seen_by(&self, channel: ChannelId, seq: Seq) -> Result<Vec<SeenBy>> {
+                let rows = sqlx::query(&q(
+                    "SELECT r.user_id, MIN(r.read_at) FROM read_marks r \
+                     WHERE r.channel_id = $1 AND r.up_to_seq >= $2 \
+                     GROUP BY r.user_id ORDER BY 2, 1",
+                ))
+                .bind(channel.0)
+                .bind(seq)
+                .fetch_all(&self.read)
+                .await
+                .map_err(db_error)?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(SeenBy {
+                            user_id: UserId::from_trusted(text(r, 0)?),
+                            seen_at: int(r, 1)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn read_marks(&self, channel: ChannelId, user: &UserId) -> Result<Vec<ReadMark>> {
+                let rows = sqlx::query(&q(
+                    "SELECT up_to_seq, read_at FROM read_marks WHERE channel_id = $1 AND user_id = $2 ORDER BY up_to_seq",
+                ))
+                .bind(channel.0)
+                .bind(user.as_str())
+                .fetch_all(&self.read)
+                .await
+                .map_err(db_error)?;
+                rows.iter()
+                    .map(|r| Ok(ReadMark { up_to_seq: int(r, 0)?, read_at: int(r, 1)? }))
+                    .collect()
+            }
+
+            async fn rows_referencing(&self, channel: ChannelId) -> Result<i64> {
+                let mut total = 0;
+                for statement in [
+                    "SELECT COUNT(*) FROM channels WHERE id = $1",
+                    "SELECT COUNT(*) FROM members WHERE channel_id = $1",
+                    "SELECT COUNT(*) FROM messages WHERE channel_id = $1",
+                    "SELECT COUNT(*) FROM channel_events WHERE channel_id = $1",
+                    "SELECT COUNT(*) FROM read_marks WHERE channel_id = $1",
+                ] {
+                    let row = sqlx::query(&q(statement))
+                        .bind(channel.0)
+                        .fetch_one(&self.write)
+                        .await
+                        .map_err(db_error)?;
+                    total += int(&row, 0)?;
+                }
+                Ok(total)
+            }
+        }
+    };
+}

@@ -1,0 +1,748 @@
+//! One storage suite, run against SQLite, MySQL/MariaDB and PostgreSQL, each
+//! test in a fresh database of its own.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use clacks_core::{
+    ChannelId, ChannelPage, ClientMessageId, DisplayName, Entity, Error, EventPayload, HistoryPage,
+    MessageBody, Metadata, Role, Sender, UserId,
+};
+use clacks_store::{ChannelPatch, NewMessage, PoolSettings, Store};
+use clacks_testkit::{TestBackend, TestDatabase};
+
+async fn run<F, Fut>(backend: TestBackend, test: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let store = clacks_store::connect(&db.url, &PoolSettings::default())
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    test(store.clone()).await;
+    store.close().await;
+}
+
+macro_rules! storage_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::run(clacks_testkit::TestBackend::Sqlite, super::$name).await })*
+        }
+        mod mysql {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::run(clacks_testkit::TestBackend::MySql, super::$name).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::run(clacks_testkit::TestBackend::Postgres, super::$name).await })*
+        }
+    };
+}
+
+storage_tests!(
+    concurrent_writers_get_gap_free_seqs,
+    idempotent_retry_under_concurrency_stores_one_message,
+    watermark_never_moves_back,
+    unread_counts_exclude_own_and_deleted_messages,
+    channel_delete_leaves_nothing_behind,
+    members_add_idempotently_and_record_events,
+    history_pages_in_both_directions,
+    events_after_replays_the_stream_in_order,
+    edit_and_delete_keep_tombstones,
+    seen_by_answers_who_and_when,
+    settings_first_value_wins,
+    channels_update_and_page,
+    user_ids_compare_exactly,
+    writes_to_missing_channels_are_not_found,
+);
+
+fn user(id: &str) -> UserId {
+    UserId::parse(id).unwrap()
+}
+
+fn body(text: &str) -> MessageBody {
+    MessageBody::parse(text, 16 * 1024).unwrap()
+}
+
+async fn channel_with(store: &Arc<dyn Store>, members: &[&str]) -> ChannelId {
+    let members: Vec<UserId> = members.iter().map(|m| user(m)).collect();
+    store
+        .create_channel(&DisplayName::parse("general").unwrap(), None, &members)
+        .await
+        .unwrap()
+        .id
+}
+
+async fn send(
+    store: &Arc<dyn Store>,
+    channel: ChannelId,
+    from: &str,
+    text: &str,
+) -> clacks_core::Message {
+    store
+        .create_message(&NewMessage {
+            channel_id: channel,
+            sender: Sender::User(user(from)),
+            content: body(text),
+            client_message_id: None,
+        })
+        .await
+        .unwrap()
+        .message
+}
+
+async fn concurrent_writers_get_gap_free_seqs(store: Arc<dyn Store>) {
+    const WRITERS: usize = 8;
+    const PER_WRITER: usize = 500;
+    let channel = channel_with(&store, &["w0", "w1", "w2", "w3", "w4", "w5", "w6", "w7"]).await;
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut seqs = Vec::with_capacity(PER_WRITER);
+                for i in 0..PER_WRITER {
+                    seqs.push(
+                        send(&store, channel, &format!("w{w}"), &format!("m{i}"))
+                            .await
+                            .seq,
+                    );
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        let seqs = task.await.unwrap();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "one writer's seqs increase"
+        );
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    let expected: Vec<i64> = (1..=(WRITERS * PER_WRITER) as i64).collect();
+    assert_eq!(
+        all,
+        expected,
+        "seqs are exactly 1..={}",
+        WRITERS * PER_WRITER
+    );
+
+    let stored = store
+        .history(channel, HistoryPage::After(0), 10_000)
+        .await
+        .unwrap();
+    let stored: Vec<i64> = stored.iter().map(|m| m.seq).collect();
+    assert_eq!(stored, expected);
+    assert_eq!(store.channel(channel).await.unwrap().last_seq, 4000);
+}
+
+async fn idempotent_retry_under_concurrency_stores_one_message(store: Arc<dyn Store>) {
+    let channel = channel_with(&store, &["alice"]).await;
+    let new = NewMessage {
+        channel_id: channel,
+        sender: Sender::User(user("alice")),
+        content: body("hello once"),
+        client_message_id: Some(ClientMessageId::parse("retry-1").unwrap()),
+    };
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            let new = new.clone();
+            tokio::spawn(async move { store.create_message(&new).await.unwrap() })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    let mut created = 0;
+    for task in tasks {
+        let stored = task.await.unwrap();
+        ids.insert(stored.message.id);
+        created += usize::from(stored.created);
+        assert_eq!(stored.message.seq, 1);
+        assert_eq!(stored.message.content, "hello once");
+    }
+    assert_eq!(ids.len(), 1, "every retry returns the same message");
+    assert_eq!(created, 1, "exactly one call stored it");
+    let history = store
+        .history(channel, HistoryPage::Before(None), 100)
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 1);
+    // The seq counter was not consumed by the losing retries.
+    assert_eq!(store.channel(channel).await.unwrap().last_seq, 1);
+    // The same client id from another sender is another message.
+    store
+        .add_member(channel, &user("bob"), &Role::member())
+        .await
+        .unwrap();
+    let other = store
+        .create_message(&NewMessage {
+            sender: Sender::User(user("bob")),
+            ..new
+        })
+        .await
+        .unwrap();
+    assert!(other.created);
+}
+
+async fn watermark_never_moves_back(store: Arc<dyn Store>) {
+    let channel = channel_with(&store, &["alice", "bob"]).await;
+    for i in 0..10 {
+        send(&store, channel, "alice", &format!("m{i}")).await;
+    }
+    let bob = user("bob");
+    let first = store.mark_read(channel, &bob, 5).await.unwrap();
+    assert!(first.moved);
+    assert_eq!(first.member.last_read_seq, 5);
+    assert!(first.member.last_read_at.is_some());
+
+    let back = store.mark_read(channel, &bob, 3).await.unwrap();
+    assert!(!back.moved);
+    assert_eq!(back.member.last_read_seq, 5);
+
+    let beyond = store.mark_read(channel, &bob, 1_000).await.unwrap();
+    assert!(beyond.moved);
+    assert_eq!(
+        beyond.member.last_read_seq, 10,
+        "clamped to the channel's last seq"
+    );
+
+    let concurrent: Vec<_> = (0..10)
+        .map(|s| {
+            let store = store.clone();
+            let bob = bob.clone();
+            tokio::spawn(async move { store.mark_read(channel, &bob, s).await.unwrap() })
+        })
+        .collect();
+    for task in concurrent {
+        assert_eq!(task.await.unwrap().member.last_read_seq, 10);
+    }
+    assert!(matches!(
+        store.mark_read(channel, &bob, -1).await,
+        Err(Error::InvalidInput { .. })
+    ));
+    assert_eq!(
+        store
+            .mark_read(channel, &user("carol"), 1)
+            .await
+            .unwrap_err(),
+        Error::NotFound(Entity::Member)
+    );
+}
+
+async fn unread_counts_exclude_own_and_deleted_messages(store: Arc<dyn Store>) {
+    let channel = channel_with(&store, &["alice", "bob"]).await;
+    let other = channel_with(&store, &["bob"]).await;
+    let a1 = send(&store, channel, "alice", "a1").await;
+    send(&store, channel, "alice", "a2").await;
+    send(&store, channel, "alice", "a3").await;
+    send(&store, channel, "bob", "b1").await;
+    let b2 = send(&store, channel, "bob", "b2").await;
+    store.delete_message(a1.id).await.unwrap();
+    store
+        .create_message(&NewMessage {
+            channel_id: other,
+            sender: Sender::System,
+            content: body("welcome"),
+            client_message_id: None,
+        })
+        .await
+        .unwrap();
+
+    let (alice, bob) = (user("alice"), user("bob"));
+    assert_eq!(
+        store.unread_count(channel, &bob).await.unwrap(),
+        2,
+        "alice's live messages"
+    );
+    assert_eq!(
+        store.unread_count(channel, &alice).await.unwrap(),
+        2,
+        "bob's messages"
+    );
+    assert_eq!(
+        store.unread_count(other, &bob).await.unwrap(),
+        1,
+        "system messages count"
+    );
+
+    let summaries = store.user_channels(&bob).await.unwrap();
+    assert_eq!(summaries.len(), 2);
+    assert_eq!(summaries[0].channel.id, channel);
+    assert_eq!(summaries[0].unread_count, 2);
+    assert_eq!(
+        summaries[0].last_message.as_ref().map(|m| m.id),
+        Some(b2.id)
+    );
+    assert_eq!(summaries[1].unread_count, 1);
+    let total: i64 = summaries.iter().map(|s| s.unread_count).sum();
+    assert_eq!(total, 3);
+    assert_eq!(store.unread_messages(&bob, 100).await.unwrap().len(), 3);
+
+    store.mark_read(channel, &bob, b2.seq).await.unwrap();
+    assert_eq!(store.unread_count(channel, &bob).await.unwrap(), 0);
+    assert_eq!(store.user_channels(&bob).await.unwrap()[0].unread_count, 0);
+    assert_eq!(store.unread_messages(&bob, 100).await.unwrap().len(), 1);
+}
+
+async fn channel_delete_leaves_nothing_behind(store: Arc<dyn Store>) {
+    let keep = channel_with(&store, &["alice"]).await;
+    send(&store, keep, "alice", "stays").await;
+    let channel = channel_with(&store, &["alice", "bob"]).await;
+    let m = send(&store, channel, "alice", "hello").await;
+    send(&store, channel, "bob", "hi").await;
+    store.edit_message(m.id, &body("hello!")).await.unwrap();
+    store.mark_read(channel, &user("bob"), 2).await.unwrap();
+    store
+        .add_member(channel, &user("carol"), &Role::member())
+        .await
+        .unwrap();
+    store
+        .update_channel(
+            channel,
+            &ChannelPatch {
+                display_name: Some(DisplayName::parse("renamed").unwrap()),
+                metadata: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(store.rows_referencing(channel).await.unwrap() > 5);
+
+    let deleted = store.delete_channel(channel).await.unwrap();
+    assert_eq!(
+        deleted.members,
+        vec![user("alice"), user("bob"), user("carol")]
+    );
+    assert_eq!(store.rows_referencing(channel).await.unwrap(), 0);
+    assert_eq!(
+        store.channel(channel).await.unwrap_err(),
+        Error::NotFound(Entity::Channel)
+    );
+    assert_eq!(
+        store.delete_channel(channel).await.unwrap_err(),
+        Error::NotFound(Entity::Channel)
+    );
+    assert_eq!(
+        store.message(m.id).await.unwrap_err(),
+        Error::NotFound(Entity::Message)
+    );
+    // Other channels are untouched.
+    assert_eq!(
+        store
+            .history(keep, HistoryPage::Before(None), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(store.user_channels(&user("alice")).await.unwrap().len(), 1);
+}
+
+async fn members_add_idempotently_and_record_events(store: Arc<dyn Store>) {
+    let channel = channel_with(&store, &["alice", "alice"]).await;
+    assert_eq!(
+        store.members(channel).await.unwrap().len(),
+        1,
+        "initial users deduplicated"
+    );
+    let bob = user("bob");
+    let admin = Role::parse("admin").unwrap();
+    let added = store.add_member(channel, &bob, &admin).await.unwrap();
+    let event = added.event.expect("a joined event");
+    assert_eq!(event.seq, 1);
+    assert!(
+        matches!(event.payload, EventPayload::MemberJoined { ref user_id, .. } if user_id == &bob)
+    );
+    assert_eq!(added.member.role, admin);
+    assert_eq!(
+        added.member.last_read_seq, 1,
+        "a new member starts with nothing unread"
+    );
+
+    let again = store
+        .add_member(channel, &bob, &Role::member())
+        .await
+        .unwrap();
+    assert!(again.event.is_none());
+    assert_eq!(again.member.role, admin, "a repeat add changes nothing");
+
+    // Concurrent adds of one user: one event.
+    let carol = user("carol");
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            let carol = carol.clone();
+            tokio::spawn(async move {
+                store
+                    .add_member(channel, &carol, &Role::member())
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut events = 0;
+    for task in tasks {
+        events += usize::from(task.await.unwrap().event.is_some());
+    }
+    assert_eq!(events, 1);
+    assert_eq!(store.channel(channel).await.unwrap().last_seq, 2);
+
+    let members: Vec<String> = store
+        .members(channel)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.user_id.into_string())
+        .collect();
+    assert_eq!(members, vec!["alice", "bob", "carol"]);
+
+    let left = store.remove_member(channel, &bob).await.unwrap();
+    assert_eq!(left.seq, 3);
+    assert!(matches!(left.payload, EventPayload::MemberLeft { .. }));
+    assert_eq!(
+        store.remove_member(channel, &bob).await.unwrap_err(),
+        Error::NotFound(Entity::Member)
+    );
+    assert!(store.member(channel, &bob).await.unwrap().is_none());
+    assert_eq!(
+        store.channel(channel).await.unwrap().last_seq,
+        3,
+        "a failed removal takes no seq"
+    );
+    assert_eq!(
+        store.members(ChannelId(i64::MAX)).await.unwrap_err(),
+        Error::NotFound(Entity::Channel)
+    );
+    assert_eq!(
+        store
+            .remove_member(ChannelId(i64::MAX), &bob)
+            .await
+            .unwrap_err(),
+        Error::NotFound(Entity::Channel)
+    );
+}
+
+async fn history_pages_in_both_directions(store: Arc<dyn Store>) {
+    let channel = channel_with(&store, &["alice"]).await;
+    for i in 1..=25 {
+        send(&store, channel, "alice", &format!("m{i}")).await;
+    }
+    let seqs = |page: Vec<clacks_core::Message>| page.iter().map(|m| m.seq).collect::<Vec<_>>();
+    let newest = store
+        .history(channel, HistoryPage::Before(None), 10)
+        .await
+        .unwrap();
+    assert_eq!(seqs(newest), (16..=25).rev().collect::<Vec<_>>());
+    let older = store
+        .history(channel, HistoryPage::Before(Some(16)), 10)
+        .await
+        .unwrap();
+    assert_eq!(seqs(older), (6..=15).rev().collect::<Vec<_>>());
+    let oldest = store
+        .history(channel, HistoryPage::Before(Some(6)), 10)
+        .await
+        .unwrap();
+    assert_eq!(seqs(oldest), (1..=5).rev().collect::<Vec<_>>());
+    let forward = store
+        .history(channel, HistoryPage::After(20), 10)
+        .await
+        .unwrap();
+    assert_eq!(seqs(forward), (21..=25).collect::<Vec<_>>());
+    let bounded = store
+        .history(channel, HistoryPage::After(0), u32::MAX)
+        .await
+        .unwrap();
+    assert_eq!(bounded.len(), 25, "a huge limit is clamped, not an error");
+    assert_eq!(
+        store.message_by_seq(channel, 7).await.unwrap().content,
+        "m7"
+    );
+    assert_eq!(
+        store.message_by_seq(channel, 99).await.unwrap_err(),
+        Error::NotFound(Entity::Message)
+    );
+}
+
+async fn events_after_replays_the_stream_in_order(store: Arc<dyn Store>) {
+    let channel = channel_with(&store, &["alice"]).await;
+    let m1 = send(&store, channel, "alice", "one").await; // 1
+    store
+        .add_member(channel, &user("bob"), &Role::member())
+        .await
+        .unwrap(); // 2
+    send(&store, channel, "bob", "two").await; // 3
+    store
+        .edit_message(m1.id, &body("one, edited"))
+        .await
+        .unwrap(); // 4
+    store
+        .update_channel(
+            channel,
+            &ChannelPatch {
+                display_name: Some(DisplayName::parse("renamed").unwrap()),
+                metadata: Some(Some(
+                    Metadata::parse(serde_json::json!({"topic": "x"})).unwrap(),
+                )),
+            },
+        )
+        .await
+        .unwrap(); // 5
+    store.delete_message(m1.id).await.unwrap(); // 6
+    store.remove_member(channel, &user("bob")).await.unwrap(); // 7
+
+    let all = store.events_after(channel, 0, 100).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=7).collect::<Vec<_>>()
+    );
+    assert!(all.iter().all(|e| e.durable && e.channel_id == channel));
+    let kinds: Vec<&str> = all
+        .iter()
+        .map(|e| match &e.payload {
+            EventPayload::MessageCreated { .. } => "created",
+            EventPayload::MemberJoined { .. } => "joined",
+            EventPayload::MessageEdited { .. } => "edited",
+            EventPayload::ChannelUpdated { .. } => "updated",
+            EventPayload::MessageDeleted { .. } => "deleted",
+            EventPayload::MemberLeft { .. } => "left",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "created", "joined", "created", "edited", "updated", "deleted", "left"
+        ]
+    );
+    match &all[4].payload {
+        EventPayload::ChannelUpdated { channel: updated } => {
+            assert_eq!(updated.display_name, "renamed");
+            assert_eq!(updated.metadata.as_ref().unwrap().as_value()["topic"], "x");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let page = store.events_after(channel, 2, 3).await.unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
+    assert!(
+        store
+            .events_after(channel, 7, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn edit_and_delete_keep_tombstones(store: Arc<dyn Store>) {
+    let channel = channel_with(&store, &["alice"]).await;
+    let m = send(&store, channel, "alice", "draft").await;
+    let (edited, event) = store.edit_message(m.id, &body("final")).await.unwrap();
+    assert_eq!(edited.content, "final");
+    assert!(edited.edited_at.is_some());
+    assert_eq!(edited.seq, 1, "an edit keeps the message's seq");
+    assert_eq!(event.seq, 2, "and records an event with the next one");
+
+    let (tombstone, event) = store.delete_message(m.id).await.unwrap();
+    assert!(tombstone.is_deleted());
+    assert_eq!(tombstone.content, "");
+    assert_eq!(tombstone.seq, 1);
+    assert_eq!(event.unwrap().seq, 3);
+    let (_, again) = store.delete_message(m.id).await.unwrap();
+    assert!(again.is_none(), "deleting twice records nothing");
+    assert!(matches!(
+        store.edit_message(m.id, &body("zombie")).await,
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(store.channel(channel).await.unwrap().last_seq, 3);
+    let history = store
+        .history(channel, HistoryPage::Before(None), 10)
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 1, "the tombstone stays in history");
+    assert!(history[0].is_deleted());
+    assert_eq!(
+        store
+            .edit_message(clacks_core::MessageId(i64::MAX), &body("x"))
+            .await
+            .unwrap_err(),
+        Error::NotFound(Entity::Message)
+    );
+}
+
+async fn seen_by_answers_who_and_when(store: Arc<dyn Store>) {
+    let channel = channel_with(&store, &["alice", "bob", "carol"]).await;
+    for i in 1..=5 {
+        send(&store, channel, "alice", &format!("m{i}")).await;
+    }
+    store.mark_read(channel, &user("bob"), 3).await.unwrap();
+    store.mark_read(channel, &user("bob"), 4).await.unwrap();
+    store.mark_read(channel, &user("carol"), 5).await.unwrap();
+
+    let seen: Vec<String> = store
+        .seen_by(channel, 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.user_id.into_string())
+        .collect();
+    assert_eq!(seen.len(), 2);
+    assert!(seen.contains(&"bob".to_owned()) && seen.contains(&"carol".to_owned()));
+    let seen5 = store.seen_by(channel, 5).await.unwrap();
+    assert_eq!(seen5.len(), 1);
+    assert_eq!(seen5[0].user_id, user("carol"));
+    assert!(seen5[0].seen_at > 0);
+
+    // Moves within the window coalesce into one row per reader.
+    let marks = store.read_marks(channel, &user("bob")).await.unwrap();
+    assert_eq!(marks.len(), 1);
+    assert_eq!(marks[0].up_to_seq, 4);
+    assert_eq!(
+        clacks_core::ReadMark::seen_at(&marks, 2),
+        Some(marks[0].read_at)
+    );
+    assert_eq!(clacks_core::ReadMark::seen_at(&marks, 5), None);
+}
+
+async fn settings_first_value_wins(store: Arc<dyn Store>) {
+    assert_eq!(store.setting("jwt_secret").await.unwrap(), None);
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .init_setting("jwt_secret", &format!("secret-{i}"))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut values = HashSet::new();
+    for task in tasks {
+        values.insert(task.await.unwrap());
+    }
+    assert_eq!(values.len(), 1);
+    let stored = store.setting("jwt_secret").await.unwrap().unwrap();
+    assert!(values.contains(&stored));
+}
+
+async fn channels_update_and_page(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(
+            store
+                .create_channel(&DisplayName::parse(format!("c{i}")).unwrap(), None, &[])
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let first = store
+        .list_channels(ChannelPage {
+            after_id: None,
+            limit: 3,
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.iter().map(|c| c.id).collect::<Vec<_>>(), ids[..3]);
+    let next = store
+        .list_channels(ChannelPage {
+            after_id: Some(ids[2]),
+            limit: 3,
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.iter().map(|c| c.id).collect::<Vec<_>>(), ids[3..6]);
+
+    let metadata = Metadata::parse(serde_json::json!({"kind": "support", "n": 1})).unwrap();
+    let (updated, event) = store
+        .update_channel(
+            ids[0],
+            &ChannelPatch {
+                display_name: Some(DisplayName::parse("Ünïcödé 💬").unwrap()),
+                metadata: Some(Some(metadata.clone())),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.display_name, "Ünïcödé 💬");
+    assert_eq!(updated.metadata, Some(metadata));
+    assert_eq!(event.seq, 1);
+    let fetched = store.channel(ids[0]).await.unwrap();
+    assert_eq!(fetched.display_name, "Ünïcödé 💬");
+    let (cleared, _) = store
+        .update_channel(
+            ids[0],
+            &ChannelPatch {
+                display_name: None,
+                metadata: Some(None),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(cleared.metadata, None);
+    assert_eq!(cleared.display_name, "Ünïcödé 💬");
+}
+
+async fn user_ids_compare_exactly(store: Arc<dyn Store>) {
+    let channel = channel_with(&store, &["Alice", "alice", "ALICE", "ali ce"]).await;
+    assert_eq!(store.members(channel).await.unwrap().len(), 4);
+    send(&store, channel, "Alice", "hi").await;
+    assert_eq!(
+        store.unread_count(channel, &user("alice")).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.unread_count(channel, &user("Alice")).await.unwrap(),
+        0
+    );
+    assert!(
+        store
+            .member(channel, &user("aLiCe"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn writes_to_missing_channels_are_not_found(store: Arc<dyn Store>) {
+    let missing = ChannelId(i64::MAX);
+    let err = store
+        .create_message(&NewMessage {
+            channel_id: missing,
+            sender: Sender::User(user("alice")),
+            content: body("lost?"),
+            client_message_id: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err, Error::NotFound(Entity::Channel));
+    assert_eq!(
+        store
+            .add_member(missing, &user("a"), &Role::member())
+            .await
+            .unwrap_err(),
+        Error::NotFound(Entity::Channel)
+    );
+    assert_eq!(
+        store.mark_read(missing, &user("a"), 1).await.unwrap_err(),
+        Error::NotFound(Entity::Channel)
+    );
+    assert!(matches!(
+        store
+            .update_channel(missing, &ChannelPatch::default())
+            .await,
+        Err(Error::NotFound(Entity::Channel))
+    ));
+}
