@@ -1,1 +1,18 @@
+//! Live fan-out on one node: routes committed channel events to the
+//! subscriptions interested in their channel, and tracks live connections
+//! so they can be closed (force disconnect, token expiry).
+//!
+//! Rules this module keeps, because the delivery path runs once per event
+//! per subscriber:
+//! - no I/O and no database access here; events arrive already committed;
+//! - the registry lock is a read/write lock, never held across an await; publishing only does `try_send` on bounded queues;
+//! - a subscription whose queue is full is ended with [`EndReason::Overflow`]
+//!   instead of blocking the publisher or silently dropping events;
+//! - registrations are owned by guards and removed in `Drop`, so a vanished
+//!   connection never leaves a dead sender behind.
 
+mod connections;
+mod hub;
+
+pub use connections::{CloseReason, ConnectionGuard, Connections};
+pub use hub::{Delivery, EndReason, Hub, HubStats, Interest, Subscription};

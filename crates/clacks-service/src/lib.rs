@@ -1,1 +1,20 @@
+//! The use cases of Clacks, each written once and called by both transports
+//! (the GraphQL client API and the management REST API): membership checks,
+//! limits, rate limiting, idempotency, and publishing committed events to
+//! live subscribers all happen here and only here.
+//!
+//! Two kinds of caller:
+//! - [`Caller`]: an end user authenticated by JWT, who may only act on the
+//!   channels they belong to;
+//! - the application's own server, through the `admin_*` methods, which is
+//!   trusted with every channel (the management port is its alone).
 
+pub mod auth;
+mod limits;
+mod service;
+mod stream;
+
+pub use auth::{Auth, AuthSettings, Caller, MintedToken, TokenRequest};
+pub use limits::Limits;
+pub use service::{ChatService, ChatServiceParts, HistoryRequest, MAX_RESUME_EVENTS, MessageView};
+pub use stream::EventStream;

@@ -1,0 +1,218 @@
+//! Command line and environment configuration. Every option is a flag and
+//! an environment variable (the flag wins); `clacks --help` documents each.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Clacks: a self-hosted real-time chat backend (GraphQL for clients, a JSON
+/// management API for the application's own server).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "clacks", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Run the server (the default when no command is given).
+    Serve,
+    /// Apply the embedded database migrations, then exit.
+    Migrate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Database: sqlite:PATH, mysql://USER[:PASS]@HOST[:PORT]/DB (MySQL 8 or
+    /// MariaDB 10.6+), or postgres://USER[:PASS]@HOST[:PORT]/DB.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://clacks.db",
+        global = true
+    )]
+    pub database_url: String,
+
+    /// Most database connections in the pool.
+    #[arg(
+        long,
+        env = "CLACKS_DB_MAX_CONNECTIONS",
+        default_value_t = 16,
+        global = true
+    )]
+    pub db_max_connections: u32,
+
+    /// HS256 key for client JWTs. Unset: a random key is generated once and
+    /// kept in the database (a warning is logged). Use at least 32 bytes.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Seconds of clock skew tolerated on a token's exp and nbf.
+    #[arg(long, env = "CLACKS_JWT_LEEWAY", default_value_t = 5, global = true)]
+    pub jwt_leeway: u64,
+
+    /// Required `iss` of client tokens (and the one minted tokens carry).
+    #[arg(long, env = "CLACKS_JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` of client tokens (and the one minted tokens carry).
+    #[arg(long, env = "CLACKS_JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+
+    /// Default lifetime, in seconds, of tokens minted by the management API.
+    #[arg(
+        long,
+        env = "CLACKS_TOKEN_TTL",
+        default_value_t = 86_400,
+        global = true
+    )]
+    pub token_ttl: u64,
+
+    /// Address of the client listener (GraphQL, GraphiQL, /healthz).
+    #[arg(
+        long,
+        env = "CLACKS_CLIENT_ADDR",
+        default_value = "0.0.0.0:8000",
+        global = true
+    )]
+    pub client_addr: SocketAddr,
+
+    /// Address of the management listener (/api/v1, OpenAPI, /metrics).
+    /// Keep it private: binding it beyond loopback requires a token.
+    #[arg(
+        long,
+        env = "CLACKS_MANAGEMENT_ADDR",
+        default_value = "127.0.0.1:7999",
+        global = true
+    )]
+    pub management_addr: SocketAddr,
+
+    /// Bearer token required on every management request except health and
+    /// the OpenAPI documents.
+    #[arg(
+        long,
+        env = "CLACKS_MANAGEMENT_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub management_token: Option<String>,
+
+    /// NATS server for fan-out between several Clacks nodes (e.g.
+    /// nats://127.0.0.1:4222). Unset: this node delivers alone.
+    #[arg(long, env = "CLACKS_NATS_URL", global = true)]
+    pub nats_url: Option<String>,
+
+    /// Largest message content, in bytes.
+    #[arg(long, env = "CLACKS_MAX_MESSAGE_BYTES", default_value_t = clacks_core::DEFAULT_MAX_MESSAGE_BYTES, global = true)]
+    pub max_message_bytes: usize,
+
+    /// Sustained messages per second one user may send.
+    #[arg(long, env = "CLACKS_SEND_RATE", default_value_t = 10, global = true)]
+    pub send_rate: u32,
+
+    /// Messages one user may send in a burst above the sustained rate.
+    #[arg(long, env = "CLACKS_SEND_BURST", default_value_t = 30, global = true)]
+    pub send_burst: u32,
+
+    /// Events queued per subscription before a slow client is disconnected.
+    #[arg(
+        long,
+        env = "CLACKS_SUBSCRIPTION_QUEUE",
+        default_value_t = 1024,
+        global = true
+    )]
+    pub subscription_queue: usize,
+
+    /// Most concurrent subscriptions on one WebSocket connection.
+    #[arg(
+        long,
+        env = "CLACKS_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+        default_value_t = 100,
+        global = true
+    )]
+    pub max_subscriptions_per_connection: usize,
+
+    /// Seconds to let connections finish after SIGTERM/SIGINT.
+    #[arg(
+        long,
+        env = "CLACKS_SHUTDOWN_GRACE",
+        default_value_t = 10,
+        global = true
+    )]
+    pub shutdown_grace: u64,
+
+    /// Log format.
+    #[arg(long, env = "CLACKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// Log filter, in tracing's EnvFilter syntax (e.g. `info`,
+    /// `clacks=debug,sqlx=warn`).
+    #[arg(long, env = "CLACKS_LOG", default_value = "info", global = true)]
+    pub log_level: String,
+}
+
+impl Config {
+    /// A configuration with every default, for tests and embedding.
+    pub fn defaults() -> Config {
+        Cli::parse_from(["clacks"]).config
+    }
+
+    /// Checks what clap cannot: refuses settings that would be unsafe.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.management_addr.ip().is_loopback()
+            && self.management_token.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(format!(
+                "the management API would listen on {} (beyond loopback) without authentication.\n\
+                 Set CLACKS_MANAGEMENT_TOKEN (or --management-token) to a long random secret, \
+                 or bind it to loopback with CLACKS_MANAGEMENT_ADDR=127.0.0.1:7999.",
+                self.management_addr
+            ));
+        }
+        if self.send_rate == 0 || self.send_burst == 0 {
+            return Err("CLACKS_SEND_RATE and CLACKS_SEND_BURST must be at least 1".into());
+        }
+        if self.max_message_bytes == 0 {
+            return Err("CLACKS_MAX_MESSAGE_BYTES must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn public_management_needs_a_token() {
+        let mut config = Config::defaults();
+        assert!(config.validate().is_ok());
+        config.management_addr = "0.0.0.0:7999".parse().unwrap();
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .contains("CLACKS_MANAGEMENT_TOKEN")
+        );
+        config.management_token = Some("s3cret".into());
+        assert!(config.validate().is_ok());
+    }
+}

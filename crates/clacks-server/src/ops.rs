@@ -1,0 +1,89 @@
+//! Operational endpoints (health, readiness, metrics) and the HTTP metrics
+//! middleware shared by both listeners.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use clacks_service::ChatService;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+#[derive(Clone)]
+struct OpsState {
+    service: Arc<ChatService>,
+    prometheus: PrometheusHandle,
+}
+
+/// `/healthz` alone, for the client listener.
+pub fn health_routes() -> Router {
+    Router::new().route("/healthz", get(healthz))
+}
+
+/// `/healthz`, `/readyz` and `/metrics`, for the management listener.
+pub fn management_ops_routes(service: Arc<ChatService>, prometheus: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .with_state(OpsState {
+            service,
+            prometheus,
+        })
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<OpsState>) -> Response {
+    match state.service.ready().await {
+        Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unavailable", "reason": e.public_message()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn render_metrics(State(state): State<OpsState>) -> Response {
+    let hub = state.service.hub().stats();
+    metrics::gauge!("clacks_subscriptions").set(hub.subscriptions as f64);
+    metrics::gauge!("clacks_subscribed_channels").set(hub.channels as f64);
+    metrics::gauge!("clacks_connections").set(state.service.connections().count() as f64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.prometheus.render(),
+    )
+        .into_response()
+}
+
+/// Counts requests by listener, route and status, and times them.
+pub async fn track_http(listener: &'static str, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [
+        ("listener", listener.to_owned()),
+        ("method", method),
+        ("route", route),
+        ("status", status),
+    ];
+    metrics::counter!("clacks_http_requests_total", &labels).increment(1);
+    metrics::histogram!("clacks_http_request_duration_seconds", &labels[..3])
+        .record(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,1 @@
+//! GraphQL API over HTTP and WebSocket (issue 4).

@@ -1,0 +1,1 @@
+//! Management API over HTTP (issue 3).

@@ -1,0 +1,51 @@
+//! Health, readiness, metrics and shutdown.
+
+use crate::backend_tests;
+use crate::helpers::TestApp;
+
+backend_tests!(
+    both_listeners_answer_health,
+    readyz_and_metrics_on_management_port
+);
+
+async fn both_listeners_answer_health(app: TestApp) {
+    for base in [&app.client_url, &app.management_url] {
+        let response = app
+            .http
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{base}/healthz");
+    }
+    // The management routes are not on the client port.
+    let response = app
+        .http
+        .get(format!("{}/readyz", app.client_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    app.shutdown().await;
+}
+
+async fn readyz_and_metrics_on_management_port(app: TestApp) {
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.management_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.management_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("clacks_http_requests_total"), "{text}");
+    assert!(text.contains("clacks_connections"));
+    app.shutdown().await;
+}

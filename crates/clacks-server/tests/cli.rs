@@ -1,0 +1,145 @@
+//! The `clacks` binary as an operator meets it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn clacks() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_clacks"));
+    for var in [
+        "DATABASE_URL",
+        "JWT_SECRET",
+        "CLACKS_CLIENT_ADDR",
+        "CLACKS_MANAGEMENT_ADDR",
+        "CLACKS_MANAGEMENT_TOKEN",
+        "CLACKS_NATS_URL",
+    ] {
+        command.env_remove(var);
+    }
+    command
+}
+
+#[test]
+fn help_documents_every_option() {
+    let output = clacks().arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for needle in [
+        "DATABASE_URL",
+        "JWT_SECRET",
+        "CLACKS_CLIENT_ADDR",
+        "CLACKS_MANAGEMENT_ADDR",
+        "CLACKS_MANAGEMENT_TOKEN",
+        "CLACKS_NATS_URL",
+        "CLACKS_LOG_FORMAT",
+        "CLACKS_LOG",
+        "serve",
+        "migrate",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    }
+}
+
+#[test]
+fn a_bad_database_url_is_a_clear_error() {
+    let output = clacks().env("DATABASE_URL", "nonsense").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_public_management_port_needs_a_token() {
+    let output = clacks()
+        .env("CLACKS_MANAGEMENT_ADDR", "0.0.0.0:7999")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("CLACKS_MANAGEMENT_TOKEN"), "{stderr}");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_health(port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            let _ =
+                stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut response = String::new();
+            let _ = stream.read_to_string(&mut response);
+            if response.starts_with("HTTP/1.1 200") {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// With no configuration the server runs on `clacks.db` in the working
+/// directory, serves health on both ports, and stops cleanly on SIGTERM.
+#[test]
+fn runs_with_no_configuration_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, management) = (free_port(), free_port());
+    let mut child = clacks()
+        .current_dir(dir.path())
+        .env("CLACKS_CLIENT_ADDR", format!("127.0.0.1:{client}"))
+        .env("CLACKS_MANAGEMENT_ADDR", format!("127.0.0.1:{management}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let healthy = wait_for_health(client) && wait_for_health(management);
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(healthy, "both listeners answered /healthz");
+    assert!(
+        dir.path().join("clacks.db").exists(),
+        "clacks.db created in the working directory"
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM stops it cleanly: {status:?}"
+    );
+}
+
+#[test]
+fn migrate_subcommand_creates_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    let output = clacks()
+        .args(["migrate"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(dir.path().join("m.db").exists());
+}

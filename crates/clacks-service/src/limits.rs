@@ -1,0 +1,52 @@
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use clacks_core::DEFAULT_MAX_MESSAGE_BYTES;
+
+/// Limits enforced for every transport.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest message content, in bytes of UTF-8.
+    pub max_message_bytes: usize,
+    /// Most users a channel may be created with in one request.
+    pub max_initial_users: usize,
+    /// Largest page of history, channels or unread messages.
+    pub max_page: u32,
+    /// Page size when the caller gives none.
+    pub default_page: u32,
+    /// Sustained messages per second one user may send (token bucket).
+    pub send_per_second: NonZeroU32,
+    /// Messages one user may send in a burst above the sustained rate.
+    pub send_burst: NonZeroU32,
+    /// At most one typing event per user and channel per this interval.
+    pub typing_interval: Duration,
+    /// Default lifetime of tokens minted by the management API.
+    pub default_token_ttl: Duration,
+    /// Longest lifetime a minted token may have.
+    pub max_token_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_initial_users: 1000,
+            max_page: 200,
+            default_page: 50,
+            send_per_second: NonZeroU32::MIN.saturating_add(9),
+            send_burst: NonZeroU32::MIN.saturating_add(29),
+            typing_interval: Duration::from_secs(2),
+            default_token_ttl: Duration::from_secs(24 * 3600),
+            max_token_ttl: Duration::from_secs(365 * 24 * 3600),
+        }
+    }
+}
+
+impl Limits {
+    /// A requested page size, defaulted and bounded.
+    pub fn page(&self, requested: Option<u32>) -> u32 {
+        requested
+            .unwrap_or(self.default_page)
+            .clamp(1, self.max_page)
+    }
+}
