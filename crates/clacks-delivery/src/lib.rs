@@ -15,4 +15,4 @@ mod connections;
 mod hub;
 
 pub use connections::{CloseReason, ConnectionGuard, Connections};
-pub use hub::{Delivery, EndReason, Hub, HubStats, Interest, Subscription};
+pub use hub::{Backfill, Delivery, EndReason, Hub, HubSettings, HubStats, Interest, Subscription};

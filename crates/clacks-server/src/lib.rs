@@ -14,8 +14,8 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use clacks_core::Error;
-use clacks_delivery::{CloseReason, Connections, Hub};
-use clacks_service::{Auth, AuthSettings, ChatService, ChatServiceParts, Limits};
+use clacks_delivery::{CloseReason, Connections, Hub, HubSettings};
+use clacks_service::{Auth, AuthSettings, ChatService, ChatServiceParts, Limits, StoreBackfill};
 use clacks_store::{PoolSettings, Store};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -174,8 +174,14 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         ..Limits::default()
     };
     let service = ChatService::new(ChatServiceParts {
-        store,
-        hub: Hub::new(config.subscription_queue),
+        store: store.clone(),
+        hub: Hub::with_backfill(
+            HubSettings {
+                queue_capacity: config.subscription_queue,
+                ..HubSettings::default()
+            },
+            Some(Arc::new(StoreBackfill(store.clone()))),
+        ),
         connections: Connections::new(),
         auth,
         limits,

@@ -10,11 +10,13 @@
 //!   trusted with every channel (the management port is its alone).
 
 pub mod auth;
+mod backfill;
 mod limits;
 mod service;
 mod stream;
 
 pub use auth::{Auth, AuthSettings, Caller, MintedToken, TokenRequest};
+pub use backfill::StoreBackfill;
 pub use limits::Limits;
 pub use service::{ChatService, ChatServiceParts, HistoryRequest, MAX_RESUME_EVENTS, MessageView};
 pub use stream::EventStream;

@@ -404,9 +404,13 @@ impl ChatService {
         match channel {
             Some(channel) => {
                 self.require_member(caller, channel).await?;
-                Ok(self
+                let subscription = self
                     .hub
-                    .subscribe(caller.user_id.clone(), Interest::Channel(channel)))
+                    .subscribe(caller.user_id.clone(), Interest::Channel(channel));
+                // Read after registering: what commits later is delivered live.
+                let last = self.store.channel(channel).await?.last_seq;
+                self.hub.set_baseline(channel, last);
+                Ok(subscription)
             }
             None => {
                 // Register first, list second: a join committed in between
@@ -417,6 +421,10 @@ impl ChatService {
                 let summaries = self.store.user_channels(&caller.user_id).await?;
                 let channels: Vec<ChannelId> = summaries.iter().map(|s| s.channel.id).collect();
                 self.hub.add_channels(&subscription, &channels);
+                for summary in &summaries {
+                    self.hub
+                        .set_baseline(summary.channel.id, summary.channel.last_seq);
+                }
                 Ok(subscription)
             }
         }

@@ -1,0 +1,24 @@
+use std::sync::Arc;
+
+use clacks_core::{ChannelEvent, ChannelId, Result, Seq};
+use clacks_delivery::Backfill;
+use clacks_store::Store;
+use futures::future::BoxFuture;
+
+/// Lets the delivery hub fill gaps from the database, the source of truth.
+pub struct StoreBackfill(pub Arc<dyn Store>);
+
+impl Backfill for StoreBackfill {
+    fn events_after(
+        &self,
+        channel: ChannelId,
+        after: Seq,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<ChannelEvent>>> {
+        Box::pin(self.0.events_after(channel, after, limit))
+    }
+
+    fn last_seq(&self, channel: ChannelId) -> BoxFuture<'_, Result<Seq>> {
+        Box::pin(async move { Ok(self.0.channel(channel).await?.last_seq) })
+    }
+}
