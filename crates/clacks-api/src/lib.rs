@@ -1,12 +1,42 @@
 //! The management API (port 7999, prefix `/api/v1`): the application's own
-//! server configures channels, members and tokens here. Handlers are thin:
-//! they parse input, call the service, and map errors to problem+json.
+//! server configures channels, members and tokens here.
+//!
+//! - [`routes`]: the handlers, one module per resource. They are thin: parse
+//!   input, call one `ChatService::admin_*` method, map the answer. They
+//!   never touch the store or decide a rule.
+//! - [`error`]: the one mapping from failures to problem+json responses.
+//! - [`auth`]: the management token check.
+//! - [`openapi`]: the OpenAPI 3.1 document, derived from the handlers and
+//!   served at `/openapi.json` and `/openapi.yml`.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod model;
+pub mod openapi;
+pub mod routes;
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use clacks_service::ChatService;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::{ManagementToken, require_token};
+use crate::openapi::{ApiDoc, Documents};
+use crate::routes::AppState;
+use crate::routes::{channels, health, members, messages, tokens, users};
+
+/// The prefix of every management endpoint.
+pub const API_PREFIX: &str = "/api/v1";
+
+/// Smallest request body limit (the limit grows with the configured maximum
+/// message size so a maximal message always fits).
+pub const MIN_BODY_LIMIT: usize = 1024 * 1024;
 
 /// Settings of the management API.
 #[derive(Debug, Clone, Default)]
@@ -16,7 +46,64 @@ pub struct ManagementConfig {
     pub token: Option<String>,
 }
 
+/// The routes, with their OpenAPI description, before state is attached.
+/// `token` puts the protected routes behind the bearer check.
+fn api_routes(token: Option<ManagementToken>) -> OpenApiRouter<AppState> {
+    let mut protected = OpenApiRouter::new()
+        .routes(routes!(channels::list_channels, channels::create_channel))
+        .routes(routes!(
+            channels::get_channel,
+            channels::update_channel,
+            channels::delete_channel
+        ))
+        .routes(routes!(members::list_members, members::add_member))
+        .routes(routes!(members::remove_member))
+        .routes(routes!(messages::list_messages, messages::post_message))
+        .routes(routes!(messages::delete_message))
+        .routes(routes!(users::user_channels))
+        .routes(routes!(users::disconnect_user))
+        .routes(routes!(tokens::get_token))
+        .routes(routes!(tokens::mint_token));
+    if let Some(token) = token {
+        protected =
+            protected.route_layer(axum::middleware::from_fn_with_state(token, require_token));
+    }
+    let api = OpenApiRouter::new()
+        .routes(routes!(health::healthz))
+        .merge(protected);
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(API_PREFIX, api)
+}
+
+/// The OpenAPI document of the management API, as served.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut openapi = api_routes(None).into_openapi();
+    openapi::add_common_responses(&mut openapi);
+    openapi
+}
+
+/// The management router: `/api/v1/...`, `/openapi.json`, `/openapi.yml`,
+/// and problem+json for unknown routes (404) and methods (405).
 pub fn router(service: Arc<ChatService>, config: ManagementConfig) -> Router {
-    let _ = (service, config);
-    Router::new().route("/api/v1/healthz", get(|| async { "ok" }))
+    let token = config
+        .token
+        .filter(|t| !t.is_empty())
+        .map(|t| ManagementToken(t.into()));
+    let body_limit = MIN_BODY_LIMIT.max(service.limits().max_message_bytes.saturating_mul(2));
+    let (api, mut document) = api_routes(token).split_for_parts();
+    openapi::add_common_responses(&mut document);
+    let documents = Documents::render(&document);
+    let json = documents.clone();
+    Router::new()
+        .merge(api.with_state(service))
+        .route(
+            "/openapi.json",
+            get(move || async move { json.json_response() }),
+        )
+        .route(
+            "/openapi.yml",
+            get(move || async move { documents.yaml_response() }),
+        )
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .fallback(error::unknown_route)
+        .layer(DefaultBodyLimit::max(body_limit))
 }

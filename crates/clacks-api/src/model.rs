@@ -1,0 +1,320 @@
+//! The JSON shapes of the management API. The original endpoints' shapes
+//! (SPEC section 4) are kept field for field; extensions use richer
+//! camelCase objects. Every timestamp is milliseconds since the Unix epoch.
+
+use clacks_core::{Channel, ChannelSummary, Message};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+// ----- original shapes --------------------------------------------------
+
+/// One entry of the original channel list.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelListItem {
+    pub id: i64,
+    pub display_name: String,
+}
+
+/// `POST /channel` request body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateChannel {
+    /// 1 to 150 characters.
+    pub display_name: String,
+    /// Users to add as members (at most 1000), each 1 to 200 characters.
+    #[serde(default, deserialize_with = "null_as_default")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub initial_users: Vec<String>,
+    /// Extension: a JSON object kept with the channel (at most 16 KiB).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+/// `POST /channel` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedChannel {
+    pub id: i64,
+}
+
+/// `GET /channel/{channelId}` response.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelDetail {
+    pub display_name: String,
+    /// Ids of the channel's members.
+    pub users: Vec<String>,
+}
+
+/// `PUT /channel/{channelId}/users` request body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AddMember {
+    /// The user to add, 1 to 200 characters.
+    pub uid: String,
+    /// Extension: the member's role (free-form, default `member`).
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+// ----- extension shapes -------------------------------------------------
+
+/// A channel, as the extension endpoints return it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Channel)]
+pub struct ChannelDto {
+    pub id: i64,
+    pub display_name: String,
+    /// The application's JSON object, or null.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    /// Seq of the newest entry in the channel's stream (0 when empty).
+    pub last_seq: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<Channel> for ChannelDto {
+    fn from(channel: Channel) -> Self {
+        ChannelDto {
+            id: channel.id.0,
+            display_name: channel.display_name,
+            metadata: channel.metadata.map(|m| m.as_value().clone()),
+            last_seq: channel.last_seq,
+            created_at: channel.created_at,
+            updated_at: channel.updated_at,
+        }
+    }
+}
+
+/// Paging of `GET /channel`. Giving either parameter switches the answer
+/// from the original bare array to a [`ChannelPage`].
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ChannelListQuery {
+    /// Page size (1 to 200, default 50).
+    pub limit: Option<u32>,
+    /// Only channels with an id greater than this (the previous page's
+    /// `nextAfter`).
+    pub after: Option<i64>,
+}
+
+impl ChannelListQuery {
+    pub fn is_paged(&self) -> bool {
+        self.limit.is_some() || self.after.is_some()
+    }
+}
+
+/// A page of channels, ordered by id.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelPage {
+    pub items: Vec<ChannelDto>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next_after: Option<i64>,
+}
+
+/// `GET /channel`: the original bare array, or a page when a paging
+/// parameter was given.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ChannelList {
+    All(Vec<ChannelListItem>),
+    Page(ChannelPage),
+}
+
+/// `PATCH /channel/{channelId}` request body; give at least one field.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateChannel {
+    /// New display name, 1 to 150 characters.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// New metadata object; null removes it, absent leaves it unchanged.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Option<Value>>,
+}
+
+/// A message. Deleted messages stay as tombstones: same id, seq and sender,
+/// empty content, `deletedAt` set.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Message)]
+pub struct MessageDto {
+    pub id: i64,
+    pub channel_id: i64,
+    /// Position in the channel's stream: strictly increasing, gap-free.
+    pub seq: i64,
+    /// The sending user, or null for a system message.
+    pub sender_id: Option<String>,
+    pub client_message_id: Option<String>,
+    pub content: String,
+    pub created_at: i64,
+    pub edited_at: Option<i64>,
+    pub deleted_at: Option<i64>,
+}
+
+impl From<Message> for MessageDto {
+    fn from(message: Message) -> Self {
+        MessageDto {
+            id: message.id.0,
+            channel_id: message.channel_id.0,
+            seq: message.seq,
+            sender_id: message.sender.user_id().map(|u| u.as_str().to_owned()),
+            client_message_id: message.client_message_id,
+            content: message.content,
+            created_at: message.created_at,
+            edited_at: message.edited_at,
+            deleted_at: message.deleted_at,
+        }
+    }
+}
+
+/// Seq cursors of `GET /channel/{channelId}/messages`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Messages with a seq below this one, newest first (the default
+    /// direction; absent with `after` absent: the newest messages).
+    pub before: Option<i64>,
+    /// Messages with a seq above this one, oldest first. Not together with
+    /// `before`.
+    pub after: Option<i64>,
+    /// Page size (1 to 200, default 50).
+    pub limit: Option<u32>,
+}
+
+/// A page of a channel's history.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessagePage {
+    /// Newest first when paging with `before` (the default), oldest first
+    /// with `after`.
+    pub items: Vec<MessageDto>,
+    /// Pass as `before` for older messages; null when there are none (or
+    /// when paging with `after`).
+    pub next_before: Option<i64>,
+    /// Pass as `after` for newer messages; null when this page reached the
+    /// newest (or when paging with `before`).
+    pub next_after: Option<i64>,
+}
+
+/// `POST /channel/{channelId}/messages` request body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostMessage {
+    /// Not blank; at most the configured message size (default 16 KiB).
+    pub content: String,
+    /// Post as this member; absent or null posts a system message.
+    #[serde(default)]
+    pub sender_id: Option<String>,
+    /// Makes the post idempotent: a retry with the same id returns the
+    /// original message (status 200) instead of storing a duplicate.
+    #[serde(default)]
+    pub client_message_id: Option<String>,
+}
+
+/// One of a user's channels with the user's read state.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserChannel {
+    pub channel: ChannelDto,
+    pub role: String,
+    pub joined_at: i64,
+    /// The user's read watermark: every seq up to it is read.
+    pub last_read_seq: i64,
+    pub last_read_at: Option<i64>,
+    pub unread_count: i64,
+    pub last_message: Option<MessageDto>,
+}
+
+impl From<ChannelSummary> for UserChannel {
+    fn from(summary: ChannelSummary) -> Self {
+        UserChannel {
+            channel: summary.channel.into(),
+            role: summary.member.role.as_str().to_owned(),
+            joined_at: summary.member.joined_at,
+            last_read_seq: summary.member.last_read_seq,
+            last_read_at: summary.member.last_read_at,
+            unread_count: summary.unread_count,
+            last_message: summary.last_message.map(Into::into),
+        }
+    }
+}
+
+/// Token options on `GET /jwt/{uid}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TokenQuery {
+    /// The `name` claim (the user's display name in GraphQL `me`).
+    pub name: Option<String>,
+    /// Lifetime in seconds (default: the server's token TTL, one day).
+    pub ttl: Option<u64>,
+    /// Extra claims, as a JSON object (URL-encoded), e.g. `{"avatar":"a.png"}`.
+    pub claims: Option<String>,
+}
+
+/// `POST /jwt` request body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRequestBody {
+    /// The user the token speaks for (`sub`), 1 to 200 characters.
+    #[serde(alias = "uid")]
+    pub user_id: String,
+    /// The `name` claim.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Extra claims. `sub`, `exp`, `nbf`, `iat`, `iss`, `aud` and `jti` are
+    /// set by Clacks and refused here.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub claims: Option<serde_json::Map<String, Value>>,
+    /// Lifetime in seconds (default: the server's token TTL, one day).
+    #[serde(default)]
+    pub ttl: Option<u64>,
+}
+
+/// A minted token.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenResponse {
+    /// An HS256 JWT for the client API.
+    pub token: String,
+    /// When it expires (milliseconds since the epoch).
+    pub expires_at: i64,
+}
+
+/// `POST /users/{uid}/disconnect` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Disconnected {
+    /// How many live connections of the user were closed on this node.
+    pub closed: u64,
+}
+
+/// `GET /healthz` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: String,
+}
+
+/// `null` read as the type's default (the original clients may send
+/// `"initialUsers": null`).
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D>(deserializer: D) -> Result<Option<Option<Value>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Ok(Some(Option::<Value>::deserialize(deserializer)?))
+}

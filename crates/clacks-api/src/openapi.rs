@@ -1,0 +1,193 @@
+//! The OpenAPI 3.1 document. Paths and schemas come from the handlers'
+//! `#[utoipa::path]` attributes (collected by `utoipa_axum::routes!` as the
+//! router is built), so the document cannot drift from the routes. This
+//! module adds what is shared: the bearer scheme, the reusable problem
+//! responses, and the error statuses every protected operation can answer.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
+use utoipa::{Modify, ToResponse};
+
+use crate::error::{PROBLEM_JSON, Problem};
+
+/// Name of the security scheme in the document.
+pub const BEARER: &str = "bearerAuth";
+
+/// Declares problem+json responses as reusable components.
+macro_rules! problem_responses {
+    ($($name:ident => $description:literal),* $(,)?) => {
+        $(
+            #[doc = $description]
+            pub struct $name;
+
+            impl<'s> ToResponse<'s> for $name {
+                fn response() -> (&'s str, RefOr<utoipa::openapi::Response>) {
+                    (stringify!($name), problem_response($description).into())
+                }
+            }
+        )*
+
+        /// Registers every problem response in the document's components.
+        fn register_problem_responses(openapi: &mut OpenApi) {
+            let components = openapi.components.get_or_insert_with(Default::default);
+            $(
+                let (name, response) = <$name as ToResponse>::response();
+                components.responses.insert(name.to_owned(), response);
+            )*
+        }
+    };
+}
+
+problem_responses! {
+    BadRequest => "The request is malformed: invalid JSON, or a path or query parameter that does not parse.",
+    Unauthorized => "A management token is configured and the request has no valid `Authorization: Bearer` header.",
+    NotFound => "The channel, member or message does not exist.",
+    Conflict => "The request conflicts with the current state (e.g. the sender is not a member of the channel).",
+    PayloadTooLarge => "The request body is over the body size limit.",
+    UnsupportedMediaType => "The body is not sent as `application/json`.",
+    Unprocessable => "A field failed validation (empty or over-long display name or user id, too many initial users, message content empty or over the size limit, ...).",
+    Internal => "An unexpected error; details are logged on the server, never returned.",
+    Unavailable => "The database is unreachable; nothing was changed, retry later.",
+}
+
+fn problem_response(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Clacks management API",
+        description = "Configures channels, members and tokens of a Clacks chat backend. \
+            Served on the management port (default 127.0.0.1:7999). The endpoints of the \
+            original Clacks keep their paths and JSON shapes; the others are extensions. \
+            Every error is `application/problem+json` (RFC 9457). Timestamps are \
+            milliseconds since the Unix epoch.",
+        license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
+    ),
+    components(schemas(Problem)),
+    security(("bearerAuth" = [])),
+    modifiers(&Shared),
+    tags(
+        (name = "health", description = "Liveness of the management API"),
+        (name = "channels", description = "Channels (original and extensions)"),
+        (name = "members", description = "Channel membership (original)"),
+        (name = "messages", description = "A channel's messages (extensions)"),
+        (name = "users", description = "A user's channels and sessions (extensions)"),
+        (name = "tokens", description = "Client JWTs"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Adds the shared parts of the document (see the module docs).
+struct Shared;
+
+impl Modify for Shared {
+    fn modify(&self, openapi: &mut OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The value of CLACKS_MANAGEMENT_TOKEN. Required only when the server \
+                         has a management token configured.",
+                    ))
+                    .build(),
+            ),
+        );
+        register_problem_responses(openapi);
+    }
+}
+
+/// Adds the statuses any operation may answer: 401 to the protected ones
+/// (no operation-level `security` override), 500 and 503 to those that
+/// reach the service. Called once the paths are collected.
+pub fn add_common_responses(openapi: &mut OpenApi) {
+    for item in openapi.paths.paths.values_mut() {
+        let operations: [&mut Option<Operation>; 8] = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let open = operation.security.is_some();
+            let responses = &mut operation.responses.responses;
+            if !open {
+                responses
+                    .entry("401".to_owned())
+                    .or_insert_with(|| Ref::from_response_name("Unauthorized").into());
+                responses
+                    .entry("500".to_owned())
+                    .or_insert_with(|| Ref::from_response_name("Internal").into());
+                responses
+                    .entry("503".to_owned())
+                    .or_insert_with(|| Ref::from_response_name("Unavailable").into());
+            }
+        }
+    }
+}
+
+/// The document, rendered once, as served at `/openapi.json` and
+/// `/openapi.yml`.
+#[derive(Clone)]
+pub struct Documents {
+    json: Arc<str>,
+    yaml: Arc<str>,
+}
+
+impl Documents {
+    pub fn render(openapi: &OpenApi) -> Self {
+        let json = openapi
+            .to_pretty_json()
+            .unwrap_or_else(|e| format!(r#"{{"error": "rendering failed: {e}"}}"#));
+        let yaml = openapi
+            .to_yaml()
+            .unwrap_or_else(|e| format!("error: rendering failed: {e}\n"));
+        Documents {
+            json: json.into(),
+            yaml: yaml.into(),
+        }
+    }
+
+    pub fn json_response(&self) -> Response {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            self.json.to_string(),
+        )
+            .into_response()
+    }
+
+    pub fn yaml_response(&self) -> Response {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/yaml"),
+            )],
+            self.yaml.to_string(),
+        )
+            .into_response()
+    }
+}
