@@ -7,12 +7,12 @@
 //! receipts, channel deleted) are never stored; they carry the channel's
 //! current seq as a position marker and `durable == false`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{Channel, Message};
 use crate::values::{ChannelId, Role, Seq, UserId};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChannelEvent {
     pub channel_id: ChannelId,
     pub seq: Seq,
@@ -21,7 +21,7 @@ pub struct ChannelEvent {
     pub payload: EventPayload,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EventPayload {
     MessageCreated { message: Message },

@@ -1,10 +1,10 @@
 //! Records as the store returns them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::values::{ChannelId, MessageId, Metadata, Role, Seq, UserId};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Channel {
     pub id: ChannelId,
     pub display_name: String,
@@ -29,7 +29,7 @@ pub struct Member {
 
 /// Who sent a message: a member, or the application itself (bots,
 /// notifications posted through the management API).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "id", rename_all = "lowercase")]
 pub enum Sender {
     User(UserId),
@@ -54,7 +54,7 @@ impl Sender {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub id: MessageId,
     pub channel_id: ChannelId,

@@ -107,6 +107,10 @@ struct ChannelEntry {
     pending: BTreeMap<Seq, Arc<ChannelEvent>>,
     /// A backfill task for this channel is scheduled or running.
     backfilling: bool,
+    /// Read everything after `next_seq` from the database even without a
+    /// visible gap (after a NATS reconnect, events may be missing at the
+    /// tail where no later event reveals them).
+    catch_up: bool,
 }
 
 #[derive(Default)]
@@ -465,6 +469,27 @@ impl Hub {
         }
     }
 
+    /// Reads what may have been missed in every subscribed channel from the
+    /// database (after a NATS reconnect or a reported loss).
+    pub fn catch_up_all(&self) {
+        let channels: Vec<ChannelId> = {
+            let mut registry = self.write();
+            registry
+                .channels
+                .iter_mut()
+                .filter(|(_, entry)| entry.next_seq.is_some())
+                .map(|(channel, entry)| {
+                    entry.catch_up = true;
+                    *channel
+                })
+                .collect()
+        };
+        metrics::counter!("clacks_catch_ups_total").increment(1);
+        for channel in channels {
+            self.schedule_backfill(channel, Duration::ZERO);
+        }
+    }
+
     pub fn stats(&self) -> HubStats {
         let registry = self.read();
         HubStats {
@@ -552,13 +577,16 @@ impl Hub {
         channel: ChannelId,
     ) -> clacks_core::Result<()> {
         let state = {
-            let registry = self.read();
-            registry
-                .channels
-                .get(&channel)
-                .map(|e| (e.next_seq, e.pending.first_key_value().map(|(seq, _)| *seq)))
+            let mut registry = self.write();
+            registry.channels.get_mut(&channel).map(|e| {
+                (
+                    e.next_seq,
+                    e.pending.first_key_value().map(|(seq, _)| *seq),
+                    std::mem::take(&mut e.catch_up),
+                )
+            })
         };
-        let Some((next, first_pending)) = state else {
+        let Some((next, first_pending, catch_up)) = state else {
             return Ok(());
         };
         match next {
@@ -586,7 +614,13 @@ impl Hub {
                 }
             }
             Some(next) => {
-                let wanted = first_pending.map_or(0, |first| first - next);
+                const CATCH_UP_BATCH: Seq = 10_000;
+                let wanted = match first_pending {
+                    Some(first) => first - next,
+                    None if catch_up => CATCH_UP_BATCH,
+                    None => 0,
+                };
+                let mut more = false;
                 if wanted > 0 {
                     let limit = u32::try_from(wanted).unwrap_or(u32::MAX).min(10_000);
                     let missing = match backfill.events_after(channel, next - 1, limit).await {
@@ -597,24 +631,36 @@ impl Hub {
                     metrics::counter!("clacks_backfills_total", "kind" => "gap").increment(1);
                     metrics::counter!("clacks_backfilled_events_total")
                         .increment(missing.len() as u64);
+                    more = catch_up && missing.len() as Seq >= wanted;
                     let mut registry = self.write();
                     for event in missing {
                         let _ = registry.sequence(Arc::new(event), usize::MAX);
+                    }
+                    if more {
+                        if let Some(entry) = registry.channels.get_mut(&channel) {
+                            entry.catch_up = true;
+                        }
                     }
                 }
                 let mut registry = self.write();
                 let again = registry.channels.get_mut(&channel).is_some_and(|entry| {
                     entry.backfilling = false;
                     // Still a gap (the database did not have it yet, or it
-                    // was larger than one batch): look again.
-                    entry
-                        .pending
-                        .first_key_value()
-                        .is_some_and(|(seq, _)| Some(*seq) != entry.next_seq)
+                    // was larger than one batch), or more to catch up on.
+                    entry.catch_up
+                        || entry
+                            .pending
+                            .first_key_value()
+                            .is_some_and(|(seq, _)| Some(*seq) != entry.next_seq)
                 });
                 drop(registry);
                 if again {
-                    self.schedule_backfill(channel, self.settings.gap_timeout);
+                    let delay = if more {
+                        Duration::ZERO
+                    } else {
+                        self.settings.gap_timeout
+                    };
+                    self.schedule_backfill(channel, delay);
                 }
             }
         }
@@ -801,6 +847,24 @@ mod tests {
             .extend([message(1, 11), message(1, 12), message(1, 13)]);
         hub.publish(message(1, 13));
         for expected in 11..=13 {
+            let next = tokio::time::timeout(Duration::from_secs(2), sub.next())
+                .await
+                .unwrap();
+            assert_eq!(seq_of(next.unwrap()), expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn catch_up_reads_a_silent_tail() {
+        let log = Arc::new(Log(Mutex::new((1..=3).map(|s| message(1, s)).collect())));
+        let hub = Hub::with_backfill(HubSettings::default(), Some(log.clone()));
+        let mut sub = hub.subscribe(user("a"), Interest::Channel(ChannelId(1)));
+        hub.set_baseline(ChannelId(1), 3);
+        // 4 and 5 were committed elsewhere and their NATS messages lost;
+        // nothing later reveals the gap.
+        log.0.lock().unwrap().extend([message(1, 4), message(1, 5)]);
+        hub.catch_up_all();
+        for expected in 4..=5 {
             let next = tokio::time::timeout(Duration::from_secs(2), sub.next())
                 .await
                 .unwrap();

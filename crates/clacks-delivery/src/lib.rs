@@ -13,6 +13,8 @@
 
 mod connections;
 mod hub;
+mod nats;
 
 pub use connections::{CloseReason, ConnectionGuard, Connections};
 pub use hub::{Backfill, Delivery, EndReason, Hub, HubSettings, HubStats, Interest, Subscription};
+pub use nats::NatsBus;

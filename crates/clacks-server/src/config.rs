@@ -113,6 +113,16 @@ pub struct Config {
     #[arg(long, env = "CLACKS_NATS_URL", global = true)]
     pub nats_url: Option<String>,
 
+    /// Prefix of the NATS subjects this deployment uses (separates several
+    /// deployments sharing one NATS server).
+    #[arg(
+        long,
+        env = "CLACKS_NATS_SUBJECT_PREFIX",
+        default_value = "clacks",
+        global = true
+    )]
+    pub nats_subject_prefix: String,
+
     /// Largest message content, in bytes.
     #[arg(long, env = "CLACKS_MAX_MESSAGE_BYTES", default_value_t = clacks_core::DEFAULT_MAX_MESSAGE_BYTES, global = true)]
     pub max_message_bytes: usize,
@@ -182,6 +192,16 @@ impl Config {
         }
         if self.send_rate == 0 || self.send_burst == 0 {
             return Err("CLACKS_SEND_RATE and CLACKS_SEND_BURST must be at least 1".into());
+        }
+        if self.nats_subject_prefix.is_empty()
+            || !self
+                .nats_subject_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(
+                "CLACKS_NATS_SUBJECT_PREFIX must be letters, digits, '-', '_' or '.'".into(),
+            );
         }
         if self.max_message_bytes == 0 {
             return Err("CLACKS_MAX_MESSAGE_BYTES must be at least 1".into());

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use clacks_core::Error;
-use clacks_delivery::{CloseReason, Connections, Hub, HubSettings};
+use clacks_delivery::{CloseReason, Connections, Hub, HubSettings, NatsBus};
 use clacks_service::{Auth, AuthSettings, ChatService, ChatServiceParts, Limits, StoreBackfill};
 use clacks_store::{PoolSettings, Store};
 use tokio::net::TcpListener;
@@ -173,16 +173,32 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         default_token_ttl: Duration::from_secs(config.token_ttl.max(1)),
         ..Limits::default()
     };
+    let hub = Hub::with_backfill(
+        HubSettings {
+            queue_capacity: config.subscription_queue,
+            ..HubSettings::default()
+        },
+        Some(Arc::new(StoreBackfill(store.clone()))),
+    );
+    let connections = Connections::new();
+    let bus = match config.nats_url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => Some(
+            NatsBus::start(
+                url,
+                &config.nats_subject_prefix,
+                hub.clone(),
+                connections.clone(),
+            )
+            .await
+            .map_err(|e| StartupError::Config(format!("CLACKS_NATS_URL: {e}")))?,
+        ),
+        None => None,
+    };
     let service = ChatService::new(ChatServiceParts {
         store: store.clone(),
-        hub: Hub::with_backfill(
-            HubSettings {
-                queue_capacity: config.subscription_queue,
-                ..HubSettings::default()
-            },
-            Some(Arc::new(StoreBackfill(store.clone()))),
-        ),
-        connections: Connections::new(),
+        hub,
+        bus,
+        connections,
         auth,
         limits,
     });

@@ -7,7 +7,9 @@ use clacks_core::{
     Error, EventPayload, HistoryPage, Member, Message, MessageBody, MessageId, Metadata, ReadMark,
     Result, Role, SeenBy, Sender, Seq, UserId, now_ms,
 };
-use clacks_delivery::{CloseReason, ConnectionGuard, Connections, Hub, Interest, Subscription};
+use clacks_delivery::{
+    CloseReason, ConnectionGuard, Connections, Hub, Interest, NatsBus, Subscription,
+};
 use clacks_store::{ChannelPatch, MarkedRead, NewMessage, Store, StoredMessage};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -46,6 +48,8 @@ pub struct ChatServiceParts {
     pub connections: Arc<Connections>,
     pub auth: Auth,
     pub limits: Limits,
+    /// Fan-out to other nodes; `None` when this node works alone.
+    pub bus: Option<Arc<NatsBus>>,
 }
 
 pub struct ChatService {
@@ -54,6 +58,7 @@ pub struct ChatService {
     connections: Arc<Connections>,
     auth: Auth,
     limits: Limits,
+    bus: Option<Arc<NatsBus>>,
     send_limiter: DefaultKeyedRateLimiter<UserId>,
     typing_limiter: DefaultKeyedRateLimiter<(UserId, ChannelId)>,
 }
@@ -69,6 +74,7 @@ impl ChatService {
             hub: parts.hub,
             connections: parts.connections,
             auth: parts.auth,
+            bus: parts.bus,
             send_limiter: RateLimiter::keyed(send_quota),
             typing_limiter: RateLimiter::keyed(typing_quota),
             limits,
@@ -108,6 +114,9 @@ impl ChatService {
 
     fn publish(&self, event: ChannelEvent) {
         metrics::counter!("clacks_events_published_total").increment(1);
+        if let Some(bus) = &self.bus {
+            bus.publish(&event);
+        }
         self.hub.publish(event);
     }
 
@@ -689,6 +698,20 @@ impl ChatService {
             self.limits.default_token_ttl,
             self.limits.max_token_ttl,
         )
+    }
+
+    /// Closes every live connection of the user on every node; returns how
+    /// many were closed.
+    pub async fn admin_disconnect_user_everywhere(&self, user: String) -> Result<usize> {
+        let user = UserId::parse(user)?;
+        let local = self
+            .connections
+            .disconnect_user(&user, CloseReason::ForcedDisconnect);
+        let remote = match &self.bus {
+            Some(bus) => bus.disconnect_user(&user).await,
+            None => 0,
+        };
+        Ok(local + remote)
     }
 
     /// Closes every live connection of the user on this node; returns how

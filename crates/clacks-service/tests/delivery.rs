@@ -39,6 +39,7 @@ async fn service(db: &TestDatabase) -> Arc<ChatService> {
             send_burst: NonZeroU32::new(1_000_000).unwrap(),
             ..Limits::default()
         },
+        bus: None,
     })
 }
 
