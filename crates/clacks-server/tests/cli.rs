@@ -143,3 +143,70 @@ fn migrate_subcommand_creates_the_schema() {
     );
     assert!(dir.path().join("m.db").exists());
 }
+
+/// An unreachable database is retried with backoff (and each attempt
+/// logged) instead of crashing in a loop.
+#[test]
+fn an_unreachable_database_is_retried() {
+    let mut child = clacks()
+        .env("DATABASE_URL", "mysql://root@127.0.0.1:1/clacks")
+        .env("CLACKS_CLIENT_ADDR", "127.0.0.1:0")
+        .env("CLACKS_MANAGEMENT_ADDR", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let still_running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(still_running, "it keeps retrying: {logs}");
+    assert!(
+        logs.matches("database unreachable, retrying").count() >= 2,
+        "{logs}"
+    );
+}
+
+/// `clacks migrate` creates the schema on MySQL/MariaDB and PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_creates_tables_on_server_databases() {
+    use clacks_testkit::{TestBackend, TestDatabase};
+    use sqlx::Connection;
+    for backend in [TestBackend::MySql, TestBackend::Postgres] {
+        let Some(db) = TestDatabase::create(backend).await else {
+            continue;
+        };
+        let url = db.url.clone();
+        let output = tokio::task::spawn_blocking(move || {
+            clacks().arg("migrate").env("DATABASE_URL", url).output()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let count_query = "SELECT COUNT(*) FROM channels";
+        let count: i64 = match backend {
+            TestBackend::MySql => {
+                let mut conn = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
+                sqlx::query_scalar(count_query)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap()
+            }
+            _ => {
+                let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+                sqlx::query_scalar(count_query)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(count, 0, "{} has the channels table", backend.name());
+    }
+}

@@ -17,6 +17,16 @@ impl MySqlStore {
     pub async fn connect(url: &str, settings: &PoolSettings) -> clacks_core::Result<Self> {
         let options = MySqlConnectOptions::from_str(url)
             .map_err(|e| clacks_core::Error::invalid("DATABASE_URL", e.to_string()))?;
+        // One direct connection first: an unreachable server then fails at
+        // once with its real reason, not a pool timeout seconds later.
+        let probe = tokio::time::timeout(
+            settings.acquire_timeout,
+            <sqlx::mysql::MySqlConnection as sqlx::Connection>::connect_with(&options),
+        )
+        .await
+        .map_err(|_| clacks_core::Error::Unavailable("connecting timed out".into()))?
+        .map_err(crate::db_error)?;
+        let _ = sqlx::Connection::close(probe).await;
         let pool = MySqlPoolOptions::new()
             .max_connections(settings.max_connections.max(1))
             .acquire_timeout(settings.acquire_timeout)
