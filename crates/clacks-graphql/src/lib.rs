@@ -1,26 +1,94 @@
 //! The GraphQL client API (port 8000): queries and mutations over HTTP,
-//! subscriptions over WebSocket. Resolvers are thin and call the service.
+//! subscriptions (and everything else) over WebSocket, an explorer page.
+//!
+//! - [`schema`]: types and resolvers (async-graphql); thin, call the service.
+//! - [`http`]: `POST /graphql` (JSON), `GET /graphql` (queries only), the
+//!   explorer at `/graphiql`, the SDL at `/schema.graphql`.
+//! - [`ws`]: Clacks' own WebSocket layer for both `graphql-transport-ws`
+//!   and the legacy `graphql-ws` protocol: one writer task and one bounded
+//!   queue per connection; streams never await the socket.
+//! - [`error`]: the one mapping to `extensions.code`.
+//!
+//! HTTP requests always answer 200 with GraphQL errors (as GraphQL clients
+//! expect); a missing token lets only introspection through, an invalid
+//! one fails the whole request with `UNAUTHENTICATED`.
+//!
+//! This crate never talks to the database or the hub directly.
+
+pub mod compat;
+pub mod error;
+pub mod http;
+pub mod schema;
+pub mod ws;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
+use axum::routing::get;
 use clacks_service::ChatService;
+
+pub use schema::{ClacksSchema, sdl};
 
 /// Settings of the GraphQL API.
 #[derive(Debug, Clone)]
 pub struct GraphqlConfig {
+    /// Most concurrent operations on one WebSocket connection; the next
+    /// one fails with `BAD_USER_INPUT`.
     pub max_subscriptions_per_connection: usize,
+    /// Deepest selection accepted (introspection needs about 13).
+    pub max_depth: usize,
+    /// Largest complexity (fields counted) of one operation.
+    pub max_complexity: usize,
+    /// Frames queued for one WebSocket before it is closed with 4008
+    /// ("slow consumer").
+    pub connection_queue: usize,
+    /// How long a WebSocket may wait before `connection_init` (then 4408).
+    pub connection_init_timeout: Duration,
+    /// Interval of `ka` (legacy) and `ping` (graphql-transport-ws) frames.
+    pub keepalive_interval: Duration,
+    /// Largest incoming WebSocket message, in bytes.
+    pub max_ws_message_bytes: usize,
 }
 
 impl Default for GraphqlConfig {
     fn default() -> Self {
         GraphqlConfig {
             max_subscriptions_per_connection: 100,
+            max_depth: 16,
+            max_complexity: 1000,
+            connection_queue: 1024,
+            connection_init_timeout: Duration::from_secs(3),
+            keepalive_interval: Duration::from_secs(15),
+            max_ws_message_bytes: 256 * 1024,
         }
     }
 }
 
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub schema: ClacksSchema,
+    pub service: Arc<ChatService>,
+    pub config: Arc<GraphqlConfig>,
+}
+
 pub fn router(service: Arc<ChatService>, config: GraphqlConfig) -> Router {
-    let _ = (service, config);
+    let schema = schema::build(
+        service.clone(),
+        schema::SchemaLimits {
+            max_depth: config.max_depth,
+            max_complexity: config.max_complexity,
+        },
+    );
+    let state = AppState {
+        schema,
+        service,
+        config: Arc::new(config),
+    };
     Router::new()
+        .route("/graphql", get(http::get_graphql).post(http::post_graphql))
+        .route("/graphiql", get(http::explorer))
+        .route("/schema.graphql", get(http::schema_sdl))
+        .with_state(state)
 }

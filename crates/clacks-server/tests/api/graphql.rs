@@ -1,1 +1,10 @@
 //! GraphQL API over HTTP and WebSocket (issue 4).
+
+#[path = "graphql/client.rs"]
+mod client;
+#[path = "graphql/http.rs"]
+mod http;
+#[path = "graphql/schema.rs"]
+mod schema;
+#[path = "graphql/ws.rs"]
+mod ws;

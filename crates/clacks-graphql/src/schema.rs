@@ -1,0 +1,1079 @@
+//! The GraphQL schema: the original v0 schema verbatim (snake_case names
+//! kept, marked deprecated where a camelCase twin exists) plus the chat API
+//! of SPEC section 3. Resolvers parse arguments, call the service and map
+//! the result; every rule lives in `clacks-service`.
+//!
+//! Times are whole seconds since the Unix epoch (the original `sent_at`
+//! convention); positions in a channel are `seq`s.
+
+use std::sync::Arc;
+
+use async_graphql::{
+    Context, Enum, ID, InputObject, Interface, Json, Object, Result, Schema, SchemaBuilder,
+    Subscription,
+};
+use clacks_core::{
+    Channel, ChannelEvent, ChannelId, ChannelSummary, EventPayload, Member, Message, MessageId,
+    SeenBy, Sender, Seq, UserId,
+};
+use clacks_delivery::{Delivery, EndReason};
+use clacks_service::{Caller, ChatService, HistoryRequest};
+use futures::{Stream, StreamExt};
+use tokio::sync::OnceCell;
+
+use crate::error::gql;
+
+pub type ClacksSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+/// Who is asking: set per request (HTTP) or per connection (WebSocket).
+/// `None` when no token was given: only introspection works then.
+#[derive(Clone)]
+pub struct RequestCaller(pub Option<Arc<Caller>>);
+
+/// Lets a subscription close its whole WebSocket connection (a slow
+/// consumer whose queue overflowed). Absent over HTTP.
+pub trait ConnectionControl: Send + Sync {
+    fn close(&self, code: u16, reason: &'static str);
+}
+
+#[derive(Clone)]
+pub struct Control(pub Arc<dyn ConnectionControl>);
+
+/// Limits applied to every operation.
+#[derive(Debug, Clone, Copy)]
+pub struct SchemaLimits {
+    pub max_depth: usize,
+    pub max_complexity: usize,
+}
+
+pub fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+}
+
+pub fn build(service: Arc<ChatService>, limits: SchemaLimits) -> ClacksSchema {
+    builder()
+        .data(service)
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
+        .finish()
+}
+
+/// The served schema as SDL (what `schema.graphql` holds).
+pub fn sdl() -> String {
+    builder().finish().sdl()
+}
+
+fn service<'a>(ctx: &Context<'a>) -> Result<&'a Arc<ChatService>> {
+    ctx.data::<Arc<ChatService>>().map_err(|_| {
+        gql(clacks_core::Error::Internal(
+            "schema built without service".into(),
+        ))
+    })
+}
+
+/// The service and the authenticated caller, or `UNAUTHENTICATED`.
+fn parts<'a>(ctx: &Context<'a>) -> Result<(&'a Arc<ChatService>, &'a Arc<Caller>)> {
+    let caller = ctx
+        .data_opt::<RequestCaller>()
+        .and_then(|c| c.0.as_ref())
+        .ok_or_else(|| {
+            gql(clacks_core::Error::Unauthenticated(
+                "a bearer token is required".into(),
+            ))
+        })?;
+    Ok((service(ctx)?, caller))
+}
+
+fn channel_id(id: &ID) -> Result<ChannelId> {
+    ChannelId::parse(id).map_err(gql)
+}
+
+fn message_id(id: &ID) -> Result<MessageId> {
+    MessageId::parse(id).map_err(gql)
+}
+
+fn secs(ms: i64) -> i64 {
+    ms.div_euclid(1000)
+}
+
+fn id_of(value: impl ToString) -> ID {
+    ID(value.to_string())
+}
+
+// ----- User ---------------------------------------------------------------
+
+/// A user of the application. Clacks does no user management: a user is
+/// an opaque id; `name` and `claims` are known for the caller only, from
+/// their token.
+pub struct User {
+    id: String,
+    me: Option<Arc<Caller>>,
+}
+
+impl User {
+    fn of(id: &UserId) -> Self {
+        User {
+            id: id.as_str().to_owned(),
+            me: None,
+        }
+    }
+}
+
+#[Object]
+impl User {
+    async fn id(&self) -> ID {
+        ID(self.id.clone())
+    }
+
+    /// The `name` claim of the caller's token (null for other users).
+    async fn name(&self) -> Option<&str> {
+        self.me.as_ref().and_then(|c| c.name.as_deref())
+    }
+
+    /// Every claim of the caller's token (null for other users).
+    async fn claims(&self) -> Option<Json<serde_json::Map<String, serde_json::Value>>> {
+        self.me.as_ref().map(|c| Json(c.claims.clone()))
+    }
+}
+
+// ----- Message ------------------------------------------------------------
+
+/// A message. Deleted messages stay as tombstones (empty content,
+/// `deleted: true`) so a channel's seqs stay gap-free.
+pub struct MessageObj(pub Message);
+
+#[Object(name = "Message")]
+impl MessageObj {
+    async fn id(&self) -> ID {
+        id_of(self.0.id)
+    }
+
+    /// Position in the channel: strictly increasing, gap-free.
+    async fn seq(&self) -> Seq {
+        self.0.seq
+    }
+
+    /// The sender; for messages posted by the application itself (system
+    /// messages) a user with the empty id.
+    async fn sender(&self) -> User {
+        User {
+            id: self.0.sender.display_id().to_owned(),
+            me: None,
+        }
+    }
+
+    /// The sender's id; null for system messages.
+    async fn sender_id(&self) -> Option<ID> {
+        self.0.sender.user_id().map(|u| ID(u.as_str().to_owned()))
+    }
+
+    /// True for messages posted by the application, not by a user.
+    async fn system(&self) -> bool {
+        matches!(self.0.sender, Sender::System)
+    }
+
+    async fn content(&self) -> &str {
+        &self.0.content
+    }
+
+    async fn channel(&self) -> ChannelObj {
+        ChannelObj::lazy(self.0.channel_id)
+    }
+
+    async fn channel_id(&self) -> ID {
+        id_of(self.0.channel_id)
+    }
+
+    #[graphql(name = "sent_at", deprecation = "Use `sentAt`.")]
+    async fn sent_at_v0(&self) -> i64 {
+        secs(self.0.created_at)
+    }
+
+    /// When the message was stored, in seconds since the epoch.
+    async fn sent_at(&self) -> i64 {
+        secs(self.0.created_at)
+    }
+
+    /// When the content was last edited (seconds), if it was.
+    async fn edited_at(&self) -> Option<i64> {
+        self.0.edited_at.map(secs)
+    }
+
+    /// When the message was deleted (seconds), if it was.
+    async fn deleted_at(&self) -> Option<i64> {
+        self.0.deleted_at.map(secs)
+    }
+
+    async fn deleted(&self) -> bool {
+        self.0.is_deleted()
+    }
+
+    /// The id the sender's client gave to make sending idempotent.
+    async fn client_message_id(&self) -> Option<&str> {
+        self.0.client_message_id.as_deref()
+    }
+
+    /// Members whose read watermark passed this message, and when (the
+    /// sender excluded).
+    async fn seen_by(&self, ctx: &Context<'_>) -> Result<Vec<SeenByObj>> {
+        let (service, caller) = parts(ctx)?;
+        let seen = service.seen_by(caller, self.0.id).await.map_err(gql)?;
+        Ok(seen.into_iter().map(SeenByObj).collect())
+    }
+}
+
+/// A member who has read a message.
+pub struct SeenByObj(SeenBy);
+
+#[Object(name = "SeenBy")]
+impl SeenByObj {
+    async fn user(&self) -> User {
+        User::of(&self.0.user_id)
+    }
+
+    async fn user_id(&self) -> ID {
+        ID(self.0.user_id.as_str().to_owned())
+    }
+
+    /// When the member's watermark passed the message (seconds).
+    async fn seen_at(&self) -> i64 {
+        secs(self.0.seen_at)
+    }
+}
+
+// ----- Channel ------------------------------------------------------------
+
+/// A channel as one of its members sees it. Loaded lazily: a channel
+/// reached through a message or an event costs no query unless a field
+/// other than `id` is asked for.
+pub struct ChannelObj {
+    id: ChannelId,
+    loaded: OnceCell<(Channel, Member)>,
+    unread_count: Option<i64>,
+    last_message: Option<Option<Message>>,
+}
+
+impl ChannelObj {
+    fn lazy(id: ChannelId) -> Self {
+        ChannelObj {
+            id,
+            loaded: OnceCell::new(),
+            unread_count: None,
+            last_message: None,
+        }
+    }
+
+    fn loaded(channel: Channel, member: Member) -> Self {
+        ChannelObj {
+            id: channel.id,
+            loaded: OnceCell::new_with(Some((channel, member))),
+            unread_count: None,
+            last_message: None,
+        }
+    }
+
+    fn summary(summary: ChannelSummary) -> Self {
+        ChannelObj {
+            unread_count: Some(summary.unread_count),
+            last_message: Some(summary.last_message),
+            ..ChannelObj::loaded(summary.channel, summary.member)
+        }
+    }
+
+    async fn load(&self, ctx: &Context<'_>) -> Result<&(Channel, Member)> {
+        self.loaded
+            .get_or_try_init(|| async {
+                let (service, caller) = parts(ctx)?;
+                service.channel_for(caller, self.id).await.map_err(gql)
+            })
+            .await
+    }
+
+    async fn channel(&self, ctx: &Context<'_>) -> Result<&Channel> {
+        Ok(&self.load(ctx).await?.0)
+    }
+
+    async fn member(&self, ctx: &Context<'_>) -> Result<&Member> {
+        Ok(&self.load(ctx).await?.1)
+    }
+}
+
+#[Object(name = "Channel")]
+impl ChannelObj {
+    async fn id(&self) -> ID {
+        id_of(self.id)
+    }
+
+    #[graphql(name = "display_name", deprecation = "Use `displayName`.")]
+    async fn display_name_v0(&self, ctx: &Context<'_>) -> Result<&str> {
+        Ok(&self.channel(ctx).await?.display_name)
+    }
+
+    async fn display_name(&self, ctx: &Context<'_>) -> Result<&str> {
+        Ok(&self.channel(ctx).await?.display_name)
+    }
+
+    /// The application's JSON metadata of the channel, if any.
+    async fn metadata(&self, ctx: &Context<'_>) -> Result<Option<Json<serde_json::Value>>> {
+        Ok(self
+            .channel(ctx)
+            .await?
+            .metadata
+            .as_ref()
+            .map(|m| Json(m.as_value().clone())))
+    }
+
+    /// Seq of the newest entry of the channel when it was loaded.
+    async fn last_seq(&self, ctx: &Context<'_>) -> Result<Seq> {
+        Ok(self.channel(ctx).await?.last_seq)
+    }
+
+    /// The members, as users (the original field; see `members`).
+    async fn users(&self, ctx: &Context<'_>) -> Result<Vec<Option<User>>> {
+        let (service, caller) = parts(ctx)?;
+        let members = service.members_for(caller, self.id).await.map_err(gql)?;
+        Ok(members.iter().map(|m| Some(User::of(&m.user_id))).collect())
+    }
+
+    /// The members with their role and read state.
+    async fn members(&self, ctx: &Context<'_>) -> Result<Vec<MemberObj>> {
+        let (service, caller) = parts(ctx)?;
+        let members = service.members_for(caller, self.id).await.map_err(gql)?;
+        Ok(members.into_iter().map(MemberObj).collect())
+    }
+
+    /// The caller's role in the channel.
+    async fn role(&self, ctx: &Context<'_>) -> Result<&str> {
+        Ok(self.member(ctx).await?.role.as_str())
+    }
+
+    /// The caller's read watermark: every seq up to it is read.
+    async fn last_read_seq(&self, ctx: &Context<'_>) -> Result<Seq> {
+        Ok(self.member(ctx).await?.last_read_seq)
+    }
+
+    /// When the caller's watermark last moved (seconds), if ever.
+    async fn last_read_at(&self, ctx: &Context<'_>) -> Result<Option<i64>> {
+        Ok(self.member(ctx).await?.last_read_at.map(secs))
+    }
+
+    /// Messages after the caller's read watermark (not their own).
+    async fn unread_count(&self, ctx: &Context<'_>) -> Result<i64> {
+        if let Some(count) = self.unread_count {
+            return Ok(count);
+        }
+        let (service, caller) = parts(ctx)?;
+        service.unread_count_for(caller, self.id).await.map_err(gql)
+    }
+
+    /// The newest message, if any.
+    async fn last_message(&self, ctx: &Context<'_>) -> Result<Option<MessageObj>> {
+        if let Some(last) = &self.last_message {
+            return Ok(last.clone().map(MessageObj));
+        }
+        let (service, caller) = parts(ctx)?;
+        let page = service
+            .history_for(
+                caller,
+                self.id,
+                HistoryRequest {
+                    limit: Some(1),
+                    ..HistoryRequest::default()
+                },
+            )
+            .await
+            .map_err(gql)?;
+        Ok(page.into_iter().next().map(MessageObj))
+    }
+
+    /// History paged by seq. Without `after`: the newest messages with
+    /// `seq < before` (or the newest of all), newest first. With `after`:
+    /// the oldest messages with `seq > after`, oldest first. `limit`
+    /// defaults to 50, at most 200.
+    async fn history(
+        &self,
+        ctx: &Context<'_>,
+        before: Option<Seq>,
+        after: Option<Seq>,
+        limit: Option<i32>,
+    ) -> Result<Vec<MessageObj>> {
+        let (service, caller) = parts(ctx)?;
+        let page = service
+            .history_for(
+                caller,
+                self.id,
+                HistoryRequest {
+                    before,
+                    after,
+                    limit: limit.map(|l| u32::try_from(l).unwrap_or(1)),
+                },
+            )
+            .await
+            .map_err(gql)?;
+        Ok(page.into_iter().map(MessageObj).collect())
+    }
+
+    /// The original paging: `count` messages (default 50) ending at seq
+    /// `last` inclusive (default: the newest), oldest first. The v0 schema
+    /// typed this as a single `Message`, an evident slip: it is a list.
+    async fn messages(
+        &self,
+        ctx: &Context<'_>,
+        last: Option<ID>,
+        count: Option<i32>,
+    ) -> Result<Vec<MessageObj>> {
+        let (service, caller) = parts(ctx)?;
+        let before = match last {
+            Some(last) => Some(
+                last.parse::<Seq>()
+                    .map_err(|_| gql(clacks_core::Error::invalid("last", "must be a seq")))?
+                    .saturating_add(1),
+            ),
+            None => None,
+        };
+        let mut page = service
+            .history_for(
+                caller,
+                self.id,
+                HistoryRequest {
+                    before,
+                    after: None,
+                    limit: count.map(|c| u32::try_from(c).unwrap_or(1)),
+                },
+            )
+            .await
+            .map_err(gql)?;
+        page.reverse();
+        Ok(page.into_iter().map(MessageObj).collect())
+    }
+
+    #[graphql(name = "message_view", deprecation = "Use `messageView`.")]
+    async fn message_view_v0(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "user_id")] user_id: ID,
+        last: i32,
+        count: i32,
+    ) -> Result<Vec<MessageViewObj>> {
+        self.views(ctx, user_id, last, count).await
+    }
+
+    /// `count` messages ending at seq `last` (inclusive; 0 or less: the
+    /// newest), oldest first, each with whether `userId` has seen it.
+    async fn message_view(
+        &self,
+        ctx: &Context<'_>,
+        user_id: ID,
+        last: i32,
+        count: i32,
+    ) -> Result<Vec<MessageViewObj>> {
+        self.views(ctx, user_id, last, count).await
+    }
+}
+
+impl ChannelObj {
+    async fn views(
+        &self,
+        ctx: &Context<'_>,
+        user_id: ID,
+        last: i32,
+        count: i32,
+    ) -> Result<Vec<MessageViewObj>> {
+        let (service, caller) = parts(ctx)?;
+        let viewer = UserId::parse(user_id.0).map_err(gql)?;
+        let views = service
+            .message_views(
+                caller,
+                self.id,
+                &viewer,
+                Seq::from(last),
+                u32::try_from(count).unwrap_or(1),
+            )
+            .await
+            .map_err(gql)?;
+        Ok(views.into_iter().map(MessageViewObj).collect())
+    }
+}
+
+/// A member of a channel.
+pub struct MemberObj(Member);
+
+#[Object(name = "ChannelMember")]
+impl MemberObj {
+    async fn user(&self) -> User {
+        User::of(&self.0.user_id)
+    }
+
+    async fn user_id(&self) -> ID {
+        ID(self.0.user_id.as_str().to_owned())
+    }
+
+    async fn role(&self) -> &str {
+        self.0.role.as_str()
+    }
+
+    /// When the member joined (seconds).
+    async fn joined_at(&self) -> i64 {
+        secs(self.0.joined_at)
+    }
+
+    async fn last_read_seq(&self) -> Seq {
+        self.0.last_read_seq
+    }
+
+    async fn last_read_at(&self) -> Option<i64> {
+        self.0.last_read_at.map(secs)
+    }
+}
+
+/// One message as seen by one member (the original schema's type).
+pub struct MessageViewObj(clacks_service::MessageView);
+
+#[Object(name = "MessageView")]
+impl MessageViewObj {
+    async fn user(&self) -> User {
+        User::of(&self.0.user_id)
+    }
+
+    /// The message's seq.
+    async fn order(&self) -> Seq {
+        self.0.message.seq
+    }
+
+    async fn message(&self) -> MessageObj {
+        MessageObj(self.0.message.clone())
+    }
+
+    async fn seen(&self) -> bool {
+        self.0.seen
+    }
+
+    /// When the member read it (seconds); null if unseen or own message.
+    async fn time(&self) -> Option<i64> {
+        self.0.seen_at.map(secs)
+    }
+}
+
+/// The caller's read state in a channel after `markRead`.
+pub struct ReadState(Member);
+
+#[Object]
+impl ReadState {
+    async fn channel_id(&self) -> ID {
+        id_of(self.0.channel_id)
+    }
+
+    async fn channel(&self) -> ChannelObj {
+        ChannelObj::lazy(self.0.channel_id)
+    }
+
+    async fn last_read_seq(&self) -> Seq {
+        self.0.last_read_seq
+    }
+
+    async fn last_read_at(&self) -> Option<i64> {
+        self.0.last_read_at.map(secs)
+    }
+
+    async fn unread_count(&self, ctx: &Context<'_>) -> Result<i64> {
+        let (service, caller) = parts(ctx)?;
+        service
+            .unread_count_for(caller, self.0.channel_id)
+            .await
+            .map_err(gql)
+    }
+}
+
+// ----- Query --------------------------------------------------------------
+
+#[derive(Default)]
+pub struct QueryRoot;
+
+#[Object(name = "Query")]
+impl QueryRoot {
+    /// The caller, with the profile claims of their token.
+    async fn me(&self, ctx: &Context<'_>) -> Result<User> {
+        let (_, caller) = parts(ctx)?;
+        Ok(User {
+            id: caller.user_id.as_str().to_owned(),
+            me: Some(caller.clone()),
+        })
+    }
+
+    #[graphql(name = "unread_messages", deprecation = "Use `unreadMessages`.")]
+    async fn unread_messages_v0(&self, ctx: &Context<'_>) -> Result<Vec<Option<MessageObj>>> {
+        Ok(self
+            .unread_messages(ctx, None)
+            .await?
+            .into_iter()
+            .map(Some)
+            .collect())
+    }
+
+    /// Messages after the caller's read watermarks in all their channels.
+    async fn unread_messages(
+        &self,
+        ctx: &Context<'_>,
+        limit: Option<i32>,
+    ) -> Result<Vec<MessageObj>> {
+        let (service, caller) = parts(ctx)?;
+        let messages = service
+            .unread_messages_for(caller, limit.map(|l| u32::try_from(l).unwrap_or(1)))
+            .await
+            .map_err(gql)?;
+        Ok(messages.into_iter().map(MessageObj).collect())
+    }
+
+    /// The caller's channels with unread counts and last messages.
+    async fn channels(&self, ctx: &Context<'_>) -> Result<Vec<ChannelObj>> {
+        let (service, caller) = parts(ctx)?;
+        let summaries = service.my_channels(caller).await.map_err(gql)?;
+        Ok(summaries.into_iter().map(ChannelObj::summary).collect())
+    }
+
+    /// One of the caller's channels (`FORBIDDEN` for any other id).
+    async fn channel(&self, ctx: &Context<'_>, id: ID) -> Result<ChannelObj> {
+        let (service, caller) = parts(ctx)?;
+        let (channel, member) = service
+            .channel_for(caller, channel_id(&id)?)
+            .await
+            .map_err(gql)?;
+        Ok(ChannelObj::loaded(channel, member))
+    }
+
+    /// One message of one of the caller's channels.
+    async fn message(&self, ctx: &Context<'_>, id: ID) -> Result<MessageObj> {
+        let (service, caller) = parts(ctx)?;
+        let message = service
+            .message_for(caller, message_id(&id)?)
+            .await
+            .map_err(gql)?;
+        Ok(MessageObj(message))
+    }
+}
+
+// ----- Mutation -----------------------------------------------------------
+
+#[derive(InputObject)]
+pub struct CreateMessageInput {
+    pub content: String,
+    pub channel: ID,
+    /// Makes sending idempotent: a retry with the same id returns the
+    /// original message instead of a duplicate.
+    pub client_message_id: Option<String>,
+}
+
+#[derive(Default)]
+pub struct MutationRoot;
+
+#[Object(name = "Mutation")]
+impl MutationRoot {
+    /// Sends a message to a channel the caller is a member of.
+    async fn create_message(
+        &self,
+        ctx: &Context<'_>,
+        input: Option<CreateMessageInput>,
+    ) -> Result<Option<MessageObj>> {
+        let (service, caller) = parts(ctx)?;
+        let input =
+            input.ok_or_else(|| gql(clacks_core::Error::invalid("input", "is required")))?;
+        let message = service
+            .send(
+                caller,
+                channel_id(&input.channel)?,
+                input.content,
+                input.client_message_id,
+            )
+            .await
+            .map_err(gql)?;
+        Ok(Some(MessageObj(message)))
+    }
+
+    /// Replaces the content of one of the caller's own messages.
+    async fn edit_message(&self, ctx: &Context<'_>, id: ID, content: String) -> Result<MessageObj> {
+        let (service, caller) = parts(ctx)?;
+        let message = service
+            .edit(caller, message_id(&id)?, content)
+            .await
+            .map_err(gql)?;
+        Ok(MessageObj(message))
+    }
+
+    /// Deletes one of the caller's own messages, leaving a tombstone.
+    async fn delete_message(&self, ctx: &Context<'_>, id: ID) -> Result<MessageObj> {
+        let (service, caller) = parts(ctx)?;
+        let message = service
+            .delete(caller, message_id(&id)?)
+            .await
+            .map_err(gql)?;
+        Ok(MessageObj(message))
+    }
+
+    /// Moves the caller's read watermark up to `seq` (never back).
+    async fn mark_read(&self, ctx: &Context<'_>, channel: ID, seq: Seq) -> Result<ReadState> {
+        let (service, caller) = parts(ctx)?;
+        let member = service
+            .mark_read(caller, channel_id(&channel)?, seq)
+            .await
+            .map_err(gql)?;
+        Ok(ReadState(member))
+    }
+
+    /// Tells the other members the caller is typing. Ephemeral; returns
+    /// false when throttled (at most one broadcast per interval).
+    async fn set_typing(&self, ctx: &Context<'_>, channel: ID) -> Result<bool> {
+        let (service, caller) = parts(ctx)?;
+        service
+            .set_typing(caller, channel_id(&channel)?)
+            .await
+            .map_err(gql)
+    }
+}
+
+// ----- Events -------------------------------------------------------------
+
+/// Where an event sits in its channel's stream.
+#[derive(Clone, Copy)]
+struct Head {
+    channel_id: ChannelId,
+    seq: Seq,
+    durable: bool,
+    at: i64,
+}
+
+macro_rules! event_type {
+    ($(#[$doc:meta])* $name:ident { $($field:ident : $ty:ty),* } $($body:tt)*) => {
+        $(#[$doc])*
+        pub struct $name {
+            head: Head,
+            $($field: $ty,)*
+        }
+
+        #[Object]
+        impl $name {
+            async fn channel_id(&self) -> ID {
+                id_of(self.head.channel_id)
+            }
+
+            /// The event's seq. Durable events have their own; ephemeral
+            /// ones (read receipts, typing) carry the newest durable seq of
+            /// the channel as a position marker.
+            async fn seq(&self) -> Seq {
+                self.head.seq
+            }
+
+            /// Stored (replayed on resume) or ephemeral.
+            async fn durable(&self) -> bool {
+                self.head.durable
+            }
+
+            /// When it happened (seconds).
+            async fn at(&self) -> i64 {
+                secs(self.head.at)
+            }
+
+            $($body)*
+        }
+    };
+}
+
+event_type!(
+    /// A message was sent.
+    MessageCreated { message: Message }
+    async fn message(&self) -> MessageObj { MessageObj(self.message.clone()) }
+);
+event_type!(
+    /// A message's content changed.
+    MessageEdited { message: Message }
+    async fn message(&self) -> MessageObj { MessageObj(self.message.clone()) }
+);
+event_type!(
+    /// A message was deleted (its tombstone).
+    MessageDeleted { message: Message }
+    async fn message(&self) -> MessageObj { MessageObj(self.message.clone()) }
+);
+event_type!(
+    /// A member's read watermark moved.
+    ReadReceipt { user: UserId, last_read: Seq }
+    async fn user(&self) -> User { User::of(&self.user) }
+    async fn user_id(&self) -> ID { ID(self.user.as_str().to_owned()) }
+    async fn last_read_seq(&self) -> Seq { self.last_read }
+);
+event_type!(
+    /// A member is typing (ephemeral, never stored).
+    Typing { user: UserId }
+    async fn user(&self) -> User { User::of(&self.user) }
+    async fn user_id(&self) -> ID { ID(self.user.as_str().to_owned()) }
+);
+event_type!(
+    /// A member joined the channel.
+    MemberJoined { user: UserId, role: String }
+    async fn user(&self) -> User { User::of(&self.user) }
+    async fn user_id(&self) -> ID { ID(self.user.as_str().to_owned()) }
+    async fn role(&self) -> &str { &self.role }
+);
+event_type!(
+    /// A member left or was removed.
+    MemberLeft { user: UserId }
+    async fn user(&self) -> User { User::of(&self.user) }
+    async fn user_id(&self) -> ID { ID(self.user.as_str().to_owned()) }
+);
+event_type!(
+    /// The channel was renamed or its metadata changed.
+    ChannelUpdated { channel: Channel }
+    async fn display_name(&self) -> &str { &self.channel.display_name }
+    async fn metadata(&self) -> Option<Json<serde_json::Value>> {
+        self.channel.metadata.as_ref().map(|m| Json(m.as_value().clone()))
+    }
+);
+event_type!(
+    /// The channel was deleted; a single-channel stream completes after it.
+    ChannelDeleted {}
+    /// Always true.
+    async fn deleted(&self) -> bool { true }
+);
+
+/// One event of a channel's stream.
+#[derive(Interface)]
+#[graphql(
+    name = "ChannelEvent",
+    field(name = "channel_id", ty = "ID"),
+    field(name = "seq", ty = "Seq"),
+    field(name = "durable", ty = "bool"),
+    field(name = "at", ty = "i64")
+)]
+pub enum EventObj {
+    MessageCreated(MessageCreated),
+    MessageEdited(MessageEdited),
+    MessageDeleted(MessageDeleted),
+    ReadReceipt(ReadReceipt),
+    Typing(Typing),
+    MemberJoined(MemberJoined),
+    MemberLeft(MemberLeft),
+    ChannelUpdated(ChannelUpdated),
+    ChannelDeleted(ChannelDeleted),
+}
+
+impl EventObj {
+    fn from_event(event: &ChannelEvent) -> Self {
+        let head = Head {
+            channel_id: event.channel_id,
+            seq: event.seq,
+            durable: event.durable,
+            at: event.at,
+        };
+        match &event.payload {
+            EventPayload::MessageCreated { message } => EventObj::MessageCreated(MessageCreated {
+                head,
+                message: message.clone(),
+            }),
+            EventPayload::MessageEdited { message } => EventObj::MessageEdited(MessageEdited {
+                head,
+                message: message.clone(),
+            }),
+            EventPayload::MessageDeleted { message } => EventObj::MessageDeleted(MessageDeleted {
+                head,
+                message: message.clone(),
+            }),
+            EventPayload::MemberJoined { user_id, role } => EventObj::MemberJoined(MemberJoined {
+                head,
+                user: user_id.clone(),
+                role: role.as_str().to_owned(),
+            }),
+            EventPayload::MemberLeft { user_id } => EventObj::MemberLeft(MemberLeft {
+                head,
+                user: user_id.clone(),
+            }),
+            EventPayload::ChannelUpdated { channel } => EventObj::ChannelUpdated(ChannelUpdated {
+                head,
+                channel: channel.clone(),
+            }),
+            EventPayload::ChannelDeleted => EventObj::ChannelDeleted(ChannelDeleted { head }),
+            EventPayload::ReadReceipt {
+                user_id,
+                last_read_seq,
+            } => EventObj::ReadReceipt(ReadReceipt {
+                head,
+                user: user_id.clone(),
+                last_read: *last_read_seq,
+            }),
+            EventPayload::Typing { user_id } => EventObj::Typing(Typing {
+                head,
+                user: user_id.clone(),
+            }),
+        }
+    }
+}
+
+/// Kinds of event, to filter the `events` stream.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    MessageCreated,
+    MessageEdited,
+    MessageDeleted,
+    ReadReceipt,
+    Typing,
+    MemberJoined,
+    MemberLeft,
+    ChannelUpdated,
+    ChannelDeleted,
+}
+
+/// Where to resume one channel: replay every durable event after
+/// `afterSeq`, then continue live.
+#[derive(InputObject)]
+pub struct ResumeInput {
+    pub channel: ID,
+    pub after_seq: Seq,
+}
+
+// ----- Subscription -------------------------------------------------------
+
+struct Feed<F> {
+    events: clacks_service::EventStream,
+    control: Option<Control>,
+    map: F,
+}
+
+/// Ends a stream per the delivery rules: a removed member gets one
+/// `FORBIDDEN` error, a deleted channel completes, an overflowing
+/// subscription closes the connection (code 4008, "slow consumer").
+fn deliveries<T, F>(
+    events: clacks_service::EventStream,
+    control: Option<Control>,
+    map: F,
+) -> impl Stream<Item = Result<T>> + Send + 'static
+where
+    T: Send + 'static,
+    F: FnMut(&ChannelEvent) -> Option<T> + Send + 'static,
+{
+    let feed = Feed {
+        events,
+        control,
+        map,
+    };
+    futures::stream::unfold(Some(feed), |feed| async move {
+        let mut feed = feed?;
+        loop {
+            match feed.events.next().await? {
+                Delivery::Event(event) => {
+                    if let Some(item) = (feed.map)(&event) {
+                        return Some((Ok(item), Some(feed)));
+                    }
+                }
+                Delivery::End(EndReason::Removed) => {
+                    let error = gql(clacks_core::Error::forbidden(
+                        "no longer a member of this channel",
+                    ));
+                    return Some((Err(error), None));
+                }
+                Delivery::End(EndReason::ChannelDeleted) => return None,
+                Delivery::End(EndReason::Overflow) => {
+                    if let Some(control) = &feed.control {
+                        control.0.close(crate::ws::SLOW_CONSUMER, "slow consumer");
+                    }
+                    return None;
+                }
+            }
+        }
+    })
+}
+
+fn resume_points(
+    channel: Option<ChannelId>,
+    after_seq: Option<Seq>,
+    resume: Option<Vec<ResumeInput>>,
+) -> Result<Vec<(ChannelId, Seq)>> {
+    let mut points = Vec::new();
+    if let Some(after) = after_seq {
+        let Some(channel) = channel else {
+            return Err(gql(clacks_core::Error::invalid(
+                "afterSeq",
+                "needs a channel; use `resume` for all channels",
+            )));
+        };
+        points.push((channel, after));
+    }
+    for point in resume.unwrap_or_default() {
+        points.push((channel_id(&point.channel)?, point.after_seq));
+    }
+    Ok(points)
+}
+
+#[derive(Default)]
+pub struct SubscriptionRoot;
+
+#[Subscription(name = "Subscription")]
+impl SubscriptionRoot {
+    /// New messages of one channel, or of all the caller's channels when
+    /// `channel` is omitted (following joins and leaves live). With
+    /// `afterSeq` (one channel), messages after that seq are replayed
+    /// first, then live ones follow with no gap and no duplicate.
+    async fn message(
+        &self,
+        ctx: &Context<'_>,
+        channel: Option<ID>,
+        after_seq: Option<Seq>,
+    ) -> Result<impl Stream<Item = Result<Option<MessageObj>>> + use<>> {
+        let (service, caller) = parts(ctx)?;
+        let channel = channel.as_ref().map(channel_id).transpose()?;
+        let resume = resume_points(channel, after_seq, None)?;
+        let events = service
+            .subscribe_events(caller, channel, &resume)
+            .await
+            .map_err(gql)?;
+        let control = ctx.data_opt::<Control>().cloned();
+        Ok(deliveries(events, control, |event| match &event.payload {
+            EventPayload::MessageCreated { message } => Some(Some(MessageObj(message.clone()))),
+            _ => None,
+        }))
+    }
+
+    /// Every event of one channel, or of all the caller's channels when
+    /// `channel` is omitted. Resume after a disconnect with `afterSeq` (one
+    /// channel) or `resume` (a seq per channel): durable events after it
+    /// are replayed, then live ones follow with no gap and no duplicate.
+    /// A member removed from a single channel gets a `FORBIDDEN` error
+    /// and the stream completes; a deleted channel's stream completes
+    /// after the `ChannelDeleted` event.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        channel: Option<ID>,
+        after_seq: Option<Seq>,
+        resume: Option<Vec<ResumeInput>>,
+        #[graphql(desc = "Only these kinds (default: all).")] kinds: Option<Vec<EventKind>>,
+    ) -> Result<impl Stream<Item = Result<EventObj>> + use<>> {
+        let (service, caller) = parts(ctx)?;
+        let channel = channel.as_ref().map(channel_id).transpose()?;
+        let resume = resume_points(channel, after_seq, resume)?;
+        let events = service
+            .subscribe_events(caller, channel, &resume)
+            .await
+            .map_err(gql)?;
+        let control = ctx.data_opt::<Control>().cloned();
+        Ok(deliveries(events, control, move |event| {
+            let object = EventObj::from_event(event);
+            match &kinds {
+                Some(kinds) if !kinds.contains(&object.kind()) => None,
+                _ => Some(object),
+            }
+        }))
+    }
+}
+
+impl EventObj {
+    fn kind(&self) -> EventKind {
+        match self {
+            EventObj::MessageCreated(_) => EventKind::MessageCreated,
+            EventObj::MessageEdited(_) => EventKind::MessageEdited,
+            EventObj::MessageDeleted(_) => EventKind::MessageDeleted,
+            EventObj::ReadReceipt(_) => EventKind::ReadReceipt,
+            EventObj::Typing(_) => EventKind::Typing,
+            EventObj::MemberJoined(_) => EventKind::MemberJoined,
+            EventObj::MemberLeft(_) => EventKind::MemberLeft,
+            EventObj::ChannelUpdated(_) => EventKind::ChannelUpdated,
+            EventObj::ChannelDeleted(_) => EventKind::ChannelDeleted,
+        }
+    }
+}
