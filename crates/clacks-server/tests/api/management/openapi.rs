@@ -1,0 +1,103 @@
+//! The OpenAPI document: served as JSON and YAML, equal to the committed
+//! `openapi.yml` at the repository root.
+//!
+//! To regenerate the committed file after an intended API change:
+//! `CLACKS_UPDATE_SNAPSHOTS=1 cargo test -p clacks-server --test api management::openapi`
+
+use std::path::PathBuf;
+
+use clacks_testkit::TestBackend;
+use serde_json::Value;
+
+use super::read;
+use crate::helpers::TestApp;
+
+fn committed_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../openapi.yml")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_document_matches_committed_openapi_yml() {
+    let Some(app) = TestApp::spawn(TestBackend::Sqlite).await else {
+        return;
+    };
+    let yaml = read(app.http.get(format!("{}/openapi.yml", app.management_url))).await;
+    assert_eq!(yaml.status, 200);
+    assert_eq!(yaml.content_type(), "application/yaml");
+    let json = read(app.http.get(format!("{}/openapi.json", app.management_url))).await;
+    assert_eq!(json.status, 200);
+    assert_eq!(json.content_type(), "application/json");
+    assert_eq!(json.json["openapi"], "3.1.0");
+    // The two renderings are one document.
+    assert_eq!(
+        json.json,
+        serde_json::to_value(clacks_api::openapi()).expect("document as JSON")
+    );
+
+    let path = committed_path();
+    if std::env::var("CLACKS_UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, &yaml.text).expect("write openapi.yml");
+        eprintln!("wrote {}", path.display());
+    } else {
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == yaml.text,
+            "{} differs from the document the server serves at /openapi.yml.\n\
+             If the API change is intended, regenerate it with:\n  \
+             CLACKS_UPDATE_SNAPSHOTS=1 cargo test -p clacks-server --test api management::openapi\n\
+             and commit openapi.yml.",
+            path.display()
+        );
+    }
+    app.shutdown().await;
+}
+
+/// Every operation documents its errors as problem+json and is behind the
+/// bearer scheme, except the health check.
+#[test]
+fn document_describes_errors_and_security() {
+    let doc = serde_json::to_value(clacks_api::openapi()).expect("json");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearerAuth"]["scheme"],
+        "bearer"
+    );
+    assert!(doc["components"]["schemas"]["Problem"].is_object());
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut operations = 0;
+    for (path, item) in paths {
+        assert!(path.starts_with("/api/v1/"), "{path}");
+        for (method, operation) in item.as_object().expect("path item") {
+            operations += 1;
+            let responses = operation["responses"].as_object().expect("responses");
+            assert!(
+                responses.keys().any(|s| s.starts_with('2')),
+                "{method} {path} documents success"
+            );
+            if path == "/api/v1/healthz" {
+                assert_eq!(operation["security"], serde_json::json!([{}]));
+                continue;
+            }
+            for status in ["401", "500", "503"] {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path} documents {status}"
+                );
+            }
+            for (status, response) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    let name = response["$ref"]
+                        .as_str()
+                        .and_then(|r| r.strip_prefix("#/components/responses/"))
+                        .expect("a shared problem response");
+                    let shared = &doc["components"]["responses"][name];
+                    assert_eq!(
+                        shared["content"]["application/problem+json"]["schema"]["$ref"],
+                        Value::from("#/components/schemas/Problem"),
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(operations, 16, "every endpoint of issue 3 is documented");
+}
