@@ -12,6 +12,7 @@
 //! What it must never do: enforce product rules such as membership or size
 //! limits. Those live in the service layer, once, for both APIs.
 
+mod batch;
 mod dialect;
 #[macro_use]
 mod sql;

@@ -10,6 +10,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
 
 pub struct MySqlStore {
     write: MySqlPool,
+    batcher: crate::batch::Batcher,
     read: MySqlPool,
 }
 
@@ -34,6 +35,7 @@ impl MySqlStore {
             .await
             .map_err(crate::db_error)?;
         Ok(MySqlStore {
+            batcher: Self::message_batcher(&pool),
             write: pool.clone(),
             read: pool,
         })

@@ -10,6 +10,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 
 pub struct PgStore {
     write: PgPool,
+    batcher: crate::batch::Batcher,
     read: PgPool,
 }
 
@@ -34,6 +35,7 @@ impl PgStore {
             .await
             .map_err(crate::db_error)?;
         Ok(PgStore {
+            batcher: Self::message_batcher(&pool),
             write: pool.clone(),
             read: pool,
         })

@@ -37,6 +37,7 @@ pub(crate) const READ_MARK_WINDOW_MS: i64 = 60_000;
 macro_rules! sql_store {
     ($store:ident, $db:ty, $backend:expr, $migrator:expr, $read_begin:expr) => {
         use std::borrow::Cow;
+        use std::collections::HashMap;
 
         use async_trait::async_trait;
         use clacks_core::{
@@ -53,6 +54,14 @@ macro_rules! sql_store {
         };
 
         type DbRow = <$db as sqlx::Database>::Row;
+        type Pool = sqlx::Pool<$db>;
+
+        /// Why a batch as a whole did not commit.
+        enum BatchFailure {
+            /// A client message id was stored concurrently elsewhere.
+            Duplicate,
+            Failed(Error),
+        }
         type Tx = Transaction<'static, $db>;
 
         fn int(row: &DbRow, i: usize) -> Result<i64> {
@@ -132,14 +141,24 @@ macro_rules! sql_store {
 
         impl $store {
             async fn begin_write(&self) -> Result<Tx> {
+                Self::begin_write_on(&self.write).await
+            }
+
+            async fn begin_write_on(pool: &Pool) -> Result<Tx> {
                 // SQLite: a deferred transaction that later needs the write
                 // lock fails at once with SQLITE_BUSY; take it up front.
                 let tx = if $backend == Backend::Sqlite {
-                    self.write.begin_with("BEGIN IMMEDIATE").await
+                    pool.begin_with("BEGIN IMMEDIATE").await
                 } else {
-                    self.write.begin().await
+                    pool.begin().await
                 };
                 tx.map_err(db_error)
+            }
+
+            /// Starts the group-commit writer for messages.
+            fn message_batcher(pool: &Pool) -> crate::batch::Batcher {
+                let pool = pool.clone();
+                crate::batch::Batcher::spawn(move |batch| Self::write_batch(pool.clone(), batch))
             }
 
             /// A read-only transaction with one snapshot for all its reads.
@@ -264,7 +283,7 @@ macro_rules! sql_store {
                 row.as_ref().map(|r| member_row(r, 0)).transpose()
             }
 
-            async fn message_by_client_id(&self, new: &NewMessage, client_id: &str) -> Result<Option<Message>> {
+            async fn message_by_client_id(pool: &Pool, new: &NewMessage, client_id: &str) -> Result<Option<Message>> {
                 let row = sqlx::query(&q(concat!(
                     "SELECT ",
                     message_columns!(),
@@ -273,11 +292,223 @@ macro_rules! sql_store {
                 .bind(new.channel_id.0)
                 .bind(new.sender.display_id())
                 .bind(client_id)
-                .fetch_optional(&self.write)
+                .fetch_optional(pool)
                 .await
                 .map_err(db_error)?;
                 row.as_ref().map(|r| message_row(r, 0)).transpose()
             }
+
+            /// Stores a batch of messages in one transaction (group commit).
+            async fn write_batch(pool: Pool, batch: Vec<crate::batch::Pending>) {
+                // Retries of one client message id within the batch share
+                // the first one's outcome.
+                let mut first_of: HashMap<(ChannelId, String, String), usize> = HashMap::new();
+                let mut repeat_of: Vec<Option<usize>> = vec![None; batch.len()];
+                for (i, pending) in batch.iter().enumerate() {
+                    if let Some(client_id) = &pending.new.client_message_id {
+                        let key = (
+                            pending.new.channel_id,
+                            pending.new.sender.display_id().to_owned(),
+                            client_id.as_str().to_owned(),
+                        );
+                        match first_of.get(&key) {
+                            Some(first) => repeat_of[i] = Some(*first),
+                            None => {
+                                first_of.insert(key, i);
+                            }
+                        }
+                    }
+                }
+                let stored = Self::store_batch(&pool, &batch, &repeat_of).await;
+                let results: Vec<Result<StoredMessage>> = match stored {
+                    Ok(results) => results,
+                    Err(BatchFailure::Duplicate) => {
+                        // A concurrent writer (another node) stored one of
+                        // these client ids first: one by one, each finds it.
+                        let mut results = Vec::with_capacity(batch.len());
+                        for pending in &batch {
+                            results.push(Self::create_message_direct(&pool, &pending.new).await);
+                        }
+                        results
+                    }
+                    Err(BatchFailure::Failed(e)) => batch.iter().map(|_| Err(e.clone())).collect(),
+                };
+                for ((pending, result), repeat) in batch.into_iter().zip(results.iter().cloned()).zip(&repeat_of) {
+                    let result = match repeat {
+                        Some(first) => results[*first].clone().map(|s| StoredMessage { created: false, ..s }),
+                        None => result,
+                    };
+                    pending.answer(result);
+                }
+            }
+
+            async fn store_batch(
+                pool: &Pool,
+                batch: &[crate::batch::Pending],
+                repeat_of: &[Option<usize>],
+            ) -> std::result::Result<Vec<Result<StoredMessage>>, BatchFailure> {
+                let now = now_ms();
+                let mut tx = Self::begin_write_on(pool).await.map_err(BatchFailure::Failed)?;
+                let mut results: Vec<Option<Result<StoredMessage>>> = vec![None; batch.len()];
+                let mut by_channel: Vec<(ChannelId, Vec<usize>)> = Vec::new();
+                for (i, pending) in batch.iter().enumerate() {
+                    if repeat_of[i].is_some() {
+                        continue;
+                    }
+                    let channel = pending.new.channel_id;
+                    match by_channel.iter_mut().find(|(c, _)| *c == channel) {
+                        Some((_, members)) => members.push(i),
+                        None => by_channel.push((channel, vec![i])),
+                    }
+                }
+                let mut rows: Vec<(usize, Seq)> = Vec::with_capacity(batch.len());
+                for (channel, members) in &by_channel {
+                    let count = i64::try_from(members.len()).unwrap_or(i64::MAX);
+                    match Self::take_seqs(&mut tx, *channel, count).await {
+                        Ok(first) => {
+                            for (offset, i) in members.iter().enumerate() {
+                                rows.push((*i, first + offset as i64));
+                            }
+                        }
+                        Err(e @ Error::NotFound(_)) => {
+                            for i in members {
+                                results[*i] = Some(Err(e.clone()));
+                            }
+                        }
+                        Err(e) => return Err(BatchFailure::Failed(e)),
+                    }
+                }
+                for chunk in rows.chunks(128) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at) ",
+                    );
+                    insert.push_values(chunk, |mut row, (i, seq)| {
+                        let new = &batch[*i].new;
+                        row.push_bind(new.channel_id.0)
+                            .push_bind(*seq)
+                            .push_bind(new.sender.display_id().to_owned())
+                            .push_bind(new.client_message_id.as_ref().map(|c| c.as_str().to_owned()))
+                            .push_bind(new.content.as_str().to_owned())
+                            .push_bind(now);
+                    });
+                    match insert.build().execute(&mut *tx).await {
+                        Ok(_) => {}
+                        Err(e) if is_unique_violation(&e) => {
+                            let _ = tx.rollback().await;
+                            return Err(BatchFailure::Duplicate);
+                        }
+                        Err(e) => return Err(BatchFailure::Failed(db_error(e))),
+                    }
+                }
+                // Ids, read back per channel by seq (portable: RETURNING
+                // order is unspecified and MySQL has none).
+                let mut ids: HashMap<(ChannelId, Seq), i64> = HashMap::with_capacity(rows.len());
+                for (channel, members) in &by_channel {
+                    let seqs: Vec<Seq> = rows.iter().filter(|(i, _)| members.contains(i)).map(|(_, s)| *s).collect();
+                    let (Some(low), Some(high)) = (seqs.iter().min(), seqs.iter().max()) else { continue };
+                    let found = sqlx::query(&q("SELECT id, seq FROM messages WHERE channel_id = $1 AND seq >= $2 AND seq <= $3"))
+                        .bind(channel.0)
+                        .bind(*low)
+                        .bind(*high)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(|e| BatchFailure::Failed(db_error(e)))?;
+                    for row in &found {
+                        let id = int(row, 0).map_err(BatchFailure::Failed)?;
+                        let seq = int(row, 1).map_err(BatchFailure::Failed)?;
+                        ids.insert((*channel, seq), id);
+                    }
+                }
+                tx.commit().await.map_err(|e| BatchFailure::Failed(db_error(e)))?;
+                for (i, seq) in rows {
+                    let new = &batch[i].new;
+                    let Some(id) = ids.get(&(new.channel_id, seq)) else {
+                        results[i] = Some(Err(Error::Internal("a stored message was not read back".into())));
+                        continue;
+                    };
+                    results[i] = Some(Ok(StoredMessage {
+                        message: Message {
+                            id: MessageId(*id),
+                            channel_id: new.channel_id,
+                            seq,
+                            sender: new.sender.clone(),
+                            client_message_id: new.client_message_id.as_ref().map(|c| c.as_str().to_owned()),
+                            content: new.content.as_str().to_owned(),
+                            created_at: now,
+                            edited_at: None,
+                            deleted_at: None,
+                        },
+                        created: true,
+                    }));
+                }
+                Ok(results
+                    .into_iter()
+                    .map(|r| r.unwrap_or_else(|| Err(Error::Internal("a batched message got no result".into()))))
+                    .collect())
+            }
+
+            /// Stores one message in a transaction of its own (the fallback
+            /// when a batch hits a concurrent duplicate).
+            async fn create_message_direct(pool: &Pool, new: &NewMessage) -> Result<StoredMessage> {
+                let client_id = new.client_message_id.as_ref().map(|c| c.as_str());
+                if let Some(client_id) = client_id {
+                    if let Some(message) = Self::message_by_client_id(pool, new, client_id).await? {
+                        return Ok(StoredMessage { message, created: false });
+                    }
+                }
+                let now = now_ms();
+                let mut tx = Self::begin_write_on(pool).await?;
+                let seq = Self::take_seqs(&mut tx, new.channel_id, 1).await?;
+                let sql = if $backend.has_returning() {
+                    q("INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at) \
+                       VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
+                } else {
+                    q("INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at) \
+                       VALUES ($1, $2, $3, $4, $5, $6)")
+                };
+                let insert = sqlx::query(&sql)
+                    .bind(new.channel_id.0)
+                    .bind(seq)
+                    .bind(new.sender.display_id())
+                    .bind(client_id)
+                    .bind(new.content.as_str());
+                let inserted = if $backend.has_returning() {
+                    insert.bind(now).fetch_one(&mut *tx).await.map(|row| int(&row, 0))
+                } else {
+                    match insert.bind(now).execute(&mut *tx).await {
+                        Ok(_) => Ok(Self::last_insert_id(&mut tx).await),
+                        Err(e) => Err(e),
+                    }
+                };
+                let id = match inserted {
+                    Ok(id) => id?,
+                    Err(e) if is_unique_violation(&e) && client_id.is_some() => {
+                        // A concurrent retry stored it first; return that one.
+                        tx.rollback().await.map_err(db_error)?;
+                        let message = Self::message_by_client_id(pool, new, client_id.unwrap_or_default())
+                            .await?
+                            .ok_or_else(|| Error::Internal("idempotent message vanished".into()))?;
+                        return Ok(StoredMessage { message, created: false });
+                    }
+                    Err(e) => return Err(db_error(e)),
+                };
+                tx.commit().await.map_err(db_error)?;
+                Ok(StoredMessage {
+                    message: Message {
+                        id: MessageId(id),
+                        channel_id: new.channel_id,
+                        seq,
+                        sender: new.sender.clone(),
+                        client_message_id: client_id.map(str::to_owned),
+                        content: new.content.as_str().to_owned(),
+                        created_at: now,
+                        edited_at: None,
+                        deleted_at: None,
+                    },
+                    created: true,
+                })
+            }
+
 
             fn snapshot_payload(channel: &Channel) -> Option<String> {
                 serde_json::to_string(&ChannelSnapshot {
@@ -715,64 +946,12 @@ macro_rules! sql_store {
             }
 
             async fn create_message(&self, new: &NewMessage) -> Result<StoredMessage> {
-                let client_id = new.client_message_id.as_ref().map(|c| c.as_str());
-                if let Some(client_id) = client_id {
-                    if let Some(message) = self.message_by_client_id(new, client_id).await? {
+                if let Some(client_id) = new.client_message_id.as_ref() {
+                    if let Some(message) = Self::message_by_client_id(&self.write, new, client_id.as_str()).await? {
                         return Ok(StoredMessage { message, created: false });
                     }
                 }
-                let now = now_ms();
-                let mut tx = self.begin_write().await?;
-                let seq = Self::take_seqs(&mut tx, new.channel_id, 1).await?;
-                let sql = if $backend.has_returning() {
-                    q("INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at) \
-                       VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
-                } else {
-                    q("INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at) \
-                       VALUES ($1, $2, $3, $4, $5, $6)")
-                };
-                let insert = sqlx::query(&sql)
-                    .bind(new.channel_id.0)
-                    .bind(seq)
-                    .bind(new.sender.display_id())
-                    .bind(client_id)
-                    .bind(new.content.as_str());
-                let inserted = if $backend.has_returning() {
-                    insert.bind(now).fetch_one(&mut *tx).await.map(|row| int(&row, 0))
-                } else {
-                    match insert.bind(now).execute(&mut *tx).await {
-                        Ok(_) => Ok(Self::last_insert_id(&mut tx).await),
-                        Err(e) => Err(e),
-                    }
-                };
-                let id = match inserted {
-                    Ok(id) => id?,
-                    Err(e) if is_unique_violation(&e) && client_id.is_some() => {
-                        // A concurrent retry stored it first; return that one.
-                        tx.rollback().await.map_err(db_error)?;
-                        let message = self
-                            .message_by_client_id(new, client_id.unwrap_or_default())
-                            .await?
-                            .ok_or_else(|| Error::Internal("idempotent message vanished".into()))?;
-                        return Ok(StoredMessage { message, created: false });
-                    }
-                    Err(e) => return Err(db_error(e)),
-                };
-                tx.commit().await.map_err(db_error)?;
-                Ok(StoredMessage {
-                    message: Message {
-                        id: MessageId(id),
-                        channel_id: new.channel_id,
-                        seq,
-                        sender: new.sender.clone(),
-                        client_message_id: client_id.map(str::to_owned),
-                        content: new.content.as_str().to_owned(),
-                        created_at: now,
-                        edited_at: None,
-                        deleted_at: None,
-                    },
-                    created: true,
-                })
+                self.batcher.submit(new.clone()).await
             }
 
             async fn edit_message(&self, id: MessageId, content: &MessageBody) -> Result<(Message, ChannelEvent)> {

@@ -15,6 +15,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 pub struct SqliteStore {
     write: SqlitePool,
+    batcher: crate::batch::Batcher,
     read: SqlitePool,
 }
 
@@ -46,7 +47,11 @@ impl SqliteStore {
                 .await
                 .map_err(crate::db_error)?
         };
-        Ok(SqliteStore { write, read })
+        Ok(SqliteStore {
+            batcher: Self::message_batcher(&write),
+            write,
+            read,
+        })
     }
 }
 

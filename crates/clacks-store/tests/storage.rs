@@ -62,7 +62,67 @@ storage_tests!(
     channels_update_and_page,
     user_ids_compare_exactly,
     writes_to_missing_channels_are_not_found,
+    batched_sends_across_channels_stay_gap_free,
 );
+
+/// Two store instances on one database (two nodes) racing on one client
+/// message id still store it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_racing_on_one_client_id_store_one_message() {
+    for backend in [
+        TestBackend::Sqlite,
+        TestBackend::MySql,
+        TestBackend::Postgres,
+    ] {
+        let Some(db) = TestDatabase::create(backend).await else {
+            continue;
+        };
+        let first = clacks_store::connect(&db.url, &PoolSettings::default())
+            .await
+            .unwrap();
+        first.migrate().await.unwrap();
+        let second = clacks_store::connect(&db.url, &PoolSettings::default())
+            .await
+            .unwrap();
+        let channel = channel_with(&first, &["alice"]).await;
+        for round in 0..20 {
+            let new = NewMessage {
+                channel_id: channel,
+                sender: Sender::User(user("alice")),
+                content: body("once"),
+                client_message_id: Some(ClientMessageId::parse(format!("race-{round}")).unwrap()),
+            };
+            let tasks: Vec<_> = [first.clone(), second.clone(), first.clone(), second.clone()]
+                .into_iter()
+                .map(|store| {
+                    let new = new.clone();
+                    tokio::spawn(async move { store.create_message(&new).await.unwrap() })
+                })
+                .collect();
+            let mut ids = HashSet::new();
+            let mut created = 0;
+            for task in tasks {
+                let stored = task.await.unwrap();
+                ids.insert(stored.message.id);
+                created += usize::from(stored.created);
+            }
+            assert_eq!(
+                (ids.len(), created),
+                (1, 1),
+                "{} round {round}",
+                backend.name()
+            );
+        }
+        assert_eq!(
+            first.channel(channel).await.unwrap().last_seq,
+            20,
+            "{}",
+            backend.name()
+        );
+        first.close().await;
+        second.close().await;
+    }
+}
 
 fn user(id: &str) -> UserId {
     UserId::parse(id).unwrap()
@@ -714,6 +774,73 @@ async fn user_ids_compare_exactly(store: Arc<dyn Store>) {
             .unwrap()
             .is_none()
     );
+}
+
+async fn batched_sends_across_channels_stay_gap_free(store: Arc<dyn Store>) {
+    let channels: Vec<ChannelId> = {
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            ids.push(channel_with(&store, &["s"]).await);
+        }
+        ids
+    };
+    let tasks: Vec<_> = (0..64)
+        .map(|sender| {
+            let store = store.clone();
+            let channels = channels.clone();
+            tokio::spawn(async move {
+                let mut stored = Vec::new();
+                for i in 0..25 {
+                    let channel = channels[(sender + i) % channels.len()];
+                    // Every third message is retried at once with its id.
+                    let client_id = (i % 3 == 0)
+                        .then(|| ClientMessageId::parse(format!("{sender}-{i}")).unwrap());
+                    let new = NewMessage {
+                        channel_id: channel,
+                        sender: Sender::User(user("s")),
+                        content: body("x"),
+                        client_message_id: client_id.clone(),
+                    };
+                    let (a, b) = tokio::join!(store.create_message(&new), async {
+                        match &client_id {
+                            Some(_) => Some(store.create_message(&new).await),
+                            None => None,
+                        }
+                    });
+                    let a = a.unwrap();
+                    if let Some(b) = b {
+                        let b = b.unwrap();
+                        assert_eq!(a.message.id, b.message.id, "a retry returns the original");
+                        assert!(a.created != b.created, "exactly one of the two stored it");
+                    }
+                    stored.push(a.message);
+                }
+                stored
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.unwrap().len();
+    }
+    assert_eq!(total, 64 * 25);
+    let mut all = 0;
+    for channel in channels {
+        let history = store
+            .history(channel, HistoryPage::After(0), 10_000)
+            .await
+            .unwrap();
+        let seqs: Vec<i64> = history.iter().map(|m| m.seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as i64).collect::<Vec<_>>(),
+            "gap-free in {channel}"
+        );
+        let ids: HashSet<_> = history.iter().map(|m| m.id).collect();
+        assert_eq!(ids.len(), history.len());
+        all += history.len();
+    }
+    assert_eq!(all, 64 * 25, "no duplicate stored");
 }
 
 async fn writes_to_missing_channels_are_not_found(store: Arc<dyn Store>) {
