@@ -1,0 +1,259 @@
+// End-to-end: the real `clacks` binary, the real graphql-ws and
+// subscriptions-transport-ws clients. Two members chat in one channel,
+// one client on each WebSocket protocol; each sees the other's messages
+// live; unread counts and read receipts update; a non-member is refused.
+//
+// Starts target/debug/clacks on free ports with a temporary SQLite
+// database (override the binary with CLACKS_BIN).
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createClient } from "graphql-ws";
+import WebSocket from "ws";
+import pkg from "subscriptions-transport-ws";
+
+const { SubscriptionClient } = pkg;
+const here = dirname(fileURLToPath(import.meta.url));
+const BIN = process.env.CLACKS_BIN ?? join(here, "..", "target", "debug", "clacks");
+const SECRET = "e2e-secret-0123456789abcdef0123456789";
+
+let server;
+let dir;
+let client;
+let mgmt;
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitFor(url) {
+  for (let i = 0; i < 100; i++) {
+    try {
+      if ((await fetch(url)).ok) return;
+    } catch {}
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${url} did not come up`);
+}
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), "clacks-e2e-"));
+  const [c, m] = [await freePort(), await freePort()];
+  client = `127.0.0.1:${c}`;
+  mgmt = `127.0.0.1:${m}`;
+  server = spawn(BIN, [], {
+    env: {
+      ...process.env,
+      DATABASE_URL: `sqlite://${join(dir, "clacks.db")}?mode=rwc`,
+      JWT_SECRET: SECRET,
+      CLACKS_CLIENT_ADDR: client,
+      CLACKS_MANAGEMENT_ADDR: mgmt,
+      CLACKS_LOG: "warn",
+    },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  await waitFor(`http://${client}/healthz`);
+  await waitFor(`http://${mgmt}/healthz`);
+});
+
+after(async () => {
+  if (server) {
+    server.kill("SIGTERM");
+    await new Promise((r) => server.once("exit", r));
+  }
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+async function api(method, path, body) {
+  const res = await fetch(`http://${mgmt}/api/v1${path}`, {
+    method,
+    headers: body ? { "content-type": "application/json" } : {},
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  assert.ok(res.ok, `${method} ${path}: ${res.status} ${await res.clone().text()}`);
+  return res.json();
+}
+
+/** A token from the management API (the original `GET /jwt/{uid}`). */
+const token = (uid) => api("GET", `/jwt/${encodeURIComponent(uid)}`);
+
+async function gql(tok, query, variables = {}) {
+  const res = await fetch(`http://${client}/graphql`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${tok}` },
+    body: JSON.stringify({ query, variables }),
+  });
+  return res.json();
+}
+
+/** Collects the results of a subscription into a queue you can await. */
+function inbox() {
+  const items = [];
+  const waiters = [];
+  return {
+    push(item) {
+      const w = waiters.shift();
+      if (w) w(item);
+      else items.push(item);
+    },
+    next(ms = 5000) {
+      if (items.length) return Promise.resolve(items.shift());
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error("timed out waiting for an event")), ms);
+        waiters.push((item) => {
+          clearTimeout(t);
+          resolve(item);
+        });
+      });
+    },
+  };
+}
+
+const modern = (tok) =>
+  createClient({
+    url: `ws://${client}/graphql`,
+    webSocketImpl: WebSocket,
+    connectionParams: { authorization: `Bearer ${tok}` },
+    retryAttempts: 0,
+    lazy: false,
+  });
+
+const legacy = (tok) =>
+  new SubscriptionClient(
+    `ws://${client}/graphql`,
+    { connectionParams: { token: tok }, reconnect: false },
+    WebSocket,
+  );
+
+const settle = () => new Promise((r) => setTimeout(r, 300));
+
+test("two members chat, one on each protocol, with the original and the new operations", async () => {
+  const { id } = await api("POST", "/channel", { displayName: "e2e", initialUsers: ["alice", "bob"] });
+  const channel = String(id);
+  const [alice, bob, mallory] = [await token("alice"), await token("bob"), await token("mallory")];
+
+  // Alice: graphql-ws, the original `message` subscription.
+  const a = modern(alice);
+  const aliceSees = inbox();
+  const stopA = a.subscribe(
+    { query: "subscription($c: ID) { message(channel: $c) { content sender { id } sent_at } }", variables: { c: channel } },
+    { next: (r) => aliceSees.push(r), error: (e) => aliceSees.push({ error: e }), complete: () => {} },
+  );
+  // Bob: subscriptions-transport-ws, the rich event stream.
+  const b = legacy(bob);
+  const bobSees = inbox();
+  const subB = b
+    .request({
+      query: `subscription($c: ID) { events(channel: $c) { __typename seq channelId
+        ... on MessageCreated { message { content sender { id } } }
+        ... on ReadReceipt { userId lastReadSeq } } }`,
+      variables: { c: channel },
+    })
+    .subscribe({ next: (r) => bobSees.push(r), error: (e) => bobSees.push({ error: e }) });
+  await settle();
+
+  // The original mutation from Alice; Bob sees it live.
+  const sent = await gql(alice, `mutation($c: ID!) { createMessage(input: {content: "hi bob", channel: $c}) { id sent_at } }`, { c: channel });
+  assert.equal(sent.errors, undefined, JSON.stringify(sent));
+  let event = (await bobSees.next()).data.events;
+  assert.equal(event.__typename, "MessageCreated");
+  assert.equal(event.message.content, "hi bob");
+  assert.equal(event.message.sender.id, "alice");
+  assert.equal(event.seq, 1);
+  assert.equal((await aliceSees.next()).data.message.content, "hi bob");
+
+  // Bob answers with the new operation (clientMessageId); Alice sees it.
+  const answer = await gql(bob, `mutation($c: ID!) { createMessage(input: {content: "hi alice", channel: $c, clientMessageId: "b-1"}) { seq } }`, { c: channel });
+  assert.equal(answer.data.createMessage.seq, 2);
+  const got = (await aliceSees.next()).data.message;
+  assert.equal(got.content, "hi alice");
+  assert.equal(got.sender.id, "bob");
+  assert.equal((await bobSees.next()).data.events.seq, 2);
+
+  // Unread counts and read receipts.
+  let unread = await gql(alice, "{ channels { id unreadCount lastReadSeq } unread_messages { content } }");
+  assert.equal(unread.data.channels[0].unreadCount, 1);
+  assert.deepEqual(unread.data.unread_messages.map((m) => m.content), ["hi alice"]);
+  const marked = await gql(alice, "mutation($c: ID!) { markRead(channel: $c, seq: 2) { lastReadSeq unreadCount } }", { c: channel });
+  assert.deepEqual(marked.data.markRead, { lastReadSeq: 2, unreadCount: 0 });
+  event = (await bobSees.next()).data.events;
+  assert.equal(event.__typename, "ReadReceipt");
+  assert.equal(event.userId, "alice");
+  assert.equal(event.lastReadSeq, 2);
+  const seen = await gql(bob, "query($c: ID!) { channel(id: $c) { history(limit: 1) { seenBy { userId } } message_view(user_id: \"alice\", last: 0, count: 5) { seen } } }", { c: channel });
+  assert.deepEqual(seen.data.channel.history[0].seenBy, [{ userId: "alice" }]);
+  assert.deepEqual(seen.data.channel.message_view.map((v) => v.seen), [true, true]);
+
+  // A third user who is not a member is refused everywhere.
+  const denied = await gql(mallory, `mutation($c: ID!) { createMessage(input: {content: "let me in", channel: $c}) { id } }`, { c: channel });
+  assert.equal(denied.errors[0].extensions.code, "FORBIDDEN");
+  const read = await gql(mallory, "query($c: ID!) { channel(id: $c) { displayName } }", { c: channel });
+  assert.equal(read.errors[0].extensions.code, "FORBIDDEN");
+  for (const connect of [modern, legacy]) {
+    const m = connect(mallory);
+    const errors = await new Promise((resolve) => {
+      if (connect === modern) {
+        m.subscribe({ query: "subscription($c: ID) { message(channel: $c) { content } }", variables: { c: channel } }, {
+          next: (r) => resolve(r.errors),
+          error: (e) => resolve(e),
+          complete: () => {},
+        });
+      } else {
+        m.request({ query: "subscription($c: ID) { message(channel: $c) { content } }", variables: { c: channel } }).subscribe({
+          next: (r) => resolve(r.errors),
+          error: (e) => resolve(Array.isArray(e) ? e : [e]),
+        });
+      }
+    });
+    assert.equal(errors[0].extensions.code, "FORBIDDEN", JSON.stringify(errors));
+    connect === modern ? await m.dispose() : m.close();
+  }
+
+  stopA();
+  subB.unsubscribe();
+  await a.dispose();
+  b.close();
+});
+
+test("a rejected token is refused by both clients", async () => {
+  const closed = await new Promise((resolve) => {
+    const c = createClient({
+      url: `ws://${client}/graphql`,
+      webSocketImpl: WebSocket,
+      connectionParams: { token: "not-a-token" },
+      retryAttempts: 0,
+      lazy: false,
+      onNonLazyError: () => {},
+      on: { closed: (e) => resolve(e.code) },
+    });
+  });
+  assert.equal(closed, 4403);
+  const error = await new Promise((resolve) => {
+    const c = new SubscriptionClient(
+      `ws://${client}/graphql`,
+      {
+        connectionParams: { token: "not-a-token" },
+        reconnect: false,
+        connectionCallback: (e) => {
+          resolve(e);
+          c.close();
+        },
+      },
+      WebSocket,
+    );
+  });
+  assert.equal(error.extensions.code, "UNAUTHENTICATED", JSON.stringify(error));
+});
