@@ -74,11 +74,11 @@ fn api_routes(token: Option<ManagementToken>) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(API_PREFIX, api)
 }
 
-/// The OpenAPI document of the management API, as served.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+/// The OpenAPI document of the management API, as served (JSON).
+pub fn openapi() -> serde_json::Value {
     let mut openapi = api_routes(None).into_openapi();
     openapi::add_common_responses(&mut openapi);
-    openapi
+    openapi::to_value(&openapi)
 }
 
 /// The management router: `/api/v1/...`, `/openapi.json`, `/openapi.yml`,

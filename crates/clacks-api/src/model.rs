@@ -2,10 +2,48 @@
 //! (SPEC section 4) are kept field for field; extensions use richer
 //! camelCase objects. Every timestamp is milliseconds since the Unix epoch.
 
+use std::borrow::Cow;
+
 use clacks_core::{Channel, ChannelSummary, Message};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
+
+// ----- validation rules, as documented ------------------------------------
+//
+// The service validates (`clacks_core::values`); these patterns only tell
+// clients and schemathesis the same rules: no control characters, not
+// blank, identifiers without surrounding whitespace.
+
+/// No control characters, no leading or trailing whitespace.
+const IDENTIFIER_PATTERN: &str =
+    r"^[^\s\x00-\x1F\x7F-\x9F]([^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F])?$";
+
+/// The schema of a user id (the `UserId` component).
+pub struct UserIdSchema;
+
+impl PartialSchema for UserIdSchema {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "The application's opaque user id: 1 to 200 characters, no control \
+                 characters, no leading or trailing whitespace.",
+            ))
+            .min_length(Some(1))
+            .max_length(Some(clacks_core::USER_ID_MAX_CHARS))
+            .pattern(Some(IDENTIFIER_PATTERN))
+            .into()
+    }
+}
+
+impl ToSchema for UserIdSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("UserId")
+    }
+}
 
 // ----- original shapes --------------------------------------------------
 
@@ -21,11 +59,16 @@ pub struct ChannelListItem {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateChannel {
-    /// 1 to 150 characters.
+    /// 1 to 150 characters, not blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 150,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub display_name: String,
-    /// Users to add as members (at most 1000), each 1 to 200 characters.
+    /// Users to add as members (at most 1000).
     #[serde(default, deserialize_with = "null_as_default")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(value_type = Option<Vec<UserIdSchema>>, max_items = 1000)]
     pub initial_users: Vec<String>,
     /// Extension: a JSON object kept with the channel (at most 16 KiB).
     #[serde(default)]
@@ -51,10 +94,17 @@ pub struct ChannelDetail {
 /// `PUT /channel/{channelId}/users` request body.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AddMember {
-    /// The user to add, 1 to 200 characters.
+    /// The user to add.
+    #[schema(value_type = UserIdSchema)]
     pub uid: String,
-    /// Extension: the member's role (free-form, default `member`).
+    /// Extension: the member's role (free-form, 1 to 32 characters, default
+    /// `member`).
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[^\s\x00-\x1F\x7F-\x9F]([^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F])?$"
+    )]
     pub role: Option<String>,
 }
 
@@ -129,8 +179,14 @@ pub enum ChannelList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateChannel {
-    /// New display name, 1 to 150 characters.
+    /// New display name, 1 to 150 characters, not blank, no control
+    /// characters.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 150,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub display_name: Option<String>,
     /// New metadata object; null removes it, absent leaves it unchanged.
     #[serde(default, deserialize_with = "present")]
@@ -206,14 +262,22 @@ pub struct MessagePage {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PostMessage {
-    /// Not blank; at most the configured message size (default 16 KiB).
+    /// Not blank, no NUL; at most the configured message size in bytes of
+    /// UTF-8 (default 16 KiB).
+    #[schema(min_length = 1, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub content: String,
     /// Post as this member; absent or null posts a system message.
     #[serde(default)]
+    #[schema(value_type = Option<UserIdSchema>)]
     pub sender_id: Option<String>,
     /// Makes the post idempotent: a retry with the same id returns the
     /// original message (status 200) instead of storing a duplicate.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\s\x00-\x1F\x7F-\x9F]([^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F])?$"
+    )]
     pub client_message_id: Option<String>,
 }
 
@@ -251,7 +315,9 @@ impl From<ChannelSummary> for UserChannel {
 pub struct TokenQuery {
     /// The `name` claim (the user's display name in GraphQL `me`).
     pub name: Option<String>,
-    /// Lifetime in seconds (default: the server's token TTL, one day).
+    /// Lifetime in seconds (default: the server's token TTL, one day; at
+    /// most one year).
+    #[param(minimum = 1, maximum = 31_536_000)]
     pub ttl: Option<u64>,
     /// Extra claims, as a JSON object (URL-encoded), e.g. `{"avatar":"a.png"}`.
     pub claims: Option<String>,
@@ -261,8 +327,9 @@ pub struct TokenQuery {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenRequestBody {
-    /// The user the token speaks for (`sub`), 1 to 200 characters.
+    /// The user the token speaks for (`sub`).
     #[serde(alias = "uid")]
+    #[schema(value_type = UserIdSchema)]
     pub user_id: String,
     /// The `name` claim.
     #[serde(default)]
@@ -272,8 +339,10 @@ pub struct TokenRequestBody {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub claims: Option<serde_json::Map<String, Value>>,
-    /// Lifetime in seconds (default: the server's token TTL, one day).
+    /// Lifetime in seconds (default: the server's token TTL, one day; at
+    /// most one year).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 31_536_000)]
     pub ttl: Option<u64>,
 }
 

@@ -147,6 +147,40 @@ pub fn add_common_responses(openapi: &mut OpenApi) {
     }
 }
 
+/// The document as JSON, with utoipa 5.5's serialization of Link objects
+/// fixed: it writes `operation_id`, `operation_ref` and `request_body`
+/// where OpenAPI says `operationId`, `operationRef` and `requestBody`.
+pub fn to_value(openapi: &OpenApi) -> serde_json::Value {
+    let mut value = serde_json::to_value(openapi).unwrap_or_default();
+    fix_links(&mut value);
+    value
+}
+
+fn fix_links(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Object(links)) = map.get_mut("links") {
+                for link in links.values_mut() {
+                    if let serde_json::Value::Object(link) = link {
+                        for (from, to) in [
+                            ("operation_id", "operationId"),
+                            ("operation_ref", "operationRef"),
+                            ("request_body", "requestBody"),
+                        ] {
+                            if let Some(v) = link.remove(from) {
+                                link.insert(to.to_owned(), v);
+                            }
+                        }
+                    }
+                }
+            }
+            map.values_mut().for_each(fix_links);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(fix_links),
+        _ => {}
+    }
+}
+
 /// The document, rendered once, as served at `/openapi.json` and
 /// `/openapi.yml`.
 #[derive(Clone)]
@@ -157,11 +191,10 @@ pub struct Documents {
 
 impl Documents {
     pub fn render(openapi: &OpenApi) -> Self {
-        let json = openapi
-            .to_pretty_json()
+        let value = to_value(openapi);
+        let json = serde_json::to_string_pretty(&value)
             .unwrap_or_else(|e| format!(r#"{{"error": "rendering failed: {e}"}}"#));
-        let yaml = openapi
-            .to_yaml()
+        let yaml = serde_norway::to_string(&value)
             .unwrap_or_else(|e| format!("error: rendering failed: {e}\n"));
         Documents {
             json: json.into(),

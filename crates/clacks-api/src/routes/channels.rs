@@ -66,7 +66,17 @@ pub async fn list_channels(
     operation_id = "createChannel",
     request_body = CreateChannel,
     responses(
-        (status = 200, description = "Created; the new channel's id", body = CreatedChannel),
+        (status = 200, description = "Created; the new channel's id", body = CreatedChannel,
+            links(
+                ("getChannel" = (operation_id = "getChannel", parameters(("channelId" = "$response.body#/id")))),
+                ("updateChannel" = (operation_id = "updateChannel", parameters(("channelId" = "$response.body#/id")))),
+                ("deleteChannel" = (operation_id = "deleteChannel", parameters(("channelId" = "$response.body#/id")))),
+                ("listMembers" = (operation_id = "listMembers", parameters(("channelId" = "$response.body#/id")))),
+                ("addMember" = (operation_id = "addMember", parameters(("channelId" = "$response.body#/id")))),
+                ("listMessages" = (operation_id = "listMessages", parameters(("channelId" = "$response.body#/id")))),
+                ("postMessage" = (operation_id = "postMessage", parameters(("channelId" = "$response.body#/id")))),
+            )
+        ),
         (status = 400, response = BadRequest),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),

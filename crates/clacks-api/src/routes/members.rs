@@ -47,7 +47,15 @@ pub async fn list_members(
     params(("channelId" = i64, Path, description = "Numeric channel id")),
     request_body = AddMember,
     responses(
-        (status = 200, description = "The user is a member (empty body)"),
+        (status = 200, description = "The user is a member (empty body)",
+            links(
+                ("removeMember" = (operation_id = "removeMember", parameters(
+                    ("channelId" = "$request.path.channelId"),
+                    ("uid" = "$request.body#/uid"),
+                ))),
+                ("userChannels" = (operation_id = "userChannels", parameters(("uid" = "$request.body#/uid")))),
+            )
+        ),
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
         (status = 413, response = PayloadTooLarge),
@@ -75,7 +83,7 @@ pub async fn add_member(
     operation_id = "removeMember",
     params(
         ("channelId" = i64, Path, description = "Numeric channel id"),
-        ("uid" = String, Path, description = "The member's user id"),
+        ("uid" = crate::model::UserIdSchema, Path, description = "The member's user id"),
     ),
     responses(
         (status = 200, description = "Removed (empty body)"),

@@ -71,7 +71,14 @@ pub async fn list_messages(
     params(("channelId" = i64, Path, description = "Numeric channel id")),
     request_body = PostMessage,
     responses(
-        (status = 201, description = "Stored and delivered", body = MessageDto),
+        (status = 201, description = "Stored and delivered", body = MessageDto,
+            links(
+                ("deleteMessage" = (operation_id = "deleteMessage", parameters(
+                    ("channelId" = "$request.path.channelId"),
+                    ("messageId" = "$response.body#/id"),
+                ))),
+            )
+        ),
         (status = 200, description = "A retry: the message stored earlier with this clientMessageId", body = MessageDto),
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),

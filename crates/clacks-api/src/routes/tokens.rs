@@ -23,7 +23,7 @@ use crate::openapi::{BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMedi
     path = "/jwt/{uid}",
     tag = "tokens",
     operation_id = "getToken",
-    params(("uid" = String, Path, description = "The user the token speaks for"), TokenQuery),
+    params(("uid" = crate::model::UserIdSchema, Path, description = "The user the token speaks for"), TokenQuery),
     responses(
         (status = 200, description = "An HS256 JWT, as a JSON string", body = String, content_type = "application/json"),
         (status = 400, response = BadRequest),

@@ -17,7 +17,7 @@ use crate::openapi::Unprocessable;
     path = "/users/{uid}/channels",
     tag = "users",
     operation_id = "userChannels",
-    params(("uid" = String, Path, description = "The user id")),
+    params(("uid" = crate::model::UserIdSchema, Path, description = "The user id")),
     responses(
         (status = 200, description = "The user's channels, by channel id", body = Vec<UserChannel>),
         (status = 422, response = Unprocessable),
@@ -38,7 +38,7 @@ pub async fn user_channels(
     path = "/users/{uid}/disconnect",
     tag = "users",
     operation_id = "disconnectUser",
-    params(("uid" = String, Path, description = "The user id")),
+    params(("uid" = crate::model::UserIdSchema, Path, description = "The user id")),
     responses(
         (status = 200, description = "How many connections were closed", body = Disconnected),
         (status = 422, response = Unprocessable),
