@@ -150,24 +150,22 @@ impl Registry {
                 }
             }
         }
-        if let Some(sub) = self.subs.remove(&id) {
-            if let Some(set) = self.all_by_user.get_mut(&sub.user) {
+        if let Some(sub) = self.subs.remove(&id)
+            && let Some(set) = self.all_by_user.get_mut(&sub.user) {
                 set.remove(&id);
                 if set.is_empty() {
                     self.all_by_user.remove(&sub.user);
                 }
             }
-        }
     }
 
     /// Queues `event` for one subscription; records an overflow.
     fn push(&self, id: u64, event: &Arc<ChannelEvent>, ended: &mut Vec<(u64, Option<EndReason>)>) {
-        if let Some(sub) = self.subs.get(&id) {
-            if sub.tx.try_send(Delivery::Event(event.clone())).is_err() {
+        if let Some(sub) = self.subs.get(&id)
+            && sub.tx.try_send(Delivery::Event(event.clone())).is_err() {
                 sub.overflowed.store(true, Ordering::Release);
                 ended.push((id, None));
             }
-        }
     }
 
     /// Hands `event` (in order) to the channel's subscriptions and applies
@@ -233,11 +231,10 @@ impl Registry {
             _ => {}
         }
         for (id, reason) in ended {
-            if let (Some(reason), Some(sub)) = (reason, self.subs.get(&id)) {
-                if sub.tx.try_send(Delivery::End(reason)).is_err() {
+            if let (Some(reason), Some(sub)) = (reason, self.subs.get(&id))
+                && sub.tx.try_send(Delivery::End(reason)).is_err() {
                     sub.overflowed.store(true, Ordering::Release);
                 }
-            }
             if reason.is_none() {
                 metrics::counter!("clacks_slow_consumer_overflows_total").increment(1);
             }
@@ -257,8 +254,8 @@ impl Registry {
             // Nobody here listens to this channel, unless a user with an
             // all-channels subscription just joined it: their stream starts
             // at the join.
-            if let EventPayload::MemberJoined { user_id, .. } = &event.payload {
-                if self.all_by_user.contains_key(user_id) {
+            if let EventPayload::MemberJoined { user_id, .. } = &event.payload
+                && self.all_by_user.contains_key(user_id) {
                     self.channels.insert(
                         channel,
                         ChannelEntry {
@@ -268,7 +265,6 @@ impl Registry {
                     );
                     self.deliver(&event);
                 }
-            }
             return Sequenced::Done;
         };
         let Some(next) = entry.next_seq else {
@@ -431,12 +427,11 @@ impl Hub {
     /// earlier ones are history. Ignored when the channel already has one.
     pub fn set_baseline(&self, channel: ChannelId, last_committed: Seq) {
         let mut registry = self.write();
-        if let Some(entry) = registry.channels.get_mut(&channel) {
-            if entry.next_seq.is_none() {
+        if let Some(entry) = registry.channels.get_mut(&channel)
+            && entry.next_seq.is_none() {
                 entry.next_seq = Some(last_committed + 1);
                 registry.flush(channel);
             }
-        }
     }
 
     /// The newest durable seq delivered for `channel` on this node (0 when
@@ -636,11 +631,10 @@ impl Hub {
                     for event in missing {
                         let _ = registry.sequence(Arc::new(event), usize::MAX);
                     }
-                    if more {
-                        if let Some(entry) = registry.channels.get_mut(&channel) {
+                    if more
+                        && let Some(entry) = registry.channels.get_mut(&channel) {
                             entry.catch_up = true;
                         }
-                    }
                 }
                 let mut registry = self.write();
                 let again = registry.channels.get_mut(&channel).is_some_and(|entry| {
