@@ -1,0 +1,200 @@
+//! Starts `clacks` server processes for a run: free loopback ports, a
+//! fresh database (SQLite file in a temp dir, or a new MariaDB database /
+//! PostgreSQL schema through `clacks-testkit`), a random JWT secret the
+//! tool shares, a send rate limit high enough for throughput runs, and
+//! optionally NATS for several nodes. Processes are killed when dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use clacks_testkit::{TestBackend, TestDatabase};
+
+use crate::target::{Api, Node, Target};
+
+/// Which database a spawned server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Db {
+    Sqlite,
+    Mysql,
+    Postgres,
+}
+
+/// What to spawn.
+#[derive(Debug, Clone)]
+pub struct SpawnOptions {
+    pub binary: PathBuf,
+    pub db: Db,
+    /// Use this `DATABASE_URL` instead of creating a fresh database.
+    pub database_url: Option<String>,
+    pub nodes: usize,
+    /// NATS for more than one node.
+    pub nats_url: Option<String>,
+    /// Extra `KEY=VALUE` environment for the servers (tuning knobs).
+    pub env: Vec<(String, String)>,
+    /// Where server logs go (default: a file in the run's temp dir).
+    pub log_dir: Option<PathBuf>,
+}
+
+/// Running server processes and what they need to stay alive.
+pub struct Spawned {
+    pub target: Target,
+    pub database: String,
+    children: Vec<tokio::process::Child>,
+    logs: Vec<PathBuf>,
+    _db: Option<TestDatabase>,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn secret() -> String {
+    use rand::Rng;
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Spawned {
+    pub async fn start(opts: &SpawnOptions) -> anyhow::Result<Spawned> {
+        if !opts.binary.is_file() {
+            bail!(
+                "{} does not exist: build it with `cargo build --release -p clacks-server`",
+                opts.binary.display()
+            );
+        }
+        let dir = tempfile::tempdir().context("temp dir")?;
+        let (url, db) = match (&opts.database_url, opts.db) {
+            (Some(url), _) => (url.clone(), None),
+            (None, Db::Sqlite) => (
+                format!("sqlite://{}", dir.path().join("bench.db").display()),
+                None,
+            ),
+            (None, other) => {
+                let backend = if other == Db::Mysql {
+                    TestBackend::MySql
+                } else {
+                    TestBackend::Postgres
+                };
+                let db = TestDatabase::create(backend)
+                    .await
+                    .ok_or_else(|| anyhow!("{} is unreachable", backend.name()))?;
+                (db.url.clone(), Some(db))
+            }
+        };
+        let jwt_secret = secret();
+        let nats_prefix = format!("clacks-bench-{}", uuid::Uuid::new_v4().simple());
+        let mut nodes = Vec::new();
+        let mut children = Vec::new();
+        let mut logs = Vec::new();
+        let log_dir = opts
+            .log_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().to_owned());
+        for i in 0..opts.nodes.max(1) {
+            let client = free_port()?;
+            let management = free_port()?;
+            let log = log_dir.join(format!("clacks-node{i}.log"));
+            let log_file = std::fs::File::create(&log).context("server log file")?;
+            let mut cmd = tokio::process::Command::new(&opts.binary);
+            cmd.env("DATABASE_URL", &url)
+                .env("JWT_SECRET", &jwt_secret)
+                .env("CLACKS_CLIENT_ADDR", format!("127.0.0.1:{client}"))
+                .env("CLACKS_MANAGEMENT_ADDR", format!("127.0.0.1:{management}"))
+                .env("CLACKS_SEND_RATE", "1000000")
+                .env("CLACKS_SEND_BURST", "1000000")
+                .env("CLACKS_LOG", "warn")
+                .env_remove("CLACKS_MANAGEMENT_TOKEN")
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone()?)
+                .stderr(log_file)
+                .kill_on_drop(true);
+            if opts.nodes > 1 {
+                let nats = opts
+                    .nats_url
+                    .clone()
+                    .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
+                cmd.env("CLACKS_NATS_URL", nats)
+                    .env("CLACKS_NATS_SUBJECT_PREFIX", &nats_prefix);
+            }
+            for (k, v) in &opts.env {
+                cmd.env(k, v);
+            }
+            let child = cmd
+                .spawn()
+                .with_context(|| format!("starting {}", opts.binary.display()))?;
+            nodes.push(Node {
+                client_url: format!("http://127.0.0.1:{client}"),
+                management_url: format!("http://127.0.0.1:{management}"),
+                pid: child.id(),
+            });
+            children.push(child);
+            logs.push(log);
+            // Nodes migrate the shared database one after the other.
+            let spawned_one = Target {
+                nodes: vec![nodes[i].clone()],
+                jwt_secret: None,
+                management_token: None,
+            };
+            let api = Api::new(spawned_one, 2)?;
+            if let Err(e) = api.wait_ready(Duration::from_secs(60)).await {
+                let tail = log_tail(&logs[i]);
+                bail!("server node {i} did not become ready: {e}\n--- log ---\n{tail}");
+            }
+        }
+        Ok(Spawned {
+            target: Target {
+                nodes,
+                jwt_secret: Some(jwt_secret),
+                management_token: None,
+            },
+            database: redact(&url),
+            children,
+            logs,
+            _db: db,
+            _dir: dir,
+        })
+    }
+
+    /// Whether every server process is still running; the log tail of
+    /// the first that exited.
+    pub fn check_alive(&mut self) -> Result<(), String> {
+        for (i, child) in self.children.iter_mut().enumerate() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "server node {i} exited ({status})\n--- log ---\n{}",
+                    log_tail(&self.logs[i])
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn log_paths(&self) -> &[PathBuf] {
+        &self.logs
+    }
+}
+
+/// The database URL without a password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
