@@ -14,14 +14,18 @@
 //!
 //! Either protocol also closes with 4401 "token expired" when the JWT's
 //! `exp` passes, 4001 "disconnected" on a forced disconnect, 1001 on
-//! server shutdown, and 4008 "slow consumer" when the connection's queue
-//! of outgoing frames is full (the client resumes with its last seq).
+//! server shutdown, and 4008 "slow consumer" when the client does not keep
+//! up: a subscription's bounded event queue overflowed, or a frame found no
+//! room in the connection's queue for 5 s (the client resumes with its last
+//! seq and loses nothing).
 //!
 //! Shape of a connection: the reader loop (this module's `run`) owns the
-//! protocol state; every operation runs as its own task and pushes
-//! serialized frames with `try_send` into ONE bounded queue; one writer
-//! task drains the queue into the socket. Nothing but the writer awaits
-//! the socket, so a slow client only ever stalls itself.
+//! protocol state; every operation runs as its own task and queues
+//! serialized frames into ONE bounded queue, waiting for room (so a replay
+//! goes at the client's pace); one writer task drains the queue into the
+//! socket. Nothing but the writer awaits the socket, and nothing on the
+//! publishing side awaits a connection, so a slow client only ever stalls
+//! itself.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -58,10 +62,17 @@ pub const GOING_AWAY: u16 = 1001;
 const READ_BUFFER: usize = 4 * 1024;
 const WRITE_BUFFER: usize = 4 * 1024;
 const MAX_WRITE_BUFFER: usize = 1024 * 1024;
+/// How long an operation's frame may wait for room in the connection's
+/// queue before the client counts as a slow consumer.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Frames written before one flush.
 const WRITE_BATCH: usize = 64;
 /// How long the writer may take to flush and close at the end.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long a slow consumer has to read through what its socket already
+/// holds and receive the 4008 close frame. Nothing more is queued for it
+/// meanwhile, so this costs one idle task, not memory.
+const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -117,16 +128,34 @@ struct Outbox {
 }
 
 impl Outbox {
-    /// Queues a frame; a full queue closes the connection (4008).
+    /// Queues a control frame (ack, pong, keep-alive, a refused
+    /// operation's error). A full queue means data is flowing to the client
+    /// anyway, so the frame is dropped rather than the connection.
     fn push(&self, frame: String) -> bool {
         match self.frames.try_send(Utf8Bytes::from(frame)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("clacks_ws_control_frames_dropped_total").increment(1);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Queues an operation's frame, waiting for room: a client that reads
+    /// slowly slows its own operations down (replays go at its pace), and
+    /// the live events behind them wait in their bounded subscription
+    /// queue, which ends the subscription when it overflows. A client that
+    /// takes no frame at all for [`SEND_TIMEOUT`] is closed with 4008.
+    async fn send(&self, frame: String) -> bool {
+        match tokio::time::timeout(SEND_TIMEOUT, self.frames.send(Utf8Bytes::from(frame))).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false,
+            Err(_) => {
                 metrics::counter!("clacks_ws_slow_consumer_closes_total").increment(1);
                 self.request_close(SLOW_CONSUMER, "slow consumer");
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 
@@ -202,7 +231,12 @@ async fn writer(
             })))
             .await;
     };
-    let _ = tokio::time::timeout(CLOSE_GRACE, finish).await;
+    let grace = if requested.code == SLOW_CONSUMER {
+        SLOW_CLOSE_GRACE
+    } else {
+        CLOSE_GRACE
+    };
+    let _ = tokio::time::timeout(grace, finish).await;
 }
 
 /// A client message of either protocol.
@@ -568,22 +602,26 @@ async fn operation(state: AppState, request: Request, outbox: Arc<Outbox>, frame
             Ok(None) => break,
             Err(_) => {
                 tracing::error!("a GraphQL operation panicked");
-                outbox.push(frames.error(&[coded(INTERNAL, "internal error")]));
+                outbox
+                    .send(frames.error(&[coded(INTERNAL, "internal error")]))
+                    .await;
                 return;
             }
         };
         if first && response.data == Value::Null && !response.errors.is_empty() {
-            if outbox.push(frames.error(&response.errors)) && frames.protocol == Protocol::Legacy {
-                outbox.push(frames.complete());
+            if outbox.send(frames.error(&response.errors)).await
+                && frames.protocol == Protocol::Legacy
+            {
+                outbox.send(frames.complete()).await;
             }
             return;
         }
         first = false;
-        if !outbox.push(frames.next(&response)) {
+        if !outbox.send(frames.next(&response)).await {
             return;
         }
     }
-    outbox.push(frames.complete());
+    outbox.send(frames.complete()).await;
 }
 
 /// Runs `f` when dropped (an operation ends however it ends).

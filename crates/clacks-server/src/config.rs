@@ -153,6 +153,53 @@ pub struct Config {
     )]
     pub max_subscriptions_per_connection: usize,
 
+    /// Outgoing WebSocket frames queued per connection before a client that
+    /// does not read is disconnected (close code 4008, "slow consumer").
+    #[arg(
+        long,
+        env = "CLACKS_CONNECTION_QUEUE",
+        default_value_t = 1024,
+        global = true
+    )]
+    pub connection_queue: usize,
+
+    /// Seconds a WebSocket client has to send `connection_init` (4408 after).
+    #[arg(
+        long,
+        env = "CLACKS_CONNECTION_INIT_TIMEOUT",
+        default_value_t = 3,
+        global = true
+    )]
+    pub connection_init_timeout: u64,
+
+    /// Seconds between keep-alives on idle WebSockets (`ka` / `ping`).
+    #[arg(
+        long,
+        env = "CLACKS_KEEPALIVE_INTERVAL",
+        default_value_t = 15,
+        global = true
+    )]
+    pub keepalive_interval: u64,
+
+    /// Deepest GraphQL query accepted.
+    #[arg(
+        long,
+        env = "CLACKS_GRAPHQL_MAX_DEPTH",
+        default_value_t = 16,
+        global = true
+    )]
+    pub graphql_max_depth: usize,
+
+    /// Most complex GraphQL query accepted (async-graphql's field count
+    /// based complexity).
+    #[arg(
+        long,
+        env = "CLACKS_GRAPHQL_MAX_COMPLEXITY",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub graphql_max_complexity: usize,
+
     /// Seconds to let connections finish after SIGTERM/SIGINT.
     #[arg(
         long,
@@ -202,6 +249,14 @@ impl Config {
             return Err(
                 "CLACKS_NATS_SUBJECT_PREFIX must be letters, digits, '-', '_' or '.'".into(),
             );
+        }
+        if self.connection_queue == 0 || self.subscription_queue == 0 {
+            return Err(
+                "CLACKS_CONNECTION_QUEUE and CLACKS_SUBSCRIPTION_QUEUE must be at least 1".into(),
+            );
+        }
+        if self.connection_init_timeout == 0 || self.keepalive_interval == 0 {
+            return Err("CLACKS_CONNECTION_INIT_TIMEOUT and CLACKS_KEEPALIVE_INTERVAL must be at least 1 second".into());
         }
         if self.max_message_bytes == 0 {
             return Err("CLACKS_MAX_MESSAGE_BYTES must be at least 1".into());

@@ -209,6 +209,11 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
             service.clone(),
             clacks_graphql::GraphqlConfig {
                 max_subscriptions_per_connection: config.max_subscriptions_per_connection,
+                max_depth: config.graphql_max_depth,
+                max_complexity: config.graphql_max_complexity,
+                connection_queue: config.connection_queue,
+                connection_init_timeout: Duration::from_secs(config.connection_init_timeout),
+                keepalive_interval: Duration::from_secs(config.keepalive_interval),
                 ..clacks_graphql::GraphqlConfig::default()
             },
         ))
@@ -223,7 +228,11 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
                 token: config.management_token.clone().filter(|t| !t.is_empty()),
             },
         ))
-        .merge(ops::management_ops_routes(service.clone(), prometheus))
+        .merge(ops::management_ops_routes(
+            service.clone(),
+            prometheus,
+            config.management_token.as_deref().filter(|t| !t.is_empty()),
+        ))
         .layer(axum::middleware::from_fn(|req, next| {
             ops::track_http("management", req, next)
         }));

@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use clacks_api::auth::{ManagementToken, require_token};
 use clacks_service::ChatService;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -25,15 +26,31 @@ pub fn health_routes() -> Router {
 }
 
 /// `/healthz`, `/readyz` and `/metrics`, for the management listener.
-pub fn management_ops_routes(service: Arc<ChatService>, prometheus: PrometheusHandle) -> Router {
+/// Health stays open for probes; metrics need the management token when
+/// one is configured.
+pub fn management_ops_routes(
+    service: Arc<ChatService>,
+    prometheus: PrometheusHandle,
+    token: Option<&str>,
+) -> Router {
+    let state = OpsState {
+        service,
+        prometheus,
+    };
+    let mut metrics = Router::new()
+        .route("/metrics", get(render_metrics))
+        .with_state(state.clone());
+    if let Some(token) = token {
+        metrics = metrics.layer(axum::middleware::from_fn_with_state(
+            ManagementToken(token.into()),
+            require_token,
+        ));
+    }
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics))
-        .with_state(OpsState {
-            service,
-            prometheus,
-        })
+        .with_state(state)
+        .merge(metrics)
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -275,10 +275,7 @@ async fn force_disconnect_reaches_every_node(backend: TestBackend) {
     let mut on_a = a.register_connection(&caller(&a, "zoe"));
     let mut on_b = b.register_connection(&caller(&b, "zoe"));
     let _other = b.register_connection(&caller(&b, "ann"));
-    let closed = a
-        .admin_disconnect_user_everywhere("zoe".into())
-        .await
-        .unwrap();
+    let closed = a.admin_disconnect_user("zoe".into()).await.unwrap();
     assert_eq!(closed, 2);
     for guard in [&mut on_a, &mut on_b] {
         let reason = tokio::time::timeout(Duration::from_secs(2), guard.closed())

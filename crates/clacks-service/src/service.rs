@@ -702,7 +702,7 @@ impl ChatService {
 
     /// Closes every live connection of the user on every node; returns how
     /// many were closed.
-    pub async fn admin_disconnect_user_everywhere(&self, user: String) -> Result<usize> {
+    pub async fn admin_disconnect_user(&self, user: String) -> Result<usize> {
         let user = UserId::parse(user)?;
         let local = self
             .connections
@@ -712,14 +712,5 @@ impl ChatService {
             None => 0,
         };
         Ok(local + remote)
-    }
-
-    /// Closes every live connection of the user on this node; returns how
-    /// many were closed.
-    pub fn admin_disconnect_user(&self, user: String) -> Result<usize> {
-        let user = UserId::parse(user)?;
-        Ok(self
-            .connections
-            .disconnect_user(&user, CloseReason::ForcedDisconnect))
     }
 }

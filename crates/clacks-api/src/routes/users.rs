@@ -48,7 +48,7 @@ pub async fn disconnect_user(
     State(service): State<AppState>,
     PathParams(uid): PathParams<String>,
 ) -> Result<Json<Disconnected>, ApiError> {
-    let closed = service.admin_disconnect_user(uid)?;
+    let closed = service.admin_disconnect_user(uid).await?;
     Ok(Json(Disconnected {
         closed: u64::try_from(closed).unwrap_or(u64::MAX),
     }))

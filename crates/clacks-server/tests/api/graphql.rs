@@ -2,6 +2,7 @@
 
 #[path = "graphql/client.rs"]
 mod client;
+mod delivery;
 #[path = "graphql/http.rs"]
 mod http;
 #[path = "graphql/schema.rs"]

@@ -49,3 +49,34 @@ async fn readyz_and_metrics_on_management_port(app: TestApp) {
     assert!(text.contains("clacks_connections"));
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_behind_the_token() {
+    let Some(app) = TestApp::spawn_with(clacks_testkit::TestBackend::Sqlite, |config| {
+        config.management_token = Some("ops-secret".into());
+    })
+    .await
+    else {
+        return;
+    };
+    let url = format!("{}/metrics", app.management_url);
+    assert_eq!(app.http.get(&url).send().await.unwrap().status(), 401);
+    let authorized = app
+        .http
+        .get(&url)
+        .bearer_auth("ops-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(authorized.status(), 200);
+    for open in ["/healthz", "/readyz"] {
+        let response = app
+            .http
+            .get(format!("{}{open}", app.management_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{open} stays open for probes");
+    }
+    app.shutdown().await;
+}

@@ -1,0 +1,193 @@
+//! Delivery guarantees seen by a real WebSocket client (issue 5): a slow
+//! consumer is cut off alone and resumes without loss; a connection whose
+//! token expires is closed, and a reconnect with a fresh token resumes
+//! without loss.
+
+use std::time::Duration;
+
+use clacks_testkit::TestBackend;
+use serde_json::{Value, json};
+
+use super::client::{Frame, LEGACY, MODERN, Ws, now, token_with};
+use crate::helpers::TestApp;
+
+const EVENTS: &str = "subscription($c: ID, $after: Int) { events(channel: $c, afterSeq: $after) { seq ... on MessageCreated { message { content } } } }";
+
+fn event_seq(frame: &Value) -> Option<i64> {
+    matches!(frame["type"].as_str(), Some("next" | "data"))
+        .then(|| frame["payload"]["data"]["events"]["seq"].as_i64())?
+}
+
+/// Reads frames until `last` is seen; returns the seqs in arrival order.
+async fn seqs_until(ws: &mut Ws, last: i64) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    while seqs.last().copied().unwrap_or(0) < last {
+        match ws.frame().await {
+            Frame::Json(frame) => seqs.extend(event_seq(&frame)),
+            Frame::Closed(code, reason) => panic!("closed {code} {reason} after {:?}", seqs.last()),
+        }
+    }
+    seqs
+}
+
+async fn send_many(app: &TestApp, channel: i64, from: &str, count: usize, size: usize) {
+    let caller = app.service.authenticate(&app.token(from)).unwrap();
+    let body = "x".repeat(size);
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let service = app.service.clone();
+            let caller = caller.clone();
+            let body = body.clone();
+            tokio::spawn(async move {
+                for i in (t..count).step_by(8) {
+                    service
+                        .send(
+                            &caller,
+                            clacks_core::ChannelId(channel),
+                            format!("{i} {body}"),
+                            None,
+                        )
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+async fn slow_consumer_is_closed_alone_and_resumes(backend: TestBackend) {
+    let Some(app) = TestApp::spawn_with(backend, |config| {
+        // Headroom for bursts, far less than what the slow client is sent.
+        config.connection_queue = 256;
+        config.subscription_queue = 256;
+    })
+    .await
+    else {
+        return;
+    };
+    // 30 MB: more than loopback socket buffers and the queues hold.
+    const MESSAGES: i64 = 2000;
+    let channel = app
+        .channel_with("firehose", &["alice", "fast", "slow"])
+        .await;
+    let c = channel.to_string();
+    let mut slow = Ws::open(&app.ws_url, MODERN, &app.token("slow")).await;
+    slow.subscribe("s", EVENTS, json!({"c": c})).await;
+    let mut fast = Ws::open(&app.ws_url, LEGACY, &app.token("fast")).await;
+    fast.subscribe("f", EVENTS, json!({"c": c})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The fast client reads all along; the slow one reads nothing yet.
+    let fast_reader = tokio::spawn(async move { seqs_until(&mut fast, MESSAGES).await });
+    send_many(&app, channel, "alice", MESSAGES as usize, 15 * 1024).await;
+    let fast_seqs = tokio::time::timeout(Duration::from_secs(60), fast_reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        fast_seqs,
+        (1..=MESSAGES).collect::<Vec<_>>(),
+        "the fast client got everything, in order"
+    );
+
+    // The slow client finds what was queued for it, then the close.
+    let mut got = Vec::new();
+    let (code, reason) = loop {
+        match slow.frame().await {
+            Frame::Json(frame) => got.extend(event_seq(&frame)),
+            Frame::Closed(code, reason) => break (code, reason),
+        }
+    };
+    assert_eq!(code, 4008, "slow consumer close code ({reason})");
+    assert!(
+        (got.len() as i64) < MESSAGES,
+        "it was cut off before the end"
+    );
+    assert_eq!(
+        got,
+        (1..=got.len() as i64).collect::<Vec<_>>(),
+        "what it got is a gap-free prefix"
+    );
+
+    // It resumes from the last seq it saw and misses nothing.
+    let last_seen = got.last().copied().unwrap_or(0);
+    let mut again = Ws::open(&app.ws_url, MODERN, &app.token("slow")).await;
+    again
+        .subscribe("s", EVENTS, json!({"c": c, "after": last_seen}))
+        .await;
+    let rest = seqs_until(&mut again, MESSAGES).await;
+    assert_eq!(rest, ((last_seen + 1)..=MESSAGES).collect::<Vec<_>>());
+    app.shutdown().await;
+}
+
+async fn expired_token_then_fresh_token_resumes_without_loss(backend: TestBackend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let channel = app.channel_with("expiry", &["alice", "bob"]).await;
+    let c = channel.to_string();
+    let short = token_with(json!({"sub": "bob", "nbf": now(), "exp": now() + 2}));
+    let mut ws = Ws::open(&app.ws_url, MODERN, &short).await;
+    ws.subscribe("e", EVENTS, json!({"c": c})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send_many(&app, channel, "alice", 5, 10).await;
+    let before = seqs_until(&mut ws, 5).await;
+    assert_eq!(before, vec![1, 2, 3, 4, 5]);
+    // Messages keep coming while the token runs out.
+    let sender = {
+        let service = app.service.clone();
+        let alice = app.service.authenticate(&app.token("alice")).unwrap();
+        tokio::spawn(async move {
+            for i in 0..30 {
+                service
+                    .send(
+                        &alice,
+                        clacks_core::ChannelId(channel),
+                        format!("during {i}"),
+                        None,
+                    )
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let mut seen = before;
+    let code = loop {
+        match ws.frame().await {
+            Frame::Json(frame) => seen.extend(event_seq(&frame)),
+            Frame::Closed(code, _) => break code,
+        }
+    };
+    assert_eq!(code, 4401, "closed at expiry");
+    sender.await.unwrap();
+    let last_seen = *seen.last().unwrap();
+    let mut fresh = Ws::open(&app.ws_url, MODERN, &app.token("bob")).await;
+    fresh
+        .subscribe("e", EVENTS, json!({"c": c, "after": last_seen}))
+        .await;
+    let rest = seqs_until(&mut fresh, 35).await;
+    seen.extend(rest);
+    assert_eq!(
+        seen,
+        (1..=35).collect::<Vec<_>>(),
+        "nothing lost across the expiry"
+    );
+    app.shutdown().await;
+}
+
+macro_rules! each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(clacks_testkit::TestBackend::Sqlite).await })* }
+        mod mysql { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(clacks_testkit::TestBackend::MySql).await })* }
+        mod postgres { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(clacks_testkit::TestBackend::Postgres).await })* }
+    };
+}
+
+each_backend!(
+    slow_consumer_is_closed_alone_and_resumes,
+    expired_token_then_fresh_token_resumes_without_loss
+);
