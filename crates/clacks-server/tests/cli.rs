@@ -210,3 +210,25 @@ async fn migrate_creates_tables_on_server_databases() {
         assert_eq!(count, 0, "{} has the channels table", backend.name());
     }
 }
+
+/// The README's configuration table names every option `--help` shows.
+#[test]
+fn readme_documents_every_option() {
+    let output = clacks().arg("--help").output().unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let mut checked = 0;
+    for part in help.split("[env: ").skip(1) {
+        let name: String = part
+            .chars()
+            .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+            .collect();
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "README's configuration table lacks {name}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "found only {checked} options in --help");
+}
