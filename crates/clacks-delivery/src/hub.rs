@@ -151,21 +151,23 @@ impl Registry {
             }
         }
         if let Some(sub) = self.subs.remove(&id)
-            && let Some(set) = self.all_by_user.get_mut(&sub.user) {
-                set.remove(&id);
-                if set.is_empty() {
-                    self.all_by_user.remove(&sub.user);
-                }
+            && let Some(set) = self.all_by_user.get_mut(&sub.user)
+        {
+            set.remove(&id);
+            if set.is_empty() {
+                self.all_by_user.remove(&sub.user);
             }
+        }
     }
 
     /// Queues `event` for one subscription; records an overflow.
     fn push(&self, id: u64, event: &Arc<ChannelEvent>, ended: &mut Vec<(u64, Option<EndReason>)>) {
         if let Some(sub) = self.subs.get(&id)
-            && sub.tx.try_send(Delivery::Event(event.clone())).is_err() {
-                sub.overflowed.store(true, Ordering::Release);
-                ended.push((id, None));
-            }
+            && sub.tx.try_send(Delivery::Event(event.clone())).is_err()
+        {
+            sub.overflowed.store(true, Ordering::Release);
+            ended.push((id, None));
+        }
     }
 
     /// Hands `event` (in order) to the channel's subscriptions and applies
@@ -232,9 +234,10 @@ impl Registry {
         }
         for (id, reason) in ended {
             if let (Some(reason), Some(sub)) = (reason, self.subs.get(&id))
-                && sub.tx.try_send(Delivery::End(reason)).is_err() {
-                    sub.overflowed.store(true, Ordering::Release);
-                }
+                && sub.tx.try_send(Delivery::End(reason)).is_err()
+            {
+                sub.overflowed.store(true, Ordering::Release);
+            }
             if reason.is_none() {
                 metrics::counter!("clacks_slow_consumer_overflows_total").increment(1);
             }
@@ -255,16 +258,17 @@ impl Registry {
             // all-channels subscription just joined it: their stream starts
             // at the join.
             if let EventPayload::MemberJoined { user_id, .. } = &event.payload
-                && self.all_by_user.contains_key(user_id) {
-                    self.channels.insert(
-                        channel,
-                        ChannelEntry {
-                            next_seq: Some(event.seq + 1),
-                            ..ChannelEntry::default()
-                        },
-                    );
-                    self.deliver(&event);
-                }
+                && self.all_by_user.contains_key(user_id)
+            {
+                self.channels.insert(
+                    channel,
+                    ChannelEntry {
+                        next_seq: Some(event.seq + 1),
+                        ..ChannelEntry::default()
+                    },
+                );
+                self.deliver(&event);
+            }
             return Sequenced::Done;
         };
         let Some(next) = entry.next_seq else {
@@ -428,10 +432,11 @@ impl Hub {
     pub fn set_baseline(&self, channel: ChannelId, last_committed: Seq) {
         let mut registry = self.write();
         if let Some(entry) = registry.channels.get_mut(&channel)
-            && entry.next_seq.is_none() {
-                entry.next_seq = Some(last_committed + 1);
-                registry.flush(channel);
-            }
+            && entry.next_seq.is_none()
+        {
+            entry.next_seq = Some(last_committed + 1);
+            registry.flush(channel);
+        }
     }
 
     /// The newest durable seq delivered for `channel` on this node (0 when
@@ -631,10 +636,9 @@ impl Hub {
                     for event in missing {
                         let _ = registry.sequence(Arc::new(event), usize::MAX);
                     }
-                    if more
-                        && let Some(entry) = registry.channels.get_mut(&channel) {
-                            entry.catch_up = true;
-                        }
+                    if more && let Some(entry) = registry.channels.get_mut(&channel) {
+                        entry.catch_up = true;
+                    }
                 }
                 let mut registry = self.write();
                 let again = registry.channels.get_mut(&channel).is_some_and(|entry| {
