@@ -141,6 +141,7 @@ async fn latency_and_many_channels_small() {
         rates: vec![20.0],
         duration: 1,
         settle: 0,
+        no_subscribe: false,
     };
     let report = rooms::many_channels(&ctx, &opts)
         .await

@@ -31,7 +31,7 @@ pub struct FanoutOpts {
     #[arg(long, default_value_t = 10)]
     pub senders: usize,
     /// Pause between bursts, in milliseconds.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 50)]
     pub pause_ms: u64,
 }
 

@@ -166,6 +166,17 @@ pub async fn connect_subscribers(
     rooms: &[Arc<Room>],
     counters: &Arc<Counters>,
 ) -> anyhow::Result<Subscribers> {
+    connect_members(ctx, rooms, counters, true).await
+}
+
+/// Connects one WebSocket per member of every room; subscribes each to
+/// its room's messages when `subscribe` (else only `connection_init`).
+pub async fn connect_members(
+    ctx: &Ctx,
+    rooms: &[Arc<Room>],
+    counters: &Arc<Counters>,
+    subscribe: bool,
+) -> anyhow::Result<Subscribers> {
     let ws_url = ctx.target.node(ctx.recv_node).ws_url();
     let list: Vec<(usize, User, i64)> = rooms
         .iter()
@@ -188,13 +199,15 @@ pub async fn connect_subscribers(
                     let mut sock = ws::connect(ws_url, &user.token)
                         .await
                         .with_context(|| format!("connection {key} ({})", user.id))?;
-                    ws::subscribe(
-                        &mut sock,
-                        "1",
-                        ws::MESSAGE_SUBSCRIPTION,
-                        json!({"c": channel.to_string()}),
-                    )
-                    .await?;
+                    if subscribe {
+                        ws::subscribe(
+                            &mut sock,
+                            "1",
+                            ws::MESSAGE_SUBSCRIPTION,
+                            json!({"c": channel.to_string()}),
+                        )
+                        .await?;
+                    }
                     let state = Arc::new(ConnState::default());
                     let task = tokio::spawn(ws::receive(sock, key, state.clone(), counters, stop));
                     let n = done.fetch_add(1, Relaxed) + 1;
@@ -434,7 +447,10 @@ async fn progress_loop(
     stop: CancellationToken,
 ) {
     let started = Instant::now();
-    let mut last = (0u64, 0u64);
+    let mut last = (
+        Counters::get(&counters.acked),
+        Counters::get(&counters.delivered),
+    );
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     // Bounded by the phase: the meter cancels it.

@@ -12,8 +12,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{
-    Ctx, Meter, connect_subscribers, consistency, create_rooms, finish, open_loop, wait_for,
-    warm_up,
+    Ctx, Meter, connect_members, consistency, create_rooms, finish, open_loop, wait_for, warm_up,
 };
 use crate::metrics::{Counters, sample_all};
 use crate::report::{Report, TargetCheck};
@@ -51,6 +50,11 @@ pub struct ManyChannelsOpts {
     /// Seconds to let the server settle before reading its idle RSS.
     #[arg(long, default_value_t = 2)]
     pub settle: u64,
+    /// Only connect (`connection_init`, no subscription), read RSS and
+    /// stop: with a normal run, separates the cost of a connection from
+    /// the cost of its subscription.
+    #[arg(long)]
+    pub no_subscribe: bool,
 }
 
 /// Shared by both commands.
@@ -60,6 +64,7 @@ struct RoomsPlan {
     rates: Vec<f64>,
     duration: Duration,
     settle: Option<Duration>,
+    subscribe: bool,
 }
 
 pub async fn latency(ctx: &Ctx, opts: &LatencyOpts) -> anyhow::Result<Report> {
@@ -70,6 +75,7 @@ pub async fn latency(ctx: &Ctx, opts: &LatencyOpts) -> anyhow::Result<Report> {
         rates: opts.rates.clone(),
         duration: Duration::from_secs(opts.duration),
         settle: None,
+        subscribe: true,
     };
     run(ctx, &plan, &mut report).await?;
     Ok(report)
@@ -83,6 +89,7 @@ pub async fn many_channels(ctx: &Ctx, opts: &ManyChannelsOpts) -> anyhow::Result
         rates: opts.rates.clone(),
         duration: Duration::from_secs(opts.duration),
         settle: Some(Duration::from_secs(opts.settle)),
+        subscribe: !opts.no_subscribe,
     };
     run(ctx, &plan, &mut report).await?;
     Ok(report)
@@ -96,13 +103,19 @@ async fn run(ctx: &Ctx, plan: &RoomsPlan, report: &mut Report) -> anyhow::Result
         tokio::time::sleep(settle).await;
     }
     let rss_before = sample_all(&pids).map(|s| s.rss_kib);
-    let subs = connect_subscribers(ctx, &rooms, &counters).await?;
+    let subs = connect_members(ctx, &rooms, &counters, plan.subscribe).await?;
     let conns = subs.conns.len() as u64;
     if let Some(settle) = plan.settle {
         tokio::time::sleep(settle).await;
     }
     let rss_idle = sample_all(&pids).map(|s| s.rss_kib);
-    warm_up(ctx, &rooms, &subs, &counters).await?;
+    if plan.subscribe {
+        warm_up(ctx, &rooms, &subs, &counters).await?;
+    } else {
+        for room in &rooms {
+            room.acked.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
     let rss_warm = sample_all(&pids).map(|s| s.rss_kib);
     let client_rss = crate::metrics::ProcSample::read(None).map(|s| s.rss_kib);
     let per_conn = |after: Option<u64>| match (rss_before, after) {
@@ -114,7 +127,7 @@ async fn run(ctx: &Ctx, plan: &RoomsPlan, report: &mut Report) -> anyhow::Result
 
     let members = plan.members.max(1) as u64;
     for &rate in &plan.rates {
-        if rate <= 0.0 {
+        if rate <= 0.0 || !plan.subscribe {
             continue;
         }
         let meter = Meter::begin(ctx, &format!("rate {rate}"), &counters);
@@ -174,7 +187,11 @@ async fn run(ctx: &Ctx, plan: &RoomsPlan, report: &mut Report) -> anyhow::Result
         && let Some(v) = idle_per_conn
     {
         report.targets.push(TargetCheck::at_most(
-            "server RSS per idle subscribed connection",
+            if plan.subscribe {
+                "server RSS per idle subscribed connection"
+            } else {
+                "server RSS per idle connection (no subscription)"
+            },
             v,
             12.0,
             "KiB",
