@@ -19,6 +19,8 @@ use std::time::Duration;
 use clacks_core::{ChannelEvent, ChannelId, EventPayload, Seq, UserId};
 use futures::Stream;
 use futures::future::BoxFuture;
+
+use crate::SharedEvent;
 use tokio::sync::mpsc;
 
 /// Where the hub reads what it missed: the database.
@@ -57,7 +59,7 @@ pub enum EndReason {
 
 #[derive(Debug, Clone)]
 pub enum Delivery {
-    Event(Arc<ChannelEvent>),
+    Event(Arc<SharedEvent>),
     End(EndReason),
 }
 
@@ -104,7 +106,7 @@ struct ChannelEntry {
     /// The next durable seq to deliver; `None` until the baseline is known.
     next_seq: Option<Seq>,
     /// Durable events that arrived ahead of `next_seq`.
-    pending: BTreeMap<Seq, Arc<ChannelEvent>>,
+    pending: BTreeMap<Seq, Arc<SharedEvent>>,
     /// A backfill task for this channel is scheduled or running.
     backfilling: bool,
     /// Read everything after `next_seq` from the database even without a
@@ -161,7 +163,7 @@ impl Registry {
     }
 
     /// Queues `event` for one subscription; records an overflow.
-    fn push(&self, id: u64, event: &Arc<ChannelEvent>, ended: &mut Vec<(u64, Option<EndReason>)>) {
+    fn push(&self, id: u64, event: &Arc<SharedEvent>, ended: &mut Vec<(u64, Option<EndReason>)>) {
         if let Some(sub) = self.subs.get(&id)
             && sub.tx.try_send(Delivery::Event(event.clone())).is_err()
         {
@@ -172,7 +174,7 @@ impl Registry {
 
     /// Hands `event` (in order) to the channel's subscriptions and applies
     /// the membership change it carries.
-    fn deliver(&mut self, event: &Arc<ChannelEvent>) {
+    fn deliver(&mut self, event: &Arc<SharedEvent>) {
         let channel = event.channel_id;
         let mut ended: Vec<(u64, Option<EndReason>)> = Vec::new();
         if let Some(entry) = self.channels.get(&channel) {
@@ -251,7 +253,7 @@ impl Registry {
     /// Delivers `event` if it is the next one, buffers it if it is early,
     /// drops it if it was delivered already. Returns whether a backfill
     /// should be scheduled.
-    fn sequence(&mut self, event: Arc<ChannelEvent>, max_pending: usize) -> Sequenced {
+    fn sequence(&mut self, event: Arc<SharedEvent>, max_pending: usize) -> Sequenced {
         let channel = event.channel_id;
         let Some(entry) = self.channels.get_mut(&channel) else {
             // Nobody here listens to this channel, unless a user with an
@@ -451,7 +453,7 @@ impl Hub {
 
     /// Routes a committed event to its channel's subscriptions, in seq order.
     pub fn publish(&self, event: ChannelEvent) {
-        let event = Arc::new(event);
+        let event = SharedEvent::new(event);
         let channel = event.channel_id;
         let mut registry = self.write();
         if !event.durable {
@@ -634,7 +636,7 @@ impl Hub {
                     more = catch_up && missing.len() as Seq >= wanted;
                     let mut registry = self.write();
                     for event in missing {
-                        let _ = registry.sequence(Arc::new(event), usize::MAX);
+                        let _ = registry.sequence(SharedEvent::new(event), usize::MAX);
                     }
                     if more && let Some(entry) = registry.channels.get_mut(&channel) {
                         entry.catch_up = true;

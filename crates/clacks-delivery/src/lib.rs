@@ -14,7 +14,9 @@
 mod connections;
 mod hub;
 mod nats;
+mod shared;
 
 pub use connections::{CloseReason, ConnectionGuard, Connections};
 pub use hub::{Backfill, Delivery, EndReason, Hub, HubSettings, HubStats, Interest, Subscription};
 pub use nats::NatsBus;
+pub use shared::SharedEvent;

@@ -18,6 +18,7 @@
 pub mod compat;
 pub mod error;
 pub mod http;
+pub mod render;
 pub mod schema;
 pub mod ws;
 
@@ -69,6 +70,8 @@ impl Default for GraphqlConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub schema: ClacksSchema,
+    /// Renders subscription events once for every subscriber alike.
+    pub render: render::RenderSchema,
     pub service: Arc<ChatService>,
     pub config: Arc<GraphqlConfig>,
 }
@@ -81,8 +84,16 @@ pub fn router(service: Arc<ChatService>, config: GraphqlConfig) -> Router {
             max_complexity: config.max_complexity,
         },
     );
+    let render = render::render_schema(
+        service.clone(),
+        schema::SchemaLimits {
+            max_depth: config.max_depth,
+            max_complexity: config.max_complexity,
+        },
+    );
     let state = AppState {
         schema,
+        render,
         service,
         config: Arc::new(config),
     };

@@ -18,10 +18,12 @@ use clacks_core::{
 };
 use clacks_delivery::{Delivery, EndReason};
 use clacks_service::{Caller, ChatService, HistoryRequest};
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use tokio::sync::OnceCell;
 
 use crate::error::gql;
+use crate::render::{FeedHandoff, FeedSlot};
 
 pub type ClacksSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
@@ -855,7 +857,7 @@ pub enum EventObj {
 }
 
 impl EventObj {
-    fn from_event(event: &ChannelEvent) -> Self {
+    pub(crate) fn from_event(event: &ChannelEvent) -> Self {
         let head = Head {
             channel_id: event.channel_id,
             seq: event.seq,
@@ -1014,7 +1016,7 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         channel: Option<ID>,
         after_seq: Option<Seq>,
-    ) -> Result<impl Stream<Item = Result<Option<MessageObj>>> + use<>> {
+    ) -> Result<BoxStream<'static, Result<Option<MessageObj>>>> {
         let (service, caller) = parts(ctx)?;
         let channel = channel.as_ref().map(channel_id).transpose()?;
         let resume = resume_points(channel, after_seq, None)?;
@@ -1022,11 +1024,21 @@ impl SubscriptionRoot {
             .subscribe_events(caller, channel, &resume)
             .await
             .map_err(gql)?;
+        if let Some(slot) = ctx.data_opt::<FeedSlot>() {
+            slot.put(FeedHandoff {
+                events,
+                accept: Box::new(|event| {
+                    matches!(event.payload, EventPayload::MessageCreated { .. })
+                }),
+            });
+            return Ok(futures::stream::empty().boxed());
+        }
         let control = ctx.data_opt::<Control>().cloned();
         Ok(deliveries(events, control, |event| match &event.payload {
             EventPayload::MessageCreated { message } => Some(Some(MessageObj(message.clone()))),
             _ => None,
-        }))
+        })
+        .boxed())
     }
 
     /// Every event of one channel, or of all the caller's channels when
@@ -1043,7 +1055,7 @@ impl SubscriptionRoot {
         after_seq: Option<Seq>,
         resume: Option<Vec<ResumeInput>>,
         #[graphql(desc = "Only these kinds (default: all).")] kinds: Option<Vec<EventKind>>,
-    ) -> Result<impl Stream<Item = Result<EventObj>> + use<>> {
+    ) -> Result<BoxStream<'static, Result<EventObj>>> {
         let (service, caller) = parts(ctx)?;
         let channel = channel.as_ref().map(channel_id).transpose()?;
         let resume = resume_points(channel, after_seq, resume)?;
@@ -1051,6 +1063,16 @@ impl SubscriptionRoot {
             .subscribe_events(caller, channel, &resume)
             .await
             .map_err(gql)?;
+        if let Some(slot) = ctx.data_opt::<FeedSlot>() {
+            slot.put(FeedHandoff {
+                events,
+                accept: Box::new(move |event| match &kinds {
+                    Some(kinds) => kinds.contains(&EventKind::of(&event.payload)),
+                    None => true,
+                }),
+            });
+            return Ok(futures::stream::empty().boxed());
+        }
         let control = ctx.data_opt::<Control>().cloned();
         Ok(deliveries(events, control, move |event| {
             let object = EventObj::from_event(event);
@@ -1058,7 +1080,24 @@ impl SubscriptionRoot {
                 Some(kinds) if !kinds.contains(&object.kind()) => None,
                 _ => Some(object),
             }
-        }))
+        })
+        .boxed())
+    }
+}
+
+impl EventKind {
+    pub(crate) fn of(payload: &EventPayload) -> EventKind {
+        match payload {
+            EventPayload::MessageCreated { .. } => EventKind::MessageCreated,
+            EventPayload::MessageEdited { .. } => EventKind::MessageEdited,
+            EventPayload::MessageDeleted { .. } => EventKind::MessageDeleted,
+            EventPayload::ReadReceipt { .. } => EventKind::ReadReceipt,
+            EventPayload::Typing { .. } => EventKind::Typing,
+            EventPayload::MemberJoined { .. } => EventKind::MemberJoined,
+            EventPayload::MemberLeft { .. } => EventKind::MemberLeft,
+            EventPayload::ChannelUpdated { .. } => EventKind::ChannelUpdated,
+            EventPayload::ChannelDeleted => EventKind::ChannelDeleted,
+        }
     }
 }
 

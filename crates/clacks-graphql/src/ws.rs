@@ -37,7 +37,7 @@ use async_graphql::{Request, Response, Value};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use clacks_core::Error;
-use clacks_delivery::{CloseReason, ConnectionGuard};
+use clacks_delivery::{CloseReason, ConnectionGuard, Delivery, EndReason};
 use clacks_service::Caller;
 use futures::stream::SplitSink;
 use futures::{FutureExt, SinkExt, StreamExt};
@@ -48,7 +48,8 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::AppState;
-use crate::error::{BAD_USER_INPUT, INTERNAL, coded, finalize};
+use crate::error::{BAD_USER_INPUT, FORBIDDEN, INTERNAL, coded, finalize};
+use crate::render::{FeedHandoff, FeedSlot, RenderPlan};
 use crate::schema::{ConnectionControl, Control, RequestCaller};
 
 /// Close code for a connection whose outgoing queue overflowed.
@@ -523,11 +524,12 @@ impl Connection {
         }
         let control: Arc<dyn ConnectionControl> = self.outbox.clone();
         let request = request
-            .data(RequestCaller(Some(caller)))
+            .data(RequestCaller(Some(caller.clone())))
             .data(Control(control));
         let task = tokio::spawn(operation(
             self.state.clone(),
             request,
+            caller,
             self.outbox.clone(),
             Frames::new(self.protocol, &id),
         ));
@@ -584,22 +586,66 @@ impl Frames {
         }
     }
 
+    /// A result frame around an already serialized response payload.
+    fn next_raw(&self, payload: &str) -> String {
+        let kind = match self.protocol {
+            Protocol::TransportWs => "next",
+            Protocol::Legacy => "data",
+        };
+        let id = serde_json::to_string(&self.id).unwrap_or_else(|_| "\"\"".to_owned());
+        let mut frame = String::with_capacity(payload.len() + id.len() + 32);
+        frame.push_str("{\"id\":");
+        frame.push_str(&id);
+        frame.push_str(",\"type\":\"");
+        frame.push_str(kind);
+        frame.push_str("\",\"payload\":");
+        frame.push_str(payload);
+        frame.push('}');
+        frame
+    }
+
     fn complete(&self) -> String {
         json!({"id": self.id, "type": "complete"}).to_string()
     }
 }
 
 /// Runs one operation, pushing its results into the connection's queue.
-async fn operation(state: AppState, request: Request, outbox: Arc<Outbox>, frames: Frames) {
+async fn operation(
+    state: AppState,
+    request: Request,
+    caller: Arc<Caller>,
+    outbox: Arc<Outbox>,
+    frames: Frames,
+) {
     metrics::gauge!("clacks_ws_operations").increment(1.0);
     let _gauge = scopeguard(|| metrics::gauge!("clacks_ws_operations").decrement(1.0));
-    let mut stream = state.schema.execute_stream(request);
+    // A subscription resolver hands its event stream over through this slot
+    // instead of letting the executor render every event per subscriber.
+    let slot = FeedSlot::default();
+    let plan_source = (
+        request.query.clone(),
+        request.operation_name.clone(),
+        request.variables.clone(),
+    );
+    let mut stream = state.schema.execute_stream(request.data(slot.clone()));
     let mut first = true;
     loop {
         let next = AssertUnwindSafe(stream.next()).catch_unwind().await;
         let response = match next {
             Ok(Some(response)) => finalize(response),
-            Ok(None) => break,
+            Ok(None) => {
+                if let Some(handoff) = slot.take() {
+                    drop(stream);
+                    let (query, operation_name, variables) = plan_source;
+                    if let Some(plan) =
+                        RenderPlan::new(&query, operation_name.as_deref(), &variables, caller)
+                    {
+                        feed(&state, handoff, plan, &outbox, &frames).await;
+                        return;
+                    }
+                }
+                break;
+            }
             Err(_) => {
                 tracing::error!("a GraphQL operation panicked");
                 outbox
@@ -619,6 +665,53 @@ async fn operation(state: AppState, request: Request, outbox: Arc<Outbox>, frame
         first = false;
         if !outbox.send(frames.next(&response)).await {
             return;
+        }
+    }
+    outbox.send(frames.complete()).await;
+}
+
+/// Drives a subscription handed over by its resolver: each event is
+/// rendered once for every subscriber with the same document and shared.
+async fn feed(
+    state: &AppState,
+    mut handoff: FeedHandoff,
+    plan: RenderPlan,
+    outbox: &Outbox,
+    frames: &Frames,
+) {
+    while let Some(delivery) = handoff.events.next().await {
+        match delivery {
+            Delivery::Event(event) => {
+                if !(handoff.accept)(&event) {
+                    continue;
+                }
+                let payload = plan.payload(&state.render, &event).await;
+                if event.is_live() {
+                    let age_ms = clacks_core::now_ms().saturating_sub(event.at).max(0);
+                    metrics::histogram!("clacks_delivery_latency_seconds")
+                        .record(age_ms as f64 / 1000.0);
+                }
+                metrics::counter!("clacks_events_delivered_total").increment(1);
+                if !outbox.send(frames.next_raw(&payload)).await {
+                    return;
+                }
+            }
+            Delivery::End(EndReason::Removed) => {
+                let removed = async_graphql::Response::from_errors(vec![coded(
+                    FORBIDDEN,
+                    "no longer a member of this channel",
+                )]);
+                if !outbox.send(frames.next(&removed)).await {
+                    return;
+                }
+                break;
+            }
+            Delivery::End(EndReason::ChannelDeleted) => break,
+            Delivery::End(EndReason::Overflow) => {
+                metrics::counter!("clacks_ws_slow_consumer_closes_total").increment(1);
+                outbox.request_close(SLOW_CONSUMER, "slow consumer");
+                return;
+            }
         }
     }
     outbox.send(frames.complete()).await;

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use clacks_core::{ChannelEvent, ChannelId, Seq};
-use clacks_delivery::{Delivery, Subscription};
+use clacks_delivery::{Delivery, SharedEvent, Subscription};
 use futures::Stream;
 
 pub struct EventStream {
-    replay: VecDeque<Arc<ChannelEvent>>,
+    replay: VecDeque<Arc<SharedEvent>>,
     live: Subscription,
     /// Newest durable seq handed out per channel.
     delivered: HashMap<ChannelId, Seq>,
@@ -33,7 +33,7 @@ impl EventStream {
             delivered.insert(event.channel_id, event.seq);
         }
         EventStream {
-            replay: replay.into_iter().map(Arc::new).collect(),
+            replay: replay.into_iter().map(SharedEvent::replayed).collect(),
             live,
             delivered,
         }

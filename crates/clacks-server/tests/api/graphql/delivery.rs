@@ -80,9 +80,36 @@ async fn slow_consumer_is_closed_alone_and_resumes(backend: TestBackend) {
     fast.subscribe("f", EVENTS, json!({"c": c})).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    // The fast client reads all along; the slow one reads nothing yet.
-    let fast_reader = tokio::spawn(async move { seqs_until(&mut fast, MESSAGES).await });
-    send_many(&app, channel, "alice", MESSAGES as usize, 15 * 1024).await;
+    // The fast client reads all along; the slow one reads nothing yet. The
+    // sender goes in chunks the fast client has read, so "fast" holds even
+    // on a busy machine, while the slow client falls further behind.
+    let (progress, mut seen) = tokio::sync::watch::channel(0i64);
+    let fast_reader = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        while seqs.last().copied().unwrap_or(0) < MESSAGES {
+            match fast.frame().await {
+                Frame::Json(frame) => {
+                    if let Some(seq) = event_seq(&frame) {
+                        seqs.push(seq);
+                        let _ = progress.send(seq);
+                    }
+                }
+                Frame::Closed(code, reason) => panic!("fast client closed {code} {reason}"),
+            }
+        }
+        seqs
+    });
+    const CHUNK: i64 = 100;
+    for chunk in 1..=(MESSAGES / CHUNK) {
+        send_many(&app, channel, "alice", CHUNK as usize, 15 * 1024).await;
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            seen.wait_for(|s| *s >= chunk * CHUNK),
+        )
+        .await
+        .expect("the fast client keeps up")
+        .unwrap();
+    }
     let fast_seqs = tokio::time::timeout(Duration::from_secs(60), fast_reader)
         .await
         .unwrap()
@@ -189,5 +216,62 @@ macro_rules! each_backend {
 
 each_backend!(
     slow_consumer_is_closed_alone_and_resumes,
-    expired_token_then_fresh_token_resumes_without_loss
+    expired_token_then_fresh_token_resumes_without_loss,
+    shared_rendering_respects_the_viewer,
 );
+
+/// Events are rendered once per distinct document and shared, but never
+/// across viewers when the document asks for something viewer-specific
+/// (a channel's unread count is the caller's own).
+async fn shared_rendering_respects_the_viewer(backend: TestBackend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let channel = app.channel_with("render", &["alice", "bob", "carol"]).await;
+    let c = channel.to_string();
+    let token = |user: &str, name: &str| {
+        app.service
+            .admin_mint_token(
+                user.into(),
+                clacks_service::TokenRequest {
+                    name: Some(name.into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .token
+    };
+    let personal = "subscription($c: ID) { message(channel: $c) { content sender { id } channel { unreadCount } } }";
+    let plain = "subscription($c: ID) { message(channel: $c) { content sender { id } } }";
+    let mut alice = Ws::open(&app.ws_url, MODERN, &token("alice", "Alice")).await;
+    let mut bob = Ws::open(&app.ws_url, LEGACY, &token("bob", "Bob")).await;
+    let mut carol = Ws::open(&app.ws_url, MODERN, &token("carol", "Carol")).await;
+    alice.subscribe("p", personal, json!({"c": c})).await;
+    bob.subscribe("p", personal, json!({"c": c})).await;
+    alice.subscribe("q", plain, json!({"c": c})).await;
+    carol.subscribe("q", plain, json!({"c": c})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_many(&app, channel, "alice", 1, 1).await;
+
+    let mut alice_frames = std::collections::HashMap::new();
+    for _ in 0..2 {
+        let (id, payload) = alice.next_payload().await;
+        alice_frames.insert(id, payload);
+    }
+    assert_eq!(
+        alice_frames["p"]["data"]["message"]["channel"]["unreadCount"], 0,
+        "her own message is not unread for her"
+    );
+    let (_, bob_view) = bob.next_payload().await;
+    assert_eq!(bob_view["data"]["message"]["sender"]["id"], "alice");
+    assert_eq!(
+        bob_view["data"]["message"]["channel"]["unreadCount"], 1,
+        "but it is for bob"
+    );
+    let (_, carol_view) = carol.next_payload().await;
+    assert_eq!(
+        carol_view, alice_frames["q"],
+        "the plain document renders alike for all"
+    );
+    app.shutdown().await;
+}
