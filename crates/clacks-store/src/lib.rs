@@ -96,6 +96,8 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
     /// Closes the pools, waiting for connections in use.
     async fn close(&self);
+    /// Connections open and idle, for the metrics.
+    fn pool_stats(&self) -> PoolStats;
 
     async fn setting(&self, name: &str) -> Result<Option<String>>;
     /// Stores `value` unless the setting exists; returns the stored value
@@ -173,6 +175,13 @@ pub trait Store: Send + Sync + 'static {
     /// Rows in any table that still belong to `channel`: 0 after a delete.
     /// For tests and consistency checks.
     async fn rows_referencing(&self, channel: ChannelId) -> Result<i64>;
+}
+
+/// Connections of a store's pools.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub open: u32,
+    pub idle: usize,
 }
 
 /// Connection settings beyond the URL.

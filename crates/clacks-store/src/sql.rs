@@ -319,7 +319,9 @@ macro_rules! sql_store {
                         }
                     }
                 }
+                let started = std::time::Instant::now();
                 let stored = Self::store_batch(&pool, &batch, &repeat_of).await;
+                metrics::histogram!("clacks_store_batch_commit_seconds").record(started.elapsed().as_secs_f64());
                 let results: Vec<Result<StoredMessage>> = match stored {
                     Ok(results) => results,
                     Err(BatchFailure::Duplicate) => {
@@ -593,6 +595,20 @@ macro_rules! sql_store {
             async fn ping(&self) -> Result<()> {
                 sqlx::query("SELECT 1").execute(&self.read).await.map_err(db_error)?;
                 Ok(())
+            }
+
+            fn pool_stats(&self) -> crate::PoolStats {
+                let mut stats = crate::PoolStats {
+                    open: self.write.size(),
+                    idle: self.write.num_idle(),
+                };
+                // SQLite reads through a pool of their own; elsewhere `read`
+                // is the same pool as `write`.
+                if $backend == Backend::Sqlite {
+                    stats.open += self.read.size();
+                    stats.idle += self.read.num_idle();
+                }
+                stats
             }
 
             async fn close(&self) {

@@ -46,7 +46,14 @@ async fn readyz_and_metrics_on_management_port(app: TestApp) {
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().await.unwrap();
     assert!(text.contains("clacks_http_requests_total"), "{text}");
-    assert!(text.contains("clacks_connections"));
+    for metric in [
+        "clacks_connections",
+        "clacks_subscriptions",
+        "clacks_db_connections_open",
+        "clacks_db_connections_idle",
+    ] {
+        assert!(text.contains(metric), "{metric} missing:\n{text}");
+    }
     app.shutdown().await;
 }
 
