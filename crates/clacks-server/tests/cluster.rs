@@ -2,6 +2,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[allow(dead_code)]
+#[path = "api/graphql/client.rs"]
+mod client;
 #[allow(dead_code, unused_macros)]
 #[path = "api/helpers.rs"]
 mod helpers;
@@ -10,15 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use clacks_core::{ChannelId, EventPayload, Seq};
-use clacks_delivery::Delivery;
+use clacks_core::{ChannelId, Seq};
 use clacks_server::RunningServer;
-use clacks_service::{Caller, ChatService};
 use clacks_testkit::{TestBackend, TestDatabase};
-use futures::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::client::{Frame, LEGACY, MODERN, Ws};
 use crate::helpers::test_config;
 
 const NATS_ADDR: &str = "127.0.0.1:4222";
@@ -128,35 +129,6 @@ async fn cluster(backend: TestBackend) -> Option<Cluster> {
     })
 }
 
-fn caller(service: &ChatService, user: &str) -> Caller {
-    let token = service
-        .admin_mint_token(user.into(), Default::default())
-        .unwrap()
-        .token;
-    service.authenticate(&token).unwrap()
-}
-
-async fn created_seqs_until(
-    stream: &mut clacks_service::EventStream,
-    last: Seq,
-    within: Duration,
-) -> Vec<Seq> {
-    let mut seqs = Vec::new();
-    let deadline = tokio::time::Instant::now() + within;
-    while seqs.last().copied().unwrap_or(0) < last {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
-            Ok(Some(Delivery::Event(event))) => {
-                if let EventPayload::MessageCreated { .. } = event.payload {
-                    seqs.push(event.seq);
-                }
-            }
-            Ok(other) => panic!("stream ended: {other:?}"),
-            Err(_) => panic!("timed out at {:?} waiting for {last}", seqs.last()),
-        }
-    }
-    seqs
-}
-
 macro_rules! cluster_tests {
     ($($name:ident),* $(,)?) => {
         mod mysql {
@@ -176,12 +148,68 @@ cluster_tests!(
     force_disconnect_reaches_every_node
 );
 
+const EVENTS: &str = "subscription($c: ID) { events(channel: $c) { seq ... on MessageCreated { message { content } } } }";
+
+fn ws_url(node: &RunningServer) -> String {
+    format!("ws://{}/graphql", node.client_addr)
+}
+
+fn token(user: &str) -> String {
+    client::token_with(
+        serde_json::json!({"sub": user, "nbf": client::now(), "exp": client::now() + 600}),
+    )
+}
+
+/// Reads a subscriber's created-message seqs until `last`.
+async fn ws_seqs_until(ws: &mut Ws, last: Seq) -> Vec<Seq> {
+    let mut seqs = Vec::new();
+    while seqs.last().copied().unwrap_or(0) < last {
+        match ws.frame().await {
+            Frame::Json(frame) => {
+                let event = &frame["payload"]["data"]["events"];
+                if event["message"].is_object() {
+                    seqs.push(event["seq"].as_i64().unwrap());
+                }
+            }
+            Frame::Closed(code, reason) => panic!("closed {code} {reason} after {:?}", seqs.last()),
+        }
+    }
+    seqs
+}
+
+/// Sends `count` messages as `user` through a node's GraphQL endpoint.
+async fn send_over_http(node: &RunningServer, user: &str, channel: ChannelId, count: usize) {
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/graphql", node.client_addr);
+    let bearer = token(user);
+    for i in 0..count {
+        let response: serde_json::Value = http
+            .post(&url)
+            .bearer_auth(&bearer)
+            .json(&serde_json::json!({
+                "query": "mutation($c: ID!, $t: String!) { createMessage(input: {channel: $c, content: $t}) { seq } }",
+                "variables": {"c": channel.to_string(), "t": format!("{user} {i}")},
+            }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            response["data"]["createMessage"]["seq"].is_i64(),
+            "{response}"
+        );
+    }
+}
+
 async fn subscriber_on_b_gets_every_message_from_both_nodes_in_order(backend: TestBackend) {
     let Some(cluster) = cluster(backend).await else {
         return;
     };
-    let (a, b) = (cluster.a.service.clone(), cluster.b.service.clone());
-    let channel: ChannelId = a
+    let channel: ChannelId = cluster
+        .a
+        .service
         .admin_create_channel(
             "two nodes".into(),
             vec!["ann".into(), "bob".into(), "eve".into()],
@@ -190,31 +218,17 @@ async fn subscriber_on_b_gets_every_message_from_both_nodes_in_order(backend: Te
         .await
         .unwrap()
         .id;
-    let mut stream = b
-        .subscribe_events(&caller(&b, "eve"), Some(channel), &[])
+    let mut eve = Ws::open(&ws_url(&cluster.b), MODERN, &token("eve")).await;
+    eve.subscribe("e", EVENTS, serde_json::json!({"c": channel.to_string()}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::join!(
+        send_over_http(&cluster.a, "ann", channel, 100),
+        send_over_http(&cluster.b, "bob", channel, 100),
+    );
+    let got = tokio::time::timeout(Duration::from_secs(30), ws_seqs_until(&mut eve, 200))
         .await
         .unwrap();
-    let senders = [
-        (a.clone(), caller(&a, "ann")),
-        (b.clone(), caller(&b, "bob")),
-    ];
-    let tasks: Vec<_> = senders
-        .into_iter()
-        .map(|(service, who)| {
-            tokio::spawn(async move {
-                for i in 0..100 {
-                    service
-                        .send(&who, channel, format!("{i}"), None)
-                        .await
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    let got = created_seqs_until(&mut stream, 200, Duration::from_secs(20)).await;
     assert_eq!(got, (1..=200).collect::<Vec<_>>());
     cluster.a.shutdown().await;
     cluster.b.shutdown().await;
@@ -224,45 +238,36 @@ async fn cutting_nats_loses_nothing(backend: TestBackend) {
     let Some(cluster) = cluster(backend).await else {
         return;
     };
-    let (a, b) = (cluster.a.service.clone(), cluster.b.service.clone());
-    let channel: ChannelId = a
+    let channel: ChannelId = cluster
+        .a
+        .service
         .admin_create_channel("outage".into(), vec!["ann".into(), "eve".into()], None)
         .await
         .unwrap()
         .id;
-    let ann = caller(&a, "ann");
-    let mut stream = b
-        .subscribe_events(&caller(&b, "eve"), Some(channel), &[])
-        .await
-        .unwrap();
-    for i in 0..10 {
-        a.send(&ann, channel, format!("before {i}"), None)
-            .await
-            .unwrap();
-    }
+    let mut eve = Ws::open(&ws_url(&cluster.b), LEGACY, &token("eve")).await;
+    eve.subscribe("e", EVENTS, serde_json::json!({"c": channel.to_string()}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_over_http(&cluster.a, "ann", channel, 10).await;
     assert_eq!(
-        created_seqs_until(&mut stream, 10, Duration::from_secs(10)).await,
+        ws_seqs_until(&mut eve, 10).await,
         (1..=10).collect::<Vec<_>>()
     );
 
     cluster.b_proxy.cut();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    for i in 0..30 {
-        a.send(&ann, channel, format!("during {i}"), None)
-            .await
-            .unwrap();
-    }
+    send_over_http(&cluster.a, "ann", channel, 30).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     cluster.b_proxy.restore();
     // Nothing after the outage reveals the gap: the reconnect must.
-    let got = created_seqs_until(&mut stream, 40, Duration::from_secs(30)).await;
+    let got = tokio::time::timeout(Duration::from_secs(30), ws_seqs_until(&mut eve, 40))
+        .await
+        .unwrap();
     assert_eq!(got, (11..=40).collect::<Vec<_>>());
     // And live delivery resumes.
-    a.send(&ann, channel, "after".into(), None).await.unwrap();
-    assert_eq!(
-        created_seqs_until(&mut stream, 41, Duration::from_secs(10)).await,
-        vec![41]
-    );
+    send_over_http(&cluster.a, "ann", channel, 1).await;
+    assert_eq!(ws_seqs_until(&mut eve, 41).await, vec![41]);
     cluster.a.shutdown().await;
     cluster.b.shutdown().await;
 }
@@ -271,18 +276,28 @@ async fn force_disconnect_reaches_every_node(backend: TestBackend) {
     let Some(cluster) = cluster(backend).await else {
         return;
     };
-    let (a, b) = (cluster.a.service.clone(), cluster.b.service.clone());
-    let mut on_a = a.register_connection(&caller(&a, "zoe"));
-    let mut on_b = b.register_connection(&caller(&b, "zoe"));
-    let _other = b.register_connection(&caller(&b, "ann"));
-    let closed = a.admin_disconnect_user("zoe".into()).await.unwrap();
-    assert_eq!(closed, 2);
-    for guard in [&mut on_a, &mut on_b] {
-        let reason = tokio::time::timeout(Duration::from_secs(2), guard.closed())
-            .await
-            .unwrap();
-        assert_eq!(reason, clacks_delivery::CloseReason::ForcedDisconnect);
+    let mut on_a = Ws::open(&ws_url(&cluster.a), MODERN, &token("zoe")).await;
+    let mut on_b = Ws::open(&ws_url(&cluster.b), LEGACY, &token("zoe")).await;
+    let mut other = Ws::open(&ws_url(&cluster.b), MODERN, &token("ann")).await;
+    let response: serde_json::Value = reqwest::Client::new()
+        .post(format!(
+            "http://{}/api/v1/users/zoe/disconnect",
+            cluster.a.management_addr
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(response["closed"], 2, "{response}");
+    for ws in [&mut on_a, &mut on_b] {
+        let (code, _) = ws.closed().await;
+        assert_eq!(code, 4001);
     }
+    // Another user's connection stays open.
+    other.send(serde_json::json!({"type": "ping"})).await;
+    assert_eq!(other.recv().await["type"], "pong");
     cluster.a.shutdown().await;
     cluster.b.shutdown().await;
 }
