@@ -241,35 +241,39 @@ macro_rules! sql_store {
                 Ok(seq)
             }
 
-            async fn message_in(tx: &mut Tx, id: MessageId) -> Result<Message> {
+            async fn message_in<'e>(executor: impl sqlx::Executor<'e, Database = $db>, id: MessageId) -> Result<Message> {
                 let row = sqlx::query(&q(concat!(
                     "SELECT ",
                     message_columns!(),
                     " FROM messages m WHERE m.id = $1"
                 )))
                 .bind(id.0)
-                .fetch_optional(&mut **tx)
+                .fetch_optional(executor)
                 .await
                 .map_err(db_error)?
                 .ok_or(Error::NotFound(Entity::Message))?;
                 message_row(&row, 0)
             }
 
-            async fn channel_in(tx: &mut Tx, id: ChannelId) -> Result<Channel> {
+            async fn channel_in<'e>(executor: impl sqlx::Executor<'e, Database = $db>, id: ChannelId) -> Result<Channel> {
                 let row = sqlx::query(&q(concat!(
                     "SELECT ",
                     channel_columns!(),
                     " FROM channels c WHERE c.id = $1"
                 )))
                 .bind(id.0)
-                .fetch_optional(&mut **tx)
+                .fetch_optional(executor)
                 .await
                 .map_err(db_error)?
                 .ok_or(Error::NotFound(Entity::Channel))?;
                 channel_row(&row, 0)
             }
 
-            async fn member_in(tx: &mut Tx, id: ChannelId, user: &UserId) -> Result<Option<Member>> {
+            async fn member_in<'e>(
+                executor: impl sqlx::Executor<'e, Database = $db>,
+                id: ChannelId,
+                user: &UserId,
+            ) -> Result<Option<Member>> {
                 let row = sqlx::query(&q(concat!(
                     "SELECT ",
                     member_columns!(),
@@ -277,7 +281,7 @@ macro_rules! sql_store {
                 )))
                 .bind(id.0)
                 .bind(user.as_str())
-                .fetch_optional(&mut **tx)
+                .fetch_optional(executor)
                 .await
                 .map_err(db_error)?;
                 row.as_ref().map(|r| member_row(r, 0)).transpose()
@@ -691,7 +695,7 @@ macro_rules! sql_store {
                     .await
                     .map_err(db_error)?;
                 }
-                let channel = Self::channel_in(&mut tx, ChannelId(id)).await?;
+                let channel = Self::channel_in(&mut *tx, ChannelId(id)).await?;
                 tx.commit().await.map_err(db_error)?;
                 Ok(channel)
             }
@@ -700,7 +704,7 @@ macro_rules! sql_store {
                 let now = now_ms();
                 let mut tx = self.begin_write().await?;
                 // Lock the row (and learn it exists) before changing it.
-                Self::channel_in(&mut tx, id).await?;
+                Self::channel_in(&mut *tx, id).await?;
                 if let Some(name) = &patch.display_name {
                     sqlx::query(&q("UPDATE channels SET display_name = $1, updated_at = $2 WHERE id = $3"))
                         .bind(name.as_str())
@@ -719,7 +723,7 @@ macro_rules! sql_store {
                         .await
                         .map_err(db_error)?;
                 }
-                let before = Self::channel_in(&mut tx, id).await?;
+                let before = Self::channel_in(&mut *tx, id).await?;
                 let seq = Self::append_event(
                     &mut tx,
                     id,
@@ -749,7 +753,7 @@ macro_rules! sql_store {
                 if locked.rows_affected() == 0 {
                     return Err(Error::NotFound(Entity::Channel));
                 }
-                let channel = Self::channel_in(&mut tx, id).await?;
+                let channel = Self::channel_in(&mut *tx, id).await?;
                 let rows = sqlx::query(&q("SELECT user_id FROM members WHERE channel_id = $1 ORDER BY user_id"))
                     .bind(id.0)
                     .fetch_all(&mut *tx)
@@ -777,17 +781,7 @@ macro_rules! sql_store {
             }
 
             async fn channel(&self, id: ChannelId) -> Result<Channel> {
-                let row = sqlx::query(&q(concat!(
-                    "SELECT ",
-                    channel_columns!(),
-                    " FROM channels c WHERE c.id = $1"
-                )))
-                .bind(id.0)
-                .fetch_optional(&self.read)
-                .await
-                .map_err(db_error)?
-                .ok_or(Error::NotFound(Entity::Channel))?;
-                channel_row(&row, 0)
+                Self::channel_in(&self.read, id).await
             }
 
             async fn list_channels(&self, page: ChannelPage) -> Result<Vec<Channel>> {
@@ -807,7 +801,7 @@ macro_rules! sql_store {
             async fn add_member(&self, id: ChannelId, user: &UserId, role: &Role) -> Result<AddedMember> {
                 let now = now_ms();
                 let mut tx = self.begin_write().await?;
-                if let Some(member) = Self::member_in(&mut tx, id, user).await? {
+                if let Some(member) = Self::member_in(&mut *tx, id, user).await? {
                     return Ok(AddedMember { member, event: None });
                 }
                 let payload = serde_json::json!({ "role": role.as_str() }).to_string();
@@ -836,7 +830,7 @@ macro_rules! sql_store {
                     }
                     Err(e) => return Err(db_error(e)),
                 }
-                let member = Self::member_in(&mut tx, id, user).await?.ok_or(Error::NotFound(Entity::Member))?;
+                let member = Self::member_in(&mut *tx, id, user).await?.ok_or(Error::NotFound(Entity::Member))?;
                 tx.commit().await.map_err(db_error)?;
                 let event = durable_event(
                     id,
@@ -873,7 +867,7 @@ macro_rules! sql_store {
 
             async fn members(&self, id: ChannelId) -> Result<Vec<Member>> {
                 let mut tx = self.begin_read().await?;
-                Self::channel_in(&mut tx, id).await?;
+                Self::channel_in(&mut *tx, id).await?;
                 let rows = sqlx::query(&q(concat!(
                     "SELECT ",
                     member_columns!(),
@@ -888,17 +882,7 @@ macro_rules! sql_store {
             }
 
             async fn member(&self, id: ChannelId, user: &UserId) -> Result<Option<Member>> {
-                let row = sqlx::query(&q(concat!(
-                    "SELECT ",
-                    member_columns!(),
-                    " FROM members mb WHERE mb.channel_id = $1 AND mb.user_id = $2"
-                )))
-                .bind(id.0)
-                .bind(user.as_str())
-                .fetch_optional(&self.read)
-                .await
-                .map_err(db_error)?;
-                row.as_ref().map(|r| member_row(r, 0)).transpose()
+                Self::member_in(&self.read, id, user).await
             }
 
             async fn user_channels(&self, user: &UserId) -> Result<Vec<ChannelSummary>> {
@@ -973,7 +957,7 @@ macro_rules! sql_store {
             async fn edit_message(&self, id: MessageId, content: &MessageBody) -> Result<(Message, ChannelEvent)> {
                 let now = now_ms();
                 let mut tx = self.begin_write().await?;
-                let before = Self::message_in(&mut tx, id).await?;
+                let before = Self::message_in(&mut *tx, id).await?;
                 let seq = Self::append_event(&mut tx, before.channel_id, "message_edited", before.sender.user_id(), Some(id), None, now).await?;
                 // Checked after the channel lock: a concurrent delete wins.
                 let edited = sqlx::query(&q(
@@ -989,7 +973,7 @@ macro_rules! sql_store {
                     tx.rollback().await.map_err(db_error)?;
                     return Err(Error::Conflict("the message was deleted".into()));
                 }
-                let message = Self::message_in(&mut tx, id).await?;
+                let message = Self::message_in(&mut *tx, id).await?;
                 tx.commit().await.map_err(db_error)?;
                 let event = durable_event(message.channel_id, seq, now, EventPayload::MessageEdited { message: message.clone() });
                 Ok((message, event))
@@ -998,7 +982,7 @@ macro_rules! sql_store {
             async fn delete_message(&self, id: MessageId) -> Result<(Message, Option<ChannelEvent>)> {
                 let now = now_ms();
                 let mut tx = self.begin_write().await?;
-                let before = Self::message_in(&mut tx, id).await?;
+                let before = Self::message_in(&mut *tx, id).await?;
                 if before.is_deleted() {
                     return Ok((before, None));
                 }
@@ -1016,24 +1000,14 @@ macro_rules! sql_store {
                     tx.rollback().await.map_err(db_error)?;
                     return Ok((self.message(id).await?, None));
                 }
-                let message = Self::message_in(&mut tx, id).await?;
+                let message = Self::message_in(&mut *tx, id).await?;
                 tx.commit().await.map_err(db_error)?;
                 let event = durable_event(message.channel_id, seq, now, EventPayload::MessageDeleted { message: message.clone() });
                 Ok((message, Some(event)))
             }
 
             async fn message(&self, id: MessageId) -> Result<Message> {
-                let row = sqlx::query(&q(concat!(
-                    "SELECT ",
-                    message_columns!(),
-                    " FROM messages m WHERE m.id = $1"
-                )))
-                .bind(id.0)
-                .fetch_optional(&self.read)
-                .await
-                .map_err(db_error)?
-                .ok_or(Error::NotFound(Entity::Message))?;
-                message_row(&row, 0)
+                Self::message_in(&self.read, id).await
             }
 
             async fn message_by_seq(&self, channel: ChannelId, seq: Seq) -> Result<Message> {
@@ -1129,7 +1103,7 @@ macro_rules! sql_store {
                 }
                 let now = now_ms();
                 let mut tx = self.begin_write().await?;
-                let last_seq = Self::channel_in(&mut tx, channel).await?.last_seq;
+                let last_seq = Self::channel_in(&mut *tx, channel).await?.last_seq;
                 let target = seq.min(last_seq);
                 let moved = sqlx::query(&q(
                     "UPDATE members SET last_read_seq = $1, last_read_at = $2 \
@@ -1145,7 +1119,7 @@ macro_rules! sql_store {
                 .map_err(db_error)?
                 .rows_affected()
                     > 0;
-                let member = Self::member_in(&mut tx, channel, user)
+                let member = Self::member_in(&mut *tx, channel, user)
                     .await?
                     .ok_or(Error::NotFound(Entity::Member))?;
                 if moved {
