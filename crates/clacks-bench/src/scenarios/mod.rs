@@ -200,11 +200,16 @@ pub async fn connect_members(
                         .await
                         .with_context(|| format!("connection {key} ({})", user.id))?;
                     if subscribe {
+                        // `afterSeq: 0` on a fresh channel replays nothing,
+                        // but makes delivery gap-free from the start: the
+                        // protocol has no "subscribed" answer, so a message
+                        // acked before the server registered the
+                        // subscription would otherwise be missed.
                         ws::subscribe(
                             &mut sock,
                             "1",
                             ws::MESSAGE_SUBSCRIPTION,
-                            json!({"c": channel.to_string()}),
+                            json!({"c": channel.to_string(), "after": 0}),
                         )
                         .await?;
                     }
