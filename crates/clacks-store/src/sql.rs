@@ -203,6 +203,46 @@ macro_rules! sql_store {
                 Ok(last - count + 1)
             }
 
+            /// Takes the next seqs of several channels in one statement;
+            /// returns each existing channel's first new seq (a missing
+            /// channel is absent from the map).
+            async fn take_seqs_of_many(tx: &mut Tx, wanted: &[(ChannelId, i64)]) -> Result<HashMap<ChannelId, Seq>> {
+                let mut firsts = HashMap::with_capacity(wanted.len());
+                for chunk in wanted.chunks(200) {
+                    let mut update = sqlx::QueryBuilder::<$db>::new("UPDATE channels SET last_seq = last_seq + CASE id");
+                    for (channel, count) in chunk {
+                        update.push(" WHEN ").push_bind(channel.0).push(" THEN ").push_bind(*count);
+                    }
+                    update.push(" ELSE 0 END WHERE id IN (");
+                    let mut ids = update.separated(", ");
+                    for (channel, _) in chunk {
+                        ids.push_bind(channel.0);
+                    }
+                    update.push(")");
+                    let rows = if $backend.has_returning() {
+                        update.push(" RETURNING id, last_seq");
+                        update.build().fetch_all(&mut **tx).await.map_err(db_error)?
+                    } else {
+                        update.build().execute(&mut **tx).await.map_err(db_error)?;
+                        let mut select = sqlx::QueryBuilder::<$db>::new("SELECT id, last_seq FROM channels WHERE id IN (");
+                        let mut ids = select.separated(", ");
+                        for (channel, _) in chunk {
+                            ids.push_bind(channel.0);
+                        }
+                        select.push(")");
+                        select.build().fetch_all(&mut **tx).await.map_err(db_error)?
+                    };
+                    for row in &rows {
+                        let channel = ChannelId(int(row, 0)?);
+                        let last = int(row, 1)?;
+                        if let Some((_, count)) = chunk.iter().find(|(c, _)| *c == channel) {
+                            firsts.insert(channel, last - count + 1);
+                        }
+                    }
+                }
+                Ok(firsts)
+            }
+
             /// The id of the row the previous INSERT created, for backends
             /// without `RETURNING`.
             async fn last_insert_id(tx: &mut Tx) -> Result<i64> {
@@ -367,23 +407,30 @@ macro_rules! sql_store {
                         None => by_channel.push((channel, vec![i])),
                     }
                 }
+                // Every channel's seqs in one statement (rows locked in id
+                // order, like any other writer of several channels).
+                by_channel.sort_by_key(|(channel, _)| *channel);
+                let wanted: Vec<(ChannelId, i64)> = by_channel
+                    .iter()
+                    .map(|(channel, members)| (*channel, i64::try_from(members.len()).unwrap_or(i64::MAX)))
+                    .collect();
+                let firsts = Self::take_seqs_of_many(&mut tx, &wanted).await.map_err(BatchFailure::Failed)?;
                 let mut rows: Vec<(usize, Seq)> = Vec::with_capacity(batch.len());
                 for (channel, members) in &by_channel {
-                    let count = i64::try_from(members.len()).unwrap_or(i64::MAX);
-                    match Self::take_seqs(&mut tx, *channel, count).await {
-                        Ok(first) => {
+                    match firsts.get(channel) {
+                        Some(first) => {
                             for (offset, i) in members.iter().enumerate() {
                                 rows.push((*i, first + offset as i64));
                             }
                         }
-                        Err(e @ Error::NotFound(_)) => {
+                        None => {
                             for i in members {
-                                results[*i] = Some(Err(e.clone()));
+                                results[*i] = Some(Err(Error::NotFound(Entity::Channel)));
                             }
                         }
-                        Err(e) => return Err(BatchFailure::Failed(e)),
                     }
                 }
+                let mut ids: HashMap<(ChannelId, Seq), i64> = HashMap::with_capacity(rows.len());
                 for chunk in rows.chunks(128) {
                     let mut insert = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at) ",
@@ -397,8 +444,20 @@ macro_rules! sql_store {
                             .push_bind(new.content.as_str().to_owned())
                             .push_bind(now);
                     });
-                    match insert.build().execute(&mut *tx).await {
-                        Ok(_) => {}
+                    if $backend.has_returning() {
+                        // RETURNING's row order is unspecified: match by key.
+                        insert.push(" RETURNING id, channel_id, seq");
+                    }
+                    let inserted = insert.build().fetch_all(&mut *tx).await;
+                    match inserted {
+                        Ok(returned) => {
+                            for row in &returned {
+                                let id = int(row, 0).map_err(BatchFailure::Failed)?;
+                                let channel = ChannelId(int(row, 1).map_err(BatchFailure::Failed)?);
+                                let seq = int(row, 2).map_err(BatchFailure::Failed)?;
+                                ids.insert((channel, seq), id);
+                            }
+                        }
                         Err(e) if is_unique_violation(&e) => {
                             let _ = tx.rollback().await;
                             return Err(BatchFailure::Duplicate);
@@ -406,23 +465,33 @@ macro_rules! sql_store {
                         Err(e) => return Err(BatchFailure::Failed(db_error(e))),
                     }
                 }
-                // Ids, read back per channel by seq (portable: RETURNING
-                // order is unspecified and MySQL has none).
-                let mut ids: HashMap<(ChannelId, Seq), i64> = HashMap::with_capacity(rows.len());
-                for (channel, members) in &by_channel {
-                    let seqs: Vec<Seq> = rows.iter().filter(|(i, _)| members.contains(i)).map(|(_, s)| *s).collect();
-                    let (Some(low), Some(high)) = (seqs.iter().min(), seqs.iter().max()) else { continue };
-                    let found = sqlx::query(&q("SELECT id, seq FROM messages WHERE channel_id = $1 AND seq >= $2 AND seq <= $3"))
-                        .bind(channel.0)
-                        .bind(*low)
-                        .bind(*high)
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(|e| BatchFailure::Failed(db_error(e)))?;
-                    for row in &found {
-                        let id = int(row, 0).map_err(BatchFailure::Failed)?;
-                        let seq = int(row, 1).map_err(BatchFailure::Failed)?;
-                        ids.insert((*channel, seq), id);
+                if !$backend.has_returning() {
+                    // MySQL: read the ids back by (channel, seq range), all
+                    // channels in one statement.
+                    for channels in by_channel.chunks(100) {
+                        let mut select = sqlx::QueryBuilder::<$db>::new("SELECT id, channel_id, seq FROM messages WHERE ");
+                        let mut any = false;
+                        for (channel, _) in channels {
+                            let Some(first) = firsts.get(channel) else { continue };
+                            let count = wanted.iter().find(|(c, _)| c == channel).map_or(0, |(_, n)| *n);
+                            if any {
+                                select.push(" OR ");
+                            }
+                            any = true;
+                            select.push("(channel_id = ").push_bind(channel.0);
+                            select.push(" AND seq >= ").push_bind(*first);
+                            select.push(" AND seq <= ").push_bind(first + count - 1).push(")");
+                        }
+                        if !any {
+                            continue;
+                        }
+                        let found = select.build().fetch_all(&mut *tx).await.map_err(|e| BatchFailure::Failed(db_error(e)))?;
+                        for row in &found {
+                            let id = int(row, 0).map_err(BatchFailure::Failed)?;
+                            let channel = ChannelId(int(row, 1).map_err(BatchFailure::Failed)?);
+                            let seq = int(row, 2).map_err(BatchFailure::Failed)?;
+                            ids.insert((channel, seq), id);
+                        }
                     }
                 }
                 tx.commit().await.map_err(|e| BatchFailure::Failed(db_error(e)))?;
