@@ -218,6 +218,7 @@ each_backend!(
     slow_consumer_is_closed_alone_and_resumes,
     expired_token_then_fresh_token_resumes_without_loss,
     shared_rendering_respects_the_viewer,
+    resume_seam_over_websocket,
 );
 
 /// Events are rendered once per distinct document and shared, but never
@@ -273,5 +274,64 @@ async fn shared_rendering_respects_the_viewer(backend: TestBackend) {
         carol_view, alice_frames["q"],
         "the plain document renders alike for all"
     );
+    app.shutdown().await;
+}
+
+/// The replay/live seam as a WebSocket client meets it: while senders keep
+/// going, clients resume from random seqs and must see exactly the seqs
+/// after their point, in order, once each. (The service-level suite runs
+/// the same check hundreds of times per backend.)
+async fn resume_seam_over_websocket(backend: TestBackend) {
+    const ROUNDS: usize = 25;
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let channel = app.channel_with("seam", &["w1", "w2", "reader"]).await;
+    let c = channel.to_string();
+    send_many(&app, channel, "w1", 20, 10).await;
+    for round in 0..ROUNDS {
+        let current = app
+            .service
+            .admin_channel(clacks_core::ChannelId(channel))
+            .await
+            .unwrap()
+            .last_seq;
+        let resume_from = (round as i64 * 7919) % (current + 1);
+        let writers = {
+            let service = app.service.clone();
+            let callers = ["w1", "w2"].map(|w| app.service.authenticate(&app.token(w)).unwrap());
+            tokio::spawn(async move {
+                for i in 0..6 {
+                    let caller = &callers[i % 2];
+                    service
+                        .send(
+                            caller,
+                            clacks_core::ChannelId(channel),
+                            format!("r{round}-{i}"),
+                            None,
+                        )
+                        .await
+                        .unwrap();
+                }
+            })
+        };
+        let protocol = if round % 2 == 0 { MODERN } else { LEGACY };
+        let mut ws = Ws::open(&app.ws_url, protocol, &app.token("reader")).await;
+        ws.subscribe("s", EVENTS, json!({"c": c, "after": resume_from}))
+            .await;
+        writers.await.unwrap();
+        let last = app
+            .service
+            .admin_channel(clacks_core::ChannelId(channel))
+            .await
+            .unwrap()
+            .last_seq;
+        let got = seqs_until(&mut ws, last).await;
+        assert_eq!(
+            got,
+            ((resume_from + 1)..=last).collect::<Vec<_>>(),
+            "round {round}: resumed after {resume_from}"
+        );
+    }
     app.shutdown().await;
 }
