@@ -30,6 +30,14 @@ perf=$!
 JWT_SECRET="$secret" "$BENCH" "$@" --client-url "http://127.0.0.1:$cport" \
   --management-url "http://127.0.0.1:$mport" --server-pid "$server" --json "$out.json" | tee "$out.summary.txt"
 kill -INT "$perf"; wait "$perf" || true
-perf report -i "$dir/perf.data" --no-children --sort symbol --stdio 2>/dev/null | grep -v '^$' | head -120 > "$out.perf.txt"
-perf report -i "$dir/perf.data" --children --sort symbol --stdio -g none 2>/dev/null | grep -v '^$' | head -80 >> "$out.perf.txt"
+{
+  echo "# self time (flat), percent of server samples"
+  perf report -i "$dir/perf.data" --no-children --sort dso,symbol -g none --percent-limit 0.7 --stdio 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' | cut -c1-200
+  echo
+  echo "# inclusive time (children), percent of server samples"
+  perf report -i "$dir/perf.data" --children --sort symbol -g none --percent-limit 4 --stdio 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' | cut -c1-200
+} > "$out.perf.txt"
+cp "$dir/perf.data" "/tmp/$(basename "$out").perf.data" 2>/dev/null || true
 echo "wrote $out.perf.txt"

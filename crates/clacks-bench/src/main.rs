@@ -98,6 +98,10 @@ struct Global {
     /// Write the JSON report here ("-": stdout, after the summary).
     #[arg(long, global = true)]
     json: Option<String>,
+    /// Subscribe live only, without `afterSeq: 0` (a message acked before
+    /// the server registers a subscription can then be missed).
+    #[arg(long, global = true)]
+    no_after_seq: bool,
     /// Worker threads of the tool's runtime (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
@@ -219,6 +223,7 @@ async fn run(cli: &Cli, nofile: u64) -> anyhow::Result<Report> {
     ctx.size = g.size;
     ctx.drain_timeout = Duration::from_secs(g.drain_timeout);
     ctx.progress = (g.progress > 0).then(|| Duration::from_secs(g.progress));
+    ctx.subscribe_after_zero = !g.no_after_seq;
     if nodes == 2 {
         ctx.send_node = 0;
         ctx.recv_node = 1;

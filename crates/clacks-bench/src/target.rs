@@ -137,6 +137,24 @@ impl Api {
         Ok(())
     }
 
+    /// `_sum` and `_count` of every histogram/summary in `/metrics` of
+    /// node `node` (empty when the endpoint is unavailable).
+    pub async fn metric_sums(&self, node: usize) -> std::collections::BTreeMap<String, f64> {
+        let url = format!(
+            "{}/metrics",
+            self.target.node(node).management_url.trim_end_matches('/')
+        );
+        let mut req = self.http.get(url);
+        if let Some(t) = &self.target.management_token {
+            req = req.bearer_auth(t);
+        }
+        let text = match req.send().await {
+            Ok(r) if r.status().is_success() => r.text().await.unwrap_or_default(),
+            _ => return Default::default(),
+        };
+        parse_metric_sums(&text)
+    }
+
     /// `POST /api/v1/channel`, returns the channel id.
     pub async fn create_channel(&self, name: &str, users: &[String]) -> anyhow::Result<i64> {
         let resp = self
@@ -275,6 +293,25 @@ impl Api {
     }
 }
 
+/// Sums `_sum`/`_count` samples of the Prometheus text format by metric
+/// name (labels ignored).
+pub fn parse_metric_sums(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name_labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let name = name_labels.split('{').next().unwrap_or(name_labels);
+        if !(name.ends_with("_sum") || name.ends_with("_count")) {
+            continue;
+        }
+        if let Ok(v) = value.trim().parse::<f64>() {
+            *out.entry(name.to_owned()).or_insert(0.0) += v;
+        }
+    }
+    out
+}
+
 /// An HS256 token for `user` with `sub`, `iat`, `nbf` (a minute back, for
 /// clock skew) and `exp`.
 pub fn mint_token(secret: &str, user: &str, ttl: Duration) -> anyhow::Result<String> {
@@ -333,6 +370,15 @@ mod tests {
         assert!(stamp_of(&frame).is_some());
         assert_eq!(number_after(&frame, "\"seq\":"), Some(42));
         assert_eq!(stamp_of("{\"type\":\"ping\"}"), None);
+    }
+
+    #[test]
+    fn metric_sums() {
+        let text = "# HELP x\nclacks_store_batch_size_sum 120\nclacks_store_batch_size_count 4\nclacks_x_count{a=\"b\"} 2\nclacks_x_count{a=\"c\"} 3\nother 1\n";
+        let m = parse_metric_sums(text);
+        assert_eq!(m["clacks_store_batch_size_sum"], 120.0);
+        assert_eq!(m["clacks_x_count"], 5.0);
+        assert!(!m.contains_key("other"));
     }
 
     #[test]

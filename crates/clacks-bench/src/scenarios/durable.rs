@@ -52,6 +52,7 @@ pub async fn run(ctx: &Ctx, opts: &DurableOpts, database: Option<&str>) -> anyho
     };
 
     // Closed loop at saturation.
+    let metrics_before = ctx.api.metric_sums(ctx.send_node).await;
     let meter = Meter::begin(ctx, "closed loop", &counters);
     let deadline = Instant::now() + Duration::from_secs(opts.duration);
     let budget = Arc::new(std::sync::atomic::AtomicU64::new(opts.max_messages));
@@ -83,9 +84,11 @@ pub async fn run(ctx: &Ctx, opts: &DurableOpts, database: Option<&str>) -> anyho
     if subs.is_some() {
         wait_for(&counters, expected, ctx.drain_timeout).await;
     }
-    let closed = meter
+    let mut closed = meter
         .end(&counters, if subs.is_some() { expected } else { 0 }, None)
         .await;
+    let metrics_after = ctx.api.metric_sums(ctx.send_node).await;
+    batch_stats(&mut closed, &metrics_before, &metrics_after);
     let max_rate = closed.acked_per_s;
     let closed_p99 = closed.ack_latency.p99_ms;
     report.phases.push(closed);
@@ -94,6 +97,7 @@ pub async fn run(ctx: &Ctx, opts: &DurableOpts, database: Option<&str>) -> anyho
     let mut half_p99 = None;
     if opts.half_rate_duration > 0 && max_rate > 1.0 {
         let rate = (max_rate / 2.0).max(1.0);
+        let metrics_before = ctx.api.metric_sums(ctx.send_node).await;
         let meter = Meter::begin(ctx, "half rate", &counters);
         let before = Counters::get(&counters.acked);
         let delivered_before = Counters::get(&counters.delivered);
@@ -109,13 +113,15 @@ pub async fn run(ctx: &Ctx, opts: &DurableOpts, database: Option<&str>) -> anyho
         if subs.is_some() {
             wait_for(&counters, delivered_before + expected, ctx.drain_timeout).await;
         }
-        let phase = meter
+        let mut phase = meter
             .end(
                 &counters,
                 if subs.is_some() { expected } else { 0 },
                 Some(rate),
             )
             .await;
+        let metrics_after = ctx.api.metric_sums(ctx.send_node).await;
+        batch_stats(&mut phase, &metrics_before, &metrics_after);
         half_p99 = Some(phase.ack_latency.p99_ms);
         report.phases.push(phase);
     }
@@ -148,4 +154,31 @@ pub async fn run(ctx: &Ctx, opts: &DurableOpts, database: Option<&str>) -> anyho
     }
     finish(&mut report, ctx, conns);
     Ok(report)
+}
+
+/// Group-commit evidence from the server's `/metrics`: mean batch size and
+/// mean commit time over the phase (absent when metrics are unavailable).
+fn batch_stats(
+    phase: &mut crate::report::Phase,
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) {
+    let delta = |name: &str| {
+        after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0)
+    };
+    let batches = delta("clacks_store_batch_size_count");
+    if batches > 0.0 {
+        phase.extra.insert("batches".into(), json!(batches));
+        phase.extra.insert(
+            "mean_batch_size".into(),
+            json!((delta("clacks_store_batch_size_sum") / batches * 10.0).round() / 10.0),
+        );
+    }
+    let commits = delta("clacks_store_batch_commit_seconds_count");
+    if commits > 0.0 {
+        phase.extra.insert(
+            "mean_batch_commit_ms".into(),
+            json!((delta("clacks_store_batch_commit_seconds_sum") / commits * 1e4).round() / 10.0),
+        );
+    }
 }

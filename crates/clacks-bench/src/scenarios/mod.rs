@@ -45,6 +45,10 @@ pub struct Ctx {
     /// Node senders post to; node subscribers connect to.
     pub send_node: usize,
     pub recv_node: usize,
+    /// Subscribe with `afterSeq: 0` (default) so that no message acked
+    /// before the server registered the subscription is missed; false
+    /// subscribes live only (the warm-up then waits for stragglers).
+    pub subscribe_after_zero: bool,
 }
 
 impl Ctx {
@@ -62,6 +66,7 @@ impl Ctx {
             run_id: format!("b{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
             send_node: 0,
             recv_node: 0,
+            subscribe_after_zero: true,
         })
     }
 
@@ -187,6 +192,7 @@ pub async fn connect_members(
     let started = Instant::now();
     let stop = CancellationToken::new();
     let done = AtomicU64::new(0);
+    let after_zero = ctx.subscribe_after_zero;
     type Connected = (usize, Arc<ConnState>, tokio::task::JoinHandle<()>);
     let results: Vec<anyhow::Result<Connected>> =
         futures::stream::iter(list.into_iter().enumerate())
@@ -205,13 +211,12 @@ pub async fn connect_members(
                         // protocol has no "subscribed" answer, so a message
                         // acked before the server registered the
                         // subscription would otherwise be missed.
-                        ws::subscribe(
-                            &mut sock,
-                            "1",
-                            ws::MESSAGE_SUBSCRIPTION,
-                            json!({"c": channel.to_string(), "after": 0}),
-                        )
-                        .await?;
+                        let vars = if after_zero {
+                            json!({"c": channel.to_string(), "after": 0})
+                        } else {
+                            json!({"c": channel.to_string()})
+                        };
+                        ws::subscribe(&mut sock, "1", ws::MESSAGE_SUBSCRIPTION, vars).await?;
                     }
                     let state = Arc::new(ConnState::default());
                     let task = tokio::spawn(ws::receive(sock, key, state.clone(), counters, stop));

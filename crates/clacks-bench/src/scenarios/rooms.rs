@@ -166,7 +166,10 @@ async fn run(ctx: &Ctx, plan: &RoomsPlan, report: &mut Report) -> anyhow::Result
         report
             .phases
             .iter()
-            .find(|p| p.offered_rate.is_some_and(|r| (r - rate).abs() < rate * 0.01))
+            .find(|p| {
+                p.offered_rate
+                    .is_some_and(|r| (r - rate).abs() < rate * 0.01)
+            })
             .map(|p| p.latency.p99_ms)
     };
     if plan.channels == 1
