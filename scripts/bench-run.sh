@@ -18,7 +18,7 @@ CLACKS=target/release/clacks
 run() {
   local name=$1; shift
   echo "=== $name: $BENCH $* --spawn $CLACKS" | tee "$OUT/$name.txt"
-  { date; uptime; } | tee -a "$OUT/$name.txt"
+  { date; uptime; echo "tree: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo ' + uncommitted changes')"; } | tee -a "$OUT/$name.txt"
   "$BENCH" "$@" --spawn "$CLACKS" --json "$OUT/$name.json" 2> >(tee "$OUT/$name.log" >&2) | tee -a "$OUT/$name.txt" || true
 }
 
