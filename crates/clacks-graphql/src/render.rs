@@ -17,9 +17,10 @@
 //! the subscriber's user id in their key, so nothing rendered for one user
 //! ever reaches another.
 
+use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet,
@@ -105,10 +106,56 @@ pub fn render_schema(service: Arc<ChatService>, limits: SchemaLimits) -> RenderS
         .finish()
 }
 
+/// Parsed subscription documents by query text: clients send the same few
+/// documents, and a parsed document costs kilobytes per subscription.
+const DOCUMENT_CACHE: usize = 256;
+
+#[derive(Clone)]
+struct ParsedDocument {
+    query: Arc<str>,
+    /// Turned into a query, ready to run against the render schema.
+    document: Arc<ExecutableDocument>,
+    viewer_dependent: bool,
+}
+
+fn parse_for_rendering(query: &str) -> Option<ParsedDocument> {
+    static CACHE: OnceLock<Mutex<HashMap<Arc<str>, ParsedDocument>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(found) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(query) {
+        return Some(found.clone());
+    }
+    let mut document = async_graphql::parser::parse_query(query).ok()?;
+    let viewer_dependent = match &document.operations {
+        DocumentOperations::Single(op) => depends_on_viewer(&op.node.selection_set.node, &document),
+        DocumentOperations::Multiple(ops) => ops
+            .values()
+            .any(|op| depends_on_viewer(&op.node.selection_set.node, &document)),
+    };
+    match &mut document.operations {
+        DocumentOperations::Single(op) => op.node.ty = OperationType::Query,
+        DocumentOperations::Multiple(ops) => {
+            for op in ops.values_mut() {
+                op.node.ty = OperationType::Query;
+            }
+        }
+    }
+    let parsed = ParsedDocument {
+        query: query.into(),
+        document: Arc::new(document),
+        viewer_dependent,
+    };
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= DOCUMENT_CACHE {
+        // Bounded and simple: a flood of distinct documents starts over.
+        cache.clear();
+    }
+    cache.insert(parsed.query.clone(), parsed.clone());
+    Some(parsed)
+}
+
 /// How one subscription renders its events.
 pub struct RenderPlan {
-    document: ExecutableDocument,
-    query: String,
+    parsed: ParsedDocument,
     operation_name: Option<String>,
     variables: Variables,
     caller: Arc<Caller>,
@@ -125,34 +172,17 @@ impl RenderPlan {
         variables: &Variables,
         caller: Arc<Caller>,
     ) -> Option<RenderPlan> {
-        let mut document = async_graphql::parser::parse_query(query).ok()?;
-        let viewer_dependent = match &document.operations {
-            DocumentOperations::Single(op) => {
-                depends_on_viewer(&op.node.selection_set.node, &document)
-            }
-            DocumentOperations::Multiple(ops) => ops
-                .values()
-                .any(|op| depends_on_viewer(&op.node.selection_set.node, &document)),
-        };
-        match &mut document.operations {
-            DocumentOperations::Single(op) => op.node.ty = OperationType::Query,
-            DocumentOperations::Multiple(ops) => {
-                for op in ops.values_mut() {
-                    op.node.ty = OperationType::Query;
-                }
-            }
-        }
+        let parsed = parse_for_rendering(query)?;
         let variables_json = serde_json::to_string(variables).unwrap_or_default();
         let mut hasher = DefaultHasher::new();
         query.hash(&mut hasher);
         operation_name.hash(&mut hasher);
         variables_json.hash(&mut hasher);
-        if viewer_dependent {
+        if parsed.viewer_dependent {
             caller.user_id.as_str().hash(&mut hasher);
         }
         Some(RenderPlan {
-            document,
-            query: query.to_owned(),
+            parsed,
             operation_name: operation_name.map(str::to_owned),
             variables: variables.clone(),
             caller,
@@ -167,11 +197,12 @@ impl RenderPlan {
             return rendered;
         }
         metrics::counter!("clacks_render_cache_misses_total").increment(1);
-        let mut request = Request::new(self.query.clone()).variables(self.variables.clone());
+        let mut request =
+            Request::new(self.parsed.query.as_ref()).variables(self.variables.clone());
         if let Some(name) = &self.operation_name {
             request = request.operation_name(name.clone());
         }
-        request.set_parsed_query(self.document.clone());
+        request.set_parsed_query(ExecutableDocument::clone(&self.parsed.document));
         let request = request
             .data(RequestCaller(Some(self.caller.clone())))
             .data(RenderedEvent(event.clone()));

@@ -59,8 +59,9 @@ pub const FORCED_DISCONNECT: u16 = 4001;
 pub const GOING_AWAY: u16 = 1001;
 
 /// Tungstenite buffers (SPEC section 9: the 128 KiB defaults cost 1.3 GB
-/// for 10,000 idle sockets).
-const READ_BUFFER: usize = 4 * 1024;
+/// for 10,000 idle sockets). Clients send little, so reads are small; a
+/// larger message is still read whole, in more calls.
+const READ_BUFFER: usize = 1024;
 const WRITE_BUFFER: usize = 4 * 1024;
 const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 /// How long an operation's frame may wait for room in the connection's
@@ -619,6 +620,23 @@ async fn operation(
 ) {
     metrics::gauge!("clacks_ws_operations").increment(1.0);
     let _gauge = scopeguard(|| metrics::gauge!("clacks_ws_operations").decrement(1.0));
+    // The executor's state is large and only needed until a subscription is
+    // handed over; boxed, it does not weigh on every long-lived operation.
+    let handed_over = Box::pin(execute(&state, request, caller, &outbox, &frames)).await;
+    if let Some((handoff, plan)) = handed_over {
+        feed(&state, handoff, plan, &outbox, &frames).await;
+    }
+}
+
+/// Runs an operation through the executor, sending its results, unless a
+/// subscription resolver hands its stream over (returned for [`feed`]).
+async fn execute(
+    state: &AppState,
+    request: Request,
+    caller: Arc<Caller>,
+    outbox: &Outbox,
+    frames: &Frames,
+) -> Option<(FeedHandoff, RenderPlan)> {
     // A subscription resolver hands its event stream over through this slot
     // instead of letting the executor render every event per subscriber.
     let slot = FeedSlot::default();
@@ -635,13 +653,11 @@ async fn operation(
             Ok(Some(response)) => finalize(response),
             Ok(None) => {
                 if let Some(handoff) = slot.take() {
-                    drop(stream);
                     let (query, operation_name, variables) = plan_source;
                     if let Some(plan) =
                         RenderPlan::new(&query, operation_name.as_deref(), &variables, caller)
                     {
-                        feed(&state, handoff, plan, &outbox, &frames).await;
-                        return;
+                        return Some((handoff, plan));
                     }
                 }
                 break;
@@ -651,7 +667,7 @@ async fn operation(
                 outbox
                     .send(frames.error(&[coded(INTERNAL, "internal error")]))
                     .await;
-                return;
+                return None;
             }
         };
         if first && response.data == Value::Null && !response.errors.is_empty() {
@@ -660,14 +676,15 @@ async fn operation(
             {
                 outbox.send(frames.complete()).await;
             }
-            return;
+            return None;
         }
         first = false;
         if !outbox.send(frames.next(&response)).await {
-            return;
+            return None;
         }
     }
     outbox.send(frames.complete()).await;
+    None
 }
 
 /// Drives a subscription handed over by its resolver: each event is

@@ -50,6 +50,11 @@ impl Stream for EventStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
         if let Some(event) = self.replay.pop_front() {
+            if self.replay.is_empty() {
+                // Caught up: give the replay buffer back for the long live
+                // part of the subscription.
+                self.replay = VecDeque::new();
+            }
             return Poll::Ready(Some(Delivery::Event(event)));
         }
         loop {
