@@ -10,7 +10,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
 
 pub struct MySqlStore {
     write: MySqlPool,
-    batcher: crate::batch::Batcher,
+    batchers: crate::batch::Batchers,
     read: MySqlPool,
 }
 
@@ -35,7 +35,7 @@ impl MySqlStore {
             .await
             .map_err(crate::db_error)?;
         Ok(MySqlStore {
-            batcher: Self::message_batcher(&pool),
+            batchers: Self::message_batchers(&pool, crate::batch::WRITERS_PER_SERVER),
             write: pool.clone(),
             read: pool,
         })

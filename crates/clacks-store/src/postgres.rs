@@ -10,7 +10,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 
 pub struct PgStore {
     write: PgPool,
-    batcher: crate::batch::Batcher,
+    batchers: crate::batch::Batchers,
     read: PgPool,
 }
 
@@ -35,7 +35,7 @@ impl PgStore {
             .await
             .map_err(crate::db_error)?;
         Ok(PgStore {
-            batcher: Self::message_batcher(&pool),
+            batchers: Self::message_batchers(&pool, crate::batch::WRITERS_PER_SERVER),
             write: pool.clone(),
             read: pool,
         })

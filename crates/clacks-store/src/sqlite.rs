@@ -15,7 +15,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 pub struct SqliteStore {
     write: SqlitePool,
-    batcher: crate::batch::Batcher,
+    batchers: crate::batch::Batchers,
     read: SqlitePool,
 }
 
@@ -48,7 +48,7 @@ impl SqliteStore {
                 .map_err(crate::db_error)?
         };
         Ok(SqliteStore {
-            batcher: Self::message_batcher(&write),
+            batchers: Self::message_batchers(&write, 1),
             write,
             read,
         })
