@@ -2,8 +2,7 @@
 //!
 //! One fsync per message caps a database at hundreds to a few thousand
 //! commits per second, and a channel's writers queue on its seq row lock.
-//! Every message goes through a writer task instead (one per share of the
-//! channels, see [`WRITERS_PER_SERVER`]): it takes
+//! Every message goes through one writer task per store instead: it takes
 //! whatever has queued up (at most [`MAX_BATCH`]), stores it in one
 //! transaction, commits, and only then answers each caller, so an ack
 //! still means committed. Nothing waits for a timer: at low load a batch is
@@ -31,25 +30,6 @@ impl Pending {
         // The caller may have gone away (client disconnected); the message
         // is stored all the same.
         let _ = self.reply.send(result);
-    }
-}
-
-/// Message writers per MySQL or PostgreSQL store. Each owns a share of the
-/// channels (by id), so their transactions never wait on each other's seq
-/// row locks and commit in parallel. SQLite has one: it has one write lock.
-pub(crate) const WRITERS_PER_SERVER: usize = 4;
-
-/// The writers of one store, each serving the channels whose id falls to it.
-pub(crate) struct Batchers(Vec<Batcher>);
-
-impl Batchers {
-    pub fn new(writers: Vec<Batcher>) -> Batchers {
-        Batchers(writers)
-    }
-
-    pub fn for_channel(&self, channel: clacks_core::ChannelId) -> &Batcher {
-        let index = usize::try_from(channel.0.rem_euclid(self.0.len().max(1) as i64)).unwrap_or(0);
-        &self.0[index.min(self.0.len() - 1)]
     }
 }
 

@@ -10,7 +10,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
 
 pub struct MySqlStore {
     write: MySqlPool,
-    batchers: crate::batch::Batchers,
+    batcher: crate::batch::Batcher,
     read: MySqlPool,
 }
 
@@ -35,7 +35,7 @@ impl MySqlStore {
             .await
             .map_err(crate::db_error)?;
         Ok(MySqlStore {
-            batchers: Self::message_batchers(&pool, crate::batch::WRITERS_PER_SERVER),
+            batcher: Self::message_batcher(&pool),
             write: pool.clone(),
             read: pool,
         })

@@ -10,7 +10,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 
 pub struct PgStore {
     write: PgPool,
-    batchers: crate::batch::Batchers,
+    batcher: crate::batch::Batcher,
     read: PgPool,
 }
 
@@ -35,7 +35,7 @@ impl PgStore {
             .await
             .map_err(crate::db_error)?;
         Ok(PgStore {
-            batchers: Self::message_batchers(&pool, crate::batch::WRITERS_PER_SERVER),
+            batcher: Self::message_batcher(&pool),
             write: pool.clone(),
             read: pool,
         })

@@ -156,15 +156,9 @@ macro_rules! sql_store {
             }
 
             /// Starts the group-commit writer for messages.
-            fn message_batchers(pool: &Pool, writers: usize) -> crate::batch::Batchers {
-                crate::batch::Batchers::new(
-                    (0..writers.max(1))
-                        .map(|_| {
-                            let pool = pool.clone();
-                            crate::batch::Batcher::spawn(move |batch| Self::write_batch(pool.clone(), batch))
-                        })
-                        .collect(),
-                )
+            fn message_batcher(pool: &Pool) -> crate::batch::Batcher {
+                let pool = pool.clone();
+                crate::batch::Batcher::spawn(move |batch| Self::write_batch(pool.clone(), batch))
             }
 
             /// A read-only transaction with one snapshot for all its reads.
@@ -1026,7 +1020,7 @@ macro_rules! sql_store {
                         return Ok(StoredMessage { message, created: false });
                     }
                 }
-                self.batchers.for_channel(new.channel_id).submit(new.clone()).await
+                self.batcher.submit(new.clone()).await
             }
 
             async fn edit_message(&self, id: MessageId, content: &MessageBody) -> Result<(Message, ChannelEvent)> {

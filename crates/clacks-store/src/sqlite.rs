@@ -15,7 +15,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 pub struct SqliteStore {
     write: SqlitePool,
-    batchers: crate::batch::Batchers,
+    batcher: crate::batch::Batcher,
     read: SqlitePool,
 }
 
@@ -48,7 +48,7 @@ impl SqliteStore {
                 .map_err(crate::db_error)?
         };
         Ok(SqliteStore {
-            batchers: Self::message_batchers(&write, 1),
+            batcher: Self::message_batcher(&write),
             write,
             read,
         })
