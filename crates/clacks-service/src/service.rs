@@ -228,7 +228,8 @@ impl ChatService {
     ) -> Result<Message> {
         let content = self.message_body(content)?;
         let client_message_id = client_message_id.map(ClientMessageId::parse).transpose()?;
-        self.require_member(caller, channel).await?;
+        // Membership is checked by the store, in the transaction that stores
+        // the message (see NewMessage::require_member).
         if let Err(not_until) = self.send_limiter.check_key(&caller.user_id) {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             metrics::counter!("clacks_rate_limited_total", "what" => "send").increment(1);
@@ -243,6 +244,7 @@ impl ChatService {
                 sender: Sender::User(caller.user_id.clone()),
                 content,
                 client_message_id,
+                require_member: true,
             })
             .await?;
         Ok(self.after_store(stored))
@@ -655,6 +657,7 @@ impl ChatService {
                 sender,
                 content,
                 client_message_id,
+                require_member: false,
             })
             .await?;
         let created = stored.created;

@@ -35,13 +35,18 @@ pub use dialect::Backend;
 /// The most rows one paged read returns, whatever the caller asks for.
 pub const MAX_PAGE: u32 = 10_000;
 
-/// A message to store. The sender's membership was checked by the caller.
+/// A message to store.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     pub channel_id: ChannelId,
     pub sender: Sender,
     pub content: MessageBody,
     pub client_message_id: Option<ClientMessageId>,
+    /// Refuse (`Forbidden`) unless the sending user is a member, checked in
+    /// the transaction that stores the message. The service decides when
+    /// the rule applies; the store checks it where it is atomic and costs
+    /// one statement per batch instead of one read per send.
+    pub require_member: bool,
 }
 
 /// The outcome of storing a message.

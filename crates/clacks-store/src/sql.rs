@@ -203,6 +203,60 @@ macro_rules! sql_store {
                 Ok(last - count + 1)
             }
 
+            /// Which of the batch's messages need a membership their sender
+            /// lacks (one statement per batch).
+            async fn non_members(
+                tx: &mut Tx,
+                batch: &[crate::batch::Pending],
+                by_channel: &[(ChannelId, Vec<usize>)],
+            ) -> Result<std::collections::HashSet<usize>> {
+                let checked: Vec<usize> = by_channel
+                    .iter()
+                    .flat_map(|(_, members)| members.iter().copied())
+                    .filter(|i| batch[*i].new.require_member)
+                    .collect();
+                let mut refused = std::collections::HashSet::new();
+                for chunk in checked.chunks(200) {
+                    let mut pairs: Vec<(i64, &str)> = Vec::with_capacity(chunk.len());
+                    for i in chunk {
+                        let new = &batch[*i].new;
+                        match new.sender.user_id() {
+                            Some(user) => pairs.push((new.channel_id.0, user.as_str())),
+                            None => {
+                                refused.insert(*i);
+                            }
+                        }
+                    }
+                    pairs.sort_unstable();
+                    pairs.dedup();
+                    if pairs.is_empty() {
+                        continue;
+                    }
+                    let mut select = sqlx::QueryBuilder::<$db>::new("SELECT channel_id, user_id FROM members WHERE ");
+                    for (n, (channel, user)) in pairs.iter().enumerate() {
+                        if n > 0 {
+                            select.push(" OR ");
+                        }
+                        select.push("(channel_id = ").push_bind(*channel);
+                        select.push(" AND user_id = ").push_bind(user.to_string()).push(")");
+                    }
+                    let rows = select.build().fetch_all(&mut **tx).await.map_err(db_error)?;
+                    let mut found = std::collections::HashSet::with_capacity(rows.len());
+                    for row in &rows {
+                        found.insert((int(row, 0)?, text(row, 1)?));
+                    }
+                    for i in chunk {
+                        let new = &batch[*i].new;
+                        if let Some(user) = new.sender.user_id() {
+                            if !found.contains(&(new.channel_id.0, user.as_str().to_owned())) {
+                                refused.insert(*i);
+                            }
+                        }
+                    }
+                }
+                Ok(refused)
+            }
+
             /// Takes the next seqs of several channels in one statement;
             /// returns each existing channel's first new seq (a missing
             /// channel is absent from the map).
@@ -407,6 +461,22 @@ macro_rules! sql_store {
                         None => by_channel.push((channel, vec![i])),
                     }
                 }
+                // Senders that must be members and are not: refused, and
+                // (having no channel to speak of) before a channel's existence
+                // could show.
+                let not_members = Self::non_members(&mut tx, batch, &by_channel).await.map_err(BatchFailure::Failed)?;
+                if !not_members.is_empty() {
+                    for (_, members) in by_channel.iter_mut() {
+                        members.retain(|i| {
+                            let refused = not_members.contains(i);
+                            if refused {
+                                results[*i] = Some(Err(Error::forbidden("not a member of this channel")));
+                            }
+                            !refused
+                        });
+                    }
+                    by_channel.retain(|(_, members)| !members.is_empty());
+                }
                 // Every channel's seqs in one statement (rows locked in id
                 // order, like any other writer of several channels).
                 by_channel.sort_by_key(|(channel, _)| *channel);
@@ -533,6 +603,15 @@ macro_rules! sql_store {
                 }
                 let now = now_ms();
                 let mut tx = Self::begin_write_on(pool).await?;
+                if new.require_member {
+                    let member = match new.sender.user_id() {
+                        Some(user) => Self::member_in(&mut *tx, new.channel_id, user).await?,
+                        None => None,
+                    };
+                    if member.is_none() {
+                        return Err(Error::forbidden("not a member of this channel"));
+                    }
+                }
                 let seq = Self::take_seqs(&mut tx, new.channel_id, 1).await?;
                 let sql = if $backend.has_returning() {
                     q("INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at) \

@@ -63,6 +63,7 @@ storage_tests!(
     user_ids_compare_exactly,
     writes_to_missing_channels_are_not_found,
     batched_sends_across_channels_stay_gap_free,
+    membership_is_checked_in_the_storing_transaction,
 );
 
 /// Two store instances on one database (two nodes) racing on one client
@@ -91,6 +92,7 @@ async fn two_nodes_racing_on_one_client_id_store_one_message() {
                 sender: Sender::User(user("alice")),
                 content: body("once"),
                 client_message_id: Some(ClientMessageId::parse(format!("race-{round}")).unwrap()),
+                require_member: false,
             };
             let tasks: Vec<_> = [first.clone(), second.clone(), first.clone(), second.clone()]
                 .into_iter()
@@ -153,6 +155,7 @@ async fn send(
             sender: Sender::User(user(from)),
             content: body(text),
             client_message_id: None,
+            require_member: false,
         })
         .await
         .unwrap()
@@ -213,6 +216,7 @@ async fn idempotent_retry_under_concurrency_stores_one_message(store: Arc<dyn St
         sender: Sender::User(user("alice")),
         content: body("hello once"),
         client_message_id: Some(ClientMessageId::parse("retry-1").unwrap()),
+        require_member: false,
     };
     let tasks: Vec<_> = (0..16)
         .map(|_| {
@@ -314,6 +318,7 @@ async fn unread_counts_exclude_own_and_deleted_messages(store: Arc<dyn Store>) {
             sender: Sender::System,
             content: body("welcome"),
             client_message_id: None,
+            require_member: false,
         })
         .await
         .unwrap();
@@ -800,6 +805,7 @@ async fn batched_sends_across_channels_stay_gap_free(store: Arc<dyn Store>) {
                         sender: Sender::User(user("s")),
                         content: body("x"),
                         client_message_id: client_id.clone(),
+                        require_member: false,
                     };
                     let (a, b) = tokio::join!(store.create_message(&new), async {
                         match &client_id {
@@ -843,6 +849,59 @@ async fn batched_sends_across_channels_stay_gap_free(store: Arc<dyn Store>) {
     assert_eq!(all, 64 * 25, "no duplicate stored");
 }
 
+async fn membership_is_checked_in_the_storing_transaction(store: Arc<dyn Store>) {
+    let channel = channel_with(&store, &["alice"]).await;
+    let send = |from: &str, channel: ChannelId| NewMessage {
+        channel_id: channel,
+        sender: Sender::User(user(from)),
+        content: body("hi"),
+        client_message_id: None,
+        require_member: true,
+    };
+    // Concurrent sends from members and non-members land in shared batches.
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            let new = send(if i % 2 == 0 { "alice" } else { "mallory" }, channel);
+            tokio::spawn(async move { (i, store.create_message(&new).await) })
+        })
+        .collect();
+    for task in tasks {
+        let (i, result) = task.await.unwrap();
+        if i % 2 == 0 {
+            assert!(result.unwrap().created);
+        } else {
+            assert!(matches!(result, Err(Error::Forbidden(_))), "{result:?}");
+        }
+    }
+    let seqs: Vec<i64> = store
+        .history(channel, HistoryPage::After(0), 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=20).collect::<Vec<_>>(),
+        "refused sends take no seq"
+    );
+    // A channel that does not exist is not revealed to a non-member.
+    assert!(matches!(
+        store
+            .create_message(&send("alice", ChannelId(i64::MAX)))
+            .await,
+        Err(Error::Forbidden(_))
+    ));
+    // System messages need no membership when not required.
+    let system = NewMessage {
+        sender: Sender::System,
+        require_member: false,
+        ..send("alice", channel)
+    };
+    assert!(store.create_message(&system).await.unwrap().created);
+}
+
 async fn writes_to_missing_channels_are_not_found(store: Arc<dyn Store>) {
     let missing = ChannelId(i64::MAX);
     let err = store
@@ -851,6 +910,7 @@ async fn writes_to_missing_channels_are_not_found(store: Arc<dyn Store>) {
             sender: Sender::User(user("alice")),
             content: body("lost?"),
             client_message_id: None,
+            require_member: false,
         })
         .await
         .unwrap_err();
