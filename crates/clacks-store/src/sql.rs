@@ -170,37 +170,11 @@ macro_rules! sql_store {
             /// The update locks the channel row until commit, which is what
             /// serializes concurrent writers of one channel.
             async fn take_seqs(tx: &mut Tx, channel: ChannelId, count: i64) -> Result<Seq> {
-                let last = if $backend.has_returning() {
-                    let row = sqlx::query(&q(
-                        "UPDATE channels SET last_seq = last_seq + $1 WHERE id = $2 RETURNING last_seq",
-                    ))
-                    .bind(count)
-                    .bind(channel.0)
-                    .fetch_optional(&mut **tx)
-                    .await
-                    .map_err(db_error)?
-                    .ok_or(Error::NotFound(Entity::Channel))?;
-                    int(&row, 0)?
-                } else {
-                    let done = sqlx::query(&q(
-                        "UPDATE channels SET last_seq = last_seq + $1 WHERE id = $2",
-                    ))
-                    .bind(count)
-                    .bind(channel.0)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(db_error)?;
-                    if done.rows_affected() == 0 {
-                        return Err(Error::NotFound(Entity::Channel));
-                    }
-                    let row = sqlx::query(&q("SELECT last_seq FROM channels WHERE id = $1"))
-                        .bind(channel.0)
-                        .fetch_one(&mut **tx)
-                        .await
-                        .map_err(db_error)?;
-                    int(&row, 0)?
-                };
-                Ok(last - count + 1)
+                Self::take_seqs_of_many(tx, &[(channel, count)])
+                    .await?
+                    .get(&channel)
+                    .copied()
+                    .ok_or(Error::NotFound(Entity::Channel))
             }
 
             /// Which of the batch's messages need a membership their sender
