@@ -40,7 +40,7 @@ pub struct FeedHandoff {
     pub events: EventStream,
     /// Which events this subscription shows (the `message` field shows
     /// created messages only; `events` may filter by kind).
-    pub accept: Box<dyn FnMut(&ChannelEvent) -> bool + Send>,
+    pub accept: Box<dyn Fn(&ChannelEvent) -> bool + Send + Sync>,
 }
 
 /// Where a resolver leaves its [`FeedHandoff`] (request data, WebSocket
@@ -153,11 +153,14 @@ fn parse_for_rendering(query: &str) -> Option<ParsedDocument> {
     Some(parsed)
 }
 
-/// How one subscription renders its events.
+/// How one subscription renders its events. Kept for the life of every
+/// subscription, so it holds only what a render needs, compactly.
 pub struct RenderPlan {
     parsed: ParsedDocument,
-    operation_name: Option<String>,
-    variables: Variables,
+    operation_name: Option<Box<str>>,
+    /// The variables as JSON: a few bytes instead of a tree of values;
+    /// parsed again only for a render that is not shared yet.
+    variables: Box<str>,
     caller: Arc<Caller>,
     /// Identifies the rendering: equal keys render equal bytes.
     pub key: u64,
@@ -183,8 +186,8 @@ impl RenderPlan {
         }
         Some(RenderPlan {
             parsed,
-            operation_name: operation_name.map(str::to_owned),
-            variables: variables.clone(),
+            operation_name: operation_name.map(Into::into),
+            variables: variables_json.into(),
             caller,
             key: hasher.finish(),
         })
@@ -197,16 +200,18 @@ impl RenderPlan {
             return rendered;
         }
         metrics::counter!("clacks_render_cache_misses_total").increment(1);
-        let mut request =
-            Request::new(self.parsed.query.as_ref()).variables(self.variables.clone());
+        let variables = serde_json::from_str(&self.variables).unwrap_or_default();
+        let mut request = Request::new(self.parsed.query.as_ref()).variables(variables);
         if let Some(name) = &self.operation_name {
-            request = request.operation_name(name.clone());
+            request = request.operation_name(name.as_ref());
         }
         request.set_parsed_query(ExecutableDocument::clone(&self.parsed.document));
         let request = request
             .data(RequestCaller(Some(self.caller.clone())))
             .data(RenderedEvent(event.clone()));
-        let response = finalize(schema.execute(request).await);
+        // Boxed: the executor's state is large, and this future lives
+        // inline in every connection's writer.
+        let response = finalize(Box::pin(schema.execute(request)).await);
         let rendered: Arc<str> = match serde_json::to_string(&response) {
             Ok(json) => json.into(),
             Err(_) => {

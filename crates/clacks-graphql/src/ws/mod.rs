@@ -27,29 +27,32 @@
 //! publishing side awaits a connection, so a slow client only ever stalls
 //! itself.
 
-use std::borrow::Cow;
+mod feed;
+mod frames;
+mod operation;
+mod outbox;
+mod stop;
+
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_graphql::{Request, Response, Value};
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use async_graphql::Request;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use clacks_core::Error;
-use clacks_delivery::{CloseReason, ConnectionGuard, Delivery, EndReason};
+use clacks_delivery::{CloseReason, ConnectionGuard};
 use clacks_service::Caller;
-use futures::stream::SplitSink;
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use self::frames::Frames;
+use self::outbox::{Outbox, Writer};
+use self::stop::StopSwitch;
 use crate::AppState;
-use crate::error::{BAD_USER_INPUT, FORBIDDEN, INTERNAL, coded, finalize};
-use crate::render::{FeedHandoff, FeedSlot, RenderPlan};
+use crate::error::{BAD_USER_INPUT, coded};
 use crate::schema::{ConnectionControl, Control, RequestCaller};
 
 /// Close code for a connection whose outgoing queue overflowed.
@@ -64,18 +67,6 @@ pub const GOING_AWAY: u16 = 1001;
 const READ_BUFFER: usize = 1024;
 const WRITE_BUFFER: usize = 4 * 1024;
 const MAX_WRITE_BUFFER: usize = 1024 * 1024;
-/// How long an operation's frame may wait for room in the connection's
-/// queue before the client counts as a slow consumer.
-const SEND_TIMEOUT: Duration = Duration::from_secs(5);
-/// Frames written before one flush.
-const WRITE_BATCH: usize = 64;
-/// How long the writer may take to flush and close at the end.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
-/// How long a slow consumer has to read through what its socket already
-/// holds and receive the 4008 close frame. Nothing more is queued for it
-/// meanwhile, so this costs one idle task, not memory.
-const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(15);
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     /// `graphql-transport-ws`.
@@ -114,131 +105,6 @@ pub fn upgrade(
         .max_message_size(max_message)
         .max_frame_size(max_message)
         .on_upgrade(move |socket| run(state, socket, protocol, header_token))
-}
-
-#[derive(Debug, Clone)]
-struct Close {
-    code: u16,
-    reason: Cow<'static, str>,
-}
-
-/// What operations share with the connection: the outgoing queue and the
-/// close signal.
-struct Outbox {
-    frames: mpsc::Sender<Utf8Bytes>,
-    close: watch::Sender<Option<Close>>,
-}
-
-impl Outbox {
-    /// Queues a control frame (ack, pong, keep-alive, a refused
-    /// operation's error). A full queue means data is flowing to the client
-    /// anyway, so the frame is dropped rather than the connection.
-    fn push(&self, frame: String) -> bool {
-        match self.frames.try_send(Utf8Bytes::from(frame)) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!("clacks_ws_control_frames_dropped_total").increment(1);
-                true
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
-    }
-
-    /// Queues an operation's frame, waiting for room: a client that reads
-    /// slowly slows its own operations down (replays go at its pace), and
-    /// the live events behind them wait in their bounded subscription
-    /// queue, which ends the subscription when it overflows. A client that
-    /// takes no frame at all for [`SEND_TIMEOUT`] is closed with 4008.
-    async fn send(&self, frame: String) -> bool {
-        match tokio::time::timeout(SEND_TIMEOUT, self.frames.send(Utf8Bytes::from(frame))).await {
-            Ok(Ok(())) => true,
-            Ok(Err(_)) => false,
-            Err(_) => {
-                metrics::counter!("clacks_ws_slow_consumer_closes_total").increment(1);
-                self.request_close(SLOW_CONSUMER, "slow consumer");
-                false
-            }
-        }
-    }
-
-    fn push_json(&self, value: &serde_json::Value) -> bool {
-        self.push(value.to_string())
-    }
-
-    fn request_close(&self, code: u16, reason: impl Into<Cow<'static, str>>) {
-        let reason = reason.into();
-        self.close.send_if_modified(|current| {
-            if current.is_none() {
-                *current = Some(Close { code, reason });
-                true
-            } else {
-                false
-            }
-        });
-    }
-}
-
-impl ConnectionControl for Outbox {
-    fn close(&self, code: u16, reason: &'static str) {
-        self.request_close(code, reason);
-    }
-}
-
-/// Drains the queue into the socket, flushing once per batch; on a close
-/// request flushes what is queued (unless the client is the slow one) and
-/// sends the close frame.
-async fn writer(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut frames: mpsc::Receiver<Utf8Bytes>,
-    mut close: watch::Receiver<Option<Close>>,
-) {
-    loop {
-        let frame = tokio::select! {
-            biased;
-            _ = close.changed() => break,
-            frame = frames.recv() => match frame {
-                Some(frame) => frame,
-                None => break,
-            },
-        };
-        let write = async {
-            sink.feed(Message::Text(frame)).await?;
-            for _ in 1..WRITE_BATCH {
-                match frames.try_recv() {
-                    Ok(more) => sink.feed(Message::Text(more)).await?,
-                    Err(_) => break,
-                }
-            }
-            sink.flush().await
-        };
-        tokio::select! {
-            written = write => if written.is_err() { return },
-            _ = close.changed() => break,
-        }
-    }
-    let requested = close.borrow().clone();
-    let Some(requested) = requested else { return };
-    let finish = async {
-        if requested.code != SLOW_CONSUMER {
-            while let Ok(frame) = frames.try_recv() {
-                if sink.feed(Message::Text(frame)).await.is_err() {
-                    return;
-                }
-            }
-        }
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code: requested.code,
-                reason: Utf8Bytes::from(requested.reason.into_owned()),
-            })))
-            .await;
-    };
-    let grace = if requested.code == SLOW_CONSUMER {
-        SLOW_CLOSE_GRACE
-    } else {
-        CLOSE_GRACE
-    };
-    let _ = tokio::time::timeout(grace, finish).await;
 }
 
 /// A client message of either protocol.
@@ -291,7 +157,7 @@ struct Connection {
     guard: Option<ConnectionGuard>,
     init_seen: bool,
     expires: Option<Instant>,
-    operations: HashMap<String, AbortHandle>,
+    operations: HashMap<String, StopSwitch>,
 }
 
 enum Step {
@@ -312,13 +178,10 @@ async fn run(
 ) {
     metrics::gauge!("clacks_ws_connections").increment(1.0);
     let (sink, mut incoming) = socket.split();
-    let (frames_tx, frames_rx) = mpsc::channel(state.config.connection_queue.max(1));
-    let (close_tx, close_rx) = watch::channel(None);
-    let outbox = Arc::new(Outbox {
-        frames: frames_tx,
-        close: close_tx,
-    });
-    let writer = tokio::spawn(writer(sink, frames_rx, close_rx.clone()));
+    let (outbox, queued, close_rx) = Outbox::new(state.config.connection_queue);
+    let outbox = Arc::new(outbox);
+    let writer =
+        tokio::spawn(Writer::new(sink, queued, state.render.clone()).run(close_rx.clone()));
     let mut close_rx = close_rx;
     let init_deadline = Instant::now() + state.config.connection_init_timeout;
     let mut keepalive = tokio::time::interval(state.config.keepalive_interval);
@@ -395,7 +258,7 @@ async fn run(
         }
     }
     for (_, operation) in conn.operations.drain() {
-        operation.abort();
+        operation.stop();
     }
     conn.outbox.request_close(1000, "");
     drop(conn);
@@ -429,7 +292,7 @@ impl Connection {
             (Protocol::TransportWs, "complete") | (Protocol::Legacy, "stop") => {
                 if let Some(id) = message.id {
                     if let Some(operation) = self.operations.remove(&id) {
-                        operation.abort();
+                        operation.stop();
                     }
                     true
                 } else {
@@ -477,11 +340,14 @@ impl Connection {
             }
             Err(error) => {
                 if self.protocol == Protocol::Legacy {
-                    self.outbox.push_json(&json!({
-                        "type": "connection_error",
-                        "payload": {"message": error.public_message(),
-                                    "extensions": {"code": crate::error::code_of(&error)}},
-                    }));
+                    self.outbox.push(
+                        json!({
+                            "type": "connection_error",
+                            "payload": {"message": error.public_message(),
+                                        "extensions": {"code": crate::error::code_of(&error)}},
+                        })
+                        .to_string(),
+                    );
                 }
                 self.outbox.request_close(4403, "Forbidden");
                 false
@@ -501,7 +367,7 @@ impl Connection {
             self.outbox.request_close(4401, "Unauthorized");
             return false;
         };
-        self.operations.retain(|_, op| !op.is_finished());
+        self.operations.retain(|_, op| op.is_running());
         if let Some(existing) = self.operations.remove(&id) {
             match self.protocol {
                 Protocol::TransportWs => {
@@ -510,7 +376,7 @@ impl Connection {
                     return false;
                 }
                 // subscriptions-transport-ws replaces the old operation.
-                Protocol::Legacy => existing.abort(),
+                Protocol::Legacy => existing.stop(),
             }
         }
         let max = self.state.config.max_subscriptions_per_connection;
@@ -527,222 +393,16 @@ impl Connection {
         let request = request
             .data(RequestCaller(Some(caller.clone())))
             .data(Control(control));
-        let task = tokio::spawn(operation(
+        let stop = StopSwitch::default();
+        tokio::spawn(operation::operation(
             self.state.clone(),
             request,
             caller,
             self.outbox.clone(),
             Frames::new(self.protocol, &id),
+            stop.clone(),
         ));
-        self.operations.insert(id, task.abort_handle());
+        self.operations.insert(id, stop);
         true
     }
-}
-
-/// Frame templates of one operation.
-struct Frames {
-    protocol: Protocol,
-    id: String,
-}
-
-impl Frames {
-    fn new(protocol: Protocol, id: &str) -> Self {
-        Frames {
-            protocol,
-            id: id.to_owned(),
-        }
-    }
-
-    fn next(&self, response: &Response) -> String {
-        let kind = match self.protocol {
-            Protocol::TransportWs => "next",
-            Protocol::Legacy => "data",
-        };
-        #[derive(serde::Serialize)]
-        struct Frame<'a> {
-            id: &'a str,
-            #[serde(rename = "type")]
-            kind: &'a str,
-            payload: &'a Response,
-        }
-        serde_json::to_string(&Frame {
-            id: &self.id,
-            kind,
-            payload: response,
-        })
-        .unwrap_or_else(|_| self.error(&[coded(INTERNAL, "internal error")]))
-    }
-
-    /// An operation-level failure (`error` in graphql-transport-ws; a
-    /// `data` frame with errors in the legacy protocol, as its server did).
-    fn error(&self, errors: &[async_graphql::ServerError]) -> String {
-        match self.protocol {
-            Protocol::TransportWs => {
-                json!({"id": self.id, "type": "error", "payload": errors}).to_string()
-            }
-            Protocol::Legacy => {
-                json!({"id": self.id, "type": "data", "payload": {"data": null, "errors": errors}})
-                    .to_string()
-            }
-        }
-    }
-
-    /// A result frame around an already serialized response payload.
-    fn next_raw(&self, payload: &str) -> String {
-        let kind = match self.protocol {
-            Protocol::TransportWs => "next",
-            Protocol::Legacy => "data",
-        };
-        let id = serde_json::to_string(&self.id).unwrap_or_else(|_| "\"\"".to_owned());
-        let mut frame = String::with_capacity(payload.len() + id.len() + 32);
-        frame.push_str("{\"id\":");
-        frame.push_str(&id);
-        frame.push_str(",\"type\":\"");
-        frame.push_str(kind);
-        frame.push_str("\",\"payload\":");
-        frame.push_str(payload);
-        frame.push('}');
-        frame
-    }
-
-    fn complete(&self) -> String {
-        json!({"id": self.id, "type": "complete"}).to_string()
-    }
-}
-
-/// Runs one operation, pushing its results into the connection's queue.
-async fn operation(
-    state: AppState,
-    request: Request,
-    caller: Arc<Caller>,
-    outbox: Arc<Outbox>,
-    frames: Frames,
-) {
-    metrics::gauge!("clacks_ws_operations").increment(1.0);
-    let _gauge = scopeguard(|| metrics::gauge!("clacks_ws_operations").decrement(1.0));
-    // The executor's state is large and only needed until a subscription is
-    // handed over; boxed, it does not weigh on every long-lived operation.
-    let handed_over = Box::pin(execute(&state, request, caller, &outbox, &frames)).await;
-    if let Some((handoff, plan)) = handed_over {
-        feed(&state, handoff, plan, &outbox, &frames).await;
-    }
-}
-
-/// Runs an operation through the executor, sending its results, unless a
-/// subscription resolver hands its stream over (returned for [`feed`]).
-async fn execute(
-    state: &AppState,
-    request: Request,
-    caller: Arc<Caller>,
-    outbox: &Outbox,
-    frames: &Frames,
-) -> Option<(FeedHandoff, RenderPlan)> {
-    // A subscription resolver hands its event stream over through this slot
-    // instead of letting the executor render every event per subscriber.
-    let slot = FeedSlot::default();
-    let plan_source = (
-        request.query.clone(),
-        request.operation_name.clone(),
-        request.variables.clone(),
-    );
-    let mut stream = state.schema.execute_stream(request.data(slot.clone()));
-    let mut first = true;
-    loop {
-        let next = AssertUnwindSafe(stream.next()).catch_unwind().await;
-        let response = match next {
-            Ok(Some(response)) => finalize(response),
-            Ok(None) => {
-                if let Some(handoff) = slot.take() {
-                    let (query, operation_name, variables) = plan_source;
-                    if let Some(plan) =
-                        RenderPlan::new(&query, operation_name.as_deref(), &variables, caller)
-                    {
-                        return Some((handoff, plan));
-                    }
-                }
-                break;
-            }
-            Err(_) => {
-                tracing::error!("a GraphQL operation panicked");
-                outbox
-                    .send(frames.error(&[coded(INTERNAL, "internal error")]))
-                    .await;
-                return None;
-            }
-        };
-        if first && response.data == Value::Null && !response.errors.is_empty() {
-            if outbox.send(frames.error(&response.errors)).await
-                && frames.protocol == Protocol::Legacy
-            {
-                outbox.send(frames.complete()).await;
-            }
-            return None;
-        }
-        first = false;
-        if !outbox.send(frames.next(&response)).await {
-            return None;
-        }
-    }
-    outbox.send(frames.complete()).await;
-    None
-}
-
-/// Drives a subscription handed over by its resolver: each event is
-/// rendered once for every subscriber with the same document and shared.
-async fn feed(
-    state: &AppState,
-    mut handoff: FeedHandoff,
-    plan: RenderPlan,
-    outbox: &Outbox,
-    frames: &Frames,
-) {
-    while let Some(delivery) = handoff.events.next().await {
-        match delivery {
-            Delivery::Event(event) => {
-                if !(handoff.accept)(&event) {
-                    continue;
-                }
-                let payload = plan.payload(&state.render, &event).await;
-                if event.is_live() {
-                    let age_ms = clacks_core::now_ms().saturating_sub(event.at).max(0);
-                    metrics::histogram!("clacks_delivery_latency_seconds")
-                        .record(age_ms as f64 / 1000.0);
-                }
-                metrics::counter!("clacks_events_delivered_total").increment(1);
-                if !outbox.send(frames.next_raw(&payload)).await {
-                    return;
-                }
-            }
-            Delivery::End(EndReason::Removed) => {
-                let removed = async_graphql::Response::from_errors(vec![coded(
-                    FORBIDDEN,
-                    "no longer a member of this channel",
-                )]);
-                if !outbox.send(frames.next(&removed)).await {
-                    return;
-                }
-                break;
-            }
-            Delivery::End(EndReason::ChannelDeleted) => break,
-            Delivery::End(EndReason::Overflow) => {
-                metrics::counter!("clacks_ws_slow_consumer_closes_total").increment(1);
-                outbox.request_close(SLOW_CONSUMER, "slow consumer");
-                return;
-            }
-        }
-    }
-    outbox.send(frames.complete()).await;
-}
-
-/// Runs `f` when dropped (an operation ends however it ends).
-fn scopeguard(f: impl FnOnce()) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Guard(Some(f))
 }

@@ -1,0 +1,78 @@
+//! The frames of one operation, in the connection's protocol.
+
+use async_graphql::Response;
+use serde_json::json;
+
+use super::Protocol;
+use crate::error::{INTERNAL, coded};
+
+/// Frame templates of one operation.
+pub(super) struct Frames {
+    pub protocol: Protocol,
+    id: Box<str>,
+}
+
+impl Frames {
+    pub fn new(protocol: Protocol, id: &str) -> Self {
+        Frames {
+            protocol,
+            id: id.into(),
+        }
+    }
+
+    fn result_kind(&self) -> &'static str {
+        match self.protocol {
+            Protocol::TransportWs => "next",
+            Protocol::Legacy => "data",
+        }
+    }
+
+    pub fn next(&self, response: &Response) -> String {
+        #[derive(serde::Serialize)]
+        struct Frame<'a> {
+            id: &'a str,
+            #[serde(rename = "type")]
+            kind: &'a str,
+            payload: &'a Response,
+        }
+        serde_json::to_string(&Frame {
+            id: &self.id,
+            kind: self.result_kind(),
+            payload: response,
+        })
+        .unwrap_or_else(|_| self.error(&[coded(INTERNAL, "internal error")]))
+    }
+
+    /// An operation-level failure (`error` in graphql-transport-ws; a
+    /// `data` frame with errors in the legacy protocol, as its server did).
+    pub fn error(&self, errors: &[async_graphql::ServerError]) -> String {
+        match self.protocol {
+            Protocol::TransportWs => {
+                json!({"id": &*self.id, "type": "error", "payload": errors}).to_string()
+            }
+            Protocol::Legacy => {
+                json!({"id": &*self.id, "type": "data", "payload": {"data": null, "errors": errors}})
+                    .to_string()
+            }
+        }
+    }
+
+    /// A result frame around an already serialized response payload.
+    pub fn next_raw(&self, payload: &str) -> String {
+        let kind = self.result_kind();
+        let id = serde_json::to_string(&*self.id).unwrap_or_else(|_| "\"\"".to_owned());
+        let mut frame = String::with_capacity(payload.len() + id.len() + 32);
+        frame.push_str("{\"id\":");
+        frame.push_str(&id);
+        frame.push_str(",\"type\":\"");
+        frame.push_str(kind);
+        frame.push_str("\",\"payload\":");
+        frame.push_str(payload);
+        frame.push('}');
+        frame
+    }
+
+    pub fn complete(&self) -> String {
+        json!({"id": &*self.id, "type": "complete"}).to_string()
+    }
+}

@@ -1,0 +1,116 @@
+//! One operation of a connection, run as its own task until it is done or,
+//! for a subscription, until its resolver hands the event stream over to
+//! the connection's writer.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use async_graphql::{Request, Value};
+use clacks_service::Caller;
+use futures::{FutureExt, StreamExt};
+
+use super::Protocol;
+use super::feed::{FeedStream, OperationGauge};
+use super::frames::Frames;
+use super::outbox::Outbox;
+use super::stop::StopSwitch;
+use crate::AppState;
+use crate::error::{INTERNAL, coded, finalize};
+use crate::render::{FeedHandoff, FeedSlot, RenderPlan};
+
+/// Runs one operation, queueing its results, until it is over, handed
+/// over, or stopped through `stop`.
+pub(super) async fn operation(
+    state: AppState,
+    request: Request,
+    caller: Arc<Caller>,
+    outbox: Arc<Outbox>,
+    frames: Frames,
+    stop: StopSwitch,
+) {
+    tokio::select! {
+        biased;
+        () = stop.stopped() => {}
+        () = run(state, request, caller, outbox, frames, stop.clone()) => {}
+    }
+}
+
+async fn run(
+    state: AppState,
+    request: Request,
+    caller: Arc<Caller>,
+    outbox: Arc<Outbox>,
+    frames: Frames,
+    stop: StopSwitch,
+) {
+    let gauge = OperationGauge::start();
+    // The executor's state is large and only needed until a subscription is
+    // handed over; boxed, it is freed before the subscription lives on.
+    let handed_over = Box::pin(execute(&state, request, caller, &outbox, &frames)).await;
+    match handed_over {
+        Some((handoff, plan)) => {
+            let feed = FeedStream::new(frames, plan, handoff, stop, gauge);
+            outbox.hand_over(feed).await;
+        }
+        None => stop.finish(),
+    }
+}
+
+/// Runs an operation through the executor, sending its results, unless a
+/// subscription resolver hands its stream over (returned for the writer).
+async fn execute(
+    state: &AppState,
+    request: Request,
+    caller: Arc<Caller>,
+    outbox: &Outbox,
+    frames: &Frames,
+) -> Option<(FeedHandoff, RenderPlan)> {
+    // A subscription resolver hands its event stream over through this slot
+    // instead of letting the executor render every event per subscriber.
+    let slot = FeedSlot::default();
+    let plan_source = (
+        request.query.clone(),
+        request.operation_name.clone(),
+        request.variables.clone(),
+    );
+    let mut stream = state.schema.execute_stream(request.data(slot.clone()));
+    let mut first = true;
+    loop {
+        let next = AssertUnwindSafe(stream.next()).catch_unwind().await;
+        let response = match next {
+            Ok(Some(response)) => finalize(response),
+            Ok(None) => {
+                if let Some(handoff) = slot.take() {
+                    let (query, operation_name, variables) = plan_source;
+                    if let Some(plan) =
+                        RenderPlan::new(&query, operation_name.as_deref(), &variables, caller)
+                    {
+                        return Some((handoff, plan));
+                    }
+                }
+                break;
+            }
+            Err(_) => {
+                tracing::error!("a GraphQL operation panicked");
+                outbox
+                    .send(frames.error(&[coded(INTERNAL, "internal error")]))
+                    .await;
+                return None;
+            }
+        };
+        if first && response.data == Value::Null && !response.errors.is_empty() {
+            if outbox.send(frames.error(&response.errors)).await
+                && frames.protocol == Protocol::Legacy
+            {
+                outbox.send(frames.complete()).await;
+            }
+            return None;
+        }
+        first = false;
+        if !outbox.send(frames.next(&response)).await {
+            return None;
+        }
+    }
+    outbox.send(frames.complete()).await;
+    None
+}
