@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -21,7 +21,7 @@ use futures::Stream;
 use futures::future::BoxFuture;
 
 use crate::SharedEvent;
-use tokio::sync::mpsc;
+use crate::queue::DeliveryQueue;
 
 /// Where the hub reads what it missed: the database.
 pub trait Backfill: Send + Sync + 'static {
@@ -96,8 +96,7 @@ impl Default for HubSettings {
 struct Sub {
     user: UserId,
     all_channels: bool,
-    tx: mpsc::Sender<Delivery>,
-    overflowed: Arc<AtomicBool>,
+    queue: Arc<DeliveryQueue>,
 }
 
 #[derive(Default)]
@@ -152,12 +151,13 @@ impl Registry {
                 }
             }
         }
-        if let Some(sub) = self.subs.remove(&id)
-            && let Some(set) = self.all_by_user.get_mut(&sub.user)
-        {
-            set.remove(&id);
-            if set.is_empty() {
-                self.all_by_user.remove(&sub.user);
+        if let Some(sub) = self.subs.remove(&id) {
+            sub.queue.close();
+            if let Some(set) = self.all_by_user.get_mut(&sub.user) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.all_by_user.remove(&sub.user);
+                }
             }
         }
     }
@@ -165,9 +165,8 @@ impl Registry {
     /// Queues `event` for one subscription; records an overflow.
     fn push(&self, id: u64, event: &Arc<SharedEvent>, ended: &mut Vec<(u64, Option<EndReason>)>) {
         if let Some(sub) = self.subs.get(&id)
-            && sub.tx.try_send(Delivery::Event(event.clone())).is_err()
+            && !sub.queue.push(Delivery::Event(event.clone()))
         {
-            sub.overflowed.store(true, Ordering::Release);
             ended.push((id, None));
         }
     }
@@ -235,16 +234,14 @@ impl Registry {
             _ => {}
         }
         for (id, reason) in ended {
-            if let (Some(reason), Some(sub)) = (reason, self.subs.get(&id))
-                && sub.tx.try_send(Delivery::End(reason)).is_err()
-            {
-                sub.overflowed.store(true, Ordering::Release);
+            if let (Some(reason), Some(sub)) = (reason, self.subs.get(&id)) {
+                sub.queue.push_last(Delivery::End(reason));
             }
             if reason.is_none() {
                 metrics::counter!("clacks_slow_consumer_overflows_total").increment(1);
             }
-            // Dropping the sender lets the stream drain what is queued and
-            // then end with the recorded reason.
+            // Closing lets the stream drain what is queued and then end
+            // with the recorded reason.
             self.remove(id);
         }
         metrics::counter!("clacks_events_routed_total").increment(1);
@@ -376,8 +373,7 @@ impl Hub {
     /// channel's baseline (see [`Hub::set_baseline`]).
     pub fn subscribe(&self, user: UserId, interest: Interest) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.settings.queue_capacity);
-        let overflowed = Arc::new(AtomicBool::new(false));
+        let queue = DeliveryQueue::new(self.settings.queue_capacity);
         let (channels, all_channels) = match interest {
             Interest::Channel(c) => (vec![c], false),
             Interest::AllChannels(cs) => (cs, true),
@@ -388,8 +384,7 @@ impl Hub {
             Sub {
                 user: user.clone(),
                 all_channels,
-                tx,
-                overflowed: overflowed.clone(),
+                queue: queue.clone(),
             },
         );
         registry.routes.insert(id, HashSet::new());
@@ -405,8 +400,7 @@ impl Hub {
         }
         Subscription {
             id,
-            rx,
-            overflowed,
+            queue,
             ended: false,
             hub: self.this.clone(),
         }
@@ -672,8 +666,7 @@ impl Hub {
 /// [`Delivery::End`]. Dropping it unregisters it.
 pub struct Subscription {
     id: u64,
-    rx: mpsc::Receiver<Delivery>,
-    overflowed: Arc<AtomicBool>,
+    queue: Arc<DeliveryQueue>,
     ended: bool,
     hub: Weak<Hub>,
 }
@@ -685,7 +678,7 @@ impl Stream for Subscription {
         if self.ended {
             return Poll::Ready(None);
         }
-        match self.rx.poll_recv(cx) {
+        match self.queue.poll_pop(cx) {
             Poll::Ready(Some(Delivery::End(reason))) => {
                 self.ended = true;
                 Poll::Ready(Some(Delivery::End(reason)))
@@ -693,7 +686,7 @@ impl Stream for Subscription {
             Poll::Ready(Some(delivery)) => Poll::Ready(Some(delivery)),
             Poll::Ready(None) => {
                 self.ended = true;
-                if self.overflowed.load(Ordering::Acquire) {
+                if self.queue.overflowed() {
                     Poll::Ready(Some(Delivery::End(EndReason::Overflow)))
                 } else {
                     Poll::Ready(None)

@@ -14,6 +14,7 @@
 mod connections;
 mod hub;
 mod nats;
+mod queue;
 mod shared;
 
 pub use connections::{CloseReason, ConnectionGuard, Connections};

@@ -134,7 +134,7 @@ impl User {
 
     /// Every claim of the caller's token (null for other users).
     async fn claims(&self) -> Option<Json<serde_json::Map<String, serde_json::Value>>> {
-        self.me.as_ref().map(|c| Json(c.claims.clone()))
+        self.me.as_ref().map(|c| Json(c.claims()))
     }
 }
 

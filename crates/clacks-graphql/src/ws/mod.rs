@@ -178,11 +178,8 @@ async fn run(
 ) {
     metrics::gauge!("clacks_ws_connections").increment(1.0);
     let (sink, mut incoming) = socket.split();
-    let (outbox, queued, close_rx) = Outbox::new(state.config.connection_queue);
-    let outbox = Arc::new(outbox);
-    let writer =
-        tokio::spawn(Writer::new(sink, queued, state.render.clone()).run(close_rx.clone()));
-    let mut close_rx = close_rx;
+    let outbox = Outbox::new(state.config.connection_queue);
+    let writer = tokio::spawn(Writer::new(sink, outbox.clone(), state.render.clone()).run());
     let init_deadline = Instant::now() + state.config.connection_init_timeout;
     let mut keepalive = tokio::time::interval(state.config.keepalive_interval);
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -203,7 +200,7 @@ async fn run(
         let expires = conn.expires;
         let step = tokio::select! {
             biased;
-            _ = close_rx.changed() => Step::CloseRequested,
+            () = conn.outbox.close_requested() => Step::CloseRequested,
             reason = async {
                 match conn.guard.as_mut() {
                     Some(guard) => guard.closed().await,

@@ -2,14 +2,16 @@
 //! writer task that also drives the connection's subscriptions.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::stream::{SelectAll, SplitSink};
+use futures::task::AtomicWaker;
 use futures::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::Notify;
 
 use super::SLOW_CONSUMER;
 use super::feed::{FeedItem, FeedMeta, FeedStream};
@@ -41,45 +43,81 @@ pub(super) enum Outgoing {
     Feed(Box<FeedStream>),
 }
 
-/// What operations share with the connection: the outgoing queue and the
-/// close signal.
+/// What the reader, the operations and the writer of a connection share:
+/// the bounded outgoing queue and the close request. One small allocation
+/// per connection (a tokio mpsc channel plus a watch channel cost about
+/// 2 KiB before the first frame), and the queue's memory is given back
+/// once drained.
 pub(super) struct Outbox {
-    queue: mpsc::Sender<Outgoing>,
-    close: watch::Sender<Option<Close>>,
+    state: Mutex<State>,
+    /// The writer, waiting for something to send or for the close.
+    writer: AtomicWaker,
+    /// The reader, waiting for a close request.
+    reader: AtomicWaker,
+    /// Operations waiting for room.
+    room: Notify,
+}
+
+struct State {
+    items: VecDeque<Outgoing>,
+    capacity: usize,
+    close: Option<Close>,
+    /// The writer is gone: nothing queued will be sent.
+    writer_gone: bool,
+}
+
+/// Capacity kept once the queue drains; more is freed.
+const KEEP: usize = 4;
+
+/// What the writer is to do next.
+pub(super) enum Pending {
+    Send(Outgoing),
+    Close,
 }
 
 impl Outbox {
-    pub fn new(
-        capacity: usize,
-    ) -> (
-        Outbox,
-        mpsc::Receiver<Outgoing>,
-        watch::Receiver<Option<Close>>,
-    ) {
-        let (queue, queued) = mpsc::channel(capacity.max(1));
-        let (close, closing) = watch::channel(None);
-        (Outbox { queue, close }, queued, closing)
+    pub fn new(capacity: usize) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                capacity: capacity.max(1),
+                close: None,
+                writer_gone: false,
+            }),
+            writer: AtomicWaker::new(),
+            reader: AtomicWaker::new(),
+            room: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Queues a control frame (ack, pong, keep-alive, a refused
     /// operation's error). A full queue means data is flowing to the client
     /// anyway, so the frame is dropped rather than the connection.
     pub fn push(&self, frame: String) -> bool {
-        match self.queue.try_send(Outgoing::Frame(Utf8Bytes::from(frame))) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!("clacks_ws_control_frames_dropped_total").increment(1);
-                true
+        {
+            let mut state = self.lock();
+            if state.writer_gone {
+                return false;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            if state.items.len() >= state.capacity {
+                metrics::counter!("clacks_ws_control_frames_dropped_total").increment(1);
+                return true;
+            }
+            state
+                .items
+                .push_back(Outgoing::Frame(Utf8Bytes::from(frame)));
         }
+        self.writer.wake();
+        true
     }
 
     /// Queues an operation's frame, waiting for room: a client that reads
-    /// slowly slows its own operations down, and the live events behind
-    /// them wait in their bounded subscription queue, which ends the
-    /// subscription when it overflows. A client that takes no frame at all
-    /// for [`SEND_TIMEOUT`] is closed with 4008.
+    /// slowly slows its own operations down. A client that takes no frame
+    /// at all for [`SEND_TIMEOUT`] is closed with 4008.
     pub async fn send(&self, frame: String) -> bool {
         self.enqueue(Outgoing::Frame(Utf8Bytes::from(frame))).await
     }
@@ -90,9 +128,34 @@ impl Outbox {
     }
 
     async fn enqueue(&self, outgoing: Outgoing) -> bool {
-        match tokio::time::timeout(SEND_TIMEOUT, self.queue.send(outgoing)).await {
-            Ok(Ok(())) => true,
-            Ok(Err(_)) => false,
+        let mut outgoing = Some(outgoing);
+        let queued = tokio::time::timeout(SEND_TIMEOUT, async {
+            loop {
+                let room = self.room.notified();
+                tokio::pin!(room);
+                // Registered before looking, so a slot freed in between
+                // still wakes this sender.
+                room.as_mut().enable();
+                {
+                    let mut state = self.lock();
+                    if state.writer_gone || state.close.is_some() {
+                        return false;
+                    }
+                    if state.items.len() < state.capacity {
+                        if let Some(outgoing) = outgoing.take() {
+                            state.items.push_back(outgoing);
+                        }
+                        drop(state);
+                        self.writer.wake();
+                        return true;
+                    }
+                }
+                room.await;
+            }
+        })
+        .await;
+        match queued {
+            Ok(queued) => queued,
             Err(_) => {
                 metrics::counter!("clacks_ws_slow_consumer_closes_total").increment(1);
                 self.request_close(SLOW_CONSUMER, "slow consumer");
@@ -102,15 +165,83 @@ impl Outbox {
     }
 
     pub fn request_close(&self, code: u16, reason: impl Into<Cow<'static, str>>) {
-        let reason = reason.into();
-        self.close.send_if_modified(|current| {
-            if current.is_none() {
-                *current = Some(Close { code, reason });
-                true
-            } else {
-                false
+        {
+            let mut state = self.lock();
+            if state.close.is_some() {
+                return;
             }
-        });
+            state.close = Some(Close {
+                code,
+                reason: reason.into(),
+            });
+        }
+        self.writer.wake();
+        self.reader.wake();
+        self.room.notify_waiters();
+    }
+
+    /// Resolves once a close was requested (the reader stops reading).
+    pub async fn close_requested(&self) {
+        std::future::poll_fn(|cx| {
+            self.reader.register(cx.waker());
+            if self.lock().close.is_some() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// The writer's next job: the close first, then queued output.
+    fn poll_pending(&self, cx: &mut std::task::Context<'_>) -> Poll<Pending> {
+        self.writer.register(cx.waker());
+        match self.try_pending() {
+            Some(pending) => Poll::Ready(pending),
+            None => Poll::Pending,
+        }
+    }
+
+    fn try_pending(&self) -> Option<Pending> {
+        let mut state = self.lock();
+        if state.close.is_some() {
+            return Some(Pending::Close);
+        }
+        let item = state.items.pop_front()?;
+        if state.items.is_empty() && state.items.capacity() > KEEP {
+            state.items.shrink_to(KEEP);
+        }
+        drop(state);
+        self.room.notify_one();
+        Some(Pending::Send(item))
+    }
+
+    /// Resolves once a close was requested (the writer stops writing).
+    async fn writer_close(&self) {
+        std::future::poll_fn(|cx| {
+            self.writer.register(cx.waker());
+            if self.lock().close.is_some() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    fn requested_close(&self) -> Option<Close> {
+        self.lock().close.clone()
+    }
+
+    /// What is still queued when the connection closes; the queue then
+    /// refuses everything.
+    fn drain_for_close(&self) -> VecDeque<Outgoing> {
+        let mut state = self.lock();
+        state.writer_gone = true;
+        let items = std::mem::take(&mut state.items);
+        drop(state);
+        self.room.notify_waiters();
+        items
     }
 }
 
@@ -141,7 +272,7 @@ enum Step {
 /// and sends the close frame.
 pub(super) struct Writer {
     sink: SplitSink<WebSocket, Message>,
-    queued: mpsc::Receiver<Outgoing>,
+    outbox: Arc<Outbox>,
     render: RenderSchema,
     feeds: SelectAll<FeedStream>,
     /// Set when a subscription overflowed: nothing else is written before
@@ -152,30 +283,30 @@ pub(super) struct Writer {
 impl Writer {
     pub fn new(
         sink: SplitSink<WebSocket, Message>,
-        queued: mpsc::Receiver<Outgoing>,
+        outbox: Arc<Outbox>,
         render: RenderSchema,
     ) -> Self {
         Writer {
             sink,
-            queued,
+            outbox,
             render,
             feeds: SelectAll::new(),
             slow_consumer: false,
         }
     }
 
-    pub async fn run(mut self, mut closing: watch::Receiver<Option<Close>>) {
+    pub async fn run(mut self) {
+        let outbox = self.outbox.clone();
         loop {
             let step = tokio::select! {
                 biased;
-                _ = closing.changed() => Step::Stop,
-                outgoing = self.queued.recv() => match outgoing {
-                    Some(Outgoing::Frame(frame)) => Step::Write(Output::Frame(frame)),
-                    Some(Outgoing::Feed(feed)) => {
+                pending = std::future::poll_fn(|cx| outbox.poll_pending(cx)) => match pending {
+                    Pending::Send(Outgoing::Frame(frame)) => Step::Write(Output::Frame(frame)),
+                    Pending::Send(Outgoing::Feed(feed)) => {
                         self.feeds.push(*feed);
                         continue;
                     }
-                    None => Step::Stop,
+                    Pending::Close => Step::Stop,
                 },
                 Some((meta, item)) = self.feeds.next(), if !self.feeds.is_empty() => {
                     Step::Feed(meta, item)
@@ -188,7 +319,7 @@ impl Writer {
             };
             tokio::select! {
                 written = self.write_batch(first) => if !written { break },
-                _ = closing.changed() => break,
+                () = outbox.writer_close() => break,
             }
         }
         let requested = if self.slow_consumer {
@@ -197,7 +328,7 @@ impl Writer {
                 reason: "slow consumer".into(),
             })
         } else {
-            closing.borrow().clone()
+            outbox.requested_close()
         };
         let Some(requested) = requested else { return };
         let grace = if requested.code == SLOW_CONSUMER {
@@ -251,7 +382,7 @@ impl Writer {
 
     /// The next output that is ready now, without waiting.
     async fn ready(&mut self) -> Option<Output> {
-        while let Ok(outgoing) = self.queued.try_recv() {
+        while let Some(Pending::Send(outgoing)) = self.outbox.try_pending() {
             match outgoing {
                 Outgoing::Frame(frame) => return Some(Output::Frame(frame)),
                 Outgoing::Feed(feed) => self.feeds.push(*feed),
@@ -270,8 +401,9 @@ impl Writer {
     }
 
     async fn finish(&mut self, requested: Close) {
+        let queued = self.outbox.drain_for_close();
         if requested.code != SLOW_CONSUMER {
-            while let Ok(outgoing) = self.queued.try_recv() {
+            for outgoing in queued {
                 if let Outgoing::Frame(frame) = outgoing
                     && self.sink.feed(Message::Text(frame)).await.is_err()
                 {

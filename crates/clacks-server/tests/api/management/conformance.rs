@@ -115,12 +115,12 @@ async fn original_api_shapes(app: TestApp) {
     assert_eq!(caller.user_id.as_str(), "alice");
     for claim in ["sub", "exp", "nbf", "iat"] {
         assert!(
-            caller.claims.contains_key(claim),
+            caller.claims().contains_key(claim),
             "{claim} in {:?}",
-            caller.claims
+            caller.claims()
         );
     }
-    let lifetime = caller.expires_at - caller.claims["iat"].as_i64().expect("iat");
+    let lifetime = caller.expires_at - caller.claims()["iat"].as_i64().expect("iat");
     assert_eq!(lifetime, 86_400, "default lifetime: one day");
 
     // DELETE /channel/{channelId} deletes the channel.

@@ -288,10 +288,10 @@ async fn token_minting(app: TestApp) {
     let caller = app.service.authenticate(&token).expect("valid");
     assert_eq!(caller.user_id.as_str(), "alice");
     assert_eq!(caller.name.as_deref(), Some("Alice"));
-    assert_eq!(caller.claims["avatar"], "a.png");
-    assert_eq!(caller.claims["team"], 7);
+    assert_eq!(caller.claims()["avatar"], "a.png");
+    assert_eq!(caller.claims()["team"], 7);
     assert_eq!(
-        caller.expires_at - caller.claims["iat"].as_i64().expect("iat"),
+        caller.expires_at - caller.claims()["iat"].as_i64().expect("iat"),
         60
     );
 
@@ -309,7 +309,7 @@ async fn token_minting(app: TestApp) {
         .expect("valid");
     assert_eq!(caller.user_id.as_str(), "bob");
     assert_eq!(caller.name.as_deref(), Some("Bob"));
-    assert_eq!(caller.claims["plan"], "pro");
+    assert_eq!(caller.claims()["plan"], "pro");
     assert_eq!(body["expiresAt"].as_i64(), Some(caller.expires_at * 1000));
     // Only the user is required; `uid` is accepted as in PUT .../users.
     let minimal = post(&app, "/jwt", json!({"uid": "carol"})).await;
