@@ -165,3 +165,48 @@ impl FeedMeta {
         }
     }
 }
+
+/// A connection's subscriptions, polled in turn. A connection has a few;
+/// a plain vector costs nothing per subscription beyond the feed itself
+/// (a `SelectAll` allocates a task node per stream and a queue per set).
+#[derive(Default)]
+pub(super) struct Feeds {
+    feeds: Vec<FeedStream>,
+    /// Where the next poll starts, so no feed starves the others.
+    next: usize,
+}
+
+impl Feeds {
+    pub fn push(&mut self, feed: FeedStream) {
+        self.feeds.push(feed);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.feeds.is_empty()
+    }
+
+    /// The next item of any feed; finished feeds are dropped.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<(Arc<FeedMeta>, FeedItem)> {
+        let mut polled = 0;
+        while polled < self.feeds.len() {
+            let index = self.next % self.feeds.len();
+            match Pin::new(&mut self.feeds[index]).poll_next(cx) {
+                Poll::Ready(Some(item)) => {
+                    self.next = index + 1;
+                    return Poll::Ready(item);
+                }
+                Poll::Ready(None) => {
+                    self.feeds.swap_remove(index);
+                    if self.feeds.is_empty() {
+                        self.feeds = Vec::new();
+                    }
+                }
+                Poll::Pending => {
+                    self.next = index + 1;
+                    polled += 1;
+                }
+            }
+        }
+        Poll::Pending
+    }
+}

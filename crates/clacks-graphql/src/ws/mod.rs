@@ -64,7 +64,7 @@ pub const GOING_AWAY: u16 = 1001;
 /// Tungstenite buffers (SPEC section 9: the 128 KiB defaults cost 1.3 GB
 /// for 10,000 idle sockets). Clients send little, so reads are small; a
 /// larger message is still read whole, in more calls.
-const READ_BUFFER: usize = 1024;
+const READ_BUFFER: usize = 512;
 const WRITE_BUFFER: usize = 4 * 1024;
 const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,13 +8,13 @@ use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures::stream::{SelectAll, SplitSink};
+use futures::SinkExt;
+use futures::stream::SplitSink;
 use futures::task::AtomicWaker;
-use futures::{SinkExt, StreamExt};
 use tokio::sync::Notify;
 
 use super::SLOW_CONSUMER;
-use super::feed::{FeedItem, FeedMeta, FeedStream};
+use super::feed::{FeedItem, FeedMeta, FeedStream, Feeds};
 use crate::render::RenderSchema;
 use crate::schema::ConnectionControl;
 
@@ -274,7 +274,7 @@ pub(super) struct Writer {
     sink: SplitSink<WebSocket, Message>,
     outbox: Arc<Outbox>,
     render: RenderSchema,
-    feeds: SelectAll<FeedStream>,
+    feeds: Feeds,
     /// Set when a subscription overflowed: nothing else is written before
     /// the 4008 close frame.
     slow_consumer: bool,
@@ -290,7 +290,7 @@ impl Writer {
             sink,
             outbox,
             render,
-            feeds: SelectAll::new(),
+            feeds: Feeds::default(),
             slow_consumer: false,
         }
     }
@@ -308,7 +308,7 @@ impl Writer {
                     }
                     Pending::Close => Step::Stop,
                 },
-                Some((meta, item)) = self.feeds.next(), if !self.feeds.is_empty() => {
+                (meta, item) = std::future::poll_fn(|cx| self.feeds.poll_next(cx)), if !self.feeds.is_empty() => {
                     Step::Feed(meta, item)
                 }
             };
@@ -393,10 +393,10 @@ impl Writer {
         }
         // Polled with the task's own waker, so nothing woken meanwhile is
         // missed when the writer next waits.
-        let polled = std::future::poll_fn(|cx| Poll::Ready(self.feeds.poll_next_unpin(cx))).await;
+        let polled = std::future::poll_fn(|cx| Poll::Ready(self.feeds.poll_next(cx))).await;
         match polled {
-            Poll::Ready(Some((meta, item))) => Some(meta.output(&self.render, item).await),
-            _ => None,
+            Poll::Ready((meta, item)) => Some(meta.output(&self.render, item).await),
+            Poll::Pending => None,
         }
     }
 
