@@ -19,13 +19,16 @@
 //! room in the connection's queue for 5 s (the client resumes with its last
 //! seq and loses nothing).
 //!
-//! Shape of a connection: the reader loop (this module's `run`) owns the
-//! protocol state; every operation runs as its own task and queues
-//! serialized frames into ONE bounded queue, waiting for room (so a replay
-//! goes at the client's pace); one writer task drains the queue into the
-//! socket. Nothing but the writer awaits the socket, and nothing on the
-//! publishing side awaits a connection, so a slow client only ever stalls
-//! itself.
+//! Shape of a connection (two tasks, whatever it subscribes to): the
+//! reader loop (this module's `run`) owns the protocol state; an operation
+//! runs as its own task until it is done, queueing its frames into ONE
+//! bounded outbox and waiting for room; a subscription's task ends as soon
+//! as its resolver hands the event stream over, and the writer task, which
+//! drains the outbox into the socket, polls the handed-over streams itself
+//! and renders their events (`feed`), so a replay goes at the client's
+//! pace and a live subscription costs no task. Nothing but the writer
+//! awaits the socket, and nothing on the publishing side awaits a
+//! connection, so a slow client only ever stalls itself.
 
 mod feed;
 mod frames;
