@@ -19,7 +19,8 @@ use crate::render::RenderSchema;
 use crate::schema::ConnectionControl;
 
 /// How long an operation's frame may wait for room in the connection's
-/// queue before the client counts as a slow consumer.
+/// queue, or the writer for room in the socket, before the client counts
+/// as a slow consumer.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Frames written before one flush.
 const WRITE_BATCH: usize = 64;
@@ -260,6 +261,12 @@ pub(super) enum Output {
     SlowConsumer,
 }
 
+enum Written {
+    Done(bool),
+    Closing,
+    TimedOut,
+}
+
 enum Step {
     Write(Output),
     Feed(Arc<FeedMeta>, FeedItem),
@@ -275,9 +282,6 @@ pub(super) struct Writer {
     outbox: Arc<Outbox>,
     render: RenderSchema,
     feeds: Feeds,
-    /// Set when a subscription overflowed: nothing else is written before
-    /// the 4008 close frame.
-    slow_consumer: bool,
 }
 
 impl Writer {
@@ -291,7 +295,6 @@ impl Writer {
             outbox,
             render,
             feeds: Feeds::default(),
-            slow_consumer: false,
         }
     }
 
@@ -317,20 +320,40 @@ impl Writer {
                 Step::Write(output) => output,
                 Step::Feed(meta, item) => meta.output(&self.render, item).await,
             };
-            tokio::select! {
-                written = self.write_batch(first) => if !written { break },
-                () = outbox.writer_close() => break,
+            let written = {
+                let mut write = std::pin::pin!(self.write_batch(first));
+                // Most batches go straight into the socket; only one that
+                // has to wait arms the timer.
+                match futures::poll!(write.as_mut()) {
+                    Poll::Ready(written) => Written::Done(written),
+                    Poll::Pending => tokio::select! {
+                        written = write.as_mut() => Written::Done(written),
+                        () = outbox.writer_close() => Written::Closing,
+                        () = tokio::time::sleep(SEND_TIMEOUT) => Written::TimedOut,
+                    },
+                }
+            };
+            match written {
+                Written::Done(true) => {}
+                Written::Done(false) | Written::Closing => break,
+                Written::TimedOut => {
+                    // The client took nothing for that long: the live
+                    // events behind would only pile up (it resumes with
+                    // its last seq and loses nothing).
+                    metrics::counter!("clacks_ws_slow_consumer_closes_total").increment(1);
+                    outbox.request_close(SLOW_CONSUMER, "slow consumer");
+                    break;
+                }
             }
         }
-        let requested = if self.slow_consumer {
-            Some(Close {
-                code: SLOW_CONSUMER,
-                reason: "slow consumer".into(),
-            })
-        } else {
-            outbox.requested_close()
+        // The subscriptions end now, not after the close frame's grace:
+        // their hub registrations and queued events go at once.
+        self.feeds = Feeds::default();
+        // A close requested by anyone (the reader, an operation, or this
+        // writer for a slow consumer) also stops the reader.
+        let Some(requested) = outbox.requested_close() else {
+            return;
         };
-        let Some(requested) = requested else { return };
         let grace = if requested.code == SLOW_CONSUMER {
             SLOW_CLOSE_GRACE
         } else {
@@ -348,7 +371,7 @@ impl Writer {
         loop {
             let sent = match output {
                 Output::SlowConsumer => {
-                    self.slow_consumer = true;
+                    self.outbox.request_close(SLOW_CONSUMER, "slow consumer");
                     return false;
                 }
                 Output::Frame(frame) => {

@@ -150,6 +150,46 @@ async fn slow_consumer_is_closed_alone_and_resumes(backend: TestBackend) {
     app.shutdown().await;
 }
 
+/// A client that subscribes and then never reads again (a phone that
+/// vanished without closing its socket) is let go: once the socket takes
+/// nothing for the send timeout, the server stops writing, and the
+/// connection is gone a short grace later, with its memory.
+async fn client_that_never_reads_is_let_go(backend: TestBackend) {
+    if backend != TestBackend::Sqlite {
+        // Nothing here depends on the database.
+        return;
+    }
+    let Some(app) = TestApp::spawn_with(backend, |config| {
+        // Room for everything sent: the subscription never overflows, so
+        // only the stalled socket can end it.
+        config.subscription_queue = 4096;
+        config.max_message_bytes = 64 * 1024;
+    })
+    .await
+    else {
+        return;
+    };
+    let channel = app.channel_with("firehose", &["alice", "gone"]).await;
+    let mut gone = Ws::open(&app.ws_url, MODERN, &app.token("gone")).await;
+    gone.subscribe("s", EVENTS, json!({"c": channel.to_string()}))
+        .await;
+    assert_eq!(app.service.connections().count(), 1);
+    // 30 MB: more than loopback socket buffers hold.
+    send_many(&app, channel, "alice", 600, 50 * 1024).await;
+    // The send timeout is 5 s; margin for a busy machine.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    // Gone with its subscription (hub registration and queued events).
+    while app.service.connections().count() > 0 || app.service.hub().stats().subscriptions > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a client that reads nothing is still connected"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(gone);
+    app.shutdown().await;
+}
+
 async fn expired_token_then_fresh_token_resumes_without_loss(backend: TestBackend) {
     let Some(app) = TestApp::spawn(backend).await else {
         return;
@@ -216,6 +256,7 @@ macro_rules! each_backend {
 
 each_backend!(
     slow_consumer_is_closed_alone_and_resumes,
+    client_that_never_reads_is_let_go,
     expired_token_then_fresh_token_resumes_without_loss,
     shared_rendering_respects_the_viewer,
     resume_seam_over_websocket,
