@@ -1,9 +1,10 @@
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::Poll;
 
 use clacks_core::UserId;
-use tokio::sync::watch;
+use futures::task::AtomicWaker;
 
 /// Why the server closes a live connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,7 +15,42 @@ pub enum CloseReason {
     ShuttingDown,
 }
 
-type Registry = HashMap<UserId, HashMap<u64, watch::Sender<Option<CloseReason>>>>;
+const OPEN: u8 = 0;
+const FORCED: u8 = 1;
+const SHUTTING_DOWN: u8 = 2;
+
+/// One connection's close request: a few words, as there is one per live
+/// connection (a watch channel costs ~350 bytes).
+#[derive(Default)]
+struct CloseSignal {
+    reason: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl CloseSignal {
+    fn request(&self, reason: CloseReason) {
+        let code = match reason {
+            CloseReason::ForcedDisconnect => FORCED,
+            CloseReason::ShuttingDown => SHUTTING_DOWN,
+        };
+        // The first reason stands.
+        let _ = self
+            .reason
+            .compare_exchange(OPEN, code, Ordering::AcqRel, Ordering::Acquire);
+        self.waker.wake();
+    }
+
+    fn requested(&self) -> Option<CloseReason> {
+        match self.reason.load(Ordering::Acquire) {
+            FORCED => Some(CloseReason::ForcedDisconnect),
+            SHUTTING_DOWN => Some(CloseReason::ShuttingDown),
+            _ => None,
+        }
+    }
+}
+
+/// A user's connections: usually one or two, so a vector.
+type Registry = HashMap<UserId, Vec<(u64, Arc<CloseSignal>)>>;
 
 /// Live WebSocket connections by user, so they can be closed from outside.
 #[derive(Default)]
@@ -35,12 +71,15 @@ impl Connections {
     /// Registers a connection; the guard unregisters it when dropped.
     pub fn register(self: &Arc<Self>, user: UserId) -> ConnectionGuard {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = watch::channel(None);
-        self.lock().entry(user.clone()).or_default().insert(id, tx);
+        let signal = Arc::new(CloseSignal::default());
+        self.lock()
+            .entry(user.clone())
+            .or_default()
+            .push((id, signal.clone()));
         ConnectionGuard {
             id,
             user,
-            close: rx,
+            signal,
             registry: Arc::downgrade(self),
         }
     }
@@ -49,25 +88,26 @@ impl Connections {
     pub fn disconnect_user(&self, user: &UserId, reason: CloseReason) -> usize {
         let registry = self.lock();
         registry.get(user).map_or(0, |conns| {
-            conns
-                .values()
-                .filter(|tx| tx.send(Some(reason)).is_ok())
-                .count()
+            for (_, signal) in conns {
+                signal.request(reason);
+            }
+            conns.len()
         })
     }
 
     /// Asks every connection to close.
     pub fn disconnect_all(&self, reason: CloseReason) -> usize {
         let registry = self.lock();
-        registry
-            .values()
-            .flat_map(|conns| conns.values())
-            .filter(|tx| tx.send(Some(reason)).is_ok())
-            .count()
+        let mut count = 0;
+        for (_, signal) in registry.values().flatten() {
+            signal.request(reason);
+            count += 1;
+        }
+        count
     }
 
     pub fn count(&self) -> usize {
-        self.lock().values().map(HashMap::len).sum()
+        self.lock().values().map(Vec::len).sum()
     }
 }
 
@@ -76,22 +116,24 @@ impl Connections {
 pub struct ConnectionGuard {
     id: u64,
     user: UserId,
-    close: watch::Receiver<Option<CloseReason>>,
+    signal: Arc<CloseSignal>,
     registry: Weak<Connections>,
 }
 
 impl ConnectionGuard {
     /// Resolves with the reason once the connection must close.
     pub async fn closed(&mut self) -> CloseReason {
-        loop {
-            if let Some(reason) = *self.close.borrow_and_update() {
-                return reason;
+        std::future::poll_fn(|cx| {
+            if let Some(reason) = self.signal.requested() {
+                return Poll::Ready(reason);
             }
-            if self.close.changed().await.is_err() {
-                // The registry is gone: the server is shutting down.
-                return CloseReason::ShuttingDown;
+            self.signal.waker.register(cx.waker());
+            match self.signal.requested() {
+                Some(reason) => Poll::Ready(reason),
+                None => Poll::Pending,
             }
-        }
+        })
+        .await
     }
 }
 
@@ -100,7 +142,7 @@ impl Drop for ConnectionGuard {
         if let Some(registry) = self.registry.upgrade() {
             let mut map = registry.lock();
             if let Some(conns) = map.get_mut(&self.user) {
-                conns.remove(&self.id);
+                conns.retain(|(id, _)| *id != self.id);
                 if conns.is_empty() {
                     map.remove(&self.user);
                 }
