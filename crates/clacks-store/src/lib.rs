@@ -194,6 +194,10 @@ pub struct PoolStats {
 pub struct PoolSettings {
     pub max_connections: u32,
     pub acquire_timeout: std::time::Duration,
+    /// MySQL backend: write message batches as for MySQL 8 (no `INSERT ...
+    /// RETURNING`) even on MariaDB, so tests cover that path too.
+    #[doc(hidden)]
+    pub mysql8_statements: bool,
 }
 
 impl Default for PoolSettings {
@@ -201,6 +205,7 @@ impl Default for PoolSettings {
         PoolSettings {
             max_connections: 16,
             acquire_timeout: std::time::Duration::from_secs(5),
+            mysql8_statements: false,
         }
     }
 }

@@ -27,6 +27,14 @@ impl MySqlStore {
         .await
         .map_err(|_| clacks_core::Error::Unavailable("connecting timed out".into()))?
         .map_err(crate::db_error)?;
+        // MariaDB has `INSERT ... RETURNING` (10.5+), MySQL 8 does not.
+        let mut probe = probe;
+        let version: String = sqlx::query_scalar("SELECT VERSION()")
+            .fetch_one(&mut probe)
+            .await
+            .map_err(crate::db_error)?;
+        let insert_returning =
+            version.to_ascii_lowercase().contains("mariadb") && !settings.mysql8_statements;
         let _ = sqlx::Connection::close(probe).await;
         let pool = MySqlPoolOptions::new()
             .max_connections(settings.max_connections.max(1))
@@ -35,7 +43,7 @@ impl MySqlStore {
             .await
             .map_err(crate::db_error)?;
         Ok(MySqlStore {
-            batcher: Self::message_batcher(&pool),
+            batcher: Self::message_batcher(&pool, insert_returning),
             write: pool.clone(),
             read: pool,
         })

@@ -35,7 +35,7 @@ impl PgStore {
             .await
             .map_err(crate::db_error)?;
         Ok(PgStore {
-            batcher: Self::message_batcher(&pool),
+            batcher: Self::message_batcher(&pool, true),
             write: pool.clone(),
             read: pool,
         })

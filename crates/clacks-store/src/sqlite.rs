@@ -48,7 +48,7 @@ impl SqliteStore {
                 .map_err(crate::db_error)?
         };
         Ok(SqliteStore {
-            batcher: Self::message_batcher(&write),
+            batcher: Self::message_batcher(&write, true),
             write,
             read,
         })
