@@ -155,11 +155,15 @@ macro_rules! sql_store {
                 tx.map_err(db_error)
             }
 
-            /// Starts the group-commit writer for messages.
-            /// `insert_returning`: the INSERT can return seqs and ids.
-            fn message_batcher(pool: &Pool, insert_returning: bool) -> crate::batch::Batcher {
+            /// Starts the group-commit writer for messages: batches run on
+            /// `batches` (at most `depth` at once), the rare one-by-one
+            /// fallback on `pool`.
+            fn message_batcher(batches: &Pool, pool: &Pool, depth: usize, insert_returning: bool) -> crate::batch::Batcher {
+                let batches = batches.clone();
                 let pool = pool.clone();
-                crate::batch::Batcher::spawn(move |batch| Self::write_batch(pool.clone(), insert_returning, batch))
+                crate::batch::Batcher::spawn(depth, move |batch, stage| {
+                    Self::write_batch(batches.clone(), pool.clone(), insert_returning, batch, stage)
+                })
             }
 
             /// A read-only transaction with one snapshot for all its reads.
@@ -372,7 +376,13 @@ macro_rules! sql_store {
             }
 
             /// Stores a batch of messages in one transaction (group commit).
-            async fn write_batch(pool: Pool, insert_returning: bool, batch: Vec<crate::batch::Pending>) {
+            async fn write_batch(
+                batches: Pool,
+                pool: Pool,
+                insert_returning: bool,
+                batch: Vec<crate::batch::Pending>,
+                mut stage: crate::batch::Stage,
+            ) {
                 // Retries of one client message id within the batch share
                 // the first one's outcome.
                 let mut first_of: HashMap<(ChannelId, String, String), usize> = HashMap::new();
@@ -393,7 +403,7 @@ macro_rules! sql_store {
                     }
                 }
                 let started = std::time::Instant::now();
-                let stored = Self::store_batch(&pool, insert_returning, &batch, &repeat_of).await;
+                let stored = Self::store_batch(&batches, insert_returning, &batch, &repeat_of, &mut stage).await;
                 metrics::histogram!("clacks_store_batch_commit_seconds").record(started.elapsed().as_secs_f64());
                 let results: Vec<Result<StoredMessage>> = match stored {
                     Ok(results) => results,
@@ -408,6 +418,8 @@ macro_rules! sql_store {
                     }
                     Err(BatchFailure::Failed(e)) => batch.iter().map(|_| Err(e.clone())).collect(),
                 };
+                stage.committing();
+                stage.previous_answered().await;
                 for ((pending, result), repeat) in batch.into_iter().zip(results.iter().cloned()).zip(&repeat_of) {
                     let result = match repeat {
                         Some(first) => results[*first].clone().map(|s| StoredMessage { created: false, ..s }),
@@ -422,6 +434,7 @@ macro_rules! sql_store {
                 insert_returning: bool,
                 batch: &[crate::batch::Pending],
                 repeat_of: &[Option<usize>],
+                stage: &mut crate::batch::Stage,
             ) -> std::result::Result<Vec<Result<StoredMessage>>, BatchFailure> {
                 let now = now_ms();
                 let mut tx = Self::begin_write_on(pool).await.map_err(BatchFailure::Failed)?;
@@ -473,6 +486,7 @@ macro_rules! sql_store {
                         return Err(failure);
                     }
                 };
+                stage.committing();
                 tx.commit().await.map_err(|e| BatchFailure::Failed(db_error(e)))?;
                 for (i, seq, id) in stored {
                     let new = &batch[i].new;
