@@ -155,6 +155,19 @@ macro_rules! sql_store {
                 tx.map_err(db_error)
             }
 
+            /// A message batch's transaction. PostgreSQL: READ COMMITTED
+            /// whatever the server's default, because a pipelined batch
+            /// updates counter rows the previous batch committed after this
+            /// one's first read, which REPEATABLE READ would refuse. (MySQL
+            /// locking statements read the latest rows at any level.)
+            async fn begin_batch_on(pool: &Pool) -> Result<Tx> {
+                if $backend == Backend::Postgres {
+                    pool.begin_with("BEGIN ISOLATION LEVEL READ COMMITTED").await.map_err(db_error)
+                } else {
+                    Self::begin_write_on(pool).await
+                }
+            }
+
             /// Starts the group-commit writer for messages: batches run on
             /// `batches` (at most `depth` at once), the rare one-by-one
             /// fallback on `pool`.
@@ -437,7 +450,7 @@ macro_rules! sql_store {
                 stage: &mut crate::batch::Stage,
             ) -> std::result::Result<Vec<Result<StoredMessage>>, BatchFailure> {
                 let now = now_ms();
-                let mut tx = Self::begin_write_on(pool).await.map_err(BatchFailure::Failed)?;
+                let mut tx = Self::begin_batch_on(pool).await.map_err(BatchFailure::Failed)?;
                 let mut results: Vec<Option<Result<StoredMessage>>> = vec![None; batch.len()];
                 let mut by_channel: Vec<(ChannelId, Vec<usize>)> = Vec::new();
                 for (i, pending) in batch.iter().enumerate() {
