@@ -15,7 +15,7 @@
 //! its own seq update waits for them) and are answered in order.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use clacks_core::{Error, Result};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -103,7 +103,12 @@ impl Batcher {
                         Err(_) => break,
                     }
                 }
-                metrics::histogram!("clacks_store_batch_size").record(batch.len() as f64);
+                // Looked up at the first batch, not at startup: the
+                // metrics recorder may be installed after the store.
+                static BATCH_SIZE: OnceLock<metrics::Histogram> = OnceLock::new();
+                BATCH_SIZE
+                    .get_or_init(|| metrics::histogram!("clacks_store_batch_size"))
+                    .record(batch.len() as f64);
                 let (committing, committing_rx) = oneshot::channel();
                 let (answered, answered_rx) = oneshot::channel();
                 let stage = Stage {

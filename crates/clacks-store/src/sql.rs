@@ -417,7 +417,10 @@ macro_rules! sql_store {
                 }
                 let started = std::time::Instant::now();
                 let stored = Self::store_batch(&batches, insert_returning, &batch, &repeat_of, &mut stage).await;
-                metrics::histogram!("clacks_store_batch_commit_seconds").record(started.elapsed().as_secs_f64());
+                static COMMIT_SECONDS: std::sync::OnceLock<metrics::Histogram> = std::sync::OnceLock::new();
+                COMMIT_SECONDS
+                    .get_or_init(|| metrics::histogram!("clacks_store_batch_commit_seconds"))
+                    .record(started.elapsed().as_secs_f64());
                 let results: Vec<Result<StoredMessage>> = match stored {
                     Ok(results) => results,
                     Err(BatchFailure::Duplicate) => {
