@@ -15,7 +15,8 @@
 //! its own seq update waits for them) and are answered in order.
 
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use clacks_core::{Error, Result};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -62,6 +63,56 @@ impl Stage {
             // An error means the previous batch's task ended (or panicked)
             // without signalling: it answers nothing more either way.
             let _ = previous.await;
+        }
+    }
+}
+
+/// Connections the batch writer keeps checked out between batches. A
+/// connection taken from a sqlx pool is pinged when acquired and again when
+/// released, two round trips per batch on the writer's critical path; kept
+/// connections skip both. One idle for a while goes back to the pool, whose
+/// acquire then checks a connection is alive.
+pub(crate) struct KeptConnections<DB: sqlx::Database> {
+    pool: sqlx::Pool<DB>,
+    /// Off for SQLite: its single write connection serves other writes too.
+    keep: bool,
+    idle: Mutex<Vec<(sqlx::pool::PoolConnection<DB>, Instant)>>,
+}
+
+/// A kept connection idle longer than this is checked by the pool again.
+const KEPT_IDLE: Duration = Duration::from_secs(10);
+
+impl<DB: sqlx::Database> KeptConnections<DB> {
+    pub fn new(pool: sqlx::Pool<DB>, keep: bool) -> Self {
+        KeptConnections {
+            pool,
+            keep,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub async fn take(&self) -> std::result::Result<sqlx::pool::PoolConnection<DB>, sqlx::Error> {
+        let kept = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            // Dropped, stale ones return to the pool, so that the acquire
+            // below can have them (the pool holds no more than the writer).
+            idle.retain(|(_, since)| since.elapsed() < KEPT_IDLE);
+            idle.pop()
+        };
+        match kept {
+            Some((connection, _)) => Ok(connection),
+            None => self.pool.acquire().await,
+        }
+    }
+
+    /// Keeps a connection whose last batch went through (one that failed
+    /// may be broken: it goes back to the pool, which tests it).
+    pub fn put_back(&self, connection: sqlx::pool::PoolConnection<DB>) {
+        if self.keep {
+            self.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((connection, Instant::now()));
         }
     }
 }

@@ -160,19 +160,22 @@ macro_rules! sql_store {
             /// updates counter rows the previous batch committed after this
             /// one's first read, which REPEATABLE READ would refuse. (MySQL
             /// locking statements read the latest rows at any level.)
-            async fn begin_batch_on(pool: &Pool) -> Result<Tx> {
-                if $backend == Backend::Postgres {
-                    pool.begin_with("BEGIN ISOLATION LEVEL READ COMMITTED").await.map_err(db_error)
-                } else {
-                    Self::begin_write_on(pool).await
-                }
+            async fn begin_batch_on(connection: &mut sqlx::pool::PoolConnection<$db>) -> Result<Transaction<'_, $db>> {
+                let begin = match $backend {
+                    Backend::Postgres => "BEGIN ISOLATION LEVEL READ COMMITTED",
+                    Backend::Sqlite => "BEGIN IMMEDIATE",
+                    Backend::MySql => "BEGIN",
+                };
+                sqlx::Connection::begin_with(&mut **connection, begin).await.map_err(db_error)
             }
 
             /// Starts the group-commit writer for messages: batches run on
             /// `batches` (at most `depth` at once), the rare one-by-one
             /// fallback on `pool`.
             fn message_batcher(batches: &Pool, pool: &Pool, depth: usize, insert_returning: bool) -> crate::batch::Batcher {
-                let batches = batches.clone();
+                // SQLite's batches share the one write connection with every
+                // other write: taken per batch, not kept.
+                let batches = std::sync::Arc::new(crate::batch::KeptConnections::new(batches.clone(), $backend != Backend::Sqlite));
                 let pool = pool.clone();
                 crate::batch::Batcher::spawn(depth, move |batch, stage| {
                     Self::write_batch(batches.clone(), pool.clone(), insert_returning, batch, stage)
@@ -198,7 +201,7 @@ macro_rules! sql_store {
             /// Which of the batch's messages need a membership their sender
             /// lacks (one statement per batch).
             async fn non_members(
-                tx: &mut Tx,
+                tx: &mut Transaction<'_, $db>,
                 batch: &[crate::batch::Pending],
                 by_channel: &[(ChannelId, Vec<usize>)],
             ) -> Result<std::collections::HashSet<usize>> {
@@ -252,7 +255,7 @@ macro_rules! sql_store {
             /// Takes the next seqs of several channels in one statement;
             /// returns each existing channel's first new seq (a missing
             /// channel is absent from the map).
-            async fn take_seqs_of_many(tx: &mut Tx, wanted: &[(ChannelId, i64)]) -> Result<HashMap<ChannelId, Seq>> {
+            async fn take_seqs_of_many(tx: &mut Transaction<'_, $db>, wanted: &[(ChannelId, i64)]) -> Result<HashMap<ChannelId, Seq>> {
                 let mut firsts = HashMap::with_capacity(wanted.len());
                 for chunk in wanted.chunks(200) {
                     let mut update = sqlx::QueryBuilder::<$db>::new("UPDATE channels SET last_seq = last_seq + CASE id");
@@ -390,7 +393,7 @@ macro_rules! sql_store {
 
             /// Stores a batch of messages in one transaction (group commit).
             async fn write_batch(
-                batches: Pool,
+                batches: std::sync::Arc<crate::batch::KeptConnections<$db>>,
                 pool: Pool,
                 insert_returning: bool,
                 batch: Vec<crate::batch::Pending>,
@@ -446,14 +449,29 @@ macro_rules! sql_store {
             }
 
             async fn store_batch(
-                pool: &Pool,
+                batches: &crate::batch::KeptConnections<$db>,
+                insert_returning: bool,
+                batch: &[crate::batch::Pending],
+                repeat_of: &[Option<usize>],
+                stage: &mut crate::batch::Stage,
+            ) -> std::result::Result<Vec<Result<StoredMessage>>, BatchFailure> {
+                let mut connection = batches.take().await.map_err(|e| BatchFailure::Failed(db_error(e)))?;
+                let stored = Self::store_batch_on(&mut connection, insert_returning, batch, repeat_of, stage).await;
+                if matches!(stored, Ok(_) | Err(BatchFailure::Duplicate)) {
+                    batches.put_back(connection);
+                }
+                stored
+            }
+
+            async fn store_batch_on(
+                connection: &mut sqlx::pool::PoolConnection<$db>,
                 insert_returning: bool,
                 batch: &[crate::batch::Pending],
                 repeat_of: &[Option<usize>],
                 stage: &mut crate::batch::Stage,
             ) -> std::result::Result<Vec<Result<StoredMessage>>, BatchFailure> {
                 let now = now_ms();
-                let mut tx = Self::begin_batch_on(pool).await.map_err(BatchFailure::Failed)?;
+                let mut tx = Self::begin_batch_on(connection).await.map_err(BatchFailure::Failed)?;
                 let mut results: Vec<Option<Result<StoredMessage>>> = vec![None; batch.len()];
                 let mut by_channel: Vec<(ChannelId, Vec<usize>)> = Vec::new();
                 for (i, pending) in batch.iter().enumerate() {
@@ -531,7 +549,7 @@ macro_rules! sql_store {
             /// then inserts the messages with them; ids come back by
             /// `RETURNING` or, on MySQL 8, a second SELECT.
             async fn insert_with_known_seqs(
-                tx: &mut Tx,
+                tx: &mut Transaction<'_, $db>,
                 batch: &[crate::batch::Pending],
                 by_channel: &[(ChannelId, Vec<usize>)],
                 wanted: &[(ChannelId, i64)],
@@ -629,7 +647,7 @@ macro_rules! sql_store {
             /// itself and returned with the ids. Two statements instead of
             /// four (update, read seqs, insert, read ids).
             async fn insert_returning_seqs(
-                tx: &mut Tx,
+                tx: &mut Transaction<'_, $db>,
                 batch: &[crate::batch::Pending],
                 by_channel: &mut Vec<(ChannelId, Vec<usize>)>,
                 wanted: &[(ChannelId, i64)],
