@@ -7,7 +7,8 @@
 #
 # Writes OUT_PREFIX.perf.txt (perf report, children and self) and leaves
 # the server log in OUT_PREFIX.server.log. Server: release build, fresh
-# SQLite database, JWT secret shared with the tool.
+# SQLite database (or PROFILE_DATABASE_URL, an empty database of your
+# own), JWT secret shared with the tool.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$1; shift
@@ -19,7 +20,7 @@ secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 cport=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 mport=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 ulimit -n "$(ulimit -Hn)"
-DATABASE_URL="sqlite://$dir/bench.db" JWT_SECRET="$secret" \
+DATABASE_URL="${PROFILE_DATABASE_URL:-sqlite://$dir/bench.db}" JWT_SECRET="$secret" \
 CLACKS_CLIENT_ADDR="127.0.0.1:$cport" CLACKS_MANAGEMENT_ADDR="127.0.0.1:$mport" \
 CLACKS_SEND_RATE=1000000 CLACKS_SEND_BURST=1000000 CLACKS_LOG=warn \
   ${SERVER_ENV:-} "$CLACKS" > "$out.server.log" 2>&1 &

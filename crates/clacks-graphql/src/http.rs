@@ -19,6 +19,7 @@ use clacks_service::Caller;
 use futures::FutureExt;
 
 use crate::AppState;
+use crate::documents::with_parsed_query;
 use crate::error::{BAD_USER_INPUT, INTERNAL, coded, finalize, gql};
 use crate::schema::RequestCaller;
 
@@ -100,11 +101,13 @@ pub async fn post_graphql(
     };
     match batch {
         BatchRequest::Single(request) => {
+            let request = with_parsed_query(request);
             json(execute(&state, request.data(RequestCaller(caller))).await)
         }
         BatchRequest::Batch(requests) => {
             let mut responses = Vec::with_capacity(requests.len());
             for request in requests {
+                let request = with_parsed_query(request);
                 responses.push(execute(&state, request.data(RequestCaller(caller.clone()))).await);
             }
             json(BatchResponse::Batch(responses))

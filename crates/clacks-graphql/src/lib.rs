@@ -16,6 +16,7 @@
 //! This crate never talks to the database or the hub directly.
 
 pub mod compat;
+pub mod documents;
 pub mod error;
 pub mod http;
 pub mod render;

@@ -53,6 +53,11 @@ pub struct Config {
     )]
     pub db_max_connections: u32,
 
+    /// Message batches in flight at once on MySQL/MariaDB and PostgreSQL
+    /// (default 2; 1 commits one batch at a time).
+    #[arg(long, env = "CLACKS_DB_BATCH_PIPELINE", global = true)]
+    pub db_batch_pipeline: Option<usize>,
+
     /// HS256 key for client JWTs. Unset: a random key is generated once and
     /// kept in the database (a warning is logged). Use at least 32 bytes.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]

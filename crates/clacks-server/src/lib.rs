@@ -47,6 +47,7 @@ pub async fn connect_store(
         .map_err(|e| StartupError::Config(e.to_string()))?;
     let settings = PoolSettings {
         max_connections: config.db_max_connections.max(1),
+        batch_pipeline: config.db_batch_pipeline,
         ..PoolSettings::default()
     };
     let mut delay = Duration::from_millis(250);

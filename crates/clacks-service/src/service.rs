@@ -1,5 +1,5 @@
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clacks_core::{
@@ -113,7 +113,12 @@ impl ChatService {
     }
 
     fn publish(&self, event: ChannelEvent) {
-        metrics::counter!("clacks_events_published_total").increment(1);
+        static PUBLISHED: OnceLock<metrics::Counter> = OnceLock::new();
+        // A handle looked up once: `counter!` with a name searches the
+        // registry on every call, and this runs for every event.
+        PUBLISHED
+            .get_or_init(|| metrics::counter!("clacks_events_published_total"))
+            .increment(1);
         if let Some(bus) = &self.bus {
             bus.publish(&event);
         }
@@ -252,7 +257,10 @@ impl ChatService {
 
     fn after_store(&self, stored: StoredMessage) -> Message {
         if stored.created {
-            metrics::counter!("clacks_messages_stored_total").increment(1);
+            static STORED: OnceLock<metrics::Counter> = OnceLock::new();
+            STORED
+                .get_or_init(|| metrics::counter!("clacks_messages_stored_total"))
+                .increment(1);
             self.publish(ChannelEvent {
                 channel_id: stored.message.channel_id,
                 seq: stored.message.seq,

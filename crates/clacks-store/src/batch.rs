@@ -7,11 +7,19 @@
 //! transaction, commits, and only then answers each caller, so an ack
 //! still means committed. Nothing waits for a timer: at low load a batch is
 //! one message and costs what a direct insert costs.
+//!
+//! With a pipeline depth above one, the next batch starts once the previous
+//! one has run its statements and is committing, so its round trips overlap
+//! the previous commit's log flush. Batches still take their seqs in order
+//! (a batch starts only after the previous one holds its channel locks, and
+//! its own seq update waits for them) and are answered in order.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use clacks_core::{Error, Result};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::{NewMessage, StoredMessage};
 
@@ -33,20 +41,111 @@ impl Pending {
     }
 }
 
+/// A batch's place in the pipeline.
+pub(crate) struct Stage {
+    committing: Option<oneshot::Sender<()>>,
+    previous: Option<oneshot::Receiver<()>>,
+}
+
+impl Stage {
+    /// Lets the next batch start: this one holds every lock it needs and
+    /// only its commit remains. Dropping the stage does the same.
+    pub fn committing(&mut self) {
+        if let Some(committing) = self.committing.take() {
+            let _ = committing.send(());
+        }
+    }
+
+    /// Waits until the previous batch has answered its callers, so that
+    /// acks leave in seq order.
+    pub async fn previous_answered(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            // An error means the previous batch's task ended (or panicked)
+            // without signalling: it answers nothing more either way.
+            let _ = previous.await;
+        }
+    }
+}
+
+/// Connections the batch writer keeps checked out between batches. A
+/// connection taken from a sqlx pool is pinged when acquired and again when
+/// released, two round trips per batch on the writer's critical path; kept
+/// connections skip both. One idle for a while goes back to the pool, whose
+/// acquire then checks a connection is alive.
+pub(crate) struct KeptConnections<DB: sqlx::Database> {
+    pool: sqlx::Pool<DB>,
+    /// Off for SQLite: its single write connection serves other writes too.
+    keep: bool,
+    idle: Mutex<Vec<(sqlx::pool::PoolConnection<DB>, Instant)>>,
+}
+
+/// A kept connection idle longer than this is checked by the pool again.
+const KEPT_IDLE: Duration = Duration::from_secs(10);
+
+impl<DB: sqlx::Database> KeptConnections<DB> {
+    pub fn new(pool: sqlx::Pool<DB>, keep: bool) -> Self {
+        KeptConnections {
+            pool,
+            keep,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub async fn take(&self) -> std::result::Result<sqlx::pool::PoolConnection<DB>, sqlx::Error> {
+        let kept = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            // Dropped, stale ones return to the pool, so that the acquire
+            // below can have them (the pool holds no more than the writer).
+            idle.retain(|(_, since)| since.elapsed() < KEPT_IDLE);
+            idle.pop()
+        };
+        match kept {
+            Some((connection, _)) => Ok(connection),
+            None => self.pool.acquire().await,
+        }
+    }
+
+    /// Keeps a connection whose last batch went through (one that failed
+    /// may be broken: it goes back to the pool, which tests it).
+    pub fn put_back(&self, connection: sqlx::pool::PoolConnection<DB>) {
+        if self.keep {
+            self.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((connection, Instant::now()));
+        }
+    }
+}
+
 pub(crate) struct Batcher {
     queue: mpsc::Sender<Pending>,
 }
 
 impl Batcher {
-    /// Starts the writer task; `write` stores one batch and answers it.
-    pub fn spawn<F, Fut>(write: F) -> Batcher
+    /// Starts the writer task; `write` stores one batch and answers it. At
+    /// most `depth` batches are in flight at once.
+    pub fn spawn<F, Fut>(depth: usize, write: F) -> Batcher
     where
-        F: Fn(Vec<Pending>) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send,
+        F: Fn(Vec<Pending>, Stage) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
     {
         let (queue, mut rx) = mpsc::channel::<Pending>(QUEUE);
+        let slots = Arc::new(Semaphore::new(depth.max(1)));
         tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
+            let mut previous_committing: Option<oneshot::Receiver<()>> = None;
+            let mut previous_answered: Option<oneshot::Receiver<()>> = None;
+            loop {
+                // Waiting here (not after taking the batch) lets everything
+                // that queues up meanwhile join the next batch.
+                if let Some(committing) = previous_committing.take() {
+                    let _ = committing.await;
+                }
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let Some(first) = rx.recv().await else {
+                    return;
+                };
                 let mut batch = Vec::with_capacity(MAX_BATCH.min(rx.len() + 1));
                 batch.push(first);
                 while batch.len() < MAX_BATCH {
@@ -55,8 +154,25 @@ impl Batcher {
                         Err(_) => break,
                     }
                 }
-                metrics::histogram!("clacks_store_batch_size").record(batch.len() as f64);
-                write(batch).await;
+                // Looked up at the first batch, not at startup: the
+                // metrics recorder may be installed after the store.
+                static BATCH_SIZE: OnceLock<metrics::Histogram> = OnceLock::new();
+                BATCH_SIZE
+                    .get_or_init(|| metrics::histogram!("clacks_store_batch_size"))
+                    .record(batch.len() as f64);
+                let (committing, committing_rx) = oneshot::channel();
+                let (answered, answered_rx) = oneshot::channel();
+                let stage = Stage {
+                    committing: Some(committing),
+                    previous: previous_answered.replace(answered_rx),
+                };
+                previous_committing = Some(committing_rx);
+                let written = write(batch, stage);
+                tokio::spawn(async move {
+                    written.await;
+                    drop(slot);
+                    let _ = answered.send(());
+                });
             }
         });
         Batcher { queue }
@@ -71,5 +187,92 @@ impl Batcher {
         answer
             .await
             .map_err(|_| Error::Internal("the message writer stopped".into()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use clacks_core::{ChannelId, MessageBody, Sender};
+
+    use super::*;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Step {
+        Started(usize),
+        Committing(usize),
+        Answered(usize),
+    }
+
+    /// With two batches in flight, a batch starts only once the previous
+    /// one is committing, and batches answer in order even when a later
+    /// one finishes first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pipelined_batches_start_after_the_previous_commit_and_answer_in_order() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let numbered = Arc::new(AtomicUsize::new(0));
+        let batcher = {
+            let log = log.clone();
+            Batcher::spawn(2, move |batch, mut stage| {
+                let log = log.clone();
+                let n = numbered.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    log.lock().unwrap().push(Step::Started(n));
+                    tokio::task::yield_now().await;
+                    log.lock().unwrap().push(Step::Committing(n));
+                    stage.committing();
+                    // Even batches are slow to commit: the next one would
+                    // overtake them if answers were not ordered.
+                    if n.is_multiple_of(2) {
+                        for _ in 0..50 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    stage.previous_answered().await;
+                    log.lock().unwrap().push(Step::Answered(n));
+                    for pending in batch {
+                        pending.answer(Err(Error::Internal(format!("batch {n}"))));
+                    }
+                }
+            })
+        };
+        let batcher = Arc::new(batcher);
+        let mut sends = Vec::new();
+        // More than MAX_BATCH sends make several batches however they queue.
+        for _ in 0..3 * MAX_BATCH {
+            let batcher = batcher.clone();
+            sends.push(tokio::spawn(async move {
+                let new = NewMessage {
+                    channel_id: ChannelId(1),
+                    sender: Sender::System,
+                    content: MessageBody::parse("hi", 100).unwrap(),
+                    client_message_id: None,
+                    require_member: false,
+                };
+                batcher.submit(new).await
+            }));
+        }
+        for send in sends {
+            assert!(matches!(send.await.unwrap(), Err(Error::Internal(_))));
+        }
+        let log = log.lock().unwrap().clone();
+        let at = |step: Step| log.iter().position(|s| *s == step).unwrap();
+        let batches = numbered_batches(&log);
+        assert!(batches >= 3, "expected several batches: {log:?}");
+        for n in 1..batches {
+            assert!(
+                at(Step::Committing(n - 1)) < at(Step::Started(n)),
+                "{log:?}"
+            );
+            assert!(at(Step::Answered(n - 1)) < at(Step::Answered(n)), "{log:?}");
+        }
+    }
+
+    fn numbered_batches(log: &[Step]) -> usize {
+        log.iter().filter(|s| matches!(s, Step::Started(_))).count()
     }
 }

@@ -194,6 +194,13 @@ pub struct PoolStats {
 pub struct PoolSettings {
     pub max_connections: u32,
     pub acquire_timeout: std::time::Duration,
+    /// Message batches in flight at once (MySQL/MariaDB and PostgreSQL;
+    /// SQLite has one writer). `None`: the backend's default.
+    pub batch_pipeline: Option<usize>,
+    /// MySQL backend: write message batches as for MySQL 8 (no `INSERT ...
+    /// RETURNING`) even on MariaDB, so tests cover that path too.
+    #[doc(hidden)]
+    pub mysql8_statements: bool,
 }
 
 impl Default for PoolSettings {
@@ -201,6 +208,8 @@ impl Default for PoolSettings {
         PoolSettings {
             max_connections: 16,
             acquire_timeout: std::time::Duration::from_secs(5),
+            batch_pipeline: None,
+            mysql8_statements: false,
         }
     }
 }
@@ -215,6 +224,13 @@ pub async fn connect(url: &str, settings: &PoolSettings) -> Result<Arc<dyn Store
         Backend::Postgres => Ok(Arc::new(postgres::PgStore::connect(url, settings).await?)),
     }
 }
+
+/// Prepared statements kept per connection of a batch pool. A batch's
+/// statements come in as many shapes as there are channel and row counts;
+/// run on the shared pool, every one of its connections prepared them anew
+/// (a round trip each) and sqlx's default cache of 100 could not hold them
+/// all. Two dedicated connections with room for 512 keep them prepared.
+pub(crate) const BATCH_STATEMENT_CACHE: usize = 512;
 
 /// Maps a driver error to the error kinds the layers above understand.
 pub(crate) fn db_error(err: sqlx::Error) -> Error {

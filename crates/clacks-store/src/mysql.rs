@@ -8,6 +8,11 @@ use crate::PoolSettings;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
 
+/// Message batches in flight: InnoDB releases a transaction's row locks
+/// before its log flush, so the next batch runs its statements while the
+/// previous one's commit waits for the disk.
+const PIPELINE: usize = 2;
+
 pub struct MySqlStore {
     write: MySqlPool,
     batcher: crate::batch::Batcher,
@@ -27,15 +32,50 @@ impl MySqlStore {
         .await
         .map_err(|_| clacks_core::Error::Unavailable("connecting timed out".into()))?
         .map_err(crate::db_error)?;
+        // MariaDB has `INSERT ... RETURNING` (10.5+), MySQL 8 does not.
+        let mut probe = probe;
+        let version: String = sqlx::query_scalar("SELECT VERSION()")
+            .fetch_one(&mut probe)
+            .await
+            .map_err(crate::db_error)?;
+        let insert_returning =
+            version.to_ascii_lowercase().contains("mariadb") && !settings.mysql8_statements;
+        // MariaDB 11.6+ by default refuses to update a row changed since the
+        // transaction's snapshot, which a pipelined batch does by design (it
+        // reads memberships, then waits for the previous batch's channel
+        // locks). A batch locks what it writes and needs no snapshot, so
+        // its connections turn that check off.
+        let snapshot_check = sqlx::query("SHOW VARIABLES LIKE 'innodb_snapshot_isolation'")
+            .fetch_optional(&mut probe)
+            .await
+            .map_err(crate::db_error)?
+            .is_some();
         let _ = sqlx::Connection::close(probe).await;
         let pool = MySqlPoolOptions::new()
             .max_connections(settings.max_connections.max(1))
             .acquire_timeout(settings.acquire_timeout)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(crate::db_error)?;
+        let depth = settings.batch_pipeline.unwrap_or(PIPELINE).max(1);
+        let batches = MySqlPoolOptions::new()
+            .max_connections(depth as u32)
+            .acquire_timeout(settings.acquire_timeout)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if snapshot_check {
+                        sqlx::Executor::execute(
+                            &mut *conn,
+                            "SET SESSION innodb_snapshot_isolation = OFF",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(options.statement_cache_capacity(crate::BATCH_STATEMENT_CACHE));
         Ok(MySqlStore {
-            batcher: Self::message_batcher(&pool),
+            batcher: Self::message_batcher(&batches, &pool, depth, insert_returning),
             write: pool.clone(),
             read: pool,
         })

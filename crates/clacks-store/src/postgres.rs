@@ -8,6 +8,11 @@ use crate::PoolSettings;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// Message batches in flight (see the MySQL store). PostgreSQL keeps row
+/// locks until the commit is flushed, so a second batch overlaps only its
+/// statements that do not touch the previous batch's channels.
+const PIPELINE: usize = 2;
+
 pub struct PgStore {
     write: PgPool,
     batcher: crate::batch::Batcher,
@@ -31,11 +36,16 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections.max(1))
             .acquire_timeout(settings.acquire_timeout)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(crate::db_error)?;
+        let depth = settings.batch_pipeline.unwrap_or(PIPELINE).max(1);
+        let batches = PgPoolOptions::new()
+            .max_connections(depth as u32)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_lazy_with(options.statement_cache_capacity(crate::BATCH_STATEMENT_CACHE));
         Ok(PgStore {
-            batcher: Self::message_batcher(&pool),
+            batcher: Self::message_batcher(&batches, &pool, depth, true),
             write: pool.clone(),
             read: pool,
         })

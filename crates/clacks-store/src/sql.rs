@@ -155,10 +155,31 @@ macro_rules! sql_store {
                 tx.map_err(db_error)
             }
 
-            /// Starts the group-commit writer for messages.
-            fn message_batcher(pool: &Pool) -> crate::batch::Batcher {
+            /// A message batch's transaction. PostgreSQL: READ COMMITTED
+            /// whatever the server's default, because a pipelined batch
+            /// updates counter rows the previous batch committed after this
+            /// one's first read, which REPEATABLE READ would refuse. (MySQL
+            /// locking statements read the latest rows at any level.)
+            async fn begin_batch_on(connection: &mut sqlx::pool::PoolConnection<$db>) -> Result<Transaction<'_, $db>> {
+                let begin = match $backend {
+                    Backend::Postgres => "BEGIN ISOLATION LEVEL READ COMMITTED",
+                    Backend::Sqlite => "BEGIN IMMEDIATE",
+                    Backend::MySql => "BEGIN",
+                };
+                sqlx::Connection::begin_with(&mut **connection, begin).await.map_err(db_error)
+            }
+
+            /// Starts the group-commit writer for messages: batches run on
+            /// `batches` (at most `depth` at once), the rare one-by-one
+            /// fallback on `pool`.
+            fn message_batcher(batches: &Pool, pool: &Pool, depth: usize, insert_returning: bool) -> crate::batch::Batcher {
+                // SQLite's batches share the one write connection with every
+                // other write: taken per batch, not kept.
+                let batches = std::sync::Arc::new(crate::batch::KeptConnections::new(batches.clone(), $backend != Backend::Sqlite));
                 let pool = pool.clone();
-                crate::batch::Batcher::spawn(move |batch| Self::write_batch(pool.clone(), batch))
+                crate::batch::Batcher::spawn(depth, move |batch, stage| {
+                    Self::write_batch(batches.clone(), pool.clone(), insert_returning, batch, stage)
+                })
             }
 
             /// A read-only transaction with one snapshot for all its reads.
@@ -180,7 +201,7 @@ macro_rules! sql_store {
             /// Which of the batch's messages need a membership their sender
             /// lacks (one statement per batch).
             async fn non_members(
-                tx: &mut Tx,
+                tx: &mut Transaction<'_, $db>,
                 batch: &[crate::batch::Pending],
                 by_channel: &[(ChannelId, Vec<usize>)],
             ) -> Result<std::collections::HashSet<usize>> {
@@ -234,7 +255,7 @@ macro_rules! sql_store {
             /// Takes the next seqs of several channels in one statement;
             /// returns each existing channel's first new seq (a missing
             /// channel is absent from the map).
-            async fn take_seqs_of_many(tx: &mut Tx, wanted: &[(ChannelId, i64)]) -> Result<HashMap<ChannelId, Seq>> {
+            async fn take_seqs_of_many(tx: &mut Transaction<'_, $db>, wanted: &[(ChannelId, i64)]) -> Result<HashMap<ChannelId, Seq>> {
                 let mut firsts = HashMap::with_capacity(wanted.len());
                 for chunk in wanted.chunks(200) {
                     let mut update = sqlx::QueryBuilder::<$db>::new("UPDATE channels SET last_seq = last_seq + CASE id");
@@ -371,7 +392,13 @@ macro_rules! sql_store {
             }
 
             /// Stores a batch of messages in one transaction (group commit).
-            async fn write_batch(pool: Pool, batch: Vec<crate::batch::Pending>) {
+            async fn write_batch(
+                batches: std::sync::Arc<crate::batch::KeptConnections<$db>>,
+                pool: Pool,
+                insert_returning: bool,
+                batch: Vec<crate::batch::Pending>,
+                mut stage: crate::batch::Stage,
+            ) {
                 // Retries of one client message id within the batch share
                 // the first one's outcome.
                 let mut first_of: HashMap<(ChannelId, String, String), usize> = HashMap::new();
@@ -392,8 +419,11 @@ macro_rules! sql_store {
                     }
                 }
                 let started = std::time::Instant::now();
-                let stored = Self::store_batch(&pool, &batch, &repeat_of).await;
-                metrics::histogram!("clacks_store_batch_commit_seconds").record(started.elapsed().as_secs_f64());
+                let stored = Self::store_batch(&batches, insert_returning, &batch, &repeat_of, &mut stage).await;
+                static COMMIT_SECONDS: std::sync::OnceLock<metrics::Histogram> = std::sync::OnceLock::new();
+                COMMIT_SECONDS
+                    .get_or_init(|| metrics::histogram!("clacks_store_batch_commit_seconds"))
+                    .record(started.elapsed().as_secs_f64());
                 let results: Vec<Result<StoredMessage>> = match stored {
                     Ok(results) => results,
                     Err(BatchFailure::Duplicate) => {
@@ -407,6 +437,8 @@ macro_rules! sql_store {
                     }
                     Err(BatchFailure::Failed(e)) => batch.iter().map(|_| Err(e.clone())).collect(),
                 };
+                stage.committing();
+                stage.previous_answered().await;
                 for ((pending, result), repeat) in batch.into_iter().zip(results.iter().cloned()).zip(&repeat_of) {
                     let result = match repeat {
                         Some(first) => results[*first].clone().map(|s| StoredMessage { created: false, ..s }),
@@ -417,12 +449,29 @@ macro_rules! sql_store {
             }
 
             async fn store_batch(
-                pool: &Pool,
+                batches: &crate::batch::KeptConnections<$db>,
+                insert_returning: bool,
                 batch: &[crate::batch::Pending],
                 repeat_of: &[Option<usize>],
+                stage: &mut crate::batch::Stage,
+            ) -> std::result::Result<Vec<Result<StoredMessage>>, BatchFailure> {
+                let mut connection = batches.take().await.map_err(|e| BatchFailure::Failed(db_error(e)))?;
+                let stored = Self::store_batch_on(&mut connection, insert_returning, batch, repeat_of, stage).await;
+                if matches!(stored, Ok(_) | Err(BatchFailure::Duplicate)) {
+                    batches.put_back(connection);
+                }
+                stored
+            }
+
+            async fn store_batch_on(
+                connection: &mut sqlx::pool::PoolConnection<$db>,
+                insert_returning: bool,
+                batch: &[crate::batch::Pending],
+                repeat_of: &[Option<usize>],
+                stage: &mut crate::batch::Stage,
             ) -> std::result::Result<Vec<Result<StoredMessage>>, BatchFailure> {
                 let now = now_ms();
-                let mut tx = Self::begin_write_on(pool).await.map_err(BatchFailure::Failed)?;
+                let mut tx = Self::begin_batch_on(connection).await.map_err(BatchFailure::Failed)?;
                 let mut results: Vec<Option<Result<StoredMessage>>> = vec![None; batch.len()];
                 let mut by_channel: Vec<(ChannelId, Vec<usize>)> = Vec::new();
                 for (i, pending) in batch.iter().enumerate() {
@@ -458,9 +507,58 @@ macro_rules! sql_store {
                     .iter()
                     .map(|(channel, members)| (*channel, i64::try_from(members.len()).unwrap_or(i64::MAX)))
                     .collect();
-                let firsts = Self::take_seqs_of_many(&mut tx, &wanted).await.map_err(BatchFailure::Failed)?;
+                // (batch index, seq, id) of every stored message.
+                let stored = if $backend.has_returning() || !insert_returning {
+                    Self::insert_with_known_seqs(&mut tx, batch, &by_channel, &wanted, now, &mut results).await
+                } else {
+                    Self::insert_returning_seqs(&mut tx, batch, &mut by_channel, &wanted, now, &mut results).await
+                };
+                let stored = match stored {
+                    Ok(stored) => stored,
+                    Err(failure) => {
+                        let _ = tx.rollback().await;
+                        return Err(failure);
+                    }
+                };
+                stage.committing();
+                tx.commit().await.map_err(|e| BatchFailure::Failed(db_error(e)))?;
+                for (i, seq, id) in stored {
+                    let new = &batch[i].new;
+                    results[i] = Some(Ok(StoredMessage {
+                        message: Message {
+                            id: MessageId(id),
+                            channel_id: new.channel_id,
+                            seq,
+                            sender: new.sender.clone(),
+                            client_message_id: new.client_message_id.as_ref().map(|c| c.as_str().to_owned()),
+                            content: new.content.as_str().to_owned(),
+                            created_at: now,
+                            edited_at: None,
+                            deleted_at: None,
+                        },
+                        created: true,
+                    }));
+                }
+                Ok(results
+                    .into_iter()
+                    .map(|r| r.unwrap_or_else(|| Err(Error::Internal("a batched message got no result".into()))))
+                    .collect())
+            }
+
+            /// Takes the seqs first (read back by `RETURNING` or a SELECT),
+            /// then inserts the messages with them; ids come back by
+            /// `RETURNING` or, on MySQL 8, a second SELECT.
+            async fn insert_with_known_seqs(
+                tx: &mut Transaction<'_, $db>,
+                batch: &[crate::batch::Pending],
+                by_channel: &[(ChannelId, Vec<usize>)],
+                wanted: &[(ChannelId, i64)],
+                now: i64,
+                results: &mut [Option<Result<StoredMessage>>],
+            ) -> std::result::Result<Vec<(usize, Seq, i64)>, BatchFailure> {
+                let firsts = Self::take_seqs_of_many(tx, wanted).await.map_err(BatchFailure::Failed)?;
                 let mut rows: Vec<(usize, Seq)> = Vec::with_capacity(batch.len());
-                for (channel, members) in &by_channel {
+                for (channel, members) in by_channel {
                     match firsts.get(channel) {
                         Some(first) => {
                             for (offset, i) in members.iter().enumerate() {
@@ -492,25 +590,20 @@ macro_rules! sql_store {
                         // RETURNING's row order is unspecified: match by key.
                         insert.push(" RETURNING id, channel_id, seq");
                     }
-                    let inserted = insert.build().fetch_all(&mut *tx).await;
-                    match inserted {
-                        Ok(returned) => {
-                            for row in &returned {
-                                let id = int(row, 0).map_err(BatchFailure::Failed)?;
-                                let channel = ChannelId(int(row, 1).map_err(BatchFailure::Failed)?);
-                                let seq = int(row, 2).map_err(BatchFailure::Failed)?;
-                                ids.insert((channel, seq), id);
-                            }
-                        }
-                        Err(e) if is_unique_violation(&e) => {
-                            let _ = tx.rollback().await;
-                            return Err(BatchFailure::Duplicate);
-                        }
+                    let returned = match insert.build().fetch_all(&mut **tx).await {
+                        Ok(returned) => returned,
+                        Err(e) if is_unique_violation(&e) => return Err(BatchFailure::Duplicate),
                         Err(e) => return Err(BatchFailure::Failed(db_error(e))),
+                    };
+                    for row in &returned {
+                        let id = int(row, 0).map_err(BatchFailure::Failed)?;
+                        let channel = ChannelId(int(row, 1).map_err(BatchFailure::Failed)?);
+                        let seq = int(row, 2).map_err(BatchFailure::Failed)?;
+                        ids.insert((channel, seq), id);
                     }
                 }
                 if !$backend.has_returning() {
-                    // MySQL: read the ids back by (channel, seq range), all
+                    // MySQL 8: read the ids back by (channel, seq range), all
                     // channels in one statement.
                     for channels in by_channel.chunks(100) {
                         let mut select = sqlx::QueryBuilder::<$db>::new("SELECT id, channel_id, seq FROM messages WHERE ");
@@ -529,7 +622,7 @@ macro_rules! sql_store {
                         if !any {
                             continue;
                         }
-                        let found = select.build().fetch_all(&mut *tx).await.map_err(|e| BatchFailure::Failed(db_error(e)))?;
+                        let found = select.build().fetch_all(&mut **tx).await.map_err(|e| BatchFailure::Failed(db_error(e)))?;
                         for row in &found {
                             let id = int(row, 0).map_err(BatchFailure::Failed)?;
                             let channel = ChannelId(int(row, 1).map_err(BatchFailure::Failed)?);
@@ -538,32 +631,123 @@ macro_rules! sql_store {
                         }
                     }
                 }
-                tx.commit().await.map_err(|e| BatchFailure::Failed(db_error(e)))?;
+                let mut stored = Vec::with_capacity(rows.len());
                 for (i, seq) in rows {
-                    let new = &batch[i].new;
-                    let Some(id) = ids.get(&(new.channel_id, seq)) else {
-                        results[i] = Some(Err(Error::Internal("a stored message was not read back".into())));
-                        continue;
-                    };
-                    results[i] = Some(Ok(StoredMessage {
-                        message: Message {
-                            id: MessageId(*id),
-                            channel_id: new.channel_id,
-                            seq,
-                            sender: new.sender.clone(),
-                            client_message_id: new.client_message_id.as_ref().map(|c| c.as_str().to_owned()),
-                            content: new.content.as_str().to_owned(),
-                            created_at: now,
-                            edited_at: None,
-                            deleted_at: None,
-                        },
-                        created: true,
-                    }));
+                    match ids.get(&(batch[i].new.channel_id, seq)) {
+                        Some(id) => stored.push((i, seq, *id)),
+                        None => results[i] = Some(Err(Error::Internal("a stored message was not read back".into()))),
+                    }
                 }
-                Ok(results
-                    .into_iter()
-                    .map(|r| r.unwrap_or_else(|| Err(Error::Internal("a batched message got no result".into()))))
-                    .collect())
+                Ok(stored)
+            }
+
+            /// MariaDB (`INSERT ... RETURNING` but no `UPDATE ...
+            /// RETURNING`): bumps the counters, then inserts with each seq
+            /// computed from its channel's new `last_seq` in the INSERT
+            /// itself and returned with the ids. Two statements instead of
+            /// four (update, read seqs, insert, read ids).
+            async fn insert_returning_seqs(
+                tx: &mut Transaction<'_, $db>,
+                batch: &[crate::batch::Pending],
+                by_channel: &mut Vec<(ChannelId, Vec<usize>)>,
+                wanted: &[(ChannelId, i64)],
+                now: i64,
+                results: &mut [Option<Result<StoredMessage>>],
+            ) -> std::result::Result<Vec<(usize, Seq, i64)>, BatchFailure> {
+                let mut updated = 0u64;
+                for chunk in wanted.chunks(200) {
+                    let mut update = sqlx::QueryBuilder::<$db>::new("UPDATE channels SET last_seq = last_seq + CASE id");
+                    for (channel, count) in chunk {
+                        update.push(" WHEN ").push_bind(channel.0).push(" THEN ").push_bind(*count);
+                    }
+                    update.push(" ELSE 0 END WHERE id IN (");
+                    let mut ids = update.separated(", ");
+                    for (channel, _) in chunk {
+                        ids.push_bind(channel.0);
+                    }
+                    update.push(")");
+                    updated += update.build().execute(&mut **tx).await.map_err(|e| BatchFailure::Failed(db_error(e)))?.rows_affected();
+                }
+                if updated < wanted.len() as u64 {
+                    // Some channel is gone (rare): find out which.
+                    let mut existing = std::collections::HashSet::new();
+                    for chunk in wanted.chunks(200) {
+                        let mut select = sqlx::QueryBuilder::<$db>::new("SELECT id FROM channels WHERE id IN (");
+                        let mut ids = select.separated(", ");
+                        for (channel, _) in chunk {
+                            ids.push_bind(channel.0);
+                        }
+                        select.push(")");
+                        for row in select.build().fetch_all(&mut **tx).await.map_err(|e| BatchFailure::Failed(db_error(e)))? {
+                            existing.insert(int(&row, 0).map_err(BatchFailure::Failed)?);
+                        }
+                    }
+                    by_channel.retain(|(channel, members)| {
+                        let exists = existing.contains(&channel.0);
+                        if !exists {
+                            for i in members {
+                                results[*i] = Some(Err(Error::NotFound(Entity::Channel)));
+                            }
+                        }
+                        exists
+                    });
+                }
+                // (batch index, channel, how far below the channel's new
+                // last_seq its seq is)
+                let mut rows: Vec<(usize, ChannelId, i64)> = Vec::with_capacity(batch.len());
+                for (channel, members) in by_channel.iter() {
+                    let count = members.len() as i64;
+                    for (offset, i) in members.iter().enumerate() {
+                        rows.push((*i, *channel, count - 1 - offset as i64));
+                    }
+                }
+                let mut returned: HashMap<ChannelId, Vec<(Seq, i64)>> = HashMap::with_capacity(by_channel.len());
+                for chunk in rows.chunks(128) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at) ",
+                    );
+                    insert.push_values(chunk, |mut row, (i, channel, below)| {
+                        let new = &batch[*i].new;
+                        row.push_bind(channel.0)
+                            .push("(SELECT last_seq FROM channels WHERE id = ")
+                            .push_bind_unseparated(channel.0)
+                            .push_unseparated(") - ")
+                            .push_bind_unseparated(*below)
+                            .push_bind(new.sender.display_id().to_owned())
+                            .push_bind(new.client_message_id.as_ref().map(|c| c.as_str().to_owned()))
+                            .push_bind(new.content.as_str().to_owned())
+                            .push_bind(now);
+                    });
+                    insert.push(" RETURNING id, channel_id, seq");
+                    let inserted = match insert.build().fetch_all(&mut **tx).await {
+                        Ok(inserted) => inserted,
+                        Err(e) if is_unique_violation(&e) => return Err(BatchFailure::Duplicate),
+                        Err(e) => return Err(BatchFailure::Failed(db_error(e))),
+                    };
+                    for row in &inserted {
+                        let id = int(row, 0).map_err(BatchFailure::Failed)?;
+                        let channel = ChannelId(int(row, 1).map_err(BatchFailure::Failed)?);
+                        let seq = int(row, 2).map_err(BatchFailure::Failed)?;
+                        returned.entry(channel).or_default().push((seq, id));
+                    }
+                }
+                // A channel's messages got consecutive seqs in batch order,
+                // so its returned rows sorted by seq are its members in order.
+                let mut stored = Vec::with_capacity(rows.len());
+                for (channel, members) in by_channel.iter() {
+                    let mut got = returned.remove(channel).unwrap_or_default();
+                    got.sort_unstable();
+                    let consecutive = got.windows(2).all(|w| w[1].0 == w[0].0 + 1);
+                    if got.len() != members.len() || !consecutive {
+                        return Err(BatchFailure::Failed(Error::Internal(
+                            "the stored messages' seqs were not read back".into(),
+                        )));
+                    }
+                    for (i, (seq, id)) in members.iter().zip(got) {
+                        stored.push((*i, seq, id));
+                    }
+                }
+                Ok(stored)
             }
 
             /// Stores one message in a transaction of its own (the fallback

@@ -48,7 +48,8 @@ impl SqliteStore {
                 .map_err(crate::db_error)?
         };
         Ok(SqliteStore {
-            batcher: Self::message_batcher(&write),
+            // One writer connection: a second batch could only wait for it.
+            batcher: Self::message_batcher(&write, &write, 1, true),
             write,
             read,
         })

@@ -19,10 +19,32 @@ where
     F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: Future<Output = ()>,
 {
+    run_with(backend, PoolSettings::default(), test).await
+}
+
+/// MariaDB through the statements written for MySQL 8 (no `INSERT ...
+/// RETURNING`), which no test database here runs.
+async fn run_mysql8<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let settings = PoolSettings {
+        mysql8_statements: true,
+        ..PoolSettings::default()
+    };
+    run_with(TestBackend::MySql, settings, test).await
+}
+
+async fn run_with<F, Fut>(backend: TestBackend, settings: PoolSettings, test: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let Some(db) = TestDatabase::create(backend).await else {
         return;
     };
-    let store = clacks_store::connect(&db.url, &PoolSettings::default())
+    let store = clacks_store::connect(&db.url, &settings)
         .await
         .expect("connect");
     store.migrate().await.expect("migrate");
@@ -39,6 +61,10 @@ macro_rules! storage_tests {
         mod mysql {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $name() { super::run(clacks_testkit::TestBackend::MySql, super::$name).await })*
+        }
+        mod mysql8 {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::run_mysql8(super::$name).await })*
         }
         mod postgres {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
