@@ -27,12 +27,14 @@ sel() { [ -z "$SELECTED" ] || [[ " $SELECTED " == *" $1 "* ]]; }
 
 sel fanout && run fanout fanout --subscribers 1000 --burst 200 --bursts 10
 sel many-channels && run many-channels many-channels --channels 5000 --members 2 --rates 500,1000,2000 --duration 10
+sel many-channels-idle && run many-channels-idle many-channels --channels 5000 --members 2 --no-subscribe
 sel durable-send-sqlite && run durable-send-sqlite durable-send --senders 64 --db sqlite
 sel durable-send-mysql && run durable-send-mysql durable-send --senders 64 --db mysql
 sel durable-send-postgres && run durable-send-postgres durable-send --senders 64 --db postgres
 sel latency-1000 && run latency-1000 latency --channels 1 --members 1000 --rates 25,50,100,200 --duration 10
 sel latency-5000x2 && run latency-5000x2 latency --channels 5000 --members 2 --rates 500,1000,2000,4000 --duration 10
 sel resume && run resume resume --missed 10000 --repeats 3
+sel resume-events && run resume-events resume --missed 10000 --repeats 3 --stream events
 sel two-nodes && run two-nodes two-nodes --subscribers 1000 --burst 200 --bursts 10
 
 if [ ! -x .venv-bench/bin/python ]; then

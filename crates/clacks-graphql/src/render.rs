@@ -200,18 +200,7 @@ impl RenderPlan {
             return rendered;
         }
         metrics::counter!("clacks_render_cache_misses_total").increment(1);
-        let variables = serde_json::from_str(&self.variables).unwrap_or_default();
-        let mut request = Request::new(self.parsed.query.as_ref()).variables(variables);
-        if let Some(name) = &self.operation_name {
-            request = request.operation_name(name.as_ref());
-        }
-        request.set_parsed_query(ExecutableDocument::clone(&self.parsed.document));
-        let request = request
-            .data(RequestCaller(Some(self.caller.clone())))
-            .data(RenderedEvent(event.clone()));
-        // Boxed: the executor's state is large, and this future lives
-        // inline in every connection's writer.
-        let response = finalize(Box::pin(schema.execute(request)).await);
+        let response = finalize(self.render(schema, event).await);
         let rendered: Arc<str> = match serde_json::to_string(&response) {
             Ok(json) => json.into(),
             Err(_) => {
@@ -222,6 +211,28 @@ impl RenderPlan {
         };
         event.keep_rendering(self.key, rendered.clone());
         rendered
+    }
+}
+
+impl RenderPlan {
+    /// The render as a boxed future, built outside any `async` body: the
+    /// request (and the executor's state) then take no room in the
+    /// future of every connection's writer, which awaits this.
+    fn render<'a>(
+        &self,
+        schema: &'a RenderSchema,
+        event: &Arc<SharedEvent>,
+    ) -> futures::future::BoxFuture<'a, async_graphql::Response> {
+        let variables = serde_json::from_str(&self.variables).unwrap_or_default();
+        let mut request = Request::new(self.parsed.query.as_ref()).variables(variables);
+        if let Some(name) = &self.operation_name {
+            request = request.operation_name(name.as_ref());
+        }
+        request.set_parsed_query(ExecutableDocument::clone(&self.parsed.document));
+        let request = request
+            .data(RequestCaller(Some(self.caller.clone())))
+            .data(RenderedEvent(event.clone()));
+        Box::pin(schema.execute(request))
     }
 }
 

@@ -173,21 +173,27 @@ enum Step {
     CloseRequested,
 }
 
-async fn run(
+/// Sets the connection up, then returns its reader loop. Not an `async fn`:
+/// that would keep room for the socket (and every other argument) in the
+/// loop's state for the connection's whole life, though it is split at once.
+fn run(
     state: AppState,
     socket: WebSocket,
     protocol: Protocol,
     header_token: Option<Result<String, Error>>,
-) {
+) -> impl Future<Output = ()> + Send {
     metrics::gauge!("clacks_ws_connections").increment(1.0);
-    let (sink, mut incoming) = socket.split();
+    let (sink, incoming) = socket.split();
     let outbox = Outbox::new(state.config.connection_queue);
     let writer = tokio::spawn(Writer::new(sink, outbox.clone(), state.render.clone()).run());
     let init_deadline = Instant::now() + state.config.connection_init_timeout;
-    let mut keepalive = tokio::time::interval(state.config.keepalive_interval);
-    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    keepalive.reset();
-    let mut conn = Connection {
+    let keepalive = {
+        let mut keepalive = tokio::time::interval(state.config.keepalive_interval);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        keepalive.reset();
+        keepalive
+    };
+    let conn = Connection {
         state,
         protocol,
         outbox,
@@ -198,6 +204,16 @@ async fn run(
         expires: None,
         operations: HashMap::new(),
     };
+    read_loop(conn, incoming, writer, init_deadline, keepalive)
+}
+
+async fn read_loop(
+    mut conn: Connection,
+    mut incoming: futures::stream::SplitStream<WebSocket>,
+    writer: tokio::task::JoinHandle<()>,
+    init_deadline: Instant,
+    mut keepalive: tokio::time::Interval,
+) {
     loop {
         let acked = conn.caller.is_some();
         let expires = conn.expires;

@@ -329,7 +329,9 @@ impl Writer {
                     Poll::Pending => tokio::select! {
                         written = write.as_mut() => Written::Done(written),
                         () = outbox.writer_close() => Written::Closing,
-                        () = tokio::time::sleep(SEND_TIMEOUT) => Written::TimedOut,
+                        // Boxed, as is the close below: rare, and inline they
+                        // would weigh on every connection's writer.
+                        () = Box::pin(tokio::time::sleep(SEND_TIMEOUT)) => Written::TimedOut,
                     },
                 }
             };
@@ -359,7 +361,7 @@ impl Writer {
         } else {
             CLOSE_GRACE
         };
-        let _ = tokio::time::timeout(grace, self.finish(requested)).await;
+        let _ = Box::pin(tokio::time::timeout(grace, self.finish(requested))).await;
     }
 
     /// Writes `first`, then whatever else is ready without waiting (queued
