@@ -252,22 +252,29 @@ macro_rules! sql_store {
                 Ok(refused)
             }
 
+            /// `UPDATE` that adds each channel's count to its seq counter
+            /// (callers add `RETURNING` where the backend has it).
+            fn bump_seqs(chunk: &[(ChannelId, i64)]) -> sqlx::QueryBuilder<'_, $db> {
+                let mut update = sqlx::QueryBuilder::<$db>::new("UPDATE channels SET last_seq = last_seq + CASE id");
+                for (channel, count) in chunk {
+                    update.push(" WHEN ").push_bind(channel.0).push(" THEN ").push_bind(*count);
+                }
+                update.push(" ELSE 0 END WHERE id IN (");
+                let mut ids = update.separated(", ");
+                for (channel, _) in chunk {
+                    ids.push_bind(channel.0);
+                }
+                update.push(")");
+                update
+            }
+
             /// Takes the next seqs of several channels in one statement;
             /// returns each existing channel's first new seq (a missing
             /// channel is absent from the map).
             async fn take_seqs_of_many(tx: &mut Transaction<'_, $db>, wanted: &[(ChannelId, i64)]) -> Result<HashMap<ChannelId, Seq>> {
                 let mut firsts = HashMap::with_capacity(wanted.len());
                 for chunk in wanted.chunks(200) {
-                    let mut update = sqlx::QueryBuilder::<$db>::new("UPDATE channels SET last_seq = last_seq + CASE id");
-                    for (channel, count) in chunk {
-                        update.push(" WHEN ").push_bind(channel.0).push(" THEN ").push_bind(*count);
-                    }
-                    update.push(" ELSE 0 END WHERE id IN (");
-                    let mut ids = update.separated(", ");
-                    for (channel, _) in chunk {
-                        ids.push_bind(channel.0);
-                    }
-                    update.push(")");
+                    let mut update = Self::bump_seqs(chunk);
                     let rows = if $backend.has_returning() {
                         update.push(" RETURNING id, last_seq");
                         update.build().fetch_all(&mut **tx).await.map_err(db_error)?
@@ -656,16 +663,7 @@ macro_rules! sql_store {
             ) -> std::result::Result<Vec<(usize, Seq, i64)>, BatchFailure> {
                 let mut updated = 0u64;
                 for chunk in wanted.chunks(200) {
-                    let mut update = sqlx::QueryBuilder::<$db>::new("UPDATE channels SET last_seq = last_seq + CASE id");
-                    for (channel, count) in chunk {
-                        update.push(" WHEN ").push_bind(channel.0).push(" THEN ").push_bind(*count);
-                    }
-                    update.push(" ELSE 0 END WHERE id IN (");
-                    let mut ids = update.separated(", ");
-                    for (channel, _) in chunk {
-                        ids.push_bind(channel.0);
-                    }
-                    update.push(")");
+                    let mut update = Self::bump_seqs(chunk);
                     updated += update.build().execute(&mut **tx).await.map_err(|e| BatchFailure::Failed(db_error(e)))?.rows_affected();
                 }
                 if updated < wanted.len() as u64 {

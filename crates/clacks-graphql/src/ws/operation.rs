@@ -28,31 +28,25 @@ pub(super) async fn operation(
     frames: Frames,
     stop: StopSwitch,
 ) {
+    let stopped = stop.clone();
+    let run = async move {
+        let gauge = OperationGauge::start();
+        // The executor's state is large and only needed until a
+        // subscription is handed over; boxed, it is freed before the
+        // subscription lives on.
+        let handed_over = Box::pin(execute(&state, request, caller, &outbox, &frames)).await;
+        match handed_over {
+            Some((handoff, plan)) => {
+                let feed = FeedStream::new(frames, plan, handoff, stop, gauge);
+                outbox.hand_over(feed).await;
+            }
+            None => stop.finish(),
+        }
+    };
     tokio::select! {
         biased;
-        () = stop.stopped() => {}
-        () = run(state, request, caller, outbox, frames, stop.clone()) => {}
-    }
-}
-
-async fn run(
-    state: AppState,
-    request: Request,
-    caller: Arc<Caller>,
-    outbox: Arc<Outbox>,
-    frames: Frames,
-    stop: StopSwitch,
-) {
-    let gauge = OperationGauge::start();
-    // The executor's state is large and only needed until a subscription is
-    // handed over; boxed, it is freed before the subscription lives on.
-    let handed_over = Box::pin(execute(&state, request, caller, &outbox, &frames)).await;
-    match handed_over {
-        Some((handoff, plan)) => {
-            let feed = FeedStream::new(frames, plan, handoff, stop, gauge);
-            outbox.hand_over(feed).await;
-        }
-        None => stop.finish(),
+        () = stopped.stopped() => {}
+        () = run => {}
     }
 }
 

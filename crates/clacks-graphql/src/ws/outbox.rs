@@ -183,8 +183,17 @@ impl Outbox {
 
     /// Resolves once a close was requested (the reader stops reading).
     pub async fn close_requested(&self) {
+        self.closing(&self.reader).await
+    }
+
+    /// Resolves once a close was requested (the writer stops writing).
+    async fn writer_close(&self) {
+        self.closing(&self.writer).await
+    }
+
+    async fn closing(&self, waiter: &AtomicWaker) {
         std::future::poll_fn(|cx| {
-            self.reader.register(cx.waker());
+            waiter.register(cx.waker());
             if self.lock().close.is_some() {
                 Poll::Ready(())
             } else {
@@ -215,19 +224,6 @@ impl Outbox {
         drop(state);
         self.room.notify_one();
         Some(Pending::Send(item))
-    }
-
-    /// Resolves once a close was requested (the writer stops writing).
-    async fn writer_close(&self) {
-        std::future::poll_fn(|cx| {
-            self.writer.register(cx.waker());
-            if self.lock().close.is_some() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
     }
 
     fn requested_close(&self) -> Option<Close> {
