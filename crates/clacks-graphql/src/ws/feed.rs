@@ -146,17 +146,21 @@ impl FeedMeta {
                     METRICS.latency.record(age_ms as f64 / 1000.0);
                 }
                 METRICS.delivered.increment(1);
-                Output::Frame(frames.next_raw(&payload).into())
+                Output::Frame(frames.next_raw(&payload).into(), Some(frames.stop.clone()))
             }
             FeedItem::End(Some(EndReason::Removed)) => {
                 let removed = async_graphql::Response::from_errors(vec![coded(
                     FORBIDDEN,
                     "no longer a member of this channel",
                 )]);
-                Output::Final(Some(frames.next(&removed).into()), frames.complete().into())
+                Output::Final(
+                    Some(frames.next(&removed).into()),
+                    frames.complete().into(),
+                    Some(frames.stop.clone()),
+                )
             }
             FeedItem::End(Some(EndReason::ChannelDeleted) | None) => {
-                Output::Final(None, frames.complete().into())
+                Output::Final(None, frames.complete().into(), Some(frames.stop.clone()))
             }
             FeedItem::End(Some(EndReason::Overflow)) => {
                 METRICS.slow_consumers.increment(1);

@@ -4,19 +4,24 @@ use async_graphql::Response;
 use serde_json::json;
 
 use super::Protocol;
+use super::stop::StopSwitch;
 use crate::error::{INTERNAL, coded};
 
 /// Frame templates of one operation.
 pub(super) struct Frames {
     pub protocol: Protocol,
     id: Box<str>,
+    /// The operation's switch: once the client stops it, its frames still
+    /// queued are dropped (the id may already be reused).
+    pub stop: StopSwitch,
 }
 
 impl Frames {
-    pub fn new(protocol: Protocol, id: &str) -> Self {
+    pub fn new(protocol: Protocol, id: &str, stop: StopSwitch) -> Self {
         Frames {
             protocol,
             id: id.into(),
+            stop,
         }
     }
 

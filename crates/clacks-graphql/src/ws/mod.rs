@@ -66,10 +66,12 @@ pub const GOING_AWAY: u16 = 1001;
 
 /// Tungstenite buffers (SPEC section 9: the 128 KiB defaults cost 1.3 GB
 /// for 10,000 idle sockets). Clients send little, so reads are small; a
-/// larger message is still read whole, in more calls.
+/// larger message is still read whole, in more calls. The write buffer has
+/// no upper limit: a frame larger than the limit could never be sent (a
+/// history page can be megabytes), and the writer flushes at most 64
+/// frames at a time anyway.
 const READ_BUFFER: usize = 512;
 const WRITE_BUFFER: usize = 4 * 1024;
-const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     /// `graphql-transport-ws`.
@@ -104,7 +106,6 @@ pub fn upgrade(
         .protocols(["graphql-transport-ws", "graphql-ws"])
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(MAX_WRITE_BUFFER.max(max_message * 2))
         .max_message_size(max_message)
         .max_frame_size(max_message)
         .on_upgrade(move |socket| run(state, socket, protocol, header_token))
@@ -401,7 +402,7 @@ impl Connection {
                 BAD_USER_INPUT,
                 format!("at most {max} operations may run at once on one connection"),
             );
-            let frames = Frames::new(self.protocol, &id);
+            let frames = Frames::new(self.protocol, &id, StopSwitch::default());
             self.outbox.push(frames.error(&[error]));
             return true;
         }
@@ -415,8 +416,7 @@ impl Connection {
             request,
             caller,
             self.outbox.clone(),
-            Frames::new(self.protocol, &id),
-            stop.clone(),
+            Frames::new(self.protocol, &id, stop.clone()),
         ));
         self.operations.insert(id, stop);
         true

@@ -13,21 +13,20 @@ use super::Protocol;
 use super::feed::{FeedStream, OperationGauge};
 use super::frames::Frames;
 use super::outbox::Outbox;
-use super::stop::StopSwitch;
 use crate::AppState;
 use crate::error::{INTERNAL, coded, finalize};
 use crate::render::{FeedHandoff, FeedSlot, RenderPlan};
 
 /// Runs one operation, queueing its results, until it is over, handed
-/// over, or stopped through `stop`.
+/// over, or stopped through its switch (`frames.stop`).
 pub(super) async fn operation(
     state: AppState,
     request: Request,
     caller: Arc<Caller>,
     outbox: Arc<Outbox>,
     frames: Frames,
-    stop: StopSwitch,
 ) {
+    let stop = frames.stop.clone();
     let stopped = stop.clone();
     let run = async move {
         let gauge = OperationGauge::start();
@@ -87,24 +86,29 @@ async fn execute(
             Err(_) => {
                 tracing::error!("a GraphQL operation panicked");
                 outbox
-                    .send(frames.error(&[coded(INTERNAL, "internal error")]))
+                    .send(
+                        frames.error(&[coded(INTERNAL, "internal error")]),
+                        &frames.stop,
+                    )
                     .await;
                 return None;
             }
         };
         if first && response.data == Value::Null && !response.errors.is_empty() {
-            if outbox.send(frames.error(&response.errors)).await
+            if outbox
+                .send(frames.error(&response.errors), &frames.stop)
+                .await
                 && frames.protocol == Protocol::Legacy
             {
-                outbox.send(frames.complete()).await;
+                outbox.send(frames.complete(), &frames.stop).await;
             }
             return None;
         }
         first = false;
-        if !outbox.send(frames.next(&response)).await {
+        if !outbox.send(frames.next(&response), &frames.stop).await {
             return None;
         }
     }
-    outbox.send(frames.complete()).await;
+    outbox.send(frames.complete(), &frames.stop).await;
     None
 }

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use super::SLOW_CONSUMER;
 use super::feed::{FeedItem, FeedMeta, FeedStream, Feeds};
+use super::stop::StopSwitch;
 use crate::render::RenderSchema;
 use crate::schema::ConnectionControl;
 
@@ -38,7 +39,9 @@ pub(super) struct Close {
 }
 
 pub(super) enum Outgoing {
-    Frame(Utf8Bytes),
+    /// A frame, with the switch of the operation it belongs to (none for
+    /// the connection's own frames).
+    Frame(Utf8Bytes, Option<StopSwitch>),
     /// A subscription handed over by its operation: from now on the writer
     /// renders its events itself.
     Feed(Box<FeedStream>),
@@ -110,7 +113,7 @@ impl Outbox {
             }
             state
                 .items
-                .push_back(Outgoing::Frame(Utf8Bytes::from(frame)));
+                .push_back(Outgoing::Frame(Utf8Bytes::from(frame), None));
         }
         self.writer.wake();
         true
@@ -119,8 +122,12 @@ impl Outbox {
     /// Queues an operation's frame, waiting for room: a client that reads
     /// slowly slows its own operations down. A client that takes no frame
     /// at all for [`SEND_TIMEOUT`] is closed with 4008.
-    pub async fn send(&self, frame: String) -> bool {
-        self.enqueue(Outgoing::Frame(Utf8Bytes::from(frame))).await
+    pub async fn send(&self, frame: String, operation: &StopSwitch) -> bool {
+        self.enqueue(Outgoing::Frame(
+            Utf8Bytes::from(frame),
+            Some(operation.clone()),
+        ))
+        .await
     }
 
     /// Hands a subscription over to the writer.
@@ -248,19 +255,55 @@ impl ConnectionControl for Outbox {
     }
 }
 
-/// What the writer sends next.
+/// What the writer sends next, with the switch of the operation it belongs
+/// to: a frame of an operation the client has stopped is not sent (after
+/// its `complete`, a client may reuse the id).
 pub(super) enum Output {
-    Frame(Utf8Bytes),
+    Frame(Utf8Bytes, Option<StopSwitch>),
     /// A subscription's last frame (if any), then its `complete`.
-    Final(Option<Utf8Bytes>, Utf8Bytes),
+    Final(Option<Utf8Bytes>, Utf8Bytes, Option<StopSwitch>),
     /// A subscription's queue overflowed: close with 4008.
     SlowConsumer,
 }
 
-enum Written {
-    Done(bool),
-    Closing,
-    TimedOut,
+/// Why the writer stopped writing.
+enum WriteFailure {
+    /// The socket failed (the client is gone, or the frame was refused).
+    Socket,
+    /// The socket took nothing for [`SEND_TIMEOUT`].
+    Stalled,
+    /// A subscription's queue overflowed.
+    Overflow,
+}
+
+/// Runs a socket operation, giving it [`SEND_TIMEOUT`] to make progress;
+/// the timer is armed only when the operation has to wait (boxed: rare,
+/// and inline it would weigh on every connection's writer).
+async fn within_send_timeout<T>(operation: impl Future<Output = T>) -> Option<T> {
+    let mut operation = std::pin::pin!(operation);
+    if let Poll::Ready(done) = futures::poll!(operation.as_mut()) {
+        return Some(done);
+    }
+    tokio::select! {
+        done = operation => Some(done),
+        () = Box::pin(tokio::time::sleep(SEND_TIMEOUT)) => None,
+    }
+}
+
+fn stopped(operation: &Option<StopSwitch>) -> bool {
+    operation.as_ref().is_some_and(StopSwitch::is_stopped)
+}
+
+/// Requests a close when the writer ends, whyever it ends (a socket
+/// error, a panic in a render): otherwise the reader would go on with
+/// nobody writing. A no-op when a close was requested already.
+struct WriterExit(Arc<Outbox>);
+
+impl Drop for WriterExit {
+    fn drop(&mut self) {
+        self.0.request_close(1011, "internal error");
+        self.0.drain_for_close();
+    }
 }
 
 enum Step {
@@ -296,11 +339,14 @@ impl Writer {
 
     pub async fn run(mut self) {
         let outbox = self.outbox.clone();
+        let _exit = WriterExit(outbox.clone());
         loop {
             let step = tokio::select! {
                 biased;
                 pending = std::future::poll_fn(|cx| outbox.poll_pending(cx)) => match pending {
-                    Pending::Send(Outgoing::Frame(frame)) => Step::Write(Output::Frame(frame)),
+                    Pending::Send(Outgoing::Frame(frame, operation)) => {
+                        Step::Write(Output::Frame(frame, operation))
+                    }
                     Pending::Send(Outgoing::Feed(feed)) => {
                         self.feeds.push(*feed);
                         continue;
@@ -314,30 +360,24 @@ impl Writer {
             let first = match step {
                 Step::Stop => break,
                 Step::Write(output) => output,
-                Step::Feed(meta, item) => meta.output(&self.render, item).await,
+                // A render may wait on the database: a close request (token
+                // expiry, forced disconnect) does not wait for it.
+                Step::Feed(meta, item) => tokio::select! {
+                    output = meta.output(&self.render, item) => output,
+                    () = outbox.writer_close() => break,
+                },
             };
-            let written = {
-                let mut write = std::pin::pin!(self.write_batch(first));
-                // Most batches go straight into the socket; only one that
-                // has to wait arms the timer.
-                match futures::poll!(write.as_mut()) {
-                    Poll::Ready(written) => Written::Done(written),
-                    Poll::Pending => tokio::select! {
-                        written = write.as_mut() => Written::Done(written),
-                        () = outbox.writer_close() => Written::Closing,
-                        // Boxed, as is the close below: rare, and inline they
-                        // would weigh on every connection's writer.
-                        () = Box::pin(tokio::time::sleep(SEND_TIMEOUT)) => Written::TimedOut,
-                    },
-                }
+            let written = tokio::select! {
+                written = self.write_batch(first) => written,
+                () = outbox.writer_close() => break,
             };
             match written {
-                Written::Done(true) => {}
-                Written::Done(false) | Written::Closing => break,
-                Written::TimedOut => {
-                    // The client took nothing for that long: the live
-                    // events behind would only pile up (it resumes with
-                    // its last seq and loses nothing).
+                Ok(()) => {}
+                Err(WriteFailure::Socket) => break,
+                Err(WriteFailure::Stalled | WriteFailure::Overflow) => {
+                    // The client does not keep up: the live events behind
+                    // would only pile up (it resumes with its last seq and
+                    // loses nothing).
                     metrics::counter!("clacks_ws_slow_consumer_closes_total").increment(1);
                     outbox.request_close(SLOW_CONSUMER, "slow consumer");
                     break;
@@ -360,35 +400,41 @@ impl Writer {
         let _ = Box::pin(tokio::time::timeout(grace, self.finish(requested))).await;
     }
 
+    /// Sends one frame unless its operation was stopped.
+    async fn send(
+        &mut self,
+        frame: Utf8Bytes,
+        operation: &Option<StopSwitch>,
+    ) -> Result<(), WriteFailure> {
+        if stopped(operation) {
+            return Ok(());
+        }
+        match within_send_timeout(self.sink.feed(Message::Text(frame))).await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(_)) => Err(WriteFailure::Socket),
+            None => Err(WriteFailure::Stalled),
+        }
+    }
+
     /// Writes `first`, then whatever else is ready without waiting (queued
-    /// frames first), then flushes. False when the socket failed or a
-    /// subscription overflowed.
-    async fn write_batch(&mut self, first: Output) -> bool {
+    /// frames first), then flushes.
+    async fn write_batch(&mut self, first: Output) -> Result<(), WriteFailure> {
         let mut output = first;
         let mut written = 0;
         loop {
-            let sent = match output {
-                Output::SlowConsumer => {
-                    self.outbox.request_close(SLOW_CONSUMER, "slow consumer");
-                    return false;
-                }
-                Output::Frame(frame) => {
+            match output {
+                Output::SlowConsumer => return Err(WriteFailure::Overflow),
+                Output::Frame(frame, operation) => {
                     written += 1;
-                    self.sink.feed(Message::Text(frame)).await
+                    self.send(frame, &operation).await?;
                 }
-                Output::Final(last, complete) => {
+                Output::Final(last, complete, operation) => {
                     written += 2;
-                    match last {
-                        Some(last) => match self.sink.feed(Message::Text(last)).await {
-                            Ok(()) => self.sink.feed(Message::Text(complete)).await,
-                            failed => failed,
-                        },
-                        None => self.sink.feed(Message::Text(complete)).await,
+                    if let Some(last) = last {
+                        self.send(last, &operation).await?;
                     }
+                    self.send(complete, &operation).await?;
                 }
-            };
-            if sent.is_err() {
-                return false;
             }
             if written >= WRITE_BATCH {
                 break;
@@ -398,14 +444,18 @@ impl Writer {
                 None => break,
             }
         }
-        self.sink.flush().await.is_ok()
+        match within_send_timeout(self.sink.flush()).await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(_)) => Err(WriteFailure::Socket),
+            None => Err(WriteFailure::Stalled),
+        }
     }
 
     /// The next output that is ready now, without waiting.
     async fn ready(&mut self) -> Option<Output> {
         while let Some(Pending::Send(outgoing)) = self.outbox.try_pending() {
             match outgoing {
-                Outgoing::Frame(frame) => return Some(Output::Frame(frame)),
+                Outgoing::Frame(frame, operation) => return Some(Output::Frame(frame, operation)),
                 Outgoing::Feed(feed) => self.feeds.push(*feed),
             }
         }
@@ -425,7 +475,8 @@ impl Writer {
         let queued = self.outbox.drain_for_close();
         if requested.code != SLOW_CONSUMER {
             for outgoing in queued {
-                if let Outgoing::Frame(frame) = outgoing
+                if let Outgoing::Frame(frame, operation) = outgoing
+                    && !stopped(&operation)
                     && self.sink.feed(Message::Text(frame)).await.is_err()
                 {
                     return;
