@@ -91,7 +91,11 @@ impl<DB: sqlx::Database> KeptConnections<DB> {
         }
     }
 
-    pub async fn take(&self) -> std::result::Result<sqlx::pool::PoolConnection<DB>, sqlx::Error> {
+    /// A connection for the next batch, and whether it was kept (not
+    /// checked by the pool since its last batch).
+    pub async fn take(
+        &self,
+    ) -> std::result::Result<(sqlx::pool::PoolConnection<DB>, bool), sqlx::Error> {
         let kept = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             // Dropped, stale ones return to the pool, so that the acquire
@@ -100,9 +104,14 @@ impl<DB: sqlx::Database> KeptConnections<DB> {
             idle.pop()
         };
         match kept {
-            Some((connection, _)) => Ok(connection),
-            None => self.pool.acquire().await,
+            Some((connection, _)) => Ok((connection, true)),
+            None => Ok((self.pool.acquire().await?, false)),
         }
+    }
+
+    /// A connection checked by the pool.
+    pub async fn fresh(&self) -> std::result::Result<sqlx::pool::PoolConnection<DB>, sqlx::Error> {
+        self.pool.acquire().await
     }
 
     /// Keeps a connection whose last batch went through (one that failed

@@ -60,6 +60,8 @@ macro_rules! sql_store {
         enum BatchFailure {
             /// A client message id was stored concurrently elsewhere.
             Duplicate,
+            /// The transaction could not even begin (nothing ran).
+            NotBegun(Error),
             Failed(Error),
         }
         type Tx = Transaction<'static, $db>;
@@ -442,7 +444,7 @@ macro_rules! sql_store {
                         }
                         results
                     }
-                    Err(BatchFailure::Failed(e)) => batch.iter().map(|_| Err(e.clone())).collect(),
+                    Err(BatchFailure::Failed(e) | BatchFailure::NotBegun(e)) => batch.iter().map(|_| Err(e.clone())).collect(),
                 };
                 stage.committing();
                 stage.previous_answered().await;
@@ -462,9 +464,23 @@ macro_rules! sql_store {
                 repeat_of: &[Option<usize>],
                 stage: &mut crate::batch::Stage,
             ) -> std::result::Result<Vec<Result<StoredMessage>>, BatchFailure> {
-                let mut connection = batches.take().await.map_err(|e| BatchFailure::Failed(db_error(e)))?;
-                let stored = Self::store_batch_on(&mut connection, insert_returning, batch, repeat_of, stage).await;
-                if matches!(stored, Ok(_) | Err(BatchFailure::Duplicate)) {
+                let (mut connection, kept) = batches.take().await.map_err(|e| BatchFailure::Failed(db_error(e)))?;
+                let mut stored = Self::store_batch_on(&mut connection, insert_returning, batch, repeat_of, stage).await;
+                if kept && matches!(stored, Err(BatchFailure::NotBegun(_))) {
+                    // A kept connection is not checked by the pool: after a
+                    // database restart it is dead. Nothing ran on it, so the
+                    // batch goes once more on a connection the pool checks.
+                    drop(connection);
+                    connection = batches.fresh().await.map_err(|e| BatchFailure::Failed(db_error(e)))?;
+                    stored = Self::store_batch_on(&mut connection, insert_returning, batch, repeat_of, stage).await;
+                }
+                let reusable = match &stored {
+                    Ok(_) => true,
+                    // Rolled back; keep the connection only if it still answers.
+                    Err(BatchFailure::Duplicate) => sqlx::Connection::ping(&mut *connection).await.is_ok(),
+                    Err(_) => false,
+                };
+                if reusable {
                     batches.put_back(connection);
                 }
                 stored
@@ -478,7 +494,7 @@ macro_rules! sql_store {
                 stage: &mut crate::batch::Stage,
             ) -> std::result::Result<Vec<Result<StoredMessage>>, BatchFailure> {
                 let now = now_ms();
-                let mut tx = Self::begin_batch_on(connection).await.map_err(BatchFailure::Failed)?;
+                let mut tx = Self::begin_batch_on(connection).await.map_err(BatchFailure::NotBegun)?;
                 let mut results: Vec<Option<Result<StoredMessage>>> = vec![None; batch.len()];
                 let mut by_channel: Vec<(ChannelId, Vec<usize>)> = Vec::new();
                 for (i, pending) in batch.iter().enumerate() {

@@ -959,3 +959,39 @@ async fn writes_to_missing_channels_are_not_found(store: Arc<dyn Store>) {
         Err(Error::NotFound(Entity::Channel))
     ));
 }
+
+/// The message writer keeps its connections between batches, unchecked by
+/// the pool. After the database drops them (a restart, a failover, an
+/// idle timeout), the next send still goes through, on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sends_survive_the_database_dropping_the_writers_connections() {
+    let Some(db) = TestDatabase::create(TestBackend::MySql).await else {
+        return;
+    };
+    let store = clacks_store::connect(&db.url, &PoolSettings::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let channel = channel_with(&store, &["alice"]).await;
+    assert_eq!(send(&store, channel, "alice", "before").await.seq, 1);
+
+    // Every connection of the store to its (test-only) database is killed.
+    use sqlx::Connection;
+    let mut admin = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM information_schema.processlist WHERE db = DATABASE() AND id <> CONNECTION_ID()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(!ids.is_empty(), "the store holds connections");
+    for id in ids {
+        let _ = sqlx::raw_sql(&format!("KILL {id}"))
+            .execute(&mut admin)
+            .await;
+    }
+    let _ = admin.close().await;
+
+    assert_eq!(send(&store, channel, "alice", "after").await.seq, 2);
+    store.close().await;
+}
