@@ -190,6 +190,62 @@ async fn client_that_never_reads_is_let_go(backend: TestBackend) {
     app.shutdown().await;
 }
 
+/// Once the client completes an operation, nothing more is sent for its id,
+/// even when the client reuses the id at once (graphql-transport-ws allows
+/// it; subscriptions-transport-ws replaces an operation on `start`).
+async fn a_completed_id_can_be_reused_at_once(backend: TestBackend) {
+    if backend != TestBackend::Sqlite {
+        // Nothing here depends on the database.
+        return;
+    }
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let old = app.channel_with("old", &["alice"]).await;
+    let new = app.channel_with("new", &["alice"]).await;
+    for protocol in [MODERN, LEGACY] {
+        let mut ws = Ws::open(&app.ws_url, protocol, &app.token("alice")).await;
+        ws.subscribe("a", EVENTS, json!({"c": old.to_string()}))
+            .await;
+        let stop = if protocol == MODERN {
+            "complete"
+        } else {
+            "stop"
+        };
+        ws.send(json!({"type": stop, "id": "a"})).await;
+        ws.subscribe("a", EVENTS, json!({"c": new.to_string()}))
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        send_many(&app, old, "alice", 20, 10).await;
+        send_many(&app, new, "alice", 1, 10).await;
+        // The first and only thing for "a": the new channel's message.
+        let frame = ws.recv().await;
+        assert_eq!(frame["id"], "a", "{frame}");
+        let seq = event_seq(&frame).unwrap_or_else(|| panic!("an event, got {frame}"));
+        let expected = app
+            .graphql(
+                Some(&app.token("alice")),
+                "query($c: ID!) { channel(id: $c) { lastSeq } }",
+                json!({"c": new.to_string()}),
+            )
+            .await;
+        assert_eq!(
+            Some(seq),
+            expected["data"]["channel"]["lastSeq"].as_i64(),
+            "the event is the new channel's ({frame})"
+        );
+        // Nothing else arrives: ping, and the pong comes next.
+        ws.send(json!({"type": if protocol == MODERN { "ping" } else { "start" }, "id": "p", "payload": {"query": "{ me { id } }"}}))
+            .await;
+        let next = ws.recv().await;
+        assert_ne!(
+            next["id"], "a",
+            "nothing more for the old operation: {next}"
+        );
+    }
+    app.shutdown().await;
+}
+
 async fn expired_token_then_fresh_token_resumes_without_loss(backend: TestBackend) {
     let Some(app) = TestApp::spawn(backend).await else {
         return;
@@ -257,6 +313,7 @@ macro_rules! each_backend {
 each_backend!(
     slow_consumer_is_closed_alone_and_resumes,
     client_that_never_reads_is_let_go,
+    a_completed_id_can_be_reused_at_once,
     expired_token_then_fresh_token_resumes_without_loss,
     shared_rendering_respects_the_viewer,
     resume_seam_over_websocket,
