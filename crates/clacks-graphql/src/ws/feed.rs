@@ -15,7 +15,6 @@ use futures::Stream;
 
 use super::frames::Frames;
 use super::outbox::Output;
-use super::stop::StopSwitch;
 use crate::error::{FORBIDDEN, coded};
 use crate::render::{FeedHandoff, RenderPlan, RenderSchema};
 
@@ -50,12 +49,11 @@ impl Drop for OperationGauge {
 }
 
 /// One handed-over subscription. Stopped by the client through its
-/// [`StopSwitch`] (it then ends silently); ending by itself, it marks the
+/// operation's stop switch (it then ends silently); ending by itself, it marks the
 /// switch finished, so the connection knows the id is free again.
 pub(super) struct FeedStream {
     meta: Arc<FeedMeta>,
     events: EventStream,
-    stop: StopSwitch,
     done: bool,
     _gauge: OperationGauge,
 }
@@ -65,7 +63,6 @@ impl FeedStream {
         frames: Frames,
         plan: RenderPlan,
         handoff: FeedHandoff,
-        stop: StopSwitch,
         gauge: OperationGauge,
     ) -> Self {
         FeedStream {
@@ -75,7 +72,6 @@ impl FeedStream {
                 accept: handoff.accept,
             }),
             events: handoff.events,
-            stop,
             done: false,
             _gauge: gauge,
         }
@@ -89,7 +85,7 @@ impl Stream for FeedStream {
         if self.done {
             return Poll::Ready(None);
         }
-        if self.stop.poll_stopped(cx).is_ready() {
+        if self.meta.frames.stop.poll_stopped(cx).is_ready() {
             // Stopped by the client: nothing more is said.
             self.done = true;
             return Poll::Ready(None);
@@ -105,12 +101,12 @@ impl Stream for FeedStream {
                 }
                 Poll::Ready(Some(Delivery::End(reason))) => {
                     self.done = true;
-                    self.stop.finish();
+                    self.meta.frames.stop.finish();
                     FeedItem::End(Some(reason))
                 }
                 Poll::Ready(None) => {
                     self.done = true;
-                    self.stop.finish();
+                    self.meta.frames.stop.finish();
                     FeedItem::End(None)
                 }
             };

@@ -27,7 +27,6 @@ pub(super) async fn operation(
     frames: Frames,
 ) {
     let stop = frames.stop.clone();
-    let stopped = stop.clone();
     let run = async move {
         let gauge = OperationGauge::start();
         // The executor's state is large and only needed until a
@@ -36,15 +35,15 @@ pub(super) async fn operation(
         let handed_over = Box::pin(execute(&state, request, caller, &outbox, &frames)).await;
         match handed_over {
             Some((handoff, plan)) => {
-                let feed = FeedStream::new(frames, plan, handoff, stop, gauge);
+                let feed = FeedStream::new(frames, plan, handoff, gauge);
                 outbox.hand_over(feed).await;
             }
-            None => stop.finish(),
+            None => frames.stop.finish(),
         }
     };
     tokio::select! {
         biased;
-        () = stopped.stopped() => {}
+        () = stop.stopped() => {}
         () = run => {}
     }
 }
