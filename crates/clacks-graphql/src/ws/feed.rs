@@ -118,7 +118,6 @@ impl Stream for FeedStream {
 struct DeliveryMetrics {
     latency: metrics::Histogram,
     delivered: metrics::Counter,
-    slow_consumers: metrics::Counter,
 }
 
 // Handles looked up once: a registry lookup per delivered event showed
@@ -126,7 +125,6 @@ struct DeliveryMetrics {
 static METRICS: LazyLock<DeliveryMetrics> = LazyLock::new(|| DeliveryMetrics {
     latency: metrics::histogram!("clacks_delivery_latency_seconds"),
     delivered: metrics::counter!("clacks_events_delivered_total"),
-    slow_consumers: metrics::counter!("clacks_ws_slow_consumer_closes_total"),
 });
 
 impl FeedMeta {
@@ -158,10 +156,8 @@ impl FeedMeta {
             FeedItem::End(Some(EndReason::ChannelDeleted) | None) => {
                 Output::Final(None, frames.complete().into(), Some(frames.stop.clone()))
             }
-            FeedItem::End(Some(EndReason::Overflow)) => {
-                METRICS.slow_consumers.increment(1);
-                Output::SlowConsumer
-            }
+            // Counted by the writer, which closes the connection.
+            FeedItem::End(Some(EndReason::Overflow)) => Output::SlowConsumer,
         }
     }
 }
