@@ -4,34 +4,62 @@
 //! server CPU outside the database: parse once, hand each request a copy.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use async_graphql::Request;
 use async_graphql::parser::types::ExecutableDocument;
 
-/// Distinct documents kept; a flood of distinct ones starts the cache over.
+/// Distinct query texts kept; a flood of distinct ones starts a cache over.
 const CAPACITY: usize = 256;
 /// Longer query texts are parsed every time rather than kept.
 const LONGEST_CACHED: usize = 16 * 1024;
 
+/// What was made of each query text (a parsed document, a render plan's
+/// document), kept because clients send the same few texts over and over.
+/// Bounded and simple: when full, it starts over.
+pub(crate) struct ByQueryText<V> {
+    entries: OnceLock<Mutex<HashMap<Arc<str>, V>>>,
+}
+
+impl<V: Clone> ByQueryText<V> {
+    pub const fn new() -> Self {
+        ByQueryText {
+            entries: OnceLock::new(),
+        }
+    }
+
+    fn entries(&self) -> MutexGuard<'_, HashMap<Arc<str>, V>> {
+        self.entries
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The value kept for `query`, or the one `make` makes (kept unless it
+    /// is `None`).
+    pub fn get_or_make(&self, query: &str, make: impl FnOnce() -> Option<V>) -> Option<V> {
+        if let Some(found) = self.entries().get(query) {
+            return Some(found.clone());
+        }
+        let made = make()?;
+        let mut entries = self.entries();
+        if entries.len() >= CAPACITY {
+            entries.clear();
+        }
+        entries.insert(query.into(), made.clone());
+        Some(made)
+    }
+}
+
 /// The parsed document of `query`, or `None` when it does not parse (the
 /// executor then parses it again and reports the error as usual).
 pub fn parsed(query: &str) -> Option<Arc<ExecutableDocument>> {
-    static CACHE: OnceLock<Mutex<HashMap<Arc<str>, Arc<ExecutableDocument>>>> = OnceLock::new();
+    static PARSED: ByQueryText<Arc<ExecutableDocument>> = ByQueryText::new();
+    let parse = || async_graphql::parser::parse_query(query).ok().map(Arc::new);
     if query.len() > LONGEST_CACHED {
-        return async_graphql::parser::parse_query(query).ok().map(Arc::new);
+        return parse();
     }
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(found) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(query) {
-        return Some(found.clone());
-    }
-    let document = Arc::new(async_graphql::parser::parse_query(query).ok()?);
-    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-    if cache.len() >= CAPACITY {
-        cache.clear();
-    }
-    cache.insert(query.into(), document.clone());
-    Some(document)
+    PARSED.get_or_make(query, parse)
 }
 
 /// `request` with its document taken from the cache (the executor still

@@ -17,10 +17,9 @@
 //! the subscriber's user id in their key, so nothing rendered for one user
 //! ever reaches another.
 
-use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet,
@@ -32,6 +31,7 @@ use clacks_core::{ChannelEvent, EventPayload, Seq};
 use clacks_delivery::SharedEvent;
 use clacks_service::{Caller, ChatService, EventStream};
 
+use crate::documents::ByQueryText;
 use crate::error::{INTERNAL, coded, finalize};
 use crate::schema::{EventKind, EventObj, MessageObj, RequestCaller, ResumeInput, SchemaLimits};
 
@@ -106,10 +106,6 @@ pub fn render_schema(service: Arc<ChatService>, limits: SchemaLimits) -> RenderS
         .finish()
 }
 
-/// Parsed subscription documents by query text: clients send the same few
-/// documents, and a parsed document costs kilobytes per subscription.
-const DOCUMENT_CACHE: usize = 256;
-
 #[derive(Clone)]
 struct ParsedDocument {
     query: Arc<str>,
@@ -118,39 +114,35 @@ struct ParsedDocument {
     viewer_dependent: bool,
 }
 
+/// The render document of a subscription's query text, kept by text:
+/// clients send the same few documents, and a parsed document costs
+/// kilobytes per subscription.
 fn parse_for_rendering(query: &str) -> Option<ParsedDocument> {
-    static CACHE: OnceLock<Mutex<HashMap<Arc<str>, ParsedDocument>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(found) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(query) {
-        return Some(found.clone());
-    }
-    let mut document = async_graphql::parser::parse_query(query).ok()?;
-    let viewer_dependent = match &document.operations {
-        DocumentOperations::Single(op) => depends_on_viewer(&op.node.selection_set.node, &document),
-        DocumentOperations::Multiple(ops) => ops
-            .values()
-            .any(|op| depends_on_viewer(&op.node.selection_set.node, &document)),
-    };
-    match &mut document.operations {
-        DocumentOperations::Single(op) => op.node.ty = OperationType::Query,
-        DocumentOperations::Multiple(ops) => {
-            for op in ops.values_mut() {
-                op.node.ty = OperationType::Query;
+    static PARSED: ByQueryText<ParsedDocument> = ByQueryText::new();
+    PARSED.get_or_make(query, || {
+        let mut document = async_graphql::parser::parse_query(query).ok()?;
+        let viewer_dependent = match &document.operations {
+            DocumentOperations::Single(op) => {
+                depends_on_viewer(&op.node.selection_set.node, &document)
+            }
+            DocumentOperations::Multiple(ops) => ops
+                .values()
+                .any(|op| depends_on_viewer(&op.node.selection_set.node, &document)),
+        };
+        match &mut document.operations {
+            DocumentOperations::Single(op) => op.node.ty = OperationType::Query,
+            DocumentOperations::Multiple(ops) => {
+                for op in ops.values_mut() {
+                    op.node.ty = OperationType::Query;
+                }
             }
         }
-    }
-    let parsed = ParsedDocument {
-        query: query.into(),
-        document: Arc::new(document),
-        viewer_dependent,
-    };
-    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-    if cache.len() >= DOCUMENT_CACHE {
-        // Bounded and simple: a flood of distinct documents starts over.
-        cache.clear();
-    }
-    cache.insert(parsed.query.clone(), parsed.clone());
-    Some(parsed)
+        Some(ParsedDocument {
+            query: query.into(),
+            document: Arc::new(document),
+            viewer_dependent,
+        })
+    })
 }
 
 /// How one subscription renders its events. Kept for the life of every
@@ -212,9 +204,7 @@ impl RenderPlan {
         event.keep_rendering(self.key, rendered.clone());
         rendered
     }
-}
 
-impl RenderPlan {
     /// The render as a boxed future, built outside any `async` body: the
     /// request (and the executor's state) then take no room in the
     /// future of every connection's writer, which awaits this.
