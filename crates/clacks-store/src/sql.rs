@@ -270,6 +270,25 @@ macro_rules! sql_store {
                 update
             }
 
+            /// Runs a batch's multi-row message INSERT; returns the
+            /// `(id, channel, seq)` rows of its `RETURNING id, channel_id,
+            /// seq` (none without one). A duplicate client message id is
+            /// told apart.
+            async fn insert_messages(
+                tx: &mut Transaction<'_, $db>,
+                mut insert: sqlx::QueryBuilder<'_, $db>,
+            ) -> std::result::Result<Vec<(i64, ChannelId, Seq)>, BatchFailure> {
+                let rows = match insert.build().fetch_all(&mut **tx).await {
+                    Ok(rows) => rows,
+                    Err(e) if is_unique_violation(&e) => return Err(BatchFailure::Duplicate),
+                    Err(e) => return Err(BatchFailure::Failed(db_error(e))),
+                };
+                rows.iter()
+                    .map(|row| Ok((int(row, 0)?, ChannelId(int(row, 1)?), int(row, 2)?)))
+                    .collect::<Result<Vec<_>>>()
+                    .map_err(BatchFailure::Failed)
+            }
+
             /// Takes the next seqs of several channels in one statement;
             /// returns each existing channel's first new seq (a missing
             /// channel is absent from the map).
@@ -613,15 +632,7 @@ macro_rules! sql_store {
                         // RETURNING's row order is unspecified: match by key.
                         insert.push(" RETURNING id, channel_id, seq");
                     }
-                    let returned = match insert.build().fetch_all(&mut **tx).await {
-                        Ok(returned) => returned,
-                        Err(e) if is_unique_violation(&e) => return Err(BatchFailure::Duplicate),
-                        Err(e) => return Err(BatchFailure::Failed(db_error(e))),
-                    };
-                    for row in &returned {
-                        let id = int(row, 0).map_err(BatchFailure::Failed)?;
-                        let channel = ChannelId(int(row, 1).map_err(BatchFailure::Failed)?);
-                        let seq = int(row, 2).map_err(BatchFailure::Failed)?;
+                    for (id, channel, seq) in Self::insert_messages(tx, insert).await? {
                         ids.insert((channel, seq), id);
                     }
                 }
@@ -733,15 +744,7 @@ macro_rules! sql_store {
                             .push_bind(now);
                     });
                     insert.push(" RETURNING id, channel_id, seq");
-                    let inserted = match insert.build().fetch_all(&mut **tx).await {
-                        Ok(inserted) => inserted,
-                        Err(e) if is_unique_violation(&e) => return Err(BatchFailure::Duplicate),
-                        Err(e) => return Err(BatchFailure::Failed(db_error(e))),
-                    };
-                    for row in &inserted {
-                        let id = int(row, 0).map_err(BatchFailure::Failed)?;
-                        let channel = ChannelId(int(row, 1).map_err(BatchFailure::Failed)?);
-                        let seq = int(row, 2).map_err(BatchFailure::Failed)?;
+                    for (id, channel, seq) in Self::insert_messages(tx, insert).await? {
                         returned.entry(channel).or_default().push((seq, id));
                     }
                 }
