@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use async_graphql::Request;
+use async_graphql::ServerError;
 use async_graphql::parser::types::ExecutableDocument;
 
 /// Distinct query texts kept; a flood of distinct ones starts a cache over.
@@ -36,10 +36,10 @@ impl<V: Clone> ByQueryText<V> {
     }
 
     /// The value kept for `query`, or the one `make` makes (kept unless it
-    /// is `None`).
-    pub fn get_or_make(&self, query: &str, make: impl FnOnce() -> Option<V>) -> Option<V> {
+    /// is an error).
+    pub fn get_or_make<E>(&self, query: &str, make: impl FnOnce() -> Result<V, E>) -> Result<V, E> {
         if let Some(found) = self.entries().get(query) {
-            return Some(found.clone());
+            return Ok(found.clone());
         }
         let made = make()?;
         let mut entries = self.entries();
@@ -47,28 +47,19 @@ impl<V: Clone> ByQueryText<V> {
             entries.clear();
         }
         entries.insert(query.into(), made.clone());
-        Some(made)
+        Ok(made)
     }
 }
 
-/// The parsed document of `query`, or `None` when it does not parse (the
-/// executor then parses it again and reports the error as usual).
-pub fn parsed(query: &str) -> Option<Arc<ExecutableDocument>> {
+/// The parsed document of `query` (only ever called by the guard, which
+/// bounds the text's length, tokens and nesting first).
+pub fn parsed(query: &str) -> Result<Arc<ExecutableDocument>, ServerError> {
     static PARSED: ByQueryText<Arc<ExecutableDocument>> = ByQueryText::new();
-    let parse = || async_graphql::parser::parse_query(query).ok().map(Arc::new);
+    let parse = || async_graphql::parser::parse_query(query).map(Arc::new);
     if query.len() > LONGEST_CACHED {
-        return parse();
+        return parse().map_err(Into::into);
     }
-    PARSED.get_or_make(query, parse)
-}
-
-/// `request` with its document taken from the cache (the executor still
-/// checks depth, complexity and validity as for any request).
-pub fn with_parsed_query(mut request: Request) -> Request {
-    if let Some(document) = parsed(&request.query) {
-        request.set_parsed_query(ExecutableDocument::clone(&document));
-    }
-    request
+    PARSED.get_or_make(query, parse).map_err(Into::into)
 }
 
 #[cfg(test)]
@@ -87,9 +78,8 @@ mod tests {
     }
 
     #[test]
-    fn text_that_does_not_parse_is_left_to_the_executor() {
-        assert!(parsed("mutation {").is_none());
-        let request = with_parsed_query(Request::new("mutation {"));
-        assert_eq!(request.query, "mutation {");
+    fn text_that_does_not_parse_says_why() {
+        let error = parsed("mutation {").unwrap_err();
+        assert!(error.message.contains("expected"), "{}", error.message);
     }
 }

@@ -7,7 +7,8 @@
 //! | `UNAUTHENTICATED` | no token, or a token that fails validation |
 //! | `FORBIDDEN` | not a member, not the sender; a non-member learns nothing more |
 //! | `NOT_FOUND` | the thing does not exist (only said to callers allowed to know) |
-//! | `BAD_USER_INPUT` | invalid arguments, and every GraphQL parse or validation error (including the depth and complexity limits) |
+//! | `BAD_USER_INPUT` | invalid arguments, and every GraphQL parse or validation error |
+//! | `LIMIT_EXCEEDED` | a request limit (see [`crate::guard`]); `extensions.limit` names it, `max` and `actual` say by how much |
 //! | `CONFLICT` | the request conflicts with the current state |
 //! | `PAYLOAD_TOO_LARGE` | message content over the configured limit |
 //! | `RATE_LIMITED` | the send rate limit; `extensions.retryAfterMs` says when to retry |
@@ -15,8 +16,8 @@
 //! | `INTERNAL` | a bug; details are logged, never shown |
 //!
 //! Resolvers return [`clacks_core::Error`] and convert it with [`gql`];
-//! errors produced by async-graphql itself (parse, validation, limits)
-//! are given `BAD_USER_INPUT` by [`finalize`].
+//! errors produced by async-graphql itself (parse, validation) are given
+//! `BAD_USER_INPUT` by [`finalize`].
 
 use async_graphql::{ErrorExtensionValues, Response, ServerError, Value};
 use clacks_core::Error;
@@ -24,6 +25,7 @@ use clacks_core::Error;
 pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
 pub const FORBIDDEN: &str = "FORBIDDEN";
 pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
+pub const LIMIT_EXCEEDED: &str = "LIMIT_EXCEEDED";
 pub const INTERNAL: &str = "INTERNAL";
 
 /// The `extensions.code` of a service error.
@@ -78,7 +80,7 @@ pub fn coded(code: &'static str, message: impl Into<String>) -> ServerError {
 }
 
 /// Gives every error that has no `extensions.code` yet (async-graphql's
-/// own parse, validation and limit errors) the code `BAD_USER_INPUT`.
+/// own parse and validation errors) the code `BAD_USER_INPUT`.
 pub fn finalize(mut response: Response) -> Response {
     for error in &mut response.errors {
         let has_code = error

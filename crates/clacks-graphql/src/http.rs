@@ -19,7 +19,6 @@ use clacks_service::Caller;
 use futures::FutureExt;
 
 use crate::AppState;
-use crate::documents::with_parsed_query;
 use crate::error::{BAD_USER_INPUT, INTERNAL, coded, finalize, gql};
 use crate::schema::RequestCaller;
 
@@ -64,15 +63,28 @@ fn json(response: impl serde::Serialize) -> axum::response::Response {
     axum::Json(response).into_response()
 }
 
-/// Runs one request, turning a panic into an `INTERNAL` error.
-pub async fn execute(state: &AppState, request: Request) -> Response {
-    let run = AssertUnwindSafe(state.schema.execute(request)).catch_unwind();
+/// Runs one request the guard admitted, as `caller`, turning a panic into
+/// an `INTERNAL` error.
+async fn execute(state: &AppState, request: Request, caller: Option<Arc<Caller>>) -> Response {
+    let schema = match caller {
+        Some(_) => &state.schema,
+        None => &state.anonymous,
+    };
+    let run = AssertUnwindSafe(schema.execute(request.data(RequestCaller(caller)))).catch_unwind();
     match run.await {
         Ok(response) => finalize(response),
         Err(_) => {
             tracing::error!("a GraphQL request panicked");
             Response::from_errors(vec![coded(INTERNAL, "internal error")])
         }
+    }
+}
+
+/// Guards, then runs, one operation.
+async fn run(state: &AppState, mut request: Request, caller: &Option<Arc<Caller>>) -> Response {
+    match state.guard.admit(&mut request, caller.is_some()) {
+        Ok(_) => execute(state, request, caller.clone()).await,
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -100,15 +112,15 @@ pub async fn post_graphql(
         Err(error) => return refused(error),
     };
     match batch {
-        BatchRequest::Single(request) => {
-            let request = with_parsed_query(request);
-            json(execute(&state, request.data(RequestCaller(caller))).await)
-        }
+        BatchRequest::Single(request) => json(run(&state, request, &caller).await),
         BatchRequest::Batch(requests) => {
+            // Refused whole, before any of it runs.
+            if let Err(refusal) = state.guard.admit_batch(requests.len()) {
+                return json(refusal.into_response());
+            }
             let mut responses = Vec::with_capacity(requests.len());
             for request in requests {
-                let request = with_parsed_query(request);
-                responses.push(execute(&state, request.data(RequestCaller(caller.clone()))).await);
+                responses.push(run(&state, request, &caller).await);
             }
             json(BatchResponse::Batch(responses))
         }
@@ -146,34 +158,61 @@ pub async fn get_graphql(
             )]));
         }
     };
-    if let Ok(document) = request.parsed_query() {
-        let mutation = match &document.operations {
-            DocumentOperations::Single(op) => op.node.ty != OperationType::Query,
-            DocumentOperations::Multiple(ops) => {
-                ops.values().any(|op| op.node.ty != OperationType::Query)
-            }
-        };
-        if mutation {
-            return json(Response::from_errors(vec![coded(
-                BAD_USER_INPUT,
-                "only queries may be sent with GET; use POST",
-            )]));
-        }
-    }
     let caller = match http_caller(&state, &headers) {
         Ok(caller) => caller,
         Err(error) => return refused(error),
     };
-    json(execute(&state, request.data(RequestCaller(caller))).await)
+    let admitted = match state.guard.admit(&mut request, caller.is_some()) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return json(refusal.into_response()),
+    };
+    let mutation = match &admitted.document.operations {
+        DocumentOperations::Single(op) => op.node.ty != OperationType::Query,
+        DocumentOperations::Multiple(ops) => {
+            ops.values().any(|op| op.node.ty != OperationType::Query)
+        }
+    };
+    if mutation {
+        return json(Response::from_errors(vec![coded(
+            BAD_USER_INPUT,
+            "only queries may be sent with GET; use POST",
+        )]));
+    }
+    json(execute(&state, request, caller).await)
 }
 
 pub async fn explorer() -> Html<&'static str> {
     Html(EXPLORER)
 }
 
-pub async fn schema_sdl(State(state): State<AppState>) -> impl IntoResponse {
+/// The schema's SDL: like introspection, for callers with a token unless
+/// introspection is public.
+pub async fn schema_sdl(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    if !state.config.public_introspection {
+        match http_caller(&state, &headers) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    "the schema needs a bearer token (Authorization: Bearer <JWT>)\n",
+                )
+                    .into_response();
+            }
+            Err(error) => {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    format!("{}\n", error.public_message()),
+                )
+                    .into_response();
+            }
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        state.schema.sdl(),
+        state.sdl.to_string(),
     )
+        .into_response()
 }

@@ -7,17 +7,21 @@
 //! - [`ws`]: Clacks' own WebSocket layer for both `graphql-transport-ws`
 //!   and the legacy `graphql-ws` protocol: one writer task and one bounded
 //!   queue per connection; streams never await the socket.
+//! - [`guard`]: the limits every document meets before the engine parses,
+//!   validates or runs it (size, nesting, fragments, cost, batches).
 //! - [`error`]: the one mapping to `extensions.code`.
 //!
 //! HTTP requests always answer 200 with GraphQL errors (as GraphQL clients
-//! expect); a missing token lets only introspection through, an invalid
-//! one fails the whole request with `UNAUTHENTICATED`.
+//! expect). Without a token, only `__typename` answers (and introspection,
+//! if configured public), with no "Did you mean" suggestions; an invalid
+//! token fails the whole request with `UNAUTHENTICATED`.
 //!
 //! This crate never talks to the database or the hub directly.
 
 pub mod compat;
 pub mod documents;
 pub mod error;
+pub mod guard;
 pub mod http;
 pub mod render;
 pub mod schema;
@@ -30,6 +34,7 @@ use axum::Router;
 use axum::routing::get;
 use clacks_service::ChatService;
 
+pub use guard::RequestLimits;
 pub use schema::{ClacksSchema, sdl};
 
 /// Settings of the GraphQL API.
@@ -38,10 +43,11 @@ pub struct GraphqlConfig {
     /// Most concurrent operations on one WebSocket connection; the next
     /// one fails with `BAD_USER_INPUT`.
     pub max_subscriptions_per_connection: usize,
-    /// Deepest selection accepted (introspection needs about 13).
-    pub max_depth: usize,
-    /// Largest complexity (fields counted) of one operation.
-    pub max_complexity: usize,
+    /// Limits on each request's documents, batches and database fetches.
+    pub limits: RequestLimits,
+    /// Lets callers without a token introspect the schema (and read
+    /// `/schema.graphql`).
+    pub public_introspection: bool,
     /// Frames queued for one WebSocket before it is closed with 4008
     /// ("slow consumer").
     pub connection_queue: usize,
@@ -57,8 +63,8 @@ impl Default for GraphqlConfig {
     fn default() -> Self {
         GraphqlConfig {
             max_subscriptions_per_connection: 100,
-            max_depth: 16,
-            max_complexity: 1000,
+            limits: RequestLimits::DEFAULT,
+            public_introspection: false,
             connection_queue: 1024,
             connection_init_timeout: Duration::from_secs(3),
             keepalive_interval: Duration::from_secs(15),
@@ -70,31 +76,34 @@ impl Default for GraphqlConfig {
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
+    /// For callers with a token.
     pub schema: ClacksSchema,
+    /// For callers without one: no field suggestions.
+    pub anonymous: ClacksSchema,
     /// Renders subscription events once for every subscriber alike.
     pub render: render::RenderSchema,
+    /// Checks every document before the engine sees it.
+    pub guard: Arc<guard::Guard>,
+    /// The schema as SDL, made once.
+    pub sdl: Arc<str>,
     pub service: Arc<ChatService>,
     pub config: Arc<GraphqlConfig>,
 }
 
 pub fn router(service: Arc<ChatService>, config: GraphqlConfig) -> Router {
-    let schema = schema::build(
-        service.clone(),
-        schema::SchemaLimits {
-            max_depth: config.max_depth,
-            max_complexity: config.max_complexity,
-        },
-    );
-    let render = render::render_schema(
-        service.clone(),
-        schema::SchemaLimits {
-            max_depth: config.max_depth,
-            max_complexity: config.max_complexity,
-        },
-    );
+    let schema = schema::build(service.clone());
+    let sdl: Arc<str> = schema.sdl().into();
+    let pages = guard::Pages {
+        default: u64::from(service.limits().default_page),
+        max: u64::from(service.limits().max_page),
+    };
+    let guard = guard::Guard::new(&sdl, config.limits, config.public_introspection, pages);
     let state = AppState {
         schema,
-        render,
+        anonymous: schema::build_anonymous(service.clone()),
+        render: render::render_schema(service.clone()),
+        guard: Arc::new(guard),
+        sdl,
         service,
         config: Arc::new(config),
     };

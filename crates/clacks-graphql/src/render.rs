@@ -18,6 +18,7 @@
 //! ever reaches another.
 
 use std::collections::hash_map::DefaultHasher;
+use std::convert::Infallible;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
@@ -33,7 +34,8 @@ use clacks_service::{Caller, ChatService, EventStream};
 
 use crate::documents::ByQueryText;
 use crate::error::{INTERNAL, coded, finalize};
-use crate::schema::{EventKind, EventObj, MessageObj, RequestCaller, ResumeInput, SchemaLimits};
+use crate::guard::FetchBudget;
+use crate::schema::{EventKind, EventObj, MessageObj, RequestCaller, ResumeInput};
 
 /// A subscription stream handed from a resolver to the connection.
 pub struct FeedHandoff {
@@ -98,11 +100,11 @@ impl RenderRoot {
 
 pub type RenderSchema = Schema<RenderRoot, EmptyMutation, EmptySubscription>;
 
-pub fn render_schema(service: Arc<ChatService>, limits: SchemaLimits) -> RenderSchema {
+/// No limits of its own: it only runs documents the guard admitted when
+/// their subscription started.
+pub fn render_schema(service: Arc<ChatService>) -> RenderSchema {
     Schema::build(RenderRoot, EmptyMutation, EmptySubscription)
         .data(service)
-        .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity)
         .finish()
 }
 
@@ -114,13 +116,13 @@ struct ParsedDocument {
     viewer_dependent: bool,
 }
 
-/// The render document of a subscription's query text, kept by text:
-/// clients send the same few documents, and a parsed document costs
-/// kilobytes per subscription.
-fn parse_for_rendering(query: &str) -> Option<ParsedDocument> {
+/// The render document of a subscription's admitted `document`, kept by
+/// query text: clients send the same few documents, and a parsed document
+/// costs kilobytes per subscription.
+fn for_rendering(query: &str, document: &ExecutableDocument) -> ParsedDocument {
     static PARSED: ByQueryText<ParsedDocument> = ByQueryText::new();
-    PARSED.get_or_make(query, || {
-        let mut document = async_graphql::parser::parse_query(query).ok()?;
+    let made = PARSED.get_or_make(query, || {
+        let mut document = document.clone();
         let viewer_dependent = match &document.operations {
             DocumentOperations::Single(op) => {
                 depends_on_viewer(&op.node.selection_set.node, &document)
@@ -137,12 +139,16 @@ fn parse_for_rendering(query: &str) -> Option<ParsedDocument> {
                 }
             }
         }
-        Some(ParsedDocument {
+        Ok::<_, Infallible>(ParsedDocument {
             query: query.into(),
             document: Arc::new(document),
             viewer_dependent,
         })
-    })
+    });
+    match made {
+        Ok(parsed) => parsed,
+        Err(never) => match never {},
+    }
 }
 
 /// How one subscription renders its events. Kept for the life of every
@@ -154,20 +160,24 @@ pub struct RenderPlan {
     /// parsed again only for a render that is not shared yet.
     variables: Box<str>,
     caller: Arc<Caller>,
+    /// Database fetches one render may make (the operation's limit).
+    max_fetches: u64,
     /// Identifies the rendering: equal keys render equal bytes.
     pub key: u64,
 }
 
 impl RenderPlan {
-    /// The plan for a subscription request, or `None` when its document
-    /// does not parse (the executor has reported that already).
+    /// The plan for a subscription whose `document` (the text `query`) the
+    /// guard admitted.
     pub fn new(
         query: &str,
+        document: &ExecutableDocument,
         operation_name: Option<&str>,
         variables: &Variables,
         caller: Arc<Caller>,
-    ) -> Option<RenderPlan> {
-        let parsed = parse_for_rendering(query)?;
+        max_fetches: u64,
+    ) -> RenderPlan {
+        let parsed = for_rendering(query, document);
         let variables_json = serde_json::to_string(variables).unwrap_or_default();
         let mut hasher = DefaultHasher::new();
         query.hash(&mut hasher);
@@ -176,13 +186,14 @@ impl RenderPlan {
         if parsed.viewer_dependent {
             caller.user_id.as_str().hash(&mut hasher);
         }
-        Some(RenderPlan {
+        RenderPlan {
             parsed,
             operation_name: operation_name.map(Into::into),
             variables: variables_json.into(),
             caller,
+            max_fetches,
             key: hasher.finish(),
-        })
+        }
     }
 
     /// The `payload` JSON for `event`: shared when rendered already.
@@ -221,6 +232,7 @@ impl RenderPlan {
         request.set_parsed_query(ExecutableDocument::clone(&self.parsed.document));
         let request = request
             .data(RequestCaller(Some(self.caller.clone())))
+            .data(FetchBudget::new(self.max_fetches))
             .data(RenderedEvent(event.clone()));
         Box::pin(schema.execute(request))
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use async_graphql::{
     Context, Enum, ID, InputObject, Interface, Json, Object, Result, Schema, SchemaBuilder,
-    Subscription,
+    Subscription, TypeDirective,
 };
 use clacks_core::{
     Channel, ChannelEvent, ChannelId, ChannelSummary, EventPayload, Member, Message, MessageId,
@@ -23,12 +23,14 @@ use futures::{Stream, StreamExt};
 use tokio::sync::OnceCell;
 
 use crate::error::gql;
+use crate::guard::{FetchBudget, Refusal};
 use crate::render::{FeedHandoff, FeedSlot};
 
 pub type ClacksSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Who is asking: set per request (HTTP) or per connection (WebSocket).
-/// `None` when no token was given: only introspection works then.
+/// `None` when no token was given: every field but `__typename` (and
+/// introspection, when it is public) then fails with `UNAUTHENTICATED`.
 #[derive(Clone)]
 pub struct RequestCaller(pub Option<Arc<Caller>>);
 
@@ -41,23 +43,20 @@ pub trait ConnectionControl: Send + Sync {
 #[derive(Clone)]
 pub struct Control(pub Arc<dyn ConnectionControl>);
 
-/// Limits applied to every operation.
-#[derive(Debug, Clone, Copy)]
-pub struct SchemaLimits {
-    pub max_depth: usize,
-    pub max_complexity: usize,
-}
-
 pub fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
     Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
 }
 
-pub fn build(service: Arc<ChatService>, limits: SchemaLimits) -> ClacksSchema {
-    builder()
-        .data(service)
-        .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity)
-        .finish()
+/// The schema. Depth and cost are the guard's to check (before the engine
+/// validates anything), so the engine's own limits stay off.
+pub fn build(service: Arc<ChatService>) -> ClacksSchema {
+    builder().data(service).finish()
+}
+
+/// The schema for callers without a token: the same, without the "Did you
+/// mean ...?" suggestions that would describe it to strangers.
+pub fn build_anonymous(service: Arc<ChatService>) -> ClacksSchema {
+    builder().data(service).disable_suggestions().finish()
 }
 
 /// The served schema as SDL (what `schema.graphql` holds).
@@ -73,17 +72,58 @@ fn service<'a>(ctx: &Context<'a>) -> Result<&'a Arc<ChatService>> {
     })
 }
 
-/// The service and the authenticated caller, or `UNAUTHENTICATED`.
-fn parts<'a>(ctx: &Context<'a>) -> Result<(&'a Arc<ChatService>, &'a Arc<Caller>)> {
-    let caller = ctx
-        .data_opt::<RequestCaller>()
+/// The authenticated caller, or `UNAUTHENTICATED`.
+fn caller<'a>(ctx: &Context<'a>) -> Result<&'a Arc<Caller>> {
+    ctx.data_opt::<RequestCaller>()
         .and_then(|c| c.0.as_ref())
         .ok_or_else(|| {
             gql(clacks_core::Error::Unauthenticated(
                 "a bearer token is required".into(),
             ))
-        })?;
+        })
+}
+
+/// The service and the authenticated caller, for a resolver about to reach
+/// the database: charges the operation's [`FetchBudget`] (a field past the
+/// budget fails with `LIMIT_EXCEEDED`, the rest of the operation goes on).
+fn parts<'a>(ctx: &Context<'a>) -> Result<(&'a Arc<ChatService>, &'a Arc<Caller>)> {
+    let caller = caller(ctx)?;
+    let budget = ctx.data_opt::<FetchBudget>().ok_or_else(|| {
+        gql(clacks_core::Error::Internal(
+            "an operation ran without a fetch budget".into(),
+        ))
+    })?;
+    budget.charge().map_err(Refusal::into_error)?;
     Ok((service(ctx)?, caller))
+}
+
+// The cost model, declared where the resolvers are and published in the
+// SDL with the names and shapes of Apollo's demand-control directives.
+// `crate::guard` reads them back from the SDL.
+
+/// What resolving this field once adds to an operation's cost (checked
+/// against the server's cost limit): 1 unless declared; fields that read
+/// the database declare more.
+#[TypeDirective(name = "cost", location = "FieldDefinition")]
+fn cost(weight: i32) {}
+
+/// How many rows this list counts for in an operation's cost (its
+/// selection's cost is multiplied by them): the first given of its
+/// `slicingArguments` (clamped to the largest page), else `assumedSize`,
+/// else a default page.
+#[TypeDirective(name = "listSize", location = "FieldDefinition")]
+fn list_size(assumed_size: Option<i32>, slicing_arguments: Option<Vec<String>>) {}
+
+/// Cost of a resolution that reaches the database.
+const FETCH: i32 = 10;
+
+/// Rows assumed of the lists the service does not page (a user's
+/// channels, a channel's members, a message's readers); longer ones are
+/// caught by the fetch budget.
+const ASSUMED_ROWS: i32 = 50;
+
+fn slicing(argument: &str) -> Option<Vec<String>> {
+    Some(vec![argument.to_owned()])
 }
 
 fn channel_id(id: &ID) -> Result<ChannelId> {
@@ -178,6 +218,8 @@ impl MessageObj {
         &self.0.content
     }
 
+    // Loaded only if more than its id is asked for; costed as if it were.
+    #[graphql(directive = cost::apply(FETCH))]
     async fn channel(&self) -> ChannelObj {
         ChannelObj::lazy(self.0.channel_id)
     }
@@ -217,6 +259,7 @@ impl MessageObj {
 
     /// Members whose read watermark passed this message, and when (the
     /// sender excluded).
+    #[graphql(directive = cost::apply(FETCH), directive = list_size::apply(Some(ASSUMED_ROWS), None))]
     async fn seen_by(&self, ctx: &Context<'_>) -> Result<Vec<SeenByObj>> {
         let (service, caller) = parts(ctx)?;
         let seen = service.seen_by(caller, self.0.id).await.map_err(gql)?;
@@ -331,6 +374,7 @@ impl ChannelObj {
     }
 
     /// The members, as users (the original field; see `members`).
+    #[graphql(directive = cost::apply(FETCH), directive = list_size::apply(Some(ASSUMED_ROWS), None))]
     async fn users(&self, ctx: &Context<'_>) -> Result<Vec<Option<User>>> {
         let (service, caller) = parts(ctx)?;
         let members = service.members_for(caller, self.id).await.map_err(gql)?;
@@ -338,6 +382,7 @@ impl ChannelObj {
     }
 
     /// The members with their role and read state.
+    #[graphql(directive = cost::apply(FETCH), directive = list_size::apply(Some(ASSUMED_ROWS), None))]
     async fn members(&self, ctx: &Context<'_>) -> Result<Vec<MemberObj>> {
         let (service, caller) = parts(ctx)?;
         let members = service.members_for(caller, self.id).await.map_err(gql)?;
@@ -360,6 +405,7 @@ impl ChannelObj {
     }
 
     /// Messages after the caller's read watermark (not their own).
+    #[graphql(directive = cost::apply(FETCH))]
     async fn unread_count(&self, ctx: &Context<'_>) -> Result<i64> {
         if let Some(count) = self.unread_count {
             return Ok(count);
@@ -369,6 +415,7 @@ impl ChannelObj {
     }
 
     /// The newest message, if any.
+    #[graphql(directive = cost::apply(FETCH))]
     async fn last_message(&self, ctx: &Context<'_>) -> Result<Option<MessageObj>> {
         if let Some(last) = &self.last_message {
             return Ok(last.clone().map(MessageObj));
@@ -392,6 +439,7 @@ impl ChannelObj {
     /// `seq < before` (or the newest of all), newest first. With `after`:
     /// the oldest messages with `seq > after`, oldest first. `limit`
     /// defaults to 50, at most 200.
+    #[graphql(directive = cost::apply(FETCH), directive = list_size::apply(None, slicing("limit")))]
     async fn history(
         &self,
         ctx: &Context<'_>,
@@ -418,6 +466,7 @@ impl ChannelObj {
     /// The original paging: `count` messages (default 50) ending at seq
     /// `last` inclusive (default: the newest), oldest first. The v0 schema
     /// typed this as a single `Message`, an evident slip: it is a list.
+    #[graphql(directive = cost::apply(FETCH), directive = list_size::apply(None, slicing("count")))]
     async fn messages(
         &self,
         ctx: &Context<'_>,
@@ -449,7 +498,12 @@ impl ChannelObj {
         Ok(page.into_iter().map(MessageObj).collect())
     }
 
-    #[graphql(name = "message_view", deprecation = "Use `messageView`.")]
+    #[graphql(
+        name = "message_view",
+        deprecation = "Use `messageView`.",
+        directive = cost::apply(FETCH),
+        directive = list_size::apply(None, slicing("count"))
+    )]
     async fn message_view_v0(
         &self,
         ctx: &Context<'_>,
@@ -462,6 +516,7 @@ impl ChannelObj {
 
     /// `count` messages ending at seq `last` (inclusive; 0 or less: the
     /// newest), oldest first, each with whether `userId` has seen it.
+    #[graphql(directive = cost::apply(FETCH), directive = list_size::apply(None, slicing("count")))]
     async fn message_view(
         &self,
         ctx: &Context<'_>,
@@ -565,6 +620,7 @@ impl ReadState {
         id_of(self.0.channel_id)
     }
 
+    #[graphql(directive = cost::apply(FETCH))]
     async fn channel(&self) -> ChannelObj {
         ChannelObj::lazy(self.0.channel_id)
     }
@@ -577,6 +633,7 @@ impl ReadState {
         self.0.last_read_at.map(secs)
     }
 
+    #[graphql(directive = cost::apply(FETCH))]
     async fn unread_count(&self, ctx: &Context<'_>) -> Result<i64> {
         let (service, caller) = parts(ctx)?;
         service
@@ -595,14 +652,19 @@ pub struct QueryRoot;
 impl QueryRoot {
     /// The caller, with the profile claims of their token.
     async fn me(&self, ctx: &Context<'_>) -> Result<User> {
-        let (_, caller) = parts(ctx)?;
+        let caller = caller(ctx)?;
         Ok(User {
             id: caller.user_id.as_str().to_owned(),
             me: Some(caller.clone()),
         })
     }
 
-    #[graphql(name = "unread_messages", deprecation = "Use `unreadMessages`.")]
+    #[graphql(
+        name = "unread_messages",
+        deprecation = "Use `unreadMessages`.",
+        directive = cost::apply(FETCH),
+        directive = list_size::apply(None, None)
+    )]
     async fn unread_messages_v0(&self, ctx: &Context<'_>) -> Result<Vec<Option<MessageObj>>> {
         Ok(self
             .unread_messages(ctx, None)
@@ -613,6 +675,7 @@ impl QueryRoot {
     }
 
     /// Messages after the caller's read watermarks in all their channels.
+    #[graphql(directive = cost::apply(FETCH), directive = list_size::apply(None, slicing("limit")))]
     async fn unread_messages(
         &self,
         ctx: &Context<'_>,
@@ -627,6 +690,7 @@ impl QueryRoot {
     }
 
     /// The caller's channels with unread counts and last messages.
+    #[graphql(directive = cost::apply(FETCH), directive = list_size::apply(Some(ASSUMED_ROWS), None))]
     async fn channels(&self, ctx: &Context<'_>) -> Result<Vec<ChannelObj>> {
         let (service, caller) = parts(ctx)?;
         let summaries = service.my_channels(caller).await.map_err(gql)?;
@@ -634,6 +698,7 @@ impl QueryRoot {
     }
 
     /// One of the caller's channels (`FORBIDDEN` for any other id).
+    #[graphql(directive = cost::apply(FETCH))]
     async fn channel(&self, ctx: &Context<'_>, id: ID) -> Result<ChannelObj> {
         let (service, caller) = parts(ctx)?;
         let (channel, member) = service
@@ -644,6 +709,7 @@ impl QueryRoot {
     }
 
     /// One message of one of the caller's channels.
+    #[graphql(directive = cost::apply(FETCH))]
     async fn message(&self, ctx: &Context<'_>, id: ID) -> Result<MessageObj> {
         let (service, caller) = parts(ctx)?;
         let message = service
@@ -671,6 +737,7 @@ pub struct MutationRoot;
 #[Object(name = "Mutation")]
 impl MutationRoot {
     /// Sends a message to a channel the caller is a member of.
+    #[graphql(directive = cost::apply(FETCH))]
     async fn create_message(
         &self,
         ctx: &Context<'_>,
@@ -692,6 +759,7 @@ impl MutationRoot {
     }
 
     /// Replaces the content of one of the caller's own messages.
+    #[graphql(directive = cost::apply(FETCH))]
     async fn edit_message(&self, ctx: &Context<'_>, id: ID, content: String) -> Result<MessageObj> {
         let (service, caller) = parts(ctx)?;
         let message = service
@@ -702,6 +770,7 @@ impl MutationRoot {
     }
 
     /// Deletes one of the caller's own messages, leaving a tombstone.
+    #[graphql(directive = cost::apply(FETCH))]
     async fn delete_message(&self, ctx: &Context<'_>, id: ID) -> Result<MessageObj> {
         let (service, caller) = parts(ctx)?;
         let message = service
@@ -712,6 +781,7 @@ impl MutationRoot {
     }
 
     /// Moves the caller's read watermark up to `seq` (never back).
+    #[graphql(directive = cost::apply(FETCH))]
     async fn mark_read(&self, ctx: &Context<'_>, channel: ID, seq: Seq) -> Result<ReadState> {
         let (service, caller) = parts(ctx)?;
         let member = service
@@ -723,6 +793,7 @@ impl MutationRoot {
 
     /// Tells the other members the caller is typing. Ephemeral; returns
     /// false when throttled (at most one broadcast per interval).
+    #[graphql(directive = cost::apply(FETCH))]
     async fn set_typing(&self, ctx: &Context<'_>, channel: ID) -> Result<bool> {
         let (service, caller) = parts(ctx)?;
         service
@@ -1011,6 +1082,7 @@ impl SubscriptionRoot {
     /// `channel` is omitted (following joins and leaves live). With
     /// `afterSeq` (one channel), messages after that seq are replayed
     /// first, then live ones follow with no gap and no duplicate.
+    #[graphql(directive = cost::apply(FETCH))]
     async fn message(
         &self,
         ctx: &Context<'_>,
@@ -1048,6 +1120,7 @@ impl SubscriptionRoot {
     /// A member removed from a single channel gets a `FORBIDDEN` error
     /// and the stream completes; a deleted channel's stream completes
     /// after the `ChannelDeleted` event.
+    #[graphql(directive = cost::apply(FETCH))]
     async fn events(
         &self,
         ctx: &Context<'_>,

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use clacks_graphql::RequestLimits;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Clacks: a self-hosted real-time chat backend (GraphQL for clients, a JSON
@@ -186,24 +187,107 @@ pub struct Config {
     )]
     pub keepalive_interval: u64,
 
-    /// Deepest GraphQL query accepted.
+    /// Longest GraphQL document (the query text), in bytes.
+    #[arg(
+        long,
+        env = "CLACKS_GRAPHQL_MAX_DOCUMENT_BYTES",
+        default_value_t = RequestLimits::DEFAULT.document_bytes,
+        global = true
+    )]
+    pub graphql_max_document_bytes: u64,
+
+    /// Most lexical tokens in one GraphQL document (names, punctuation,
+    /// values; not whitespace or comments).
+    #[arg(
+        long,
+        env = "CLACKS_GRAPHQL_MAX_TOKENS",
+        default_value_t = RequestLimits::DEFAULT.tokens,
+        global = true
+    )]
+    pub graphql_max_tokens: u64,
+
+    /// Deepest nesting of fields in fields (through fragments) and of
+    /// argument values in values.
     #[arg(
         long,
         env = "CLACKS_GRAPHQL_MAX_DEPTH",
-        default_value_t = 16,
+        default_value_t = RequestLimits::DEFAULT.depth,
         global = true
     )]
-    pub graphql_max_depth: usize,
+    pub graphql_max_depth: u64,
 
-    /// Most complex GraphQL query accepted (async-graphql's field count
-    /// based complexity).
+    /// Most selections (fields, fragment spreads, inline fragments) in one
+    /// document once every fragment is inlined, over all its operations and
+    /// fragment definitions: what the engine's validation walks.
     #[arg(
         long,
-        env = "CLACKS_GRAPHQL_MAX_COMPLEXITY",
-        default_value_t = 1000,
+        env = "CLACKS_GRAPHQL_MAX_INLINED_SELECTIONS",
+        default_value_t = RequestLimits::DEFAULT.inlined_selections,
         global = true
     )]
-    pub graphql_max_complexity: usize,
+    pub graphql_max_inlined_selections: u64,
+
+    /// Most aliased fields in one operation (fragments inlined).
+    #[arg(
+        long,
+        env = "CLACKS_GRAPHQL_MAX_ALIASES",
+        default_value_t = RequestLimits::DEFAULT.aliases,
+        global = true
+    )]
+    pub graphql_max_aliases: u64,
+
+    /// Most directives in one operation (fragments inlined).
+    #[arg(
+        long,
+        env = "CLACKS_GRAPHQL_MAX_DIRECTIVES",
+        default_value_t = RequestLimits::DEFAULT.directives,
+        global = true
+    )]
+    pub graphql_max_directives: u64,
+
+    /// Most fields at the top level of one operation.
+    #[arg(
+        long,
+        env = "CLACKS_GRAPHQL_MAX_ROOT_FIELDS",
+        default_value_t = RequestLimits::DEFAULT.root_fields,
+        global = true
+    )]
+    pub graphql_max_root_fields: u64,
+
+    /// Largest cost of one operation: each field's `@cost` weight (1, or 10
+    /// for fields that reach the database) times the rows of the lists
+    /// around it (`@listSize`, see schema.graphql).
+    #[arg(
+        long,
+        env = "CLACKS_GRAPHQL_MAX_COST",
+        default_value_t = RequestLimits::DEFAULT.cost,
+        global = true
+    )]
+    pub graphql_max_cost: u64,
+
+    /// Most operations in one HTTP batch (a JSON array of requests).
+    #[arg(
+        long,
+        env = "CLACKS_GRAPHQL_MAX_BATCH",
+        default_value_t = RequestLimits::DEFAULT.batch,
+        global = true
+    )]
+    pub graphql_max_batch: u64,
+
+    /// Most resolutions that reach the database during one operation (the
+    /// backstop when lists are longer than the cost assumed).
+    #[arg(
+        long,
+        env = "CLACKS_GRAPHQL_MAX_DATABASE_FETCHES",
+        default_value_t = RequestLimits::DEFAULT.database_fetches,
+        global = true
+    )]
+    pub graphql_max_database_fetches: u64,
+
+    /// Let callers without a token introspect the schema (`__schema`,
+    /// `__type`, /schema.graphql). Off: introspection needs a valid token.
+    #[arg(long, env = "CLACKS_GRAPHQL_PUBLIC_INTROSPECTION", global = true)]
+    pub graphql_public_introspection: bool,
 
     /// Seconds to let connections finish after SIGTERM/SIGINT.
     #[arg(
@@ -266,7 +350,45 @@ impl Config {
         if self.max_message_bytes == 0 {
             return Err("CLACKS_MAX_MESSAGE_BYTES must be at least 1".into());
         }
+        let limits = self.graphql_limits();
+        let named = [
+            ("CLACKS_GRAPHQL_MAX_DOCUMENT_BYTES", limits.document_bytes),
+            ("CLACKS_GRAPHQL_MAX_TOKENS", limits.tokens),
+            ("CLACKS_GRAPHQL_MAX_DEPTH", limits.depth),
+            (
+                "CLACKS_GRAPHQL_MAX_INLINED_SELECTIONS",
+                limits.inlined_selections,
+            ),
+            ("CLACKS_GRAPHQL_MAX_ROOT_FIELDS", limits.root_fields),
+            ("CLACKS_GRAPHQL_MAX_COST", limits.cost),
+            ("CLACKS_GRAPHQL_MAX_BATCH", limits.batch),
+            (
+                "CLACKS_GRAPHQL_MAX_DATABASE_FETCHES",
+                limits.database_fetches,
+            ),
+        ];
+        if let Some((name, _)) = named.iter().find(|(_, value)| *value == 0) {
+            return Err(format!(
+                "{name} must be at least 1 (0 would refuse every request)"
+            ));
+        }
         Ok(())
+    }
+
+    /// The GraphQL request limits, as configured.
+    pub fn graphql_limits(&self) -> RequestLimits {
+        RequestLimits {
+            document_bytes: self.graphql_max_document_bytes,
+            tokens: self.graphql_max_tokens,
+            depth: self.graphql_max_depth,
+            inlined_selections: self.graphql_max_inlined_selections,
+            aliases: self.graphql_max_aliases,
+            directives: self.graphql_max_directives,
+            root_fields: self.graphql_max_root_fields,
+            cost: self.graphql_max_cost,
+            batch: self.graphql_max_batch,
+            database_fetches: self.graphql_max_database_fetches,
+        }
     }
 }
 
@@ -294,5 +416,28 @@ mod tests {
         );
         config.management_token = Some("s3cret".into());
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn graphql_limits_default_once_and_refuse_zero() {
+        let config = Config::defaults();
+        assert_eq!(config.graphql_limits(), RequestLimits::DEFAULT);
+        assert!(!config.graphql_public_introspection);
+        let mut config = Config::defaults();
+        config.graphql_max_cost = 0;
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .contains("CLACKS_GRAPHQL_MAX_COST")
+        );
+        let parsed = Cli::parse_from([
+            "clacks",
+            "--graphql-max-aliases",
+            "3",
+            "--graphql-public-introspection",
+        ]);
+        assert_eq!(parsed.config.graphql_limits().aliases, 3);
+        assert!(parsed.config.graphql_public_introspection);
     }
 }

@@ -210,8 +210,8 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
             service.clone(),
             clacks_graphql::GraphqlConfig {
                 max_subscriptions_per_connection: config.max_subscriptions_per_connection,
-                max_depth: config.graphql_max_depth,
-                max_complexity: config.graphql_max_complexity,
+                limits: config.graphql_limits(),
+                public_introspection: config.graphql_public_introspection,
                 connection_queue: config.connection_queue,
                 connection_init_timeout: Duration::from_secs(config.connection_init_timeout),
                 keepalive_interval: Duration::from_secs(config.keepalive_interval),

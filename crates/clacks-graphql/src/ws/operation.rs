@@ -5,7 +5,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use async_graphql::{Request, Value};
+use async_graphql::{Request, ServerError, Value};
 use clacks_service::Caller;
 use futures::{FutureExt, StreamExt};
 
@@ -52,16 +52,24 @@ pub(super) async fn operation(
 /// subscription resolver hands its stream over (returned for the writer).
 async fn execute(
     state: &AppState,
-    request: Request,
+    mut request: Request,
     caller: Arc<Caller>,
     outbox: &Outbox,
     frames: &Frames,
 ) -> Option<(FeedHandoff, RenderPlan)> {
+    let admitted = match state.guard.admit(&mut request, true) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            refuse(outbox, frames, &[refusal.into_server_error()]).await;
+            return None;
+        }
+    };
     // A subscription resolver hands its event stream over through this slot
     // instead of letting the executor render every event per subscriber.
     let slot = FeedSlot::default();
     let plan_source = (
         request.query.clone(),
+        admitted.document,
         request.operation_name.clone(),
         request.variables.clone(),
     );
@@ -73,12 +81,16 @@ async fn execute(
             Ok(Some(response)) => finalize(response),
             Ok(None) => {
                 if let Some(handoff) = slot.take() {
-                    let (query, operation_name, variables) = plan_source;
-                    if let Some(plan) =
-                        RenderPlan::new(&query, operation_name.as_deref(), &variables, caller)
-                    {
-                        return Some((handoff, plan));
-                    }
+                    let (query, document, operation_name, variables) = plan_source;
+                    let plan = RenderPlan::new(
+                        &query,
+                        &document,
+                        operation_name.as_deref(),
+                        &variables,
+                        caller,
+                        state.guard.limits().database_fetches,
+                    );
+                    return Some((handoff, plan));
                 }
                 break;
             }
@@ -94,13 +106,7 @@ async fn execute(
             }
         };
         if first && response.data == Value::Null && !response.errors.is_empty() {
-            if outbox
-                .send(frames.error(&response.errors), &frames.stop)
-                .await
-                && frames.protocol == Protocol::Legacy
-            {
-                outbox.send(frames.complete(), &frames.stop).await;
-            }
+            refuse(outbox, frames, &response.errors).await;
             return None;
         }
         first = false;
@@ -110,4 +116,13 @@ async fn execute(
     }
     outbox.send(frames.complete(), &frames.stop).await;
     None
+}
+
+/// Ends an operation that failed before any result with its errors (the
+/// legacy protocol wants a `complete` after them).
+async fn refuse(outbox: &Outbox, frames: &Frames, errors: &[ServerError]) {
+    if outbox.send(frames.error(errors), &frames.stop).await && frames.protocol == Protocol::Legacy
+    {
+        outbox.send(frames.complete(), &frames.stop).await;
+    }
 }

@@ -5,6 +5,8 @@ mod client;
 mod delivery;
 #[path = "graphql/http.rs"]
 mod http;
+#[path = "graphql/limits.rs"]
+mod limits;
 #[path = "graphql/schema.rs"]
 mod schema;
 #[path = "graphql/ws.rs"]
