@@ -77,25 +77,96 @@ pub(crate) struct KeptConnections<DB: sqlx::Database> {
     /// Off for SQLite: its single write connection serves other writes too.
     keep: bool,
     idle: Mutex<Vec<(sqlx::pool::PoolConnection<DB>, Instant)>>,
+    reachability: Arc<Reachability>,
 }
 
 /// A kept connection idle longer than this is checked by the pool again.
 const KEPT_IDLE: Duration = Duration::from_secs(10);
 
+/// How long a batch pool of its own (MySQL/MariaDB, PostgreSQL) may take
+/// to hand out a connection. It has one connection per batch in flight, so
+/// it never waits for another batch to release one: its acquire only ever
+/// waits for a connect, which takes milliseconds. The shared pools' longer
+/// timeout would hold every send for 5 s when the database refuses
+/// connections (sqlx retries a refused connect until the timeout).
+pub(crate) const BATCH_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// While the database is unreachable, how often a batch tries it again;
+/// the batches in between are refused at once.
+const OUTAGE_RETRY: Duration = Duration::from_millis(250);
+
+/// Whether the database answers, as the batch writer last found: a batch
+/// that could not get a working connection starts an outage, during which
+/// sends are refused at once (`Unavailable`) instead of each waiting for a
+/// connect to time out, except one batch every [`OUTAGE_RETRY`] that tries
+/// again. The first batch that reaches the database ends it.
+#[derive(Default)]
+pub(crate) struct Reachability {
+    /// Set during an outage: when the next batch may try the database.
+    retry_at: Mutex<Option<Instant>>,
+}
+
+impl Reachability {
+    fn retry_at(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.retry_at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.retry_at().is_some()
+    }
+
+    /// Whether a batch may try the database now; during an outage, the
+    /// one that may claims the next try.
+    fn admit(&self) -> Result<()> {
+        let mut retry_at = self.retry_at();
+        match *retry_at {
+            Some(at) if Instant::now() < at => Err(Error::Unavailable(
+                "the database is unreachable; retry later".into(),
+            )),
+            Some(_) => {
+                *retry_at = Some(Instant::now() + OUTAGE_RETRY);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Records how an attempt to reach the database went: an `Unavailable`
+    /// error (no connection, or it broke) starts or extends an outage,
+    /// anything else ends it.
+    fn observe(&self, error: Option<&Error>) {
+        let mut retry_at = self.retry_at();
+        match error {
+            Some(Error::Unavailable(why)) => {
+                if retry_at.is_none() {
+                    tracing::warn!(error = %why, "database unreachable: refusing sends until it answers again");
+                }
+                *retry_at = Some(Instant::now() + OUTAGE_RETRY);
+            }
+            _ => {
+                if retry_at.take().is_some() {
+                    tracing::info!("database reachable again: accepting sends");
+                }
+            }
+        }
+    }
+}
+
 impl<DB: sqlx::Database> KeptConnections<DB> {
-    pub fn new(pool: sqlx::Pool<DB>, keep: bool) -> Self {
+    pub fn new(pool: sqlx::Pool<DB>, keep: bool, reachability: Arc<Reachability>) -> Self {
         KeptConnections {
             pool,
             keep,
             idle: Mutex::new(Vec::new()),
+            reachability,
         }
     }
 
     /// A connection for the next batch, and whether it was kept (not
-    /// checked by the pool since its last batch).
-    pub async fn take(
-        &self,
-    ) -> std::result::Result<(sqlx::pool::PoolConnection<DB>, bool), sqlx::Error> {
+    /// checked by the pool since its last batch); during an outage,
+    /// `Unavailable` at once unless this batch may try again.
+    pub async fn take(&self) -> Result<(sqlx::pool::PoolConnection<DB>, bool)> {
+        self.reachability.admit()?;
         let kept = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             // Dropped, stale ones return to the pool, so that the acquire
@@ -105,13 +176,23 @@ impl<DB: sqlx::Database> KeptConnections<DB> {
         };
         match kept {
             Some((connection, _)) => Ok((connection, true)),
-            None => Ok((self.pool.acquire().await?, false)),
+            None => Ok((self.fresh().await?, false)),
         }
     }
 
     /// A connection checked by the pool.
-    pub async fn fresh(&self) -> std::result::Result<sqlx::pool::PoolConnection<DB>, sqlx::Error> {
-        self.pool.acquire().await
+    pub async fn fresh(&self) -> Result<sqlx::pool::PoolConnection<DB>> {
+        let acquired = self.pool.acquire().await.map_err(crate::db_error);
+        if let Err(error) = &acquired {
+            self.reachability.observe(Some(error));
+        }
+        acquired
+    }
+
+    /// Records how a batch that had a connection went (see
+    /// [`Reachability`]).
+    pub fn observe(&self, error: Option<&Error>) {
+        self.reachability.observe(error);
     }
 
     /// Keeps a connection whose last batch went through (one that failed
@@ -128,12 +209,14 @@ impl<DB: sqlx::Database> KeptConnections<DB> {
 
 pub(crate) struct Batcher {
     queue: mpsc::Sender<Pending>,
+    reachability: Arc<Reachability>,
 }
 
 impl Batcher {
-    /// Starts the writer task; `write` stores one batch and answers it. At
+    /// Starts the writer task; `write` stores one batch and answers it,
+    /// reporting to `reachability` whether it reached the database. At
     /// most `depth` batches are in flight at once.
-    pub fn spawn<F, Fut>(depth: usize, write: F) -> Batcher
+    pub fn spawn<F, Fut>(depth: usize, reachability: Arc<Reachability>, write: F) -> Batcher
     where
         F: Fn(Vec<Pending>, Stage) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -184,7 +267,15 @@ impl Batcher {
                 });
             }
         });
-        Batcher { queue }
+        Batcher {
+            queue,
+            reachability,
+        }
+    }
+
+    /// Whether the last batch found the database unreachable.
+    pub fn database_down(&self) -> bool {
+        self.reachability.is_down()
     }
 
     pub async fn submit(&self, new: NewMessage) -> Result<StoredMessage> {
@@ -226,7 +317,7 @@ mod tests {
         let numbered = Arc::new(AtomicUsize::new(0));
         let batcher = {
             let log = log.clone();
-            Batcher::spawn(2, move |batch, mut stage| {
+            Batcher::spawn(2, Arc::default(), move |batch, mut stage| {
                 let log = log.clone();
                 let n = numbered.fetch_add(1, Ordering::SeqCst);
                 async move {
@@ -279,6 +370,27 @@ mod tests {
             );
             assert!(at(Step::Answered(n - 1)) < at(Step::Answered(n)), "{log:?}");
         }
+    }
+
+    /// While the database is unreachable, batches are refused at once but
+    /// one per retry interval tries it again; reaching it ends the outage.
+    #[test]
+    fn an_outage_refuses_batches_at_once_and_retries_one_periodically() {
+        let reachability = Reachability::default();
+        assert!(reachability.admit().is_ok());
+        reachability.observe(Some(&Error::Unavailable("connection refused".into())));
+        assert!(reachability.is_down());
+        assert!(matches!(reachability.admit(), Err(Error::Unavailable(_))));
+        std::thread::sleep(OUTAGE_RETRY);
+        assert!(reachability.admit().is_ok(), "one batch tries again");
+        assert!(
+            matches!(reachability.admit(), Err(Error::Unavailable(_))),
+            "the others do not wait for its connect"
+        );
+        // Any answer from the database, even an error, means it is back.
+        reachability.observe(Some(&Error::Internal("constraint".into())));
+        assert!(!reachability.is_down());
+        assert!(reachability.admit().is_ok());
     }
 
     fn numbered_batches(log: &[Step]) -> usize {

@@ -60,7 +60,11 @@ impl MySqlStore {
         let depth = settings.batch_pipeline.unwrap_or(PIPELINE).max(1);
         let batches = MySqlPoolOptions::new()
             .max_connections(depth as u32)
-            .acquire_timeout(settings.acquire_timeout)
+            .acquire_timeout(
+                settings
+                    .acquire_timeout
+                    .min(crate::batch::BATCH_CONNECT_TIMEOUT),
+            )
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if snapshot_check {

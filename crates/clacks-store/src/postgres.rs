@@ -42,7 +42,11 @@ impl PgStore {
         let depth = settings.batch_pipeline.unwrap_or(PIPELINE).max(1);
         let batches = PgPoolOptions::new()
             .max_connections(depth as u32)
-            .acquire_timeout(settings.acquire_timeout)
+            .acquire_timeout(
+                settings
+                    .acquire_timeout
+                    .min(crate::batch::BATCH_CONNECT_TIMEOUT),
+            )
             .connect_lazy_with(options.statement_cache_capacity(crate::BATCH_STATEMENT_CACHE));
         Ok(PgStore {
             batcher: Self::message_batcher(&batches, &pool, depth, true),

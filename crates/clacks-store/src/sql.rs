@@ -34,6 +34,13 @@ macro_rules! member_columns {
 /// per window instead of one per message.
 pub(crate) const READ_MARK_WINDOW_MS: i64 = 60_000;
 
+/// The longest `Store::ping` (the readiness probe) waits for the database.
+pub(crate) const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a send waits for the lookup of an earlier message with its
+/// client message id before leaving that to its batch.
+pub(crate) const CLIENT_ID_LOOKUP: std::time::Duration = std::time::Duration::from_millis(500);
+
 macro_rules! sql_store {
     ($store:ident, $db:ty, $backend:expr, $migrator:expr, $read_begin:expr) => {
         use std::borrow::Cow;
@@ -177,9 +184,10 @@ macro_rules! sql_store {
             fn message_batcher(batches: &Pool, pool: &Pool, depth: usize, insert_returning: bool) -> crate::batch::Batcher {
                 // SQLite's batches share the one write connection with every
                 // other write: taken per batch, not kept.
-                let batches = std::sync::Arc::new(crate::batch::KeptConnections::new(batches.clone(), $backend != Backend::Sqlite));
+                let reachability = std::sync::Arc::new(crate::batch::Reachability::default());
+                let batches = std::sync::Arc::new(crate::batch::KeptConnections::new(batches.clone(), $backend != Backend::Sqlite, reachability.clone()));
                 let pool = pool.clone();
-                crate::batch::Batcher::spawn(depth, move |batch, stage| {
+                crate::batch::Batcher::spawn(depth, reachability, move |batch, stage| {
                     Self::write_batch(batches.clone(), pool.clone(), insert_returning, batch, stage)
                 })
             }
@@ -483,16 +491,20 @@ macro_rules! sql_store {
                 repeat_of: &[Option<usize>],
                 stage: &mut crate::batch::Stage,
             ) -> std::result::Result<Vec<Result<StoredMessage>>, BatchFailure> {
-                let (mut connection, kept) = batches.take().await.map_err(|e| BatchFailure::Failed(db_error(e)))?;
+                let (mut connection, kept) = batches.take().await.map_err(BatchFailure::Failed)?;
                 let mut stored = Self::store_batch_on(&mut connection, insert_returning, batch, repeat_of, stage).await;
                 if kept && matches!(stored, Err(BatchFailure::NotBegun(_))) {
                     // A kept connection is not checked by the pool: after a
                     // database restart it is dead. Nothing ran on it, so the
                     // batch goes once more on a connection the pool checks.
                     drop(connection);
-                    connection = batches.fresh().await.map_err(|e| BatchFailure::Failed(db_error(e)))?;
+                    connection = batches.fresh().await.map_err(BatchFailure::Failed)?;
                     stored = Self::store_batch_on(&mut connection, insert_returning, batch, repeat_of, stage).await;
                 }
+                batches.observe(match &stored {
+                    Err(BatchFailure::NotBegun(e) | BatchFailure::Failed(e)) => Some(e),
+                    Ok(_) | Err(BatchFailure::Duplicate) => None,
+                });
                 let reusable = match &stored {
                     Ok(_) => true,
                     // Rolled back; keep the connection only if it still answers.
@@ -920,8 +932,14 @@ macro_rules! sql_store {
             }
 
             async fn ping(&self) -> Result<()> {
-                sqlx::query("SELECT 1").execute(&self.read).await.map_err(db_error)?;
-                Ok(())
+                // Bounded well below the pool's acquire timeout, which a
+                // database refusing connections would otherwise take in
+                // full: a readiness probe gets its 503 before it gives up.
+                let ping = sqlx::query("SELECT 1").execute(&self.read);
+                match tokio::time::timeout(crate::sql::PING_TIMEOUT, ping).await {
+                    Ok(done) => done.map(|_| ()).map_err(db_error),
+                    Err(_) => Err(Error::Unavailable(format!("the database did not answer within {:?}", crate::sql::PING_TIMEOUT))),
+                }
             }
 
             fn pool_stats(&self) -> crate::PoolStats {
@@ -1269,9 +1287,19 @@ macro_rules! sql_store {
             }
 
             async fn create_message(&self, new: &NewMessage) -> Result<StoredMessage> {
-                if let Some(client_id) = new.client_message_id.as_ref() {
-                    if let Some(message) = Self::message_by_client_id(&self.write, new, client_id.as_str()).await? {
-                        return Ok(StoredMessage { message, created: false });
+                // A retry is answered here, without a batch. This lookup is
+                // only a shortcut: the batch finds an earlier message with
+                // the same id by its unique index too. So while the
+                // database is unreachable the send goes straight to the
+                // batch writer, which refuses it at once, and a lookup
+                // still waiting for a connection after `CLIENT_ID_LOOKUP`
+                // (the pool would wait 5 s) leaves the answer to the batch.
+                if let Some(client_id) = new.client_message_id.as_ref().filter(|_| !self.batcher.database_down()) {
+                    let lookup = Self::message_by_client_id(&self.write, new, client_id.as_str());
+                    match tokio::time::timeout(crate::sql::CLIENT_ID_LOOKUP, lookup).await {
+                        Ok(Ok(Some(message))) => return Ok(StoredMessage { message, created: false }),
+                        Ok(Ok(None)) | Ok(Err(Error::Unavailable(_))) | Err(_) => {}
+                        Ok(Err(other)) => return Err(other),
                     }
                 }
                 self.batcher.submit(new.clone()).await

@@ -104,6 +104,16 @@ pub enum Frame {
 
 impl Ws {
     pub async fn connect(url: &str, protocol: &'static str, header: Option<&str>) -> Ws {
+        Ws::try_connect(url, protocol, header).await.unwrap()
+    }
+
+    /// Like [`Ws::connect`], with a failed handshake as an error (for
+    /// clients that reconnect while a node or a balancer is going down).
+    pub async fn try_connect(
+        url: &str,
+        protocol: &'static str,
+        header: Option<&str>,
+    ) -> Result<Ws, String> {
         let mut request = url.into_client_request().unwrap();
         request
             .headers_mut()
@@ -113,7 +123,9 @@ impl Ws {
                 .headers_mut()
                 .insert("Authorization", header.parse().unwrap());
         }
-        let (stream, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let (stream, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|e| format!("connecting to {url}: {e}"))?;
         assert_eq!(
             response
                 .headers()
@@ -121,21 +133,38 @@ impl Ws {
                 .and_then(|v| v.to_str().ok()),
             Some(protocol)
         );
-        Ws { stream, protocol }
+        Ok(Ws { stream, protocol })
     }
 
     /// Connects and completes `connection_init` with `token` in the payload.
     pub async fn open(url: &str, protocol: &'static str, token: &str) -> Ws {
-        let mut ws = Ws::connect(url, protocol, None).await;
-        ws.send(json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}}))
-            .await;
-        let ack = ws.recv().await;
-        assert_eq!(ack["type"], "connection_ack", "{ack}");
-        ws
+        let ws = Ws::try_open(url, protocol, token).await;
+        ws.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Ws::open`], with a failed handshake or a close before
+    /// `connection_ack` as an error.
+    pub async fn try_open(url: &str, protocol: &'static str, token: &str) -> Result<Ws, String> {
+        let mut ws = Ws::try_connect(url, protocol, None).await?;
+        ws.try_send(json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}}))
+            .await?;
+        match ws.frame().await {
+            Frame::Json(ack) if ack["type"] == "connection_ack" => Ok(ws),
+            Frame::Json(other) => panic!("expected connection_ack, got {other}"),
+            Frame::Closed(code, reason) => Err(format!("closed {code} {reason} before the ack")),
+        }
     }
 
     pub async fn send(&mut self, value: Value) {
         self.send_text(value.to_string()).await;
+    }
+
+    /// Like [`Ws::send`], with a broken socket as an error.
+    pub async fn try_send(&mut self, value: Value) -> Result<(), String> {
+        self.stream
+            .send(Message::text(value.to_string()))
+            .await
+            .map_err(|e| e.to_string())
     }
 
     pub async fn send_text(&mut self, text: String) {
@@ -154,7 +183,8 @@ impl Ws {
                     match value["type"].as_str() {
                         Some("ka") => continue,
                         Some("ping") => {
-                            self.send(json!({"type": "pong"})).await;
+                            // A broken socket shows as the close on the next read.
+                            let _ = self.try_send(json!({"type": "pong"})).await;
                             continue;
                         }
                         _ => return Frame::Json(value),
