@@ -1,5 +1,5 @@
 //! GraphQL over HTTP: `POST /graphql` with a JSON body (a request or a
-//! batch), `GET /graphql?query=...` for queries only, the explorer page.
+//! batch), `GET /graphql?query=...` for queries only.
 //!
 //! Every answer is HTTP 200 with a GraphQL response (errors carry
 //! `extensions.code`), except a body that is not JSON at all (400).
@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{RawQuery, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse};
+use axum::response::{IntoResponse, Redirect};
 use clacks_core::Error;
 use clacks_service::Caller;
 use futures::FutureExt;
@@ -21,8 +21,6 @@ use futures::FutureExt;
 use crate::AppState;
 use crate::error::{BAD_USER_INPUT, INTERNAL, coded, finalize, gql};
 use crate::schema::RequestCaller;
-
-const EXPLORER: &str = include_str!("explorer.html");
 
 /// The token of an `Authorization: Bearer <token>` header (scheme
 /// case-insensitive); `None` when there is no such header.
@@ -134,7 +132,7 @@ fn wants_html(headers: &HeaderMap) -> bool {
         .is_some_and(|accept| accept.contains("text/html"))
 }
 
-/// `GET /graphql`: a WebSocket upgrade, the explorer for a browser, or a
+/// `GET /graphql`: a WebSocket upgrade, GraphiQL for a browser, or a
 /// query given in the query string (mutations are refused over GET).
 pub async fn get_graphql(
     State(state): State<AppState>,
@@ -147,7 +145,7 @@ pub async fn get_graphql(
     }
     let query = query.unwrap_or_default();
     if query.is_empty() && wants_html(&headers) {
-        return Html(EXPLORER).into_response();
+        return Redirect::temporary("/graphiql").into_response();
     }
     let mut request = match async_graphql::http::parse_query_string(&query) {
         Ok(request) => request,
@@ -179,10 +177,6 @@ pub async fn get_graphql(
         )]));
     }
     json(execute(&state, request, caller).await)
-}
-
-pub async fn explorer() -> Html<&'static str> {
-    Html(EXPLORER)
 }
 
 /// The schema's SDL: like introspection, for callers with a token unless

@@ -1,9 +1,9 @@
 //! The GraphQL client API (port 8000): queries and mutations over HTTP,
-//! subscriptions (and everything else) over WebSocket, an explorer page.
+//! subscriptions (and everything else) over WebSocket.
 //!
 //! - [`schema`]: types and resolvers (async-graphql); thin, call the service.
 //! - [`http`]: `POST /graphql` (JSON), `GET /graphql` (queries only), the
-//!   explorer at `/graphiql`, the SDL at `/schema.graphql`.
+//!   SDL at `/schema.graphql`. (GraphiQL is served by `clacks-web`.)
 //! - [`ws`]: Clacks' own WebSocket layer for both `graphql-transport-ws`
 //!   and the legacy `graphql-ws` protocol: one writer task and one bounded
 //!   queue per connection; streams never await the socket.
@@ -109,7 +109,6 @@ pub fn router(service: Arc<ChatService>, config: GraphqlConfig) -> Router {
     };
     Router::new()
         .route("/graphql", get(http::get_graphql).post(http::post_graphql))
-        .route("/graphiql", get(http::explorer))
         .route("/schema.graphql", get(http::schema_sdl))
         .with_state(state)
 }

@@ -94,6 +94,33 @@ pub struct Config {
     )]
     pub client_addr: SocketAddr,
 
+    /// Serve the demo chat page on the client port (`/`, `/demo`). In dev
+    /// mode (management API on loopback without a token) it also offers a
+    /// login as any user and creates channels, for browsers on this machine.
+    #[arg(
+        long,
+        env = "CLACKS_DEMO",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        global = true
+    )]
+    pub demo: bool,
+
+    /// Origins (scheme://host[:port], comma-separated) whose web pages may
+    /// call the client port; `*` for any. Cookies are never allowed, so
+    /// `*` only lets pages send their own tokens. In dev mode loopback
+    /// origins (http://localhost:*, http://127.0.0.1:*, http://[::1]:*)
+    /// are allowed as well.
+    #[arg(
+        long,
+        env = "CLACKS_CORS_ORIGINS",
+        default_value = "",
+        hide_default_value = true,
+        global = true
+    )]
+    pub cors_origins: clacks_web::CorsOrigins,
+
     /// Address of the management listener (/api/v1, OpenAPI, /metrics).
     /// Keep it private: binding it beyond loopback requires a token.
     #[arg(
@@ -314,6 +341,15 @@ impl Config {
         Cli::parse_from(["clacks"]).config
     }
 
+    /// Dev mode: the management API listens on loopback without a token,
+    /// so anyone on this machine can already mint tokens and create
+    /// channels; the client port then offers the same to browsers on this
+    /// machine (the demo's login) and lets loopback origins through CORS.
+    pub fn dev_mode(&self) -> bool {
+        self.management_addr.ip().is_loopback()
+            && self.management_token.as_deref().is_none_or(str::is_empty)
+    }
+
     /// Checks what clap cannot: refuses settings that would be unsafe.
     pub fn validate(&self) -> Result<(), String> {
         if !self.management_addr.ip().is_loopback()
@@ -439,5 +475,44 @@ mod tests {
         ]);
         assert_eq!(parsed.config.graphql_limits().aliases, 3);
         assert!(parsed.config.graphql_public_introspection);
+    }
+
+    #[test]
+    fn dev_mode_is_a_loopback_management_api_without_a_token() {
+        let mut config = Config::defaults();
+        assert!(config.dev_mode());
+        config.management_token = Some(String::new());
+        assert!(config.dev_mode(), "an empty token is no token");
+        config.management_token = Some("s3cret".into());
+        assert!(!config.dev_mode());
+        config.management_token = None;
+        config.management_addr = "[::1]:7999".parse().unwrap();
+        assert!(config.dev_mode());
+        config.management_addr = "10.0.0.5:7999".parse().unwrap();
+        assert!(!config.dev_mode());
+    }
+
+    #[test]
+    fn demo_and_cors_flags() {
+        let config = Cli::try_parse_from(["clacks"]).unwrap().config;
+        assert!(config.demo);
+        assert_eq!(config.cors_origins, clacks_web::CorsOrigins::default());
+        let config = Cli::try_parse_from([
+            "clacks",
+            "--demo",
+            "off",
+            "--cors-origins",
+            "https://App.example, http://localhost:3000/",
+        ])
+        .unwrap()
+        .config;
+        assert!(!config.demo);
+        assert_eq!(
+            config.cors_origins,
+            "https://app.example,http://localhost:3000".parse().unwrap()
+        );
+        for bad in ["https://app.example/path", "*,https://app.example"] {
+            assert!(Cli::try_parse_from(["clacks", "--cors-origins", bad]).is_err());
+        }
     }
 }

@@ -205,6 +205,11 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     });
     let prometheus = telemetry::prometheus();
 
+    let web = clacks_web::WebConfig {
+        demo: config.demo,
+        dev_mode: config.dev_mode(),
+        cors_origins: config.cors_origins.clone(),
+    };
     let client_router = Router::new()
         .merge(clacks_graphql::router(
             service.clone(),
@@ -219,6 +224,8 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
             },
         ))
         .merge(ops::health_routes())
+        .merge(clacks_web::router(service.clone(), &web))
+        .layer(clacks_web::cors_layer(&web))
         .layer(axum::middleware::from_fn(|req, next| {
             ops::track_http("client", req, next)
         }));

@@ -8,3 +8,4 @@ mod graphql;
 mod helpers;
 mod management;
 mod ops;
+mod web;

@@ -1,0 +1,2 @@
+// The graphql-ws client for the demo chat page.
+export { createClient } from "graphql-ws";
