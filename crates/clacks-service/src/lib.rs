@@ -12,11 +12,13 @@
 pub mod auth;
 mod backfill;
 mod limits;
+mod rate_limit;
 mod service;
 mod stream;
 
 pub use auth::{Auth, AuthSettings, Caller, MintedToken, TokenRequest};
 pub use backfill::StoreBackfill;
 pub use limits::Limits;
+pub use rate_limit::{Rate, RateLimits};
 pub use service::{ChatService, ChatServiceParts, HistoryRequest, MAX_RESUME_EVENTS, MessageView};
 pub use stream::EventStream;
