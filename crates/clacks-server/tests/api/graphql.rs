@@ -1,5 +1,6 @@
 //! GraphQL API over HTTP and WebSocket (issue 4).
 
+mod auth;
 #[path = "graphql/client.rs"]
 mod client;
 mod delivery;
