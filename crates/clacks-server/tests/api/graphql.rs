@@ -6,6 +6,7 @@ mod client;
 mod delivery;
 #[path = "graphql/http.rs"]
 mod http;
+mod races;
 #[path = "graphql/schema.rs"]
 mod schema;
 #[path = "graphql/ws.rs"]
