@@ -7,6 +7,7 @@ mod delivery;
 #[path = "graphql/http.rs"]
 mod http;
 mod races;
+mod rate_limits;
 #[path = "graphql/schema.rs"]
 mod schema;
 #[path = "graphql/ws.rs"]
