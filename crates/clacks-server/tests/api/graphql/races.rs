@@ -109,10 +109,8 @@ fn code(errors: &Value) -> String {
         .to_owned()
 }
 
-fn is_bobs_leave(event: &Value, channel: i64) -> bool {
-    event["__typename"] == "MemberLeft"
-        && event["userId"] == "bob"
-        && event["channelId"] == channel.to_string()
+fn is_bobs_leave(event: &Value, channel: &str) -> bool {
+    event["__typename"] == "MemberLeft" && event["userId"] == "bob" && event["channelId"] == channel
 }
 
 /// bob subscribes (to the channel, or to all his channels) while the
@@ -131,11 +129,12 @@ async fn removal_raced_against_subscribe(app: TestApp) {
         let channel = app
             .channel_with(&format!("race {round}"), &["alice", "bob"])
             .await;
+        let channel_id = channel.to_string();
         let all_channels = round % 2 == 1;
         let variables = if all_channels {
             json!({})
         } else {
-            json!({"c": channel.to_string()})
+            json!({"c": channel_id})
         };
         let id = format!("s{round}");
         let removal = async {
@@ -147,9 +146,9 @@ async fn removal_raced_against_subscribe(app: TestApp) {
             let mut left = false;
             let mut next_event = async |bob: &mut Ws| match said(bob, &id).await {
                 Said::Event(event) => {
-                    if event["channelId"] == channel.to_string() {
+                    if event["channelId"] == channel_id.as_str() {
                         assert!(!left, "round {round}: {event} after bob's member_left");
-                        left = is_bobs_leave(&event, channel);
+                        left = is_bobs_leave(&event, &channel_id);
                     }
                     event
                 }
@@ -192,7 +191,7 @@ async fn removal_raced_against_subscribe(app: TestApp) {
                 match said(&mut bob, &id).await {
                     Said::Event(event) => {
                         assert!(!left, "round {round}: {event} after bob's member_left");
-                        left = is_bobs_leave(&event, channel);
+                        left = is_bobs_leave(&event, &channel_id);
                     }
                     Said::Error(code) => {
                         assert_eq!(code, "FORBIDDEN", "round {round}");
@@ -241,6 +240,7 @@ async fn removal_raced_against_send(app: TestApp) {
         let channel = app
             .channel_with(&format!("race {round}"), &["alice", "bob"])
             .await;
+        let channel_id = channel.to_string();
         let sends = join_all((0..SENDS).map(|i| {
             let bob = bob.clone();
             let app = &app;
@@ -283,7 +283,7 @@ async fn removal_raced_against_send(app: TestApp) {
         );
         let left = events
             .iter()
-            .find(|e| is_bobs_leave(e, channel))
+            .find(|e| is_bobs_leave(e, &channel_id))
             .and_then(|e| e["seq"].as_i64())
             .unwrap_or_else(|| panic!("round {round}: no member_left in {events:?}"));
         let bobs: Vec<i64> = events
