@@ -9,6 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use clacks_service::auth::{BearerScheme, bearer_token};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
@@ -29,13 +30,8 @@ fn bearer(request: &Request) -> Option<&str> {
         .headers()
         .get(header::AUTHORIZATION)?
         .to_str()
-        .ok()?
-        .trim();
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+        .ok()?;
+    bearer_token(value, BearerScheme::Required)
 }
 
 /// Middleware: lets the request through only with the right bearer token.

@@ -12,6 +12,8 @@
 //!   size limit). 413 is kept for a request *body* over the HTTP limit.
 //! - `Internal` is 500 with a generic detail; the real one is logged here.
 //! - `Unavailable` is 503 (the database did not answer; nothing changed).
+//! - `NotMember` is 409: the application names the user, so posting as a
+//!   user who is not a member conflicts with the channel's membership.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -121,7 +123,9 @@ impl From<Error> for ApiError {
             Error::NotFound(_) => Self::not_found(detail),
             Error::Forbidden(_) => Self::new(StatusCode::FORBIDDEN, "forbidden", detail),
             Error::Unauthenticated(_) => Self::unauthorized(detail),
-            Error::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", detail),
+            Error::Conflict(_) | Error::NotMember { .. } => {
+                Self::new(StatusCode::CONFLICT, "conflict", detail)
+            }
             Error::InvalidInput { .. } | Error::PayloadTooLarge { .. } => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", detail)
             }

@@ -6,8 +6,8 @@
 //! `extensions.code`, HTTP status + problem+json) and never inspect messages.
 //!
 //! - Client mistakes (`InvalidInput`, `PayloadTooLarge`, `NotFound`,
-//!   `Conflict`, `Forbidden`, `Unauthenticated`, `RateLimited`) carry a message
-//!   that is safe to show to the caller.
+//!   `NotMember`, `Conflict`, `Forbidden`, `Unauthenticated`, `RateLimited`)
+//!   carry a message that is safe to show to the caller.
 //! - `Unavailable` means the database (or another dependency) could not be
 //!   reached: retryable, nothing was changed.
 //! - `Internal` is a bug or an unexpected database answer. Its detail is
@@ -16,6 +16,8 @@
 //! `anyhow` is for startup and background loops only (the server binary).
 
 use std::fmt;
+
+use crate::values::{ChannelId, UserId};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -27,6 +29,13 @@ pub enum Error {
     /// The caller is known but not allowed to do this.
     #[error("{0}")]
     Forbidden(String),
+    /// The user is not a member of the channel (or the channel does not
+    /// exist, which a non-member is not told). The one answer of the
+    /// membership rule, wherever it is checked: a client is refused, the
+    /// management API posting as a non-member conflicts with the channel's
+    /// membership.
+    #[error("{user} is not a member of channel {channel}")]
+    NotMember { user: UserId, channel: ChannelId },
     /// No or invalid credentials.
     #[error("{0}")]
     Unauthenticated(String),

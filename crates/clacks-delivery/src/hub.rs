@@ -42,7 +42,9 @@ pub enum Interest {
     /// One channel.
     Channel(ChannelId),
     /// Every channel the user is a member of, following membership changes
-    /// live: the initial set is given, joins add to it, leaves remove.
+    /// live: the initial set is given, joins add to it, leaves remove. The
+    /// rest of the set, read after registering, comes with
+    /// [`Hub::add_channels`].
     AllChannels(Vec<ChannelId>),
 }
 
@@ -97,6 +99,9 @@ struct Sub {
     user: UserId,
     all_channels: bool,
     queue: Arc<DeliveryQueue>,
+    /// All-channels subscriptions until [`Hub::add_channels`]: the
+    /// channels the user left meanwhile, with the `member_left` seq.
+    left_while_listing: Option<HashMap<ChannelId, Seq>>,
 }
 
 #[derive(Default)]
@@ -125,6 +130,26 @@ struct Registry {
 }
 
 impl Registry {
+    /// Records a membership change of `user` for their all-channels
+    /// subscriptions still reading their channel list.
+    fn note_membership(&mut self, user: &UserId, channel: ChannelId, left_at: Option<Seq>) {
+        let Registry {
+            subs, all_by_user, ..
+        } = self;
+        for id in all_by_user.get(user).into_iter().flatten() {
+            if let Some(Sub {
+                left_while_listing: Some(left),
+                ..
+            }) = subs.get_mut(id)
+            {
+                match left_at {
+                    Some(seq) => left.insert(channel, seq),
+                    None => left.remove(&channel),
+                };
+            }
+        }
+    }
+
     fn route(&mut self, id: u64, channel: ChannelId) {
         self.channels.entry(channel).or_default().subs.insert(id);
         self.routes.entry(id).or_default().insert(channel);
@@ -183,6 +208,7 @@ impl Registry {
         }
         match &event.payload {
             EventPayload::MemberJoined { user_id, .. } => {
+                self.note_membership(user_id, channel, None);
                 let ids: Vec<u64> = self
                     .all_by_user
                     .get(user_id)
@@ -198,6 +224,7 @@ impl Registry {
                 }
             }
             EventPayload::MemberLeft { user_id } => {
+                self.note_membership(user_id, channel, Some(event.seq));
                 let leaving: Vec<u64> = self
                     .channels
                     .get(&channel)
@@ -256,6 +283,9 @@ impl Registry {
             // Nobody here listens to this channel, unless a user with an
             // all-channels subscription just joined it: their stream starts
             // at the join.
+            if let EventPayload::MemberLeft { user_id } = &event.payload {
+                self.note_membership(user_id, channel, Some(event.seq));
+            }
             if let EventPayload::MemberJoined { user_id, .. } = &event.payload
                 && self.all_by_user.contains_key(user_id)
             {
@@ -385,6 +415,7 @@ impl Hub {
                 user: user.clone(),
                 all_channels,
                 queue: queue.clone(),
+                left_while_listing: all_channels.then(HashMap::new),
             },
         );
         registry.routes.insert(id, HashSet::new());
@@ -406,19 +437,27 @@ impl Hub {
         }
     }
 
-    /// Adds channels to an all-channels subscription (after it was
-    /// registered, so nothing published in between is missed).
-    pub fn add_channels(&self, subscription: &Subscription, channels: &[ChannelId]) {
+    /// Adds the user's channels, read after the subscription registered,
+    /// to an all-channels subscription, each with the seq it was read at.
+    /// A channel whose `member_left` (a later seq) arrived in between is
+    /// left out: it was delivered before the subscription was routed there.
+    pub fn add_channels(&self, subscription: &Subscription, channels: &[(ChannelId, Seq)]) {
         let mut registry = self.write();
-        if !registry.subs.contains_key(&subscription.id) {
+        let Some(sub) = registry.subs.get_mut(&subscription.id) else {
             return;
-        }
-        for channel in channels {
+        };
+        let left = sub.left_while_listing.take().unwrap_or_default();
+        let added: Vec<ChannelId> = channels
+            .iter()
+            .filter(|(channel, read_at)| left.get(channel).is_none_or(|left_at| left_at <= read_at))
+            .map(|(channel, _)| *channel)
+            .collect();
+        for channel in &added {
             registry.route(subscription.id, *channel);
         }
         drop(registry);
-        for channel in channels {
-            self.schedule_backfill_if_unbased(*channel);
+        for channel in added {
+            self.schedule_backfill_if_unbased(channel);
         }
     }
 
@@ -927,5 +966,33 @@ mod tests {
             4,
             "and nothing more of channel 1"
         );
+    }
+
+    /// An all-channels subscription reads its channel list after it
+    /// registers. A leave that arrives in between, later than the list,
+    /// keeps that channel out; an earlier one (the list already reflects
+    /// it, the user rejoined) does not.
+    #[tokio::test]
+    async fn a_leave_while_the_channel_list_is_read_is_not_missed() {
+        let hub = Hub::new(16);
+        // Another subscriber keeps channel 1 sequenced.
+        let _other = hub.subscribe(user("b"), Interest::Channel(ChannelId(1)));
+        hub.set_baseline(ChannelId(1), 4);
+        let mut all = hub.subscribe(user("a"), Interest::AllChannels(Vec::new()));
+        // The list is read: channel 1 at seq 4, channel 2 at seq 7; then a
+        // leaves channel 1 (seq 5), and an old leave of channel 2 (seq 6,
+        // before a rejoin the list saw) is published late.
+        hub.publish(event(1, 5, EventPayload::MemberLeft { user_id: user("a") }));
+        hub.publish(event(2, 6, EventPayload::MemberLeft { user_id: user("a") }));
+        hub.add_channels(&all, &[(ChannelId(1), 4), (ChannelId(2), 7)]);
+        hub.set_baseline(ChannelId(2), 7);
+        hub.publish(message(1, 6));
+        hub.publish(message(2, 8));
+        assert_eq!(
+            seq_of(all.next().await.unwrap()),
+            8,
+            "channel 2 is followed, channel 1 is not"
+        );
+        assert_eq!(hub.stats().subscriptions, 2);
     }
 }

@@ -11,7 +11,7 @@
 //! | `LIMIT_EXCEEDED` | a request limit (see [`crate::guard`]); `extensions.limit` names it, `max` and `actual` say by how much |
 //! | `CONFLICT` | the request conflicts with the current state |
 //! | `PAYLOAD_TOO_LARGE` | message content over the configured limit |
-//! | `RATE_LIMITED` | the send rate limit; `extensions.retryAfterMs` says when to retry |
+//! | `RATE_LIMITED` | a per-user rate limit (sends, edits, deletes, read marks, typing, subscriptions, query cost); `extensions.retryAfterMs` says when to retry |
 //! | `UNAVAILABLE` | the database is unreachable; retry later, nothing changed |
 //! | `INTERNAL` | a bug; details are logged, never shown |
 //!
@@ -32,7 +32,7 @@ pub const INTERNAL: &str = "INTERNAL";
 pub fn code_of(error: &Error) -> &'static str {
     match error {
         Error::NotFound(_) => "NOT_FOUND",
-        Error::Forbidden(_) => FORBIDDEN,
+        Error::Forbidden(_) | Error::NotMember { .. } => FORBIDDEN,
         Error::Unauthenticated(_) => UNAUTHENTICATED,
         Error::Conflict(_) => "CONFLICT",
         Error::InvalidInput { .. } => BAD_USER_INPUT,

@@ -16,28 +16,26 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect};
 use clacks_core::Error;
 use clacks_service::Caller;
+use clacks_service::auth::{BearerScheme, bearer_token};
 use futures::FutureExt;
 
 use crate::AppState;
 use crate::error::{BAD_USER_INPUT, INTERNAL, coded, finalize, gql};
 use crate::schema::RequestCaller;
 
-/// The token of an `Authorization: Bearer <token>` header (scheme
-/// case-insensitive); `None` when there is no such header.
+/// The token of an `Authorization: Bearer <token>` header; `None` when
+/// there is no such header.
 pub fn bearer(headers: &HeaderMap) -> Option<Result<&str, Error>> {
     let value = headers.get(header::AUTHORIZATION)?;
-    Some(value.to_str().ok().and_then(strip_bearer).ok_or_else(|| {
-        Error::Unauthenticated("the Authorization header must be `Bearer <token>`".into())
-    }))
-}
-
-/// `Bearer xyz` (any casing of the scheme) → `xyz`.
-pub fn strip_bearer(value: &str) -> Option<&str> {
-    let value = value.trim();
-    match value.split_once(char::is_whitespace) {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Some(token.trim()),
-        _ => None,
-    }
+    Some(
+        value
+            .to_str()
+            .ok()
+            .and_then(|v| bearer_token(v, BearerScheme::Required))
+            .ok_or_else(|| {
+                Error::Unauthenticated("the Authorization header must be `Bearer <token>`".into())
+            }),
+    )
 }
 
 /// The caller of an HTTP request: `Ok(None)` without a token.

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use clacks_graphql::RequestLimits;
+use clacks_service::{Rate, RateLimits};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Clacks: a self-hosted real-time chat backend (GraphQL for clients, a JSON
@@ -167,6 +168,87 @@ pub struct Config {
     /// Messages one user may send in a burst above the sustained rate.
     #[arg(long, env = "CLACKS_SEND_BURST", default_value_t = 30, global = true)]
     pub send_burst: u32,
+
+    /// Sustained message edits per second one user may make.
+    #[arg(long, env = "CLACKS_EDIT_RATE", default_value_t = 5, global = true)]
+    pub edit_rate: u32,
+
+    /// Message edits one user may make in a burst above the sustained rate.
+    #[arg(long, env = "CLACKS_EDIT_BURST", default_value_t = 20, global = true)]
+    pub edit_burst: u32,
+
+    /// Sustained message deletes per second one user may make.
+    #[arg(long, env = "CLACKS_DELETE_RATE", default_value_t = 5, global = true)]
+    pub delete_rate: u32,
+
+    /// Message deletes one user may make in a burst above the sustained rate.
+    #[arg(long, env = "CLACKS_DELETE_BURST", default_value_t = 20, global = true)]
+    pub delete_burst: u32,
+
+    /// Sustained `markRead` calls per second one user may make.
+    #[arg(
+        long,
+        env = "CLACKS_MARK_READ_RATE",
+        default_value_t = 20,
+        global = true
+    )]
+    pub mark_read_rate: u32,
+
+    /// `markRead` calls one user may make in a burst above the sustained rate.
+    #[arg(
+        long,
+        env = "CLACKS_MARK_READ_BURST",
+        default_value_t = 100,
+        global = true
+    )]
+    pub mark_read_burst: u32,
+
+    /// Sustained typing broadcasts per second of one user, all channels
+    /// together (each channel also takes at most one per 2 seconds).
+    #[arg(long, env = "CLACKS_TYPING_RATE", default_value_t = 5, global = true)]
+    pub typing_rate: u32,
+
+    /// Typing broadcasts of one user in a burst above the sustained rate.
+    #[arg(long, env = "CLACKS_TYPING_BURST", default_value_t = 20, global = true)]
+    pub typing_burst: u32,
+
+    /// Sustained subscriptions per second one user may open.
+    #[arg(
+        long,
+        env = "CLACKS_SUBSCRIBE_RATE",
+        default_value_t = 10,
+        global = true
+    )]
+    pub subscribe_rate: u32,
+
+    /// Subscriptions one user may open in a burst above the sustained rate.
+    #[arg(
+        long,
+        env = "CLACKS_SUBSCRIBE_BURST",
+        default_value_t = 100,
+        global = true
+    )]
+    pub subscribe_burst: u32,
+
+    /// Sustained GraphQL query cost units per second one user may spend.
+    #[arg(
+        long,
+        env = "CLACKS_QUERY_COST_RATE",
+        default_value_t = 2_000,
+        global = true
+    )]
+    pub query_cost_rate: u32,
+
+    /// Query cost units one user may spend in a burst; also the costliest
+    /// single query a user can run, so keep it above the largest cost one
+    /// query may have.
+    #[arg(
+        long,
+        env = "CLACKS_QUERY_COST_BURST",
+        default_value_t = 20_000,
+        global = true
+    )]
+    pub query_cost_burst: u32,
 
     /// Events queued per subscription before a slow client is disconnected.
     #[arg(
@@ -350,6 +432,25 @@ impl Config {
             && self.management_token.as_deref().is_none_or(str::is_empty)
     }
 
+    /// The per-user rate limits; refuses a zero rate or burst.
+    pub fn rate_limits(&self) -> Result<RateLimits, String> {
+        let rate = |name: &str, per_second: u32, burst: u32| {
+            Rate::new(per_second, burst).ok_or_else(|| {
+                format!("CLACKS_{name}_RATE and CLACKS_{name}_BURST must be at least 1")
+            })
+        };
+        Ok(RateLimits {
+            send: rate("SEND", self.send_rate, self.send_burst)?,
+            edit: rate("EDIT", self.edit_rate, self.edit_burst)?,
+            delete: rate("DELETE", self.delete_rate, self.delete_burst)?,
+            mark_read: rate("MARK_READ", self.mark_read_rate, self.mark_read_burst)?,
+            typing: rate("TYPING", self.typing_rate, self.typing_burst)?,
+            subscribe: rate("SUBSCRIBE", self.subscribe_rate, self.subscribe_burst)?,
+            query_cost: rate("QUERY_COST", self.query_cost_rate, self.query_cost_burst)?,
+            ..RateLimits::default()
+        })
+    }
+
     /// Checks what clap cannot: refuses settings that would be unsafe.
     pub fn validate(&self) -> Result<(), String> {
         if !self.management_addr.ip().is_loopback()
@@ -362,9 +463,7 @@ impl Config {
                 self.management_addr
             ));
         }
-        if self.send_rate == 0 || self.send_burst == 0 {
-            return Err("CLACKS_SEND_RATE and CLACKS_SEND_BURST must be at least 1".into());
-        }
+        self.rate_limits()?;
         if self.nats_subject_prefix.is_empty()
             || !self
                 .nats_subject_prefix
@@ -514,5 +613,28 @@ mod tests {
         for bad in ["https://app.example/path", "*,https://app.example"] {
             assert!(Cli::try_parse_from(["clacks", "--cors-origins", bad]).is_err());
         }
+    }
+
+    #[test]
+    fn rate_limits_come_from_the_flags_and_refuse_zero() {
+        let mut config = Config::defaults();
+        let defaults = config.rate_limits().unwrap();
+        assert_eq!(
+            defaults,
+            RateLimits::default(),
+            "the flags' defaults are the service's"
+        );
+        config.edit_rate = 7;
+        assert_eq!(
+            config.rate_limits().unwrap().edit,
+            Rate::new(7, 20).unwrap()
+        );
+        config.query_cost_burst = 0;
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .contains("CLACKS_QUERY_COST_BURST")
+        );
     }
 }

@@ -133,7 +133,7 @@ impl RunningServer {
         if tokio::time::timeout(self.grace, all).await.is_err() {
             tracing::warn!("connections still open after the grace period; closing anyway");
         }
-        self.service.store().close().await;
+        self.service.close().await;
         tracing::info!("stopped");
     }
 
@@ -167,10 +167,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     );
     let limits = Limits {
         max_message_bytes: config.max_message_bytes,
-        send_per_second: std::num::NonZeroU32::new(config.send_rate)
-            .unwrap_or(std::num::NonZeroU32::MIN),
-        send_burst: std::num::NonZeroU32::new(config.send_burst)
-            .unwrap_or(std::num::NonZeroU32::MIN),
+        rates: config.rate_limits().map_err(StartupError::Config)?,
         default_token_ttl: Duration::from_secs(config.token_ttl.max(1)),
         ..Limits::default()
     };
@@ -284,7 +281,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     tracing::info!(
         client = %client_addr,
         management = %management_addr,
-        database = service.store().backend().name(),
+        database = service.backend().name(),
         "clacks is serving"
     );
     Ok(RunningServer {

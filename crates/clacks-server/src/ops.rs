@@ -70,12 +70,12 @@ async fn readyz(State(state): State<OpsState>) -> Response {
 }
 
 async fn render_metrics(State(state): State<OpsState>) -> Response {
-    let hub = state.service.hub().stats();
+    let hub = state.service.hub_stats();
     metrics::gauge!("clacks_subscriptions").set(hub.subscriptions as f64);
     metrics::gauge!("clacks_subscribed_channels").set(hub.channels as f64);
     metrics::gauge!("clacks_connections").set(state.service.connections().count() as f64);
     metrics::gauge!("clacks_pending_events").set(hub.pending_events as f64);
-    let pool = state.service.store().pool_stats();
+    let pool = state.service.pool_stats();
     metrics::gauge!("clacks_db_connections_open").set(f64::from(pool.open));
     metrics::gauge!("clacks_db_connections_idle").set(pool.idle as f64);
     (

@@ -1,6 +1,8 @@
 //! JWT authentication (SPEC section 2): HS256 only, `sub`, `exp` and `nbf`
-//! required and validated with a small leeway, issuer and audience checked
-//! when configured. Every other claim is kept as the user's profile.
+//! required and validated with a small leeway, `iss` and `aud` required and
+//! checked when configured. Every other claim is kept as the user's
+//! profile. Also how a client hands a token over ([`bearer_token`]), for
+//! every transport.
 
 use std::time::Duration;
 
@@ -11,6 +13,32 @@ use serde_json::{Map, Value};
 
 /// Claims a token request may not set: Clacks sets them itself.
 const RESERVED_CLAIMS: [&str; 7] = ["sub", "exp", "nbf", "iat", "iss", "aud", "jti"];
+
+/// Whether credentials must name their scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerScheme {
+    /// `Bearer <token>`: an `Authorization` header.
+    Required,
+    /// `Bearer <token>` or a bare `<token>`: a WebSocket `connection_init`
+    /// payload, written by hand in browsers.
+    Optional,
+}
+
+/// The token of credentials `Bearer <token>` (RFC 6750; the scheme in any
+/// casing, as the original documentation wrote `bearer`). The one rule for
+/// every place a client hands a token over: whitespace around the value
+/// and between scheme and token is ignored, a token contains none. `None`
+/// when the value is not of that form.
+pub fn bearer_token(value: &str, scheme: BearerScheme) -> Option<&str> {
+    let value = value.trim();
+    let token = match value.split_once(char::is_whitespace) {
+        Some((name, token)) if name.eq_ignore_ascii_case("bearer") => token.trim_start(),
+        Some(_) => return None,
+        None if scheme == BearerScheme::Optional => value,
+        None => return None,
+    };
+    (!token.is_empty() && !token.contains(char::is_whitespace)).then_some(token)
+}
 
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
@@ -81,15 +109,25 @@ impl Auth {
         validation.leeway = settings.leeway.as_secs();
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "nbf", "sub"]);
+        // A configured issuer or audience is required, not only checked
+        // when present: the library checks `iss`/`aud` only if the token
+        // has them, unless they are required claims.
+        let mut required = vec!["exp", "nbf", "sub"];
         match &settings.issuer {
-            Some(issuer) => validation.set_issuer(&[issuer]),
+            Some(issuer) => {
+                validation.set_issuer(&[issuer]);
+                required.push("iss");
+            }
             None => validation.iss = None,
         }
         match &settings.audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         Auth {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
@@ -111,7 +149,10 @@ impl Auth {
                 ErrorKind::ImmatureSignature => "token not valid yet (nbf)".to_owned(),
                 ErrorKind::InvalidSignature => "token signature invalid".to_owned(),
                 ErrorKind::InvalidAlgorithm => "token algorithm must be HS256".to_owned(),
-                ErrorKind::MissingRequiredClaim(claim) => format!("token lacks the {claim} claim"),
+                // Absent or of the wrong type: the library tells neither apart.
+                ErrorKind::MissingRequiredClaim(claim) => {
+                    format!("token lacks a valid {claim} claim")
+                }
                 ErrorKind::InvalidClaimFormat(claim) => format!("token claim {claim} is malformed"),
                 ErrorKind::InvalidIssuer => "token issuer not accepted".to_owned(),
                 ErrorKind::InvalidAudience => "token audience not accepted".to_owned(),
@@ -119,6 +160,10 @@ impl Auth {
             })
         })?;
         let claims = data.claims;
+        // RFC 7519: `iss` is one string (the library also takes a list).
+        if self.settings.issuer.is_some() && !claims.get("iss").is_some_and(Value::is_string) {
+            return Err(Error::Unauthenticated("token iss must be a string".into()));
+        }
         let sub = claims
             .get("sub")
             .and_then(Value::as_str)
@@ -292,6 +337,125 @@ mod tests {
             ..Default::default()
         };
         assert!(auth.mint(&alice, too_long, DAY, DAY).is_err());
+    }
+
+    #[test]
+    fn configured_issuer_and_audience_are_required_and_type_checked() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let auth = Auth::new(
+            secret,
+            AuthSettings {
+                issuer: Some("https://app.example".into()),
+                audience: Some("clacks".into()),
+                ..AuthSettings::default()
+            },
+        );
+        let now = now_ms() / 1000;
+        let token = |extra: Value| {
+            let mut claims = serde_json::json!({"sub": "a", "exp": now + 600, "nbf": now});
+            for (k, v) in extra.as_object().unwrap() {
+                claims[k] = v.clone();
+            }
+            sign(claims, secret)
+        };
+        let iss = "https://app.example";
+        let refused = |why: &str, claims: Value, says: &str| match auth.verify(&token(claims)) {
+            Err(Error::Unauthenticated(message)) => {
+                assert!(message.contains(says), "{why}: {message}")
+            }
+            other => panic!("{why}: {other:?}"),
+        };
+        refused("no iss", serde_json::json!({"aud": "clacks"}), "iss");
+        refused("no aud", serde_json::json!({"iss": iss}), "aud");
+        refused("neither", serde_json::json!({}), "claim");
+        refused(
+            "numeric aud",
+            serde_json::json!({"iss": iss, "aud": 1}),
+            "aud",
+        );
+        refused(
+            "numeric iss",
+            serde_json::json!({"iss": 5, "aud": "clacks"}),
+            "iss",
+        );
+        refused(
+            "iss as a list",
+            serde_json::json!({"iss": [iss], "aud": "clacks"}),
+            "iss must be a string",
+        );
+        refused(
+            "null aud",
+            serde_json::json!({"iss": iss, "aud": null}),
+            "aud",
+        );
+        refused(
+            "another issuer",
+            serde_json::json!({"iss": "https://evil.example", "aud": "clacks"}),
+            "issuer",
+        );
+        refused(
+            "another audience",
+            serde_json::json!({"iss": iss, "aud": ["other"]}),
+            "audience",
+        );
+        assert!(
+            auth.verify(&token(serde_json::json!({"iss": iss, "aud": "clacks"})))
+                .is_ok()
+        );
+        assert!(
+            auth.verify(&token(
+                serde_json::json!({"iss": iss, "aud": ["other", "clacks"]})
+            ))
+            .is_ok(),
+            "an audience list naming us"
+        );
+        let minted = auth
+            .mint(
+                &UserId::parse("a").unwrap(),
+                TokenRequest::default(),
+                DAY,
+                DAY,
+            )
+            .unwrap();
+        assert!(
+            auth.verify(&minted.token).is_ok(),
+            "minted tokens carry both"
+        );
+    }
+
+    #[test]
+    fn unconfigured_issuer_and_audience_are_not_checked() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let now = now_ms() / 1000;
+        let token = sign(
+            serde_json::json!({"sub": "a", "exp": now + 600, "nbf": now, "iss": 5, "aud": "x"}),
+            secret,
+        );
+        assert!(auth().verify(&token).is_ok());
+    }
+
+    #[test]
+    fn bearer_credentials_have_one_whitespace_rule() {
+        use BearerScheme::{Optional, Required};
+        for (value, scheme, token) in [
+            ("Bearer abc", Required, Some("abc")),
+            ("bearer abc", Required, Some("abc")),
+            ("BEARER\tabc", Required, Some("abc")),
+            ("  Bearer   abc  ", Required, Some("abc")),
+            ("Bearer", Required, None),
+            ("Bearer ", Required, None),
+            ("abc", Required, None),
+            ("Basic abc", Required, None),
+            ("Bearer abc def", Required, None),
+            ("Bearerabc", Required, None),
+            ("abc", Optional, Some("abc")),
+            (" abc\n", Optional, Some("abc")),
+            ("Bearer abc", Optional, Some("abc")),
+            ("Basic abc", Optional, None),
+            ("", Optional, None),
+        ] {
+            assert_eq!(bearer_token(value, scheme), token, "{value:?} {scheme:?}");
+        }
     }
 
     /// Unpadded base64url, enough to forge an `alg: none` token.

@@ -1,7 +1,10 @@
 //! The use cases of Clacks, each written once and called by both transports
-//! (the GraphQL client API and the management REST API): membership checks,
+//! (the GraphQL client API and the management REST API): read access,
 //! limits, rate limiting, idempotency, and publishing committed events to
-//! live subscribers all happen here and only here.
+//! live subscribers all happen here and only here. The membership rule of
+//! writes is the store's, checked in the transaction that takes the seq
+//! (the only place it cannot race with a removal); its refusal,
+//! [`clacks_core::Error::NotMember`], passes through here unchanged.
 //!
 //! Two kinds of caller:
 //! - [`Caller`]: an end user authenticated by JWT, who may only act on the
@@ -12,11 +15,13 @@
 pub mod auth;
 mod backfill;
 mod limits;
+mod rate_limit;
 mod service;
 mod stream;
 
 pub use auth::{Auth, AuthSettings, Caller, MintedToken, TokenRequest};
 pub use backfill::StoreBackfill;
 pub use limits::Limits;
+pub use rate_limit::{Rate, RateLimits};
 pub use service::{ChatService, ChatServiceParts, HistoryRequest, MAX_RESUME_EVENTS, MessageView};
 pub use stream::EventStream;

@@ -1,7 +1,8 @@
-use std::num::NonZeroU32;
 use std::time::Duration;
 
 use clacks_core::DEFAULT_MAX_MESSAGE_BYTES;
+
+use crate::rate_limit::RateLimits;
 
 /// Limits enforced for every transport.
 #[derive(Debug, Clone)]
@@ -14,12 +15,8 @@ pub struct Limits {
     pub max_page: u32,
     /// Page size when the caller gives none.
     pub default_page: u32,
-    /// Sustained messages per second one user may send (token bucket).
-    pub send_per_second: NonZeroU32,
-    /// Messages one user may send in a burst above the sustained rate.
-    pub send_burst: NonZeroU32,
-    /// At most one typing event per user and channel per this interval.
-    pub typing_interval: Duration,
+    /// Per-user rate limits of the client operations.
+    pub rates: RateLimits,
     /// Default lifetime of tokens minted by the management API.
     pub default_token_ttl: Duration,
     /// Longest lifetime a minted token may have.
@@ -33,9 +30,7 @@ impl Default for Limits {
             max_initial_users: 1000,
             max_page: 200,
             default_page: 50,
-            send_per_second: NonZeroU32::MIN.saturating_add(9),
-            send_burst: NonZeroU32::MIN.saturating_add(29),
-            typing_interval: Duration::from_secs(2),
+            rates: RateLimits::default(),
             default_token_ttl: Duration::from_secs(24 * 3600),
             max_token_ttl: Duration::from_secs(365 * 24 * 3600),
         }

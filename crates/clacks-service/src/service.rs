@@ -1,21 +1,20 @@
-use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use clacks_core::{
     Channel, ChannelEvent, ChannelId, ChannelPage, ChannelSummary, ClientMessageId, DisplayName,
-    Error, EventPayload, HistoryPage, Member, Message, MessageBody, MessageId, Metadata, ReadMark,
-    Result, Role, SeenBy, Sender, Seq, UserId, now_ms,
+    Entity, Error, EventPayload, HistoryPage, Member, Message, MessageBody, MessageId, Metadata,
+    ReadMark, Result, Role, SeenBy, Sender, Seq, UserId, now_ms,
 };
 use clacks_delivery::{
-    CloseReason, ConnectionGuard, Connections, Hub, Interest, NatsBus, Subscription,
+    CloseReason, ConnectionGuard, Connections, Hub, HubStats, Interest, NatsBus, Subscription,
 };
-use clacks_store::{ChannelPatch, MarkedRead, NewMessage, Store, StoredMessage};
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use clacks_store::{
+    Actor, Backend, ChannelPatch, MarkedRead, NewMessage, PoolStats, Store, StoredMessage,
+};
 
 use crate::auth::{Auth, Caller, MintedToken, TokenRequest};
 use crate::limits::Limits;
+use crate::rate_limit::{Operation, RateLimiters};
 use crate::stream::EventStream;
 
 /// Most events one subscription may replay when it resumes; a client
@@ -59,25 +58,58 @@ pub struct ChatService {
     auth: Auth,
     limits: Limits,
     bus: Option<Arc<NatsBus>>,
-    send_limiter: DefaultKeyedRateLimiter<UserId>,
-    typing_limiter: DefaultKeyedRateLimiter<(UserId, ChannelId)>,
+    rate: RateLimiters,
+}
+
+/// Keeps what `user` may see of one channel's replayed events: nothing
+/// between their own `member_left` and their next `member_joined` (both
+/// kept), as live delivery would have done; a removal committed while the
+/// replay is read is then not overtaken by the replay. `member` is whether
+/// they are a member before the first event, and is left as after the last.
+fn seen_as_member(events: &mut Vec<ChannelEvent>, user: &UserId, member: &mut bool) {
+    events.retain(|event| match &event.payload {
+        EventPayload::MemberLeft { user_id } if user_id == user => std::mem::replace(member, false),
+        EventPayload::MemberJoined { user_id, .. } if user_id == user => {
+            *member = true;
+            true
+        }
+        _ => *member,
+    });
+}
+
+/// What a caller who may not see a message is told, whether it exists or
+/// lies in a channel they are not in: the same.
+fn no_access_to_message(error: Error) -> Error {
+    match error {
+        Error::NotFound(Entity::Message) | Error::NotMember { .. } => {
+            Error::forbidden("no access to this message")
+        }
+        other => other,
+    }
+}
+
+/// A caller is told the same of a channel that does not exist as of one
+/// they are not a member of.
+fn unless_member(caller: &Caller, channel: ChannelId) -> impl FnOnce(Error) -> Error + '_ {
+    move |error| match error {
+        Error::NotFound(Entity::Channel) => Error::NotMember {
+            user: caller.user_id.clone(),
+            channel,
+        },
+        other => other,
+    }
 }
 
 impl ChatService {
     pub fn new(parts: ChatServiceParts) -> Arc<Self> {
-        let limits = parts.limits;
-        let send_quota = Quota::per_second(limits.send_per_second).allow_burst(limits.send_burst);
-        let typing_quota = Quota::with_period(limits.typing_interval.max(Duration::from_millis(1)))
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN));
         Arc::new(ChatService {
             store: parts.store,
             hub: parts.hub,
             connections: parts.connections,
             auth: parts.auth,
             bus: parts.bus,
-            send_limiter: RateLimiter::keyed(send_quota),
-            typing_limiter: RateLimiter::keyed(typing_quota),
-            limits,
+            rate: RateLimiters::new(&parts.limits.rates),
+            limits: parts.limits,
         })
     }
 
@@ -89,16 +121,8 @@ impl ChatService {
         &self.auth
     }
 
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
-    }
-
     pub fn connections(&self) -> &Arc<Connections> {
         &self.connections
-    }
-
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
     }
 
     /// Succeeds when the database answers (readiness).
@@ -106,10 +130,37 @@ impl ChatService {
         self.store.ping().await
     }
 
+    /// The database this node stores in.
+    pub fn backend(&self) -> Backend {
+        self.store.backend()
+    }
+
+    /// Database connections open and idle (metrics).
+    pub fn pool_stats(&self) -> PoolStats {
+        self.store.pool_stats()
+    }
+
+    /// Live subscriptions and channels of this node's hub (metrics).
+    pub fn hub_stats(&self) -> HubStats {
+        self.hub.stats()
+    }
+
+    /// Closes the database pools, waiting for connections in use (the end
+    /// of a shutdown).
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+
     /// Forgets idle rate-limiter state; call periodically.
     pub fn housekeeping(&self) {
-        self.send_limiter.retain_recent();
-        self.typing_limiter.retain_recent();
+        self.rate.retain_recent();
+    }
+
+    /// Charges a client request's query cost, in cost units, to the
+    /// caller's budget: `RATE_LIMITED` (with when to retry) once spent,
+    /// `InvalidInput` for a cost above what the budget can ever hold.
+    pub fn charge_query_cost(&self, caller: &Caller, cost: u64) -> Result<()> {
+        self.rate.charge_query_cost(&caller.user_id, cost)
     }
 
     fn publish(&self, event: ChannelEvent) {
@@ -153,23 +204,25 @@ impl ChatService {
 
     // ----- rules shared by the client operations -----------------------
 
-    /// The caller's membership of `channel`. A non-member learns nothing,
-    /// not even whether the channel exists.
+    /// The caller's membership of `channel`, for reading it. A non-member
+    /// learns nothing, not even whether the channel exists. (Writes check
+    /// membership in their transaction instead: see clacks-store.)
     async fn require_member(&self, caller: &Caller, channel: ChannelId) -> Result<Member> {
         self.store
             .member(channel, &caller.user_id)
             .await?
-            .ok_or_else(|| Error::forbidden("not a member of this channel"))
+            .ok_or_else(|| Error::NotMember {
+                user: caller.user_id.clone(),
+                channel,
+            })
     }
 
     /// A message the caller may see (a member of its channel).
     async fn visible_message(&self, caller: &Caller, id: MessageId) -> Result<Message> {
-        let message = match self.store.message(id).await {
-            Ok(message) => message,
-            Err(Error::NotFound(_)) => return Err(Error::forbidden("no access to this message")),
-            Err(e) => return Err(e),
-        };
-        self.require_member(caller, message.channel_id).await?;
+        let message = self.store.message(id).await.map_err(no_access_to_message)?;
+        self.require_member(caller, message.channel_id)
+            .await
+            .map_err(no_access_to_message)?;
         Ok(message)
     }
 
@@ -233,15 +286,9 @@ impl ChatService {
     ) -> Result<Message> {
         let content = self.message_body(content)?;
         let client_message_id = client_message_id.map(ClientMessageId::parse).transpose()?;
-        // Membership is checked by the store, in the transaction that stores
-        // the message (see NewMessage::require_member).
-        if let Err(not_until) = self.send_limiter.check_key(&caller.user_id) {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            metrics::counter!("clacks_rate_limited_total", "what" => "send").increment(1);
-            return Err(Error::RateLimited {
-                retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
-            });
-        }
+        self.rate.check(Operation::Send, &caller.user_id)?;
+        // The store refuses a sender who is not a member, in the
+        // transaction that takes the message's seq.
         let stored = self
             .store
             .create_message(&NewMessage {
@@ -249,9 +296,9 @@ impl ChatService {
                 sender: Sender::User(caller.user_id.clone()),
                 content,
                 client_message_id,
-                require_member: true,
             })
-            .await?;
+            .await
+            .map_err(unless_member(caller, channel))?;
         Ok(self.after_store(stored))
     }
 
@@ -274,25 +321,30 @@ impl ChatService {
         stored.message
     }
 
-    /// Edits one of the caller's own messages.
+    /// Edits one of the caller's own messages (the store checks, with the
+    /// edit, that the caller sent it and still is a member).
     pub async fn edit(&self, caller: &Caller, id: MessageId, content: String) -> Result<Message> {
         let content = self.message_body(content)?;
-        let message = self.visible_message(caller, id).await?;
-        if message.sender.user_id() != Some(&caller.user_id) {
-            return Err(Error::forbidden("only the sender may edit a message"));
-        }
-        let (message, event) = self.store.edit_message(id, &content).await?;
+        self.rate.check(Operation::Edit, &caller.user_id)?;
+        let (message, event) = self
+            .store
+            .edit_message(id, &caller.user_id, &content)
+            .await
+            .map_err(no_access_to_message)?;
         self.publish(event);
         Ok(message)
     }
 
-    /// Deletes one of the caller's own messages, leaving a tombstone.
+    /// Deletes one of the caller's own messages, leaving a tombstone (the
+    /// store checks, with the delete, that the caller sent it and still is
+    /// a member).
     pub async fn delete(&self, caller: &Caller, id: MessageId) -> Result<Message> {
-        let message = self.visible_message(caller, id).await?;
-        if message.sender.user_id() != Some(&caller.user_id) {
-            return Err(Error::forbidden("only the sender may delete a message"));
-        }
-        let (message, event) = self.store.delete_message(id).await?;
+        self.rate.check(Operation::Delete, &caller.user_id)?;
+        let (message, event) = self
+            .store
+            .delete_message(id, Actor::User(&caller.user_id))
+            .await
+            .map_err(no_access_to_message)?;
         if let Some(event) = event {
             self.publish(event);
         }
@@ -302,9 +354,12 @@ impl ChatService {
     /// Moves the caller's read watermark forward (never back) and tells
     /// the other members.
     pub async fn mark_read(&self, caller: &Caller, channel: ChannelId, seq: Seq) -> Result<Member> {
-        self.require_member(caller, channel).await?;
-        let MarkedRead { member, moved } =
-            self.store.mark_read(channel, &caller.user_id, seq).await?;
+        self.rate.check(Operation::MarkRead, &caller.user_id)?;
+        let MarkedRead { member, moved } = self
+            .store
+            .mark_read(channel, &caller.user_id, seq)
+            .await
+            .map_err(unless_member(caller, channel))?;
         if moved {
             let event = self.ephemeral(
                 channel,
@@ -319,16 +374,15 @@ impl ChatService {
     }
 
     /// Broadcasts that the caller is typing. Ephemeral and throttled: calls
-    /// within the typing interval return `false` and broadcast nothing.
+    /// within the typing interval of a channel return `false` and broadcast
+    /// nothing (nor read the database); the broadcasts of one user, all
+    /// channels together, are rate limited.
     pub async fn set_typing(&self, caller: &Caller, channel: ChannelId) -> Result<bool> {
-        self.require_member(caller, channel).await?;
-        if self
-            .typing_limiter
-            .check_key(&(caller.user_id.clone(), channel))
-            .is_err()
-        {
+        if !self.rate.typing_due(&caller.user_id, channel) {
             return Ok(false);
         }
+        self.rate.check(Operation::Typing, &caller.user_id)?;
+        self.require_member(caller, channel).await?;
         let event = self.ephemeral(
             channel,
             EventPayload::Typing {
@@ -415,30 +469,49 @@ impl ChatService {
 
     /// Subscribes the caller to one channel, or to all of their channels
     /// (following joins and leaves live).
+    ///
+    /// The subscription registers with the hub first and membership is read
+    /// second. A removal committed before the read is seen by it; one
+    /// committed after publishes its `member_left` after the registration,
+    /// so the hub delivers it and ends the subscription (or, for all
+    /// channels, stops routing that channel). Checked the other way round,
+    /// a removal in between would go unseen by both.
     pub async fn subscribe(
         &self,
         caller: &Caller,
         channel: Option<ChannelId>,
     ) -> Result<Subscription> {
+        self.rate.check(Operation::Subscribe, &caller.user_id)?;
         match channel {
             Some(channel) => {
-                self.require_member(caller, channel).await?;
                 let subscription = self
                     .hub
                     .subscribe(caller.user_id.clone(), Interest::Channel(channel));
-                // Read after registering: what commits later is delivered live.
-                let last = self.store.channel(channel).await?.last_seq;
+                // The baseline before the membership: a removal committed
+                // between the two reads is seen by the second, one after
+                // both has a seq above the baseline and is delivered.
+                let last = self
+                    .store
+                    .channel(channel)
+                    .await
+                    .map_err(unless_member(caller, channel))?
+                    .last_seq;
+                self.require_member(caller, channel).await?;
                 self.hub.set_baseline(channel, last);
                 Ok(subscription)
             }
             None => {
                 // Register first, list second: a join committed in between
-                // is then routed by the hub itself, never missed.
+                // is routed by the hub itself, and a leave whose event
+                // arrives before the list is routed is kept out by the hub.
                 let subscription = self
                     .hub
                     .subscribe(caller.user_id.clone(), Interest::AllChannels(Vec::new()));
                 let summaries = self.store.user_channels(&caller.user_id).await?;
-                let channels: Vec<ChannelId> = summaries.iter().map(|s| s.channel.id).collect();
+                let channels: Vec<(ChannelId, Seq)> = summaries
+                    .iter()
+                    .map(|s| (s.channel.id, s.channel.last_seq))
+                    .collect();
                 self.hub.add_channels(&subscription, &channels);
                 for summary in &summaries {
                     self.hub
@@ -474,14 +547,16 @@ impl ChatService {
             }
             self.require_member(caller, resume_channel).await?;
             let mut cursor = after;
+            let mut member = true;
             loop {
-                let page = self
+                let mut page = self
                     .store
                     .events_after(resume_channel, cursor, clacks_store::MAX_PAGE)
                     .await?;
                 let Some(last) = page.last() else { break };
                 cursor = last.seq;
                 let full = page.len() >= clacks_store::MAX_PAGE as usize;
+                seen_as_member(&mut page, &caller.user_id, &mut member);
                 replay.extend(page);
                 if replay.len() > MAX_RESUME_EVENTS {
                     return Err(Error::invalid(
@@ -646,16 +721,8 @@ impl ChatService {
         let content = self.message_body(content)?;
         let client_message_id = client_message_id.map(ClientMessageId::parse).transpose()?;
         let sender = match sender {
-            Some(user) => {
-                let user = UserId::parse(user)?;
-                self.store.channel(channel).await?;
-                if self.store.member(channel, &user).await?.is_none() {
-                    return Err(Error::Conflict(format!(
-                        "{user} is not a member of channel {channel}"
-                    )));
-                }
-                Sender::User(user)
-            }
+            // A member: the store checks it with the message, as for clients.
+            Some(user) => Sender::User(UserId::parse(user)?),
             None => Sender::System,
         };
         let stored = self
@@ -665,7 +732,6 @@ impl ChatService {
                 sender,
                 content,
                 client_message_id,
-                require_member: false,
             })
             .await?;
         let created = stored.created;
@@ -689,7 +755,7 @@ impl ChatService {
         if message.channel_id != channel {
             return Err(Error::NotFound(clacks_core::Entity::Message));
         }
-        let (message, event) = self.store.delete_message(id).await?;
+        let (message, event) = self.store.delete_message(id, Actor::Application).await?;
         if let Some(event) = event {
             self.publish(event);
         }

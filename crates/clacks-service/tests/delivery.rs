@@ -4,14 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clacks_core::{ChannelId, EventPayload, Seq};
 use clacks_delivery::{Connections, Delivery, EndReason, Hub, HubSettings};
 use clacks_service::{
-    Auth, AuthSettings, Caller, ChatService, ChatServiceParts, Limits, StoreBackfill,
+    Auth, AuthSettings, Caller, ChatService, ChatServiceParts, Limits, Rate, RateLimits,
+    StoreBackfill,
 };
 use clacks_store::{PoolSettings, Store};
 use clacks_testkit::{TestBackend, TestDatabase};
@@ -35,8 +35,11 @@ async fn service(db: &TestDatabase) -> Arc<ChatService> {
         connections: Connections::new(),
         auth: Auth::new(b"0123456789abcdef0123456789abcdef", AuthSettings::default()),
         limits: Limits {
-            send_per_second: NonZeroU32::new(1_000_000).unwrap(),
-            send_burst: NonZeroU32::new(1_000_000).unwrap(),
+            rates: RateLimits {
+                send: Rate::new(1_000_000, 1_000_000).unwrap(),
+                subscribe: Rate::new(1_000_000, 1_000_000).unwrap(),
+                ..RateLimits::default()
+            },
             ..Limits::default()
         },
         bus: None,
@@ -61,11 +64,16 @@ macro_rules! delivery_tests {
 
 delivery_tests!(
     resume_seam_is_exact_under_concurrent_writers,
-    removed_member_receives_nothing_after_removal
+    removed_member_receives_nothing_after_removal,
+    a_resume_skips_what_happened_while_removed,
 );
 
 /// Collects created-message seqs from `stream` until `last` arrives.
-async fn collect_until(stream: &mut clacks_service::EventStream, last: Seq, hub: &Hub) -> Vec<Seq> {
+async fn collect_until(
+    stream: &mut clacks_service::EventStream,
+    last: Seq,
+    service: &ChatService,
+) -> Vec<Seq> {
     let mut seen = Vec::new();
     if last == 0 {
         return seen;
@@ -75,9 +83,8 @@ async fn collect_until(stream: &mut clacks_service::EventStream, last: Seq, hub:
             .await
             .unwrap_or_else(|_| {
                 panic!(
-                    "timed out waiting for seq {last}; got {seen:?}; hub {:?} last {}",
-                    hub.stats(),
-                    hub.last_seq(ChannelId(1))
+                    "timed out waiting for seq {last}; got {seen:?}; hub {:?}",
+                    service.hub_stats(),
                 )
             });
         match next {
@@ -148,7 +155,7 @@ async fn resume_seam_is_exact_under_concurrent_writers(backend: TestBackend) {
             task.await.unwrap();
         }
         let last = service.admin_channel(channel).await.unwrap().last_seq;
-        let got = collect_until(&mut stream, last, service.hub()).await;
+        let got = collect_until(&mut stream, last, &service).await;
         let expected: Vec<Seq> = ((resume_from + 1)..=last).collect();
         assert_eq!(
             got, expected,
@@ -247,4 +254,63 @@ async fn removed_member_receives_nothing_after_removal(backend: TestBackend) {
     );
     let message = fresh.next().await.unwrap();
     assert!(matches!(message, Delivery::Event(ref e) if e.seq == again.seq));
+}
+
+/// A member resuming from before their removal and rejoin is replayed
+/// their `member_left`, then nothing until their `member_joined`: what was
+/// said meanwhile is not theirs to see, as it was not delivered live.
+async fn a_resume_skips_what_happened_while_removed(backend: TestBackend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let service = service(&db).await;
+    let channel: ChannelId = service
+        .admin_create_channel("rejoin".into(), vec!["alice".into(), "bob".into()], None)
+        .await
+        .unwrap()
+        .id;
+    let (alice, bob) = (caller(&service, "alice"), caller(&service, "bob"));
+    service
+        .send(&alice, channel, "one".into(), None)
+        .await
+        .unwrap(); // 1
+    service
+        .admin_remove_member(channel, "bob".into())
+        .await
+        .unwrap(); // 2
+    service
+        .send(&alice, channel, "secret".into(), None)
+        .await
+        .unwrap(); // 3
+    service
+        .admin_add_member(channel, "bob".into(), None)
+        .await
+        .unwrap(); // 4
+    service
+        .send(&alice, channel, "two".into(), None)
+        .await
+        .unwrap(); // 5
+    for subscribed in [Some(channel), None] {
+        let mut stream = service
+            .subscribe_events(&bob, subscribed, &[(channel, 0)])
+            .await
+            .unwrap();
+        let mut seqs = Vec::new();
+        while seqs.len() < 4 {
+            match tokio::time::timeout(Duration::from_secs(5), stream.next())
+                .await
+                .unwrap()
+            {
+                Some(Delivery::Event(event)) => seqs.push(event.seq),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(seqs, vec![1, 2, 4, 5], "subscribed to {subscribed:?}");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), stream.next())
+                .await
+                .is_err(),
+            "nothing more"
+        );
+    }
 }

@@ -351,7 +351,6 @@ mod tests {
                     sender: Sender::System,
                     content: MessageBody::parse("hi", 100).unwrap(),
                     client_message_id: None,
-                    require_member: false,
                 };
                 batcher.submit(new).await
             }));

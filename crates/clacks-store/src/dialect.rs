@@ -65,6 +65,19 @@ impl Backend {
         Cow::Owned(out)
     }
 
+    /// What makes a SELECT read the newest committed rows, whatever the
+    /// transaction read before. Only MySQL needs it: its plain reads see
+    /// the snapshot of the transaction's first read, while PostgreSQL
+    /// (READ COMMITTED) takes a new snapshot per statement and SQLite has
+    /// one writer at a time. (`LOCK IN SHARE MODE` rather than `FOR SHARE`:
+    /// MariaDB knows only the former.)
+    pub(crate) fn latest_rows(self) -> &'static str {
+        match self {
+            Backend::MySql => " LOCK IN SHARE MODE",
+            Backend::Sqlite | Backend::Postgres => "",
+        }
+    }
+
     /// Whether `INSERT/UPDATE ... RETURNING` exists (not in MySQL 8).
     pub(crate) fn has_returning(self) -> bool {
         self != Backend::MySql

@@ -7,10 +7,20 @@
 //!   seqs are unique, increasing and gap-free under any concurrency (a
 //!   rollback rolls the counter back too; AUTO_INCREMENT would leave holes);
 //! - read watermarks only move forward;
-//! - deleting a channel removes every row that belongs to it.
+//! - deleting a channel removes every row that belongs to it;
+//! - a user acts in a channel only as a member: a message, edit or delete
+//!   by a user is refused ([`Error::NotMember`]) unless they are a member
+//!   when the transaction holds the channel's seq lock. A removal takes the
+//!   same lock for its `member_left` event, so nothing by a removed member
+//!   takes a seq after their `member_left`; checked anywhere else, the rule
+//!   would race with the removal.
 //!
-//! What it must never do: enforce product rules such as membership or size
-//! limits. Those live in the service layer, once, for both APIs.
+//! Every writer of a channel's membership or seqs takes the channel row
+//! lock first (by bumping or locking `channels`), then touches other rows.
+//!
+//! What it must never do: enforce the other product rules (size limits,
+//! rate limits, who may read). Those live in the service layer, once, for
+//! both APIs.
 
 mod batch;
 mod dialect;
@@ -42,11 +52,16 @@ pub struct NewMessage {
     pub sender: Sender,
     pub content: MessageBody,
     pub client_message_id: Option<ClientMessageId>,
-    /// Refuse (`Forbidden`) unless the sending user is a member, checked in
-    /// the transaction that stores the message. The service decides when
-    /// the rule applies; the store checks it where it is atomic and costs
-    /// one statement per batch instead of one read per send.
-    pub require_member: bool,
+}
+
+/// Who changes a message.
+#[derive(Debug, Clone, Copy)]
+pub enum Actor<'a> {
+    /// An end user: only the message's sender, while a member of its
+    /// channel.
+    User(&'a UserId),
+    /// The application's server (management API): any message.
+    Application,
 }
 
 /// The outcome of storing a message.
@@ -137,17 +152,26 @@ pub trait Store: Send + Sync + 'static {
     async fn user_channels(&self, user: &UserId) -> Result<Vec<ChannelSummary>>;
 
     /// Stores a message with the channel's next seq; idempotent on
-    /// `(channel, sender, client_message_id)`.
+    /// `(channel, sender, client_message_id)`. A user sender must be a
+    /// member (`NotMember`); `NotFound(Channel)` when the channel is gone.
     async fn create_message(&self, new: &NewMessage) -> Result<StoredMessage>;
-    /// Replaces the content and records a `message_edited` event.
+    /// Replaces the content of `editor`'s own message and records a
+    /// `message_edited` event. `NotMember` when the editor is not a member
+    /// of the message's channel, `Forbidden` when not its sender.
     async fn edit_message(
         &self,
         id: MessageId,
+        editor: &UserId,
         content: &MessageBody,
     ) -> Result<(Message, ChannelEvent)>;
     /// Leaves a tombstone (seq and sender kept, content cleared) and records
-    /// a `message_deleted` event; `None` when it was deleted already.
-    async fn delete_message(&self, id: MessageId) -> Result<(Message, Option<ChannelEvent>)>;
+    /// a `message_deleted` event; `None` when it was deleted already. A
+    /// user may delete only their own message, as a member (as for edits).
+    async fn delete_message(
+        &self,
+        id: MessageId,
+        by: Actor<'_>,
+    ) -> Result<(Message, Option<ChannelEvent>)>;
     async fn message(&self, id: MessageId) -> Result<Message>;
     async fn message_by_seq(&self, channel: ChannelId, seq: Seq) -> Result<Message>;
     async fn history(
@@ -166,7 +190,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<ChannelEvent>>;
 
     /// Moves the watermark forward to `seq` (clamped to the channel's last
-    /// seq); never back.
+    /// seq); never back. `NotMember` when the user is not a member.
     async fn mark_read(&self, channel: ChannelId, user: &UserId, seq: Seq) -> Result<MarkedRead>;
     /// Messages after the user's watermark, not sent by the user, not deleted.
     async fn unread_count(&self, channel: ChannelId, user: &UserId) -> Result<i64>;

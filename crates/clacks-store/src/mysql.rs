@@ -40,11 +40,12 @@ impl MySqlStore {
             .map_err(crate::db_error)?;
         let insert_returning =
             version.to_ascii_lowercase().contains("mariadb") && !settings.mysql8_statements;
-        // MariaDB 11.6+ by default refuses to update a row changed since the
-        // transaction's snapshot, which a pipelined batch does by design (it
-        // reads memberships, then waits for the previous batch's channel
-        // locks). A batch locks what it writes and needs no snapshot, so
-        // its connections turn that check off.
+        // MariaDB 11.6+ by default refuses to lock or update a row changed
+        // since the transaction's snapshot (taken at its first plain read),
+        // which a batch meets by design: with the MySQL 8 statements it reads
+        // its new seqs, then locks the senders' memberships, which others
+        // may have changed meanwhile. A batch relies on its locks, not on a
+        // snapshot, so its connections turn that check off.
         let snapshot_check = sqlx::query("SHOW VARIABLES LIKE 'innodb_snapshot_isolation'")
             .fetch_optional(&mut probe)
             .await

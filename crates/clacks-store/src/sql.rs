@@ -56,7 +56,7 @@ macro_rules! sql_store {
 
         use crate::sql::READ_MARK_WINDOW_MS;
         use crate::{
-            db_error, is_unique_violation, AddedMember, Backend, ChannelPatch, DeletedChannel,
+            db_error, is_unique_violation, Actor, AddedMember, Backend, ChannelPatch, DeletedChannel,
             MarkedRead, NewMessage, Store, StoredMessage, MAX_PAGE,
         };
 
@@ -208,60 +208,77 @@ macro_rules! sql_store {
                     .ok_or(Error::NotFound(Entity::Channel))
             }
 
-            /// Which of the batch's messages need a membership their sender
-            /// lacks (one statement per batch).
+            /// Which of `pairs` are memberships, as committed now. This is
+            /// the read of the membership rule: run it while holding the
+            /// channels' seq locks, which a removal takes too, so that the
+            /// removal either committed before (and is seen here) or waits
+            /// for this transaction (and its `member_left` takes a later seq).
+            async fn memberships(
+                tx: &mut Transaction<'_, $db>,
+                pairs: &[(ChannelId, &UserId)],
+            ) -> Result<std::collections::HashSet<(ChannelId, UserId)>> {
+                let mut found = std::collections::HashSet::with_capacity(pairs.len());
+                for chunk in pairs.chunks(200) {
+                    let mut select = sqlx::QueryBuilder::<$db>::new("SELECT channel_id, user_id FROM members WHERE ");
+                    for (n, (channel, user)) in chunk.iter().enumerate() {
+                        if n > 0 {
+                            select.push(" OR ");
+                        }
+                        select.push("(channel_id = ").push_bind(channel.0);
+                        select.push(" AND user_id = ").push_bind(user.as_str().to_owned()).push(")");
+                    }
+                    select.push($backend.latest_rows());
+                    for row in select.build().fetch_all(&mut **tx).await.map_err(db_error)? {
+                        found.insert((ChannelId(int(&row, 0)?), UserId::from_trusted(text(&row, 1)?)));
+                    }
+                }
+                Ok(found)
+            }
+
+            /// Refuses (`NotMember`) unless `user` is a member of `channel`;
+            /// see [`Self::memberships`] for when to call it.
+            async fn require_member_in(tx: &mut Tx, channel: ChannelId, user: &UserId) -> Result<()> {
+                if Self::memberships(tx, &[(channel, user)]).await?.is_empty() {
+                    return Err(Error::NotMember { user: user.clone(), channel });
+                }
+                Ok(())
+            }
+
+            /// Refuses a user's change to `message` unless they are a
+            /// member of its channel (`NotMember`, checked first so that a
+            /// non-member learns nothing about the message) and its sender.
+            async fn require_author(tx: &mut Tx, message: &Message, by: Actor<'_>, verb: &str) -> Result<()> {
+                let Actor::User(user) = by else { return Ok(()) };
+                Self::require_member_in(tx, message.channel_id, user).await?;
+                if message.sender.user_id() != Some(user) {
+                    return Err(Error::forbidden(format!("only the sender may {verb} a message")));
+                }
+                Ok(())
+            }
+
+            /// The batch's messages whose sender is a user who is not a
+            /// member of their channel (read under the seq locks).
             async fn non_members(
                 tx: &mut Transaction<'_, $db>,
                 batch: &[crate::batch::Pending],
                 by_channel: &[(ChannelId, Vec<usize>)],
             ) -> Result<std::collections::HashSet<usize>> {
-                let checked: Vec<usize> = by_channel
+                let senders: Vec<(usize, ChannelId, &UserId)> = by_channel
                     .iter()
-                    .flat_map(|(_, members)| members.iter().copied())
-                    .filter(|i| batch[*i].new.require_member)
+                    .flat_map(|(channel, members)| {
+                        members.iter().filter_map(move |i| batch[*i].new.sender.user_id().map(|user| (*i, *channel, user)))
+                    })
                     .collect();
-                let mut refused = std::collections::HashSet::new();
-                for chunk in checked.chunks(200) {
-                    let mut pairs: Vec<(i64, &str)> = Vec::with_capacity(chunk.len());
-                    for i in chunk {
-                        let new = &batch[*i].new;
-                        match new.sender.user_id() {
-                            Some(user) => pairs.push((new.channel_id.0, user.as_str())),
-                            None => {
-                                refused.insert(*i);
-                            }
-                        }
-                    }
-                    pairs.sort_unstable();
-                    pairs.dedup();
-                    if pairs.is_empty() {
-                        continue;
-                    }
-                    let mut select = sqlx::QueryBuilder::<$db>::new("SELECT channel_id, user_id FROM members WHERE ");
-                    for (n, (channel, user)) in pairs.iter().enumerate() {
-                        if n > 0 {
-                            select.push(" OR ");
-                        }
-                        select.push("(channel_id = ").push_bind(*channel);
-                        select.push(" AND user_id = ").push_bind(user.to_string()).push(")");
-                    }
-                    let rows = select.build().fetch_all(&mut **tx).await.map_err(db_error)?;
-                    let mut found = std::collections::HashSet::with_capacity(rows.len());
-                    for row in &rows {
-                        found.insert((int(row, 0)?, text(row, 1)?));
-                    }
-                    for i in chunk {
-                        let new = &batch[*i].new;
-                        if let Some(user) = new.sender.user_id() {
-                            if !found.contains(&(new.channel_id.0, user.as_str().to_owned())) {
-                                refused.insert(*i);
-                            }
-                        }
-                    }
-                }
-                Ok(refused)
+                let mut pairs: Vec<(ChannelId, &UserId)> = senders.iter().map(|(_, channel, user)| (*channel, *user)).collect();
+                pairs.sort_unstable();
+                pairs.dedup();
+                let found = Self::memberships(tx, &pairs).await?;
+                Ok(senders
+                    .into_iter()
+                    .filter(|(_, channel, user)| !found.contains(&(*channel, (*user).clone())))
+                    .map(|(i, _, _)| i)
+                    .collect())
             }
-
             /// `UPDATE` that adds each channel's count to its seq counter
             /// (callers add `RETURNING` where the backend has it).
             fn bump_seqs(chunk: &[(ChannelId, i64)]) -> sqlx::QueryBuilder<'_, $db> {
@@ -527,47 +544,7 @@ macro_rules! sql_store {
                 let now = now_ms();
                 let mut tx = Self::begin_batch_on(connection).await.map_err(BatchFailure::NotBegun)?;
                 let mut results: Vec<Option<Result<StoredMessage>>> = vec![None; batch.len()];
-                let mut by_channel: Vec<(ChannelId, Vec<usize>)> = Vec::new();
-                for (i, pending) in batch.iter().enumerate() {
-                    if repeat_of[i].is_some() {
-                        continue;
-                    }
-                    let channel = pending.new.channel_id;
-                    match by_channel.iter_mut().find(|(c, _)| *c == channel) {
-                        Some((_, members)) => members.push(i),
-                        None => by_channel.push((channel, vec![i])),
-                    }
-                }
-                // Senders that must be members and are not: refused, and
-                // (having no channel to speak of) before a channel's existence
-                // could show.
-                let not_members = Self::non_members(&mut tx, batch, &by_channel).await.map_err(BatchFailure::Failed)?;
-                if !not_members.is_empty() {
-                    for (_, members) in by_channel.iter_mut() {
-                        members.retain(|i| {
-                            let refused = not_members.contains(i);
-                            if refused {
-                                results[*i] = Some(Err(Error::forbidden("not a member of this channel")));
-                            }
-                            !refused
-                        });
-                    }
-                    by_channel.retain(|(_, members)| !members.is_empty());
-                }
-                // Every channel's seqs in one statement (rows locked in id
-                // order, like any other writer of several channels).
-                by_channel.sort_by_key(|(channel, _)| *channel);
-                let wanted: Vec<(ChannelId, i64)> = by_channel
-                    .iter()
-                    .map(|(channel, members)| (*channel, i64::try_from(members.len()).unwrap_or(i64::MAX)))
-                    .collect();
-                // (batch index, seq, id) of every stored message.
-                let stored = if $backend.has_returning() || !insert_returning {
-                    Self::insert_with_known_seqs(&mut tx, batch, &by_channel, &wanted, now, &mut results).await
-                } else {
-                    Self::insert_returning_seqs(&mut tx, batch, &mut by_channel, &wanted, now, &mut results).await
-                };
-                let stored = match stored {
+                let stored = match Self::batch_statements(&mut tx, insert_returning, batch, repeat_of, now, &mut results).await {
                     Ok(stored) => stored,
                     Err(failure) => {
                         let _ = tx.rollback().await;
@@ -599,31 +576,143 @@ macro_rules! sql_store {
                     .collect())
             }
 
-            /// Takes the seqs first (read back by `RETURNING` or a SELECT),
-            /// then inserts the messages with them; ids come back by
-            /// `RETURNING` or, on MySQL 8, a second SELECT.
+            /// A batch's statements: takes every channel's seqs (locking
+            /// the channel rows), checks the senders' memberships under
+            /// those locks, gives back the seqs of refused messages, and
+            /// inserts the rest. Returns `(batch index, seq, id)` of every
+            /// stored message; refusals go to `results`.
+            async fn batch_statements(
+                tx: &mut Transaction<'_, $db>,
+                insert_returning: bool,
+                batch: &[crate::batch::Pending],
+                repeat_of: &[Option<usize>],
+                now: i64,
+                results: &mut [Option<Result<StoredMessage>>],
+            ) -> std::result::Result<Vec<(usize, Seq, i64)>, BatchFailure> {
+                let mut by_channel: Vec<(ChannelId, Vec<usize>)> = Vec::new();
+                for (i, pending) in batch.iter().enumerate() {
+                    if repeat_of[i].is_some() {
+                        continue;
+                    }
+                    let channel = pending.new.channel_id;
+                    match by_channel.iter_mut().find(|(c, _)| *c == channel) {
+                        Some((_, members)) => members.push(i),
+                        None => by_channel.push((channel, vec![i])),
+                    }
+                }
+                // Every channel's seqs in one statement (rows locked in id
+                // order, like any other writer of several channels).
+                by_channel.sort_by_key(|(channel, _)| *channel);
+                let wanted = Self::seq_counts(&by_channel);
+                // MariaDB (`INSERT ... RETURNING` but no `UPDATE ...
+                // RETURNING`) computes each seq in the INSERT from the new
+                // counter; the others read the first new seqs back.
+                let known_seqs = $backend.has_returning() || !insert_returning;
+                let firsts = if known_seqs {
+                    Some(Self::take_seqs_of_many(tx, &wanted).await.map_err(BatchFailure::Failed)?)
+                } else {
+                    None
+                };
+                let existing = match &firsts {
+                    Some(firsts) => firsts.keys().copied().collect(),
+                    None => Self::bump_existing(tx, &wanted).await.map_err(BatchFailure::Failed)?,
+                };
+                by_channel.retain(|(channel, members)| {
+                    let exists = existing.contains(channel);
+                    if !exists {
+                        for i in members {
+                            results[*i] = Some(Err(Error::NotFound(Entity::Channel)));
+                        }
+                    }
+                    exists
+                });
+                let refused = Self::non_members(tx, batch, &by_channel).await.map_err(BatchFailure::Failed)?;
+                if !refused.is_empty() {
+                    // Refused messages give their seqs back, so the counter
+                    // stays gap-free; a channel's first new seq is unchanged
+                    // (its messages keep their order), and the lock is still
+                    // held, so nobody took a seq meanwhile.
+                    let mut given_back = Vec::new();
+                    for (channel, members) in by_channel.iter_mut() {
+                        let before = members.len();
+                        members.retain(|i| {
+                            if !refused.contains(i) {
+                                return true;
+                            }
+                            if let Some(user) = batch[*i].new.sender.user_id() {
+                                results[*i] = Some(Err(Error::NotMember { user: user.clone(), channel: *channel }));
+                            }
+                            false
+                        });
+                        let refused_here = i64::try_from(before - members.len()).unwrap_or(i64::MAX);
+                        if refused_here > 0 {
+                            given_back.push((*channel, -refused_here));
+                        }
+                    }
+                    for chunk in given_back.chunks(200) {
+                        Self::bump_seqs(chunk).build().execute(&mut **tx).await.map_err(|e| BatchFailure::Failed(db_error(e)))?;
+                    }
+                    by_channel.retain(|(_, members)| !members.is_empty());
+                }
+                match firsts {
+                    Some(firsts) => Self::insert_with_known_seqs(tx, batch, &by_channel, &firsts, now, results).await,
+                    None => Self::insert_returning_seqs(tx, batch, &by_channel, now).await,
+                }
+            }
+
+            /// How many seqs each channel of a grouped batch takes.
+            fn seq_counts(by_channel: &[(ChannelId, Vec<usize>)]) -> Vec<(ChannelId, i64)> {
+                by_channel
+                    .iter()
+                    .map(|(channel, members)| (*channel, i64::try_from(members.len()).unwrap_or(i64::MAX)))
+                    .collect()
+            }
+
+            /// Bumps the counters without reading them back (MariaDB);
+            /// returns which channels exist.
+            async fn bump_existing(
+                tx: &mut Transaction<'_, $db>,
+                wanted: &[(ChannelId, i64)],
+            ) -> Result<std::collections::HashSet<ChannelId>> {
+                let mut updated = 0u64;
+                for chunk in wanted.chunks(200) {
+                    updated += Self::bump_seqs(chunk).build().execute(&mut **tx).await.map_err(db_error)?.rows_affected();
+                }
+                if updated == wanted.len() as u64 {
+                    return Ok(wanted.iter().map(|(channel, _)| *channel).collect());
+                }
+                // Some channel is gone (rare): find out which.
+                let mut existing = std::collections::HashSet::new();
+                for chunk in wanted.chunks(200) {
+                    let mut select = sqlx::QueryBuilder::<$db>::new("SELECT id FROM channels WHERE id IN (");
+                    let mut ids = select.separated(", ");
+                    for (channel, _) in chunk {
+                        ids.push_bind(channel.0);
+                    }
+                    select.push(")");
+                    for row in select.build().fetch_all(&mut **tx).await.map_err(db_error)? {
+                        existing.insert(ChannelId(int(&row, 0)?));
+                    }
+                }
+                Ok(existing)
+            }
+
+            /// Inserts the messages with the seqs taken (each channel's
+            /// from its first new seq on); ids come back by `RETURNING` or,
+            /// on MySQL 8, a second SELECT.
             async fn insert_with_known_seqs(
                 tx: &mut Transaction<'_, $db>,
                 batch: &[crate::batch::Pending],
                 by_channel: &[(ChannelId, Vec<usize>)],
-                wanted: &[(ChannelId, i64)],
+                firsts: &HashMap<ChannelId, Seq>,
                 now: i64,
                 results: &mut [Option<Result<StoredMessage>>],
             ) -> std::result::Result<Vec<(usize, Seq, i64)>, BatchFailure> {
-                let firsts = Self::take_seqs_of_many(tx, wanted).await.map_err(BatchFailure::Failed)?;
                 let mut rows: Vec<(usize, Seq)> = Vec::with_capacity(batch.len());
                 for (channel, members) in by_channel {
-                    match firsts.get(channel) {
-                        Some(first) => {
-                            for (offset, i) in members.iter().enumerate() {
-                                rows.push((*i, first + offset as i64));
-                            }
-                        }
-                        None => {
-                            for i in members {
-                                results[*i] = Some(Err(Error::NotFound(Entity::Channel)));
-                            }
-                        }
+                    let Some(first) = firsts.get(channel) else { continue };
+                    for (offset, i) in members.iter().enumerate() {
+                        rows.push((*i, first + offset as i64));
                     }
                 }
                 let mut ids: HashMap<(ChannelId, Seq), i64> = HashMap::with_capacity(rows.len());
@@ -654,16 +743,15 @@ macro_rules! sql_store {
                     for channels in by_channel.chunks(100) {
                         let mut select = sqlx::QueryBuilder::<$db>::new("SELECT id, channel_id, seq FROM messages WHERE ");
                         let mut any = false;
-                        for (channel, _) in channels {
+                        for (channel, members) in channels {
                             let Some(first) = firsts.get(channel) else { continue };
-                            let count = wanted.iter().find(|(c, _)| c == channel).map_or(0, |(_, n)| *n);
                             if any {
                                 select.push(" OR ");
                             }
                             any = true;
                             select.push("(channel_id = ").push_bind(channel.0);
                             select.push(" AND seq >= ").push_bind(*first);
-                            select.push(" AND seq <= ").push_bind(first + count - 1).push(")");
+                            select.push(" AND seq < ").push_bind(first + members.len() as i64).push(")");
                         }
                         if !any {
                             continue;
@@ -687,52 +775,20 @@ macro_rules! sql_store {
                 Ok(stored)
             }
 
-            /// MariaDB (`INSERT ... RETURNING` but no `UPDATE ...
-            /// RETURNING`): bumps the counters, then inserts with each seq
-            /// computed from its channel's new `last_seq` in the INSERT
-            /// itself and returned with the ids. Two statements instead of
-            /// four (update, read seqs, insert, read ids).
+            /// MariaDB: inserts with each seq computed from its channel's
+            /// new `last_seq` in the INSERT itself and returned with the
+            /// ids, two statements with the counter update instead of four
+            /// (update, read seqs, insert, read ids).
             async fn insert_returning_seqs(
                 tx: &mut Transaction<'_, $db>,
                 batch: &[crate::batch::Pending],
-                by_channel: &mut Vec<(ChannelId, Vec<usize>)>,
-                wanted: &[(ChannelId, i64)],
+                by_channel: &[(ChannelId, Vec<usize>)],
                 now: i64,
-                results: &mut [Option<Result<StoredMessage>>],
             ) -> std::result::Result<Vec<(usize, Seq, i64)>, BatchFailure> {
-                let mut updated = 0u64;
-                for chunk in wanted.chunks(200) {
-                    let mut update = Self::bump_seqs(chunk);
-                    updated += update.build().execute(&mut **tx).await.map_err(|e| BatchFailure::Failed(db_error(e)))?.rows_affected();
-                }
-                if updated < wanted.len() as u64 {
-                    // Some channel is gone (rare): find out which.
-                    let mut existing = std::collections::HashSet::new();
-                    for chunk in wanted.chunks(200) {
-                        let mut select = sqlx::QueryBuilder::<$db>::new("SELECT id FROM channels WHERE id IN (");
-                        let mut ids = select.separated(", ");
-                        for (channel, _) in chunk {
-                            ids.push_bind(channel.0);
-                        }
-                        select.push(")");
-                        for row in select.build().fetch_all(&mut **tx).await.map_err(|e| BatchFailure::Failed(db_error(e)))? {
-                            existing.insert(int(&row, 0).map_err(BatchFailure::Failed)?);
-                        }
-                    }
-                    by_channel.retain(|(channel, members)| {
-                        let exists = existing.contains(&channel.0);
-                        if !exists {
-                            for i in members {
-                                results[*i] = Some(Err(Error::NotFound(Entity::Channel)));
-                            }
-                        }
-                        exists
-                    });
-                }
                 // (batch index, channel, how far below the channel's new
                 // last_seq its seq is)
                 let mut rows: Vec<(usize, ChannelId, i64)> = Vec::with_capacity(batch.len());
-                for (channel, members) in by_channel.iter() {
+                for (channel, members) in by_channel {
                     let count = members.len() as i64;
                     for (offset, i) in members.iter().enumerate() {
                         rows.push((*i, *channel, count - 1 - offset as i64));
@@ -763,7 +819,7 @@ macro_rules! sql_store {
                 // A channel's messages got consecutive seqs in batch order,
                 // so its returned rows sorted by seq are its members in order.
                 let mut stored = Vec::with_capacity(rows.len());
-                for (channel, members) in by_channel.iter() {
+                for (channel, members) in by_channel {
                     let mut got = returned.remove(channel).unwrap_or_default();
                     got.sort_unstable();
                     let consecutive = got.windows(2).all(|w| w[1].0 == w[0].0 + 1);
@@ -778,7 +834,6 @@ macro_rules! sql_store {
                 }
                 Ok(stored)
             }
-
             /// Stores one message in a transaction of its own (the fallback
             /// when a batch hits a concurrent duplicate).
             async fn create_message_direct(pool: &Pool, new: &NewMessage) -> Result<StoredMessage> {
@@ -790,16 +845,11 @@ macro_rules! sql_store {
                 }
                 let now = now_ms();
                 let mut tx = Self::begin_write_on(pool).await?;
-                if new.require_member {
-                    let member = match new.sender.user_id() {
-                        Some(user) => Self::member_in(&mut *tx, new.channel_id, user).await?,
-                        None => None,
-                    };
-                    if member.is_none() {
-                        return Err(Error::forbidden("not a member of this channel"));
-                    }
-                }
                 let seq = Self::take_seqs(&mut tx, new.channel_id, 1).await?;
+                if let Some(user) = new.sender.user_id() {
+                    // Refused: the rollback gives the seq back.
+                    Self::require_member_in(&mut tx, new.channel_id, user).await?;
+                }
                 let sql = if $backend.has_returning() {
                     q("INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at) \
                        VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
@@ -1305,11 +1355,13 @@ macro_rules! sql_store {
                 self.batcher.submit(new.clone()).await
             }
 
-            async fn edit_message(&self, id: MessageId, content: &MessageBody) -> Result<(Message, ChannelEvent)> {
+            async fn edit_message(&self, id: MessageId, editor: &UserId, content: &MessageBody) -> Result<(Message, ChannelEvent)> {
                 let now = now_ms();
                 let mut tx = self.begin_write().await?;
                 let before = Self::message_in(&mut *tx, id).await?;
                 let seq = Self::append_event(&mut tx, before.channel_id, "message_edited", before.sender.user_id(), Some(id), None, now).await?;
+                // Under the channel lock; refused, the rollback gives the seq back.
+                Self::require_author(&mut tx, &before, Actor::User(editor), "edit").await?;
                 // Checked after the channel lock: a concurrent delete wins.
                 let edited = sqlx::query(&q(
                     "UPDATE messages SET content = $1, edited_at = $2 WHERE id = $3 AND deleted_at IS NULL",
@@ -1330,14 +1382,18 @@ macro_rules! sql_store {
                 Ok((message, event))
             }
 
-            async fn delete_message(&self, id: MessageId) -> Result<(Message, Option<ChannelEvent>)> {
+            async fn delete_message(&self, id: MessageId, by: Actor<'_>) -> Result<(Message, Option<ChannelEvent>)> {
                 let now = now_ms();
                 let mut tx = self.begin_write().await?;
                 let before = Self::message_in(&mut *tx, id).await?;
                 if before.is_deleted() {
+                    // No event to order after a removal: any read will do.
+                    Self::require_author(&mut tx, &before, by, "delete").await?;
                     return Ok((before, None));
                 }
                 let seq = Self::append_event(&mut tx, before.channel_id, "message_deleted", before.sender.user_id(), Some(id), None, now).await?;
+                // Under the channel lock; refused, the rollback gives the seq back.
+                Self::require_author(&mut tx, &before, by, "delete").await?;
                 let deleted = sqlx::query(&q(
                     "UPDATE messages SET content = $1, deleted_at = $2 WHERE id = $3 AND deleted_at IS NULL",
                 ))
@@ -1472,7 +1528,7 @@ macro_rules! sql_store {
                     > 0;
                 let member = Self::member_in(&mut *tx, channel, user)
                     .await?
-                    .ok_or(Error::NotFound(Entity::Member))?;
+                    .ok_or_else(|| Error::NotMember { user: user.clone(), channel })?;
                 if moved {
                     let latest = sqlx::query(&q(
                         "SELECT up_to_seq, read_at FROM read_marks WHERE channel_id = $1 AND user_id = $2 \

@@ -11,7 +11,7 @@ use clacks_core::{
     ChannelId, ChannelPage, ClientMessageId, DisplayName, Entity, Error, EventPayload, HistoryPage,
     MessageBody, Metadata, Role, Sender, UserId,
 };
-use clacks_store::{ChannelPatch, NewMessage, PoolSettings, Store};
+use clacks_store::{Actor, ChannelPatch, NewMessage, PoolSettings, Store};
 use clacks_testkit::{TestBackend, TestDatabase};
 
 async fn run<F, Fut>(backend: TestBackend, test: F)
@@ -90,6 +90,8 @@ storage_tests!(
     writes_to_missing_channels_are_not_found,
     batched_sends_across_channels_stay_gap_free,
     membership_is_checked_in_the_storing_transaction,
+    edits_and_deletes_need_the_sender_as_a_member,
+    no_message_from_a_removed_member_after_member_left,
 );
 
 /// Two store instances on one database (two nodes) racing on one client
@@ -118,7 +120,6 @@ async fn two_nodes_racing_on_one_client_id_store_one_message() {
                 sender: Sender::User(user("alice")),
                 content: body("once"),
                 client_message_id: Some(ClientMessageId::parse(format!("race-{round}")).unwrap()),
-                require_member: false,
             };
             let tasks: Vec<_> = [first.clone(), second.clone(), first.clone(), second.clone()]
                 .into_iter()
@@ -181,7 +182,6 @@ async fn send(
             sender: Sender::User(user(from)),
             content: body(text),
             client_message_id: None,
-            require_member: false,
         })
         .await
         .unwrap()
@@ -242,7 +242,6 @@ async fn idempotent_retry_under_concurrency_stores_one_message(store: Arc<dyn St
         sender: Sender::User(user("alice")),
         content: body("hello once"),
         client_message_id: Some(ClientMessageId::parse("retry-1").unwrap()),
-        require_member: false,
     };
     let tasks: Vec<_> = (0..16)
         .map(|_| {
@@ -325,7 +324,10 @@ async fn watermark_never_moves_back(store: Arc<dyn Store>) {
             .mark_read(channel, &user("carol"), 1)
             .await
             .unwrap_err(),
-        Error::NotFound(Entity::Member)
+        Error::NotMember {
+            user: user("carol"),
+            channel
+        }
     );
 }
 
@@ -337,14 +339,16 @@ async fn unread_counts_exclude_own_and_deleted_messages(store: Arc<dyn Store>) {
     send(&store, channel, "alice", "a3").await;
     send(&store, channel, "bob", "b1").await;
     let b2 = send(&store, channel, "bob", "b2").await;
-    store.delete_message(a1.id).await.unwrap();
+    store
+        .delete_message(a1.id, Actor::Application)
+        .await
+        .unwrap();
     store
         .create_message(&NewMessage {
             channel_id: other,
             sender: Sender::System,
             content: body("welcome"),
             client_message_id: None,
-            require_member: false,
         })
         .await
         .unwrap();
@@ -391,7 +395,10 @@ async fn channel_delete_leaves_nothing_behind(store: Arc<dyn Store>) {
     let channel = channel_with(&store, &["alice", "bob"]).await;
     let m = send(&store, channel, "alice", "hello").await;
     send(&store, channel, "bob", "hi").await;
-    store.edit_message(m.id, &body("hello!")).await.unwrap();
+    store
+        .edit_message(m.id, &user("alice"), &body("hello!"))
+        .await
+        .unwrap();
     store.mark_read(channel, &user("bob"), 2).await.unwrap();
     store
         .add_member(channel, &user("carol"), &Role::member())
@@ -573,7 +580,7 @@ async fn events_after_replays_the_stream_in_order(store: Arc<dyn Store>) {
         .unwrap(); // 2
     send(&store, channel, "bob", "two").await; // 3
     store
-        .edit_message(m1.id, &body("one, edited"))
+        .edit_message(m1.id, &user("alice"), &body("one, edited"))
         .await
         .unwrap(); // 4
     store
@@ -588,7 +595,10 @@ async fn events_after_replays_the_stream_in_order(store: Arc<dyn Store>) {
         )
         .await
         .unwrap(); // 5
-    store.delete_message(m1.id).await.unwrap(); // 6
+    store
+        .delete_message(m1.id, Actor::User(&user("alice")))
+        .await
+        .unwrap(); // 6
     store.remove_member(channel, &user("bob")).await.unwrap(); // 7
 
     let all = store.events_after(channel, 0, 100).await.unwrap();
@@ -639,21 +649,32 @@ async fn events_after_replays_the_stream_in_order(store: Arc<dyn Store>) {
 async fn edit_and_delete_keep_tombstones(store: Arc<dyn Store>) {
     let channel = channel_with(&store, &["alice"]).await;
     let m = send(&store, channel, "alice", "draft").await;
-    let (edited, event) = store.edit_message(m.id, &body("final")).await.unwrap();
+    let (edited, event) = store
+        .edit_message(m.id, &user("alice"), &body("final"))
+        .await
+        .unwrap();
     assert_eq!(edited.content, "final");
     assert!(edited.edited_at.is_some());
     assert_eq!(edited.seq, 1, "an edit keeps the message's seq");
     assert_eq!(event.seq, 2, "and records an event with the next one");
 
-    let (tombstone, event) = store.delete_message(m.id).await.unwrap();
+    let (tombstone, event) = store
+        .delete_message(m.id, Actor::User(&user("alice")))
+        .await
+        .unwrap();
     assert!(tombstone.is_deleted());
     assert_eq!(tombstone.content, "");
     assert_eq!(tombstone.seq, 1);
     assert_eq!(event.unwrap().seq, 3);
-    let (_, again) = store.delete_message(m.id).await.unwrap();
+    let (_, again) = store
+        .delete_message(m.id, Actor::Application)
+        .await
+        .unwrap();
     assert!(again.is_none(), "deleting twice records nothing");
     assert!(matches!(
-        store.edit_message(m.id, &body("zombie")).await,
+        store
+            .edit_message(m.id, &user("alice"), &body("zombie"))
+            .await,
         Err(Error::Conflict(_))
     ));
     assert_eq!(store.channel(channel).await.unwrap().last_seq, 3);
@@ -665,7 +686,7 @@ async fn edit_and_delete_keep_tombstones(store: Arc<dyn Store>) {
     assert!(history[0].is_deleted());
     assert_eq!(
         store
-            .edit_message(clacks_core::MessageId(i64::MAX), &body("x"))
+            .edit_message(clacks_core::MessageId(i64::MAX), &user("alice"), &body("x"))
             .await
             .unwrap_err(),
         Error::NotFound(Entity::Message)
@@ -831,7 +852,6 @@ async fn batched_sends_across_channels_stay_gap_free(store: Arc<dyn Store>) {
                         sender: Sender::User(user("s")),
                         content: body("x"),
                         client_message_id: client_id.clone(),
-                        require_member: false,
                     };
                     let (a, b) = tokio::join!(store.create_message(&new), async {
                         match &client_id {
@@ -882,7 +902,6 @@ async fn membership_is_checked_in_the_storing_transaction(store: Arc<dyn Store>)
         sender: Sender::User(user(from)),
         content: body("hi"),
         client_message_id: None,
-        require_member: true,
     };
     // Concurrent sends from members and non-members land in shared batches.
     let tasks: Vec<_> = (0..40)
@@ -897,7 +916,13 @@ async fn membership_is_checked_in_the_storing_transaction(store: Arc<dyn Store>)
         if i % 2 == 0 {
             assert!(result.unwrap().created);
         } else {
-            assert!(matches!(result, Err(Error::Forbidden(_))), "{result:?}");
+            assert_eq!(
+                result.unwrap_err(),
+                Error::NotMember {
+                    user: user("mallory"),
+                    channel
+                }
+            );
         }
     }
     let seqs: Vec<i64> = store
@@ -912,20 +937,128 @@ async fn membership_is_checked_in_the_storing_transaction(store: Arc<dyn Store>)
         (1..=20).collect::<Vec<_>>(),
         "refused sends take no seq"
     );
-    // A channel that does not exist is not revealed to a non-member.
-    assert!(matches!(
+    assert_eq!(store.channel(channel).await.unwrap().last_seq, 20);
+    assert_eq!(
         store
             .create_message(&send("alice", ChannelId(i64::MAX)))
-            .await,
-        Err(Error::Forbidden(_))
-    ));
-    // System messages need no membership when not required.
+            .await
+            .unwrap_err(),
+        Error::NotFound(Entity::Channel)
+    );
+    // System messages need no membership.
     let system = NewMessage {
         sender: Sender::System,
-        require_member: false,
         ..send("alice", channel)
     };
     assert!(store.create_message(&system).await.unwrap().created);
+}
+
+/// Only the sender edits or deletes a message, and only while a member;
+/// the application deletes any message. A refusal takes no seq.
+async fn edits_and_deletes_need_the_sender_as_a_member(store: Arc<dyn Store>) {
+    let channel = channel_with(&store, &["alice", "bob"]).await;
+    let m = send(&store, channel, "alice", "mine").await;
+    let (alice, bob, mallory) = (user("alice"), user("bob"), user("mallory"));
+    assert!(matches!(
+        store.edit_message(m.id, &bob, &body("theirs")).await,
+        Err(Error::Forbidden(_))
+    ));
+    assert!(matches!(
+        store.delete_message(m.id, Actor::User(&bob)).await,
+        Err(Error::Forbidden(_))
+    ));
+    let not_member = Error::NotMember {
+        user: mallory.clone(),
+        channel,
+    };
+    assert_eq!(
+        store
+            .edit_message(m.id, &mallory, &body("x"))
+            .await
+            .unwrap_err(),
+        not_member
+    );
+    store.remove_member(channel, &alice).await.unwrap(); // seq 2
+    let removed = Error::NotMember {
+        user: alice.clone(),
+        channel,
+    };
+    assert_eq!(
+        store
+            .edit_message(m.id, &alice, &body("late"))
+            .await
+            .unwrap_err(),
+        removed
+    );
+    assert_eq!(
+        store
+            .delete_message(m.id, Actor::User(&alice))
+            .await
+            .unwrap_err(),
+        removed
+    );
+    assert_eq!(
+        store.channel(channel).await.unwrap().last_seq,
+        2,
+        "refusals take no seq"
+    );
+    let (tombstone, event) = store
+        .delete_message(m.id, Actor::Application)
+        .await
+        .unwrap();
+    assert!(tombstone.is_deleted());
+    assert_eq!(event.unwrap().seq, 3);
+}
+
+/// Sends raced against the sender's removal: whatever the interleaving,
+/// no message of theirs takes a seq after their `member_left`, and the
+/// seqs stay gap-free.
+async fn no_message_from_a_removed_member_after_member_left(store: Arc<dyn Store>) {
+    for round in 0..20 {
+        let channel = channel_with(&store, &["alice", "bob"]).await;
+        let senders: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let from = if i % 2 == 0 { "alice" } else { "bob" };
+                    store
+                        .create_message(&NewMessage {
+                            channel_id: channel,
+                            sender: Sender::User(user(from)),
+                            content: body("racing"),
+                            client_message_id: None,
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let removal = store.remove_member(channel, &user("alice")).await.unwrap();
+        for sender in senders {
+            match sender.await.unwrap() {
+                Ok(_) => {}
+                Err(Error::NotMember { user: u, .. }) => assert_eq!(u, user("alice")),
+                Err(other) => panic!("round {round}: {other:?}"),
+            }
+        }
+        let events = store.events_after(channel, 0, 100).await.unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=events.len() as i64).collect::<Vec<_>>(),
+            "round {round}: gap-free"
+        );
+        for event in &events {
+            if let EventPayload::MessageCreated { message } = &event.payload
+                && message.sender.user_id() == Some(&user("alice"))
+            {
+                assert!(
+                    message.seq < removal.seq,
+                    "round {round}: alice's message {} after her member_left {}",
+                    message.seq,
+                    removal.seq
+                );
+            }
+        }
+    }
 }
 
 async fn writes_to_missing_channels_are_not_found(store: Arc<dyn Store>) {
@@ -936,7 +1069,6 @@ async fn writes_to_missing_channels_are_not_found(store: Arc<dyn Store>) {
             sender: Sender::User(user("alice")),
             content: body("lost?"),
             client_message_id: None,
-            require_member: false,
         })
         .await
         .unwrap_err();

@@ -46,6 +46,7 @@ use axum::http::HeaderMap;
 use clacks_core::Error;
 use clacks_delivery::{CloseReason, ConnectionGuard};
 use clacks_service::Caller;
+use clacks_service::auth::{BearerScheme, bearer_token};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
@@ -128,16 +129,10 @@ fn init_token(payload: Option<&serde_json::Value>) -> Option<String> {
     let object = payload?.as_object()?;
     for (key, value) in object {
         let Some(text) = value.as_str() else { continue };
-        if key.eq_ignore_ascii_case("authorization") {
-            return Some(
-                crate::http::strip_bearer(text)
-                    .unwrap_or(text)
-                    .trim()
-                    .to_owned(),
-            );
-        }
-        if key == "token" {
-            return Some(text.trim().to_owned());
+        if key.eq_ignore_ascii_case("authorization") || key == "token" {
+            // Kept as given when malformed, for the token check to refuse.
+            let token = bearer_token(text, BearerScheme::Optional).unwrap_or(text);
+            return Some(token.to_owned());
         }
     }
     None

@@ -1,5 +1,6 @@
 //! GraphQL API over HTTP and WebSocket (issue 4).
 
+mod auth;
 #[path = "graphql/client.rs"]
 mod client;
 mod delivery;
@@ -7,6 +8,8 @@ mod delivery;
 mod http;
 #[path = "graphql/limits.rs"]
 mod limits;
+mod races;
+mod rate_limits;
 #[path = "graphql/schema.rs"]
 mod schema;
 #[path = "graphql/ws.rs"]

@@ -52,15 +52,23 @@ pub struct TestApp {
 }
 
 /// The configuration tests run with: ephemeral loopback ports, a fixed JWT
-/// secret and a generous send rate.
+/// secret and generous rate limits (the rate limit tests lower theirs).
 pub fn test_config(database_url: &str) -> Config {
     let mut config = Config::defaults();
     config.database_url = database_url.to_owned();
     config.client_addr = "127.0.0.1:0".parse().expect("addr");
     config.management_addr = "127.0.0.1:0".parse().expect("addr");
     config.jwt_secret = Some(TEST_JWT_SECRET.to_owned());
-    config.send_rate = 10_000;
-    config.send_burst = 10_000;
+    for (rate, burst) in [
+        (&mut config.send_rate, &mut config.send_burst),
+        (&mut config.edit_rate, &mut config.edit_burst),
+        (&mut config.delete_rate, &mut config.delete_burst),
+        (&mut config.mark_read_rate, &mut config.mark_read_burst),
+        (&mut config.typing_rate, &mut config.typing_burst),
+        (&mut config.subscribe_rate, &mut config.subscribe_burst),
+    ] {
+        (*rate, *burst) = (10_000, 10_000);
+    }
     config.shutdown_grace = 2;
     config
 }

@@ -179,7 +179,7 @@ async fn client_that_never_reads_is_let_go(backend: TestBackend) {
     // The send timeout is 5 s; margin for a busy machine.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     // Gone with its subscription (hub registration and queued events).
-    while app.service.connections().count() > 0 || app.service.hub().stats().subscriptions > 0 {
+    while app.service.connections().count() > 0 || app.service.hub_stats().subscriptions > 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "a client that reads nothing is still connected"
