@@ -174,12 +174,12 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         default_token_ttl: Duration::from_secs(config.token_ttl.max(1)),
         ..Limits::default()
     };
-    let hub = Hub::with_backfill(
+    let hub = Hub::new(
         HubSettings {
             queue_capacity: config.subscription_queue,
             ..HubSettings::default()
         },
-        Some(Arc::new(StoreBackfill(store.clone()))),
+        Arc::new(StoreBackfill(store.clone())),
     );
     let connections = Connections::new();
     let bus = match config.nats_url.as_deref().filter(|u| !u.is_empty()) {

@@ -18,5 +18,5 @@ mod stream;
 pub use auth::{Auth, AuthSettings, Caller, MintedToken, TokenRequest};
 pub use backfill::StoreBackfill;
 pub use limits::Limits;
-pub use service::{ChatService, ChatServiceParts, HistoryRequest, MAX_RESUME_EVENTS, MessageView};
+pub use service::{ChatService, ChatServiceParts, HistoryRequest, MAX_RESUME_POINTS, MessageView};
 pub use stream::EventStream;

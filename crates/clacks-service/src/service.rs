@@ -18,9 +18,11 @@ use crate::auth::{Auth, Caller, MintedToken, TokenRequest};
 use crate::limits::Limits;
 use crate::stream::EventStream;
 
-/// Most events one subscription may replay when it resumes; a client
-/// further behind reloads history instead.
-pub const MAX_RESUME_EVENTS: usize = 100_000;
+/// Most channels one subscription may resume (`resume` entries). A
+/// resume point costs a few words while the subscription reads that
+/// channel's backlog, whatever its length: the backlog is read a page at a
+/// time, as the client takes it.
+pub const MAX_RESUME_POINTS: usize = 1_000;
 
 /// A page of history: `before` (newest first, the default) or `after`
 /// (oldest first) a seq.
@@ -453,15 +455,22 @@ impl ChatService {
     /// their channels), resuming after the given seqs: everything durable
     /// after each `(channel, seq)` is replayed from the store first, then
     /// live events follow with no gap and no duplicate. Channels without a
-    /// resume point start with live events only.
+    /// resume point start with live events only. The replay is read a page
+    /// at a time as the stream is consumed, so any distance behind costs
+    /// the same memory; [`EventStream::resumed_events`] says how long it is.
     pub async fn subscribe_events(
         &self,
         caller: &Caller,
         channel: Option<ChannelId>,
         resume: &[(ChannelId, Seq)],
     ) -> Result<EventStream> {
-        let live = self.subscribe(caller, channel).await?;
-        let mut replay = Vec::new();
+        if resume.len() > MAX_RESUME_POINTS {
+            return Err(Error::invalid(
+                "resume",
+                format!("at most {MAX_RESUME_POINTS} channels may be resumed at once"),
+            ));
+        }
+        let mut named = std::collections::HashSet::with_capacity(resume.len());
         for &(resume_channel, after) in resume {
             if channel.is_some_and(|c| c != resume_channel) {
                 return Err(Error::invalid(
@@ -472,47 +481,24 @@ impl ChatService {
             if after < 0 {
                 return Err(Error::invalid("afterSeq", "must not be negative"));
             }
-            self.require_member(caller, resume_channel).await?;
-            let mut cursor = after;
-            loop {
-                let page = self
-                    .store
-                    .events_after(resume_channel, cursor, clacks_store::MAX_PAGE)
-                    .await?;
-                let Some(last) = page.last() else { break };
-                cursor = last.seq;
-                let full = page.len() >= clacks_store::MAX_PAGE as usize;
-                replay.extend(page);
-                if replay.len() > MAX_RESUME_EVENTS {
-                    return Err(Error::invalid(
-                        "afterSeq",
-                        format!(
-                            "more than {MAX_RESUME_EVENTS} events were missed; load history, then resume from a recent seq"
-                        ),
-                    ));
-                }
-                if !full {
-                    break;
-                }
+            if !named.insert(resume_channel) {
+                return Err(Error::invalid("resume", "names a channel twice"));
             }
         }
-        if !replay.is_empty() {
-            metrics::counter!("clacks_resume_replays_total").increment(1);
-            metrics::counter!("clacks_resume_replayed_events_total").increment(replay.len() as u64);
+        let mut live = self.subscribe(caller, channel).await?;
+        let mut resumed_events = 0;
+        for &(resume_channel, after) in resume {
+            // The subscription follows exactly the caller's channels.
+            resumed_events += self
+                .hub
+                .resume(&mut live, resume_channel, after)
+                .ok_or_else(|| Error::forbidden("not a member of this channel"))?;
         }
-        Ok(EventStream::new(live, replay, resume))
-    }
-
-    /// Durable events after `after` in `channel`, for a resuming member.
-    pub async fn replay_for(
-        &self,
-        caller: &Caller,
-        channel: ChannelId,
-        after: Seq,
-        limit: u32,
-    ) -> Result<Vec<ChannelEvent>> {
-        self.require_member(caller, channel).await?;
-        self.store.events_after(channel, after, limit).await
+        if resumed_events > 0 {
+            metrics::counter!("clacks_resume_replays_total").increment(1);
+            metrics::counter!("clacks_resume_replayed_events_total").increment(resumed_events);
+        }
+        Ok(EventStream::new(live, resumed_events))
     }
 
     // ----- management operations (the application's own server) -------

@@ -24,12 +24,12 @@ async fn service(db: &TestDatabase) -> Arc<ChatService> {
         .unwrap();
     store.migrate().await.unwrap();
     ChatService::new(ChatServiceParts {
-        hub: Hub::with_backfill(
+        hub: Hub::new(
             HubSettings {
                 queue_capacity: 100_000,
                 ..HubSettings::default()
             },
-            Some(Arc::new(StoreBackfill(store.clone()))),
+            Arc::new(StoreBackfill(store.clone())),
         ),
         store,
         connections: Connections::new(),
