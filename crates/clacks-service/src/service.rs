@@ -61,6 +61,7 @@ pub struct ChatService {
     auth: Auth,
     limits: Limits,
     bus: Option<Arc<NatsBus>>,
+    publisher: Arc<Publisher>,
     send_limiter: DefaultKeyedRateLimiter<UserId>,
     typing_limiter: DefaultKeyedRateLimiter<(UserId, ChannelId)>,
 }
@@ -73,6 +74,10 @@ impl ChatService {
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN));
         Arc::new(ChatService {
             store: parts.store,
+            publisher: Arc::new(Publisher {
+                hub: parts.hub.clone(),
+                bus: parts.bus.clone(),
+            }),
             hub: parts.hub,
             connections: parts.connections,
             auth: parts.auth,
@@ -115,26 +120,32 @@ impl ChatService {
     }
 
     fn publish(&self, event: ChannelEvent) {
-        static PUBLISHED: OnceLock<metrics::Counter> = OnceLock::new();
-        // A handle looked up once: `counter!` with a name searches the
-        // registry on every call, and this runs for every event.
-        PUBLISHED
-            .get_or_init(|| metrics::counter!("clacks_events_published_total"))
-            .increment(1);
-        if let Some(bus) = &self.bus {
-            bus.publish(&event);
-        }
-        self.hub.publish(event);
+        self.publisher.publish(event);
+    }
+
+    /// Runs a write, and publishes the event it committed, in a task of
+    /// its own that the request only awaits: a request dropped after the
+    /// commit (the client went away or sent `complete`, the socket closed,
+    /// the server is shutting down) still publishes, instead of leaving
+    /// the event unseen until the channel's next one.
+    async fn commit<T: Send + 'static>(
+        &self,
+        write: impl Future<Output = Result<(T, Option<ChannelEvent>)>> + Send + 'static,
+    ) -> Result<T> {
+        let publisher = self.publisher.clone();
+        tokio::spawn(async move {
+            let (outcome, event) = write.await?;
+            if let Some(event) = event {
+                publisher.publish(event);
+            }
+            Ok(outcome)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("a write task failed: {e}")))?
     }
 
     fn ephemeral(&self, channel: ChannelId, payload: EventPayload) -> ChannelEvent {
-        ChannelEvent {
-            channel_id: channel,
-            seq: self.hub.last_seq(channel),
-            durable: false,
-            at: now_ms(),
-            payload,
-        }
+        ephemeral_event(&self.hub, channel, payload)
     }
 
     fn message_body(&self, content: String) -> Result<MessageBody> {
@@ -245,8 +256,7 @@ impl ChatService {
             });
         }
         let stored = self
-            .store
-            .create_message(&NewMessage {
+            .store_message(NewMessage {
                 channel_id: channel,
                 sender: Sender::User(caller.user_id.clone()),
                 content,
@@ -254,16 +264,23 @@ impl ChatService {
                 require_member: true,
             })
             .await?;
-        Ok(self.after_store(stored))
+        Ok(stored.message)
     }
 
-    fn after_store(&self, stored: StoredMessage) -> Message {
-        if stored.created {
+    /// Stores a message (through the store's group commit) and publishes
+    /// it when it is new.
+    async fn store_message(&self, new: NewMessage) -> Result<StoredMessage> {
+        let store = self.store.clone();
+        self.commit(async move {
+            let stored = store.create_message(&new).await?;
+            if !stored.created {
+                return Ok((stored, None));
+            }
             static STORED: OnceLock<metrics::Counter> = OnceLock::new();
             STORED
                 .get_or_init(|| metrics::counter!("clacks_messages_stored_total"))
                 .increment(1);
-            self.publish(ChannelEvent {
+            let event = ChannelEvent {
                 channel_id: stored.message.channel_id,
                 seq: stored.message.seq,
                 durable: true,
@@ -271,9 +288,10 @@ impl ChatService {
                 payload: EventPayload::MessageCreated {
                     message: stored.message.clone(),
                 },
-            });
-        }
-        stored.message
+            };
+            Ok((stored, Some(event)))
+        })
+        .await
     }
 
     /// Edits one of the caller's own messages.
@@ -283,9 +301,12 @@ impl ChatService {
         if message.sender.user_id() != Some(&caller.user_id) {
             return Err(Error::forbidden("only the sender may edit a message"));
         }
-        let (message, event) = self.store.edit_message(id, &content).await?;
-        self.publish(event);
-        Ok(message)
+        let store = self.store.clone();
+        self.commit(async move {
+            let (message, event) = store.edit_message(id, &content).await?;
+            Ok((message, Some(event)))
+        })
+        .await
     }
 
     /// Deletes one of the caller's own messages, leaving a tombstone.
@@ -294,11 +315,14 @@ impl ChatService {
         if message.sender.user_id() != Some(&caller.user_id) {
             return Err(Error::forbidden("only the sender may delete a message"));
         }
-        let (message, event) = self.store.delete_message(id).await?;
-        if let Some(event) = event {
-            self.publish(event);
-        }
-        Ok(message)
+        self.delete_message(id).await
+    }
+
+    /// Leaves a tombstone and publishes the deletion (once).
+    async fn delete_message(&self, id: MessageId) -> Result<Message> {
+        let store = self.store.clone();
+        self.commit(async move { store.delete_message(id).await })
+            .await
     }
 
     /// Moves the caller's read watermark forward (never back) and tells
@@ -579,17 +603,24 @@ impl ChatService {
                 .map(|m| m.map(Metadata::parse).transpose())
                 .transpose()?,
         };
-        let (channel, event) = self.store.update_channel(channel, &patch).await?;
-        self.publish(event);
-        Ok(channel)
+        let store = self.store.clone();
+        self.commit(async move {
+            let (channel, event) = store.update_channel(channel, &patch).await?;
+            Ok((channel, Some(event)))
+        })
+        .await
     }
 
     pub async fn admin_delete_channel(&self, channel: ChannelId) -> Result<()> {
-        let deleted = self.store.delete_channel(channel).await?;
-        let mut event = self.ephemeral(channel, EventPayload::ChannelDeleted);
-        event.seq = event.seq.max(deleted.channel.last_seq);
-        self.publish(event);
-        Ok(())
+        let store = self.store.clone();
+        let hub = self.hub.clone();
+        self.commit(async move {
+            let deleted = store.delete_channel(channel).await?;
+            let mut event = ephemeral_event(&hub, channel, EventPayload::ChannelDeleted);
+            event.seq = event.seq.max(deleted.channel.last_seq);
+            Ok(((), Some(event)))
+        })
+        .await
     }
 
     pub async fn admin_members(&self, channel: ChannelId) -> Result<Vec<Member>> {
@@ -605,19 +636,23 @@ impl ChatService {
     ) -> Result<(Member, bool)> {
         let user = UserId::parse(user)?;
         let role = role.map(Role::parse).transpose()?.unwrap_or_default();
-        let added = self.store.add_member(channel, &user, &role).await?;
-        let created = added.event.is_some();
-        if let Some(event) = added.event {
-            self.publish(event);
-        }
-        Ok((added.member, created))
+        let store = self.store.clone();
+        self.commit(async move {
+            let added = store.add_member(channel, &user, &role).await?;
+            let created = added.event.is_some();
+            Ok(((added.member, created), added.event))
+        })
+        .await
     }
 
     pub async fn admin_remove_member(&self, channel: ChannelId, user: String) -> Result<()> {
         let user = UserId::parse(user)?;
-        let event = self.store.remove_member(channel, &user).await?;
-        self.publish(event);
-        Ok(())
+        let store = self.store.clone();
+        self.commit(async move {
+            let event = store.remove_member(channel, &user).await?;
+            Ok(((), Some(event)))
+        })
+        .await
     }
 
     /// Posts a message as a member, or as the system when `sender` is None.
@@ -645,8 +680,7 @@ impl ChatService {
             None => Sender::System,
         };
         let stored = self
-            .store
-            .create_message(&NewMessage {
+            .store_message(NewMessage {
                 channel_id: channel,
                 sender,
                 content,
@@ -654,8 +688,7 @@ impl ChatService {
                 require_member: false,
             })
             .await?;
-        let created = stored.created;
-        Ok((self.after_store(stored), created))
+        Ok((stored.message, stored.created))
     }
 
     pub async fn admin_history(
@@ -675,11 +708,7 @@ impl ChatService {
         if message.channel_id != channel {
             return Err(Error::NotFound(clacks_core::Entity::Message));
         }
-        let (message, event) = self.store.delete_message(id).await?;
-        if let Some(event) = event {
-            self.publish(event);
-        }
-        Ok(message)
+        self.delete_message(id).await
     }
 
     pub async fn admin_user_channels(&self, user: String) -> Result<Vec<ChannelSummary>> {
@@ -709,5 +738,38 @@ impl ChatService {
             None => 0,
         };
         Ok(local + remote)
+    }
+}
+
+/// Publishes committed events to this node's subscribers and the other
+/// nodes.
+struct Publisher {
+    hub: Arc<Hub>,
+    bus: Option<Arc<NatsBus>>,
+}
+
+impl Publisher {
+    fn publish(&self, event: ChannelEvent) {
+        static PUBLISHED: OnceLock<metrics::Counter> = OnceLock::new();
+        // A handle looked up once: `counter!` with a name searches the
+        // registry on every call, and this runs for every event.
+        PUBLISHED
+            .get_or_init(|| metrics::counter!("clacks_events_published_total"))
+            .increment(1);
+        if let Some(bus) = &self.bus {
+            bus.publish(&event);
+        }
+        self.hub.publish(event);
+    }
+}
+
+/// A live-only event, positioned at the channel's newest seq on this node.
+fn ephemeral_event(hub: &Hub, channel: ChannelId, payload: EventPayload) -> ChannelEvent {
+    ChannelEvent {
+        channel_id: channel,
+        seq: hub.last_seq(channel),
+        durable: false,
+        at: now_ms(),
+        payload,
     }
 }
