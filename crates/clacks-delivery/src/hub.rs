@@ -123,7 +123,7 @@ impl Default for HubSettings {
             max_pending: 4096,
             tail_capacity: 4096,
             page_size: 256,
-            late_after: Duration::from_secs(1),
+            late_after: Duration::from_millis(500),
         }
     }
 }

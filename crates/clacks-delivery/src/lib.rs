@@ -21,10 +21,12 @@ mod hub;
 mod nats;
 mod queue;
 mod shared;
+mod signing;
 mod subscription;
 
 pub use connections::{CloseReason, ConnectionGuard, Connections};
 pub use hub::{Backfill, Delivery, EndReason, Hub, HubSettings, HubStats, Interest};
-pub use nats::NatsBus;
+pub use nats::{NatsBus, NatsSettings};
 pub use shared::SharedEvent;
+pub use signing::ClusterKey;
 pub use subscription::{ReplayStats, Subscription};

@@ -108,6 +108,12 @@ impl ChatService {
         &self.store
     }
 
+    /// The link to the other nodes, for tests that inject its faults.
+    #[doc(hidden)]
+    pub fn bus(&self) -> Option<&Arc<NatsBus>> {
+        self.bus.as_ref()
+    }
+
     /// Succeeds when the database answers (readiness).
     pub async fn ready(&self) -> Result<()> {
         self.store.ping().await
