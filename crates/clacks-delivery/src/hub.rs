@@ -8,22 +8,38 @@
 //! `gap_timeout` is filled from the database through [`Backfill`]. So every
 //! subscriber sees a channel's durable events exactly in seq order, without
 //! gaps, and the database is the only source of truth.
+//!
+//! A backlog goes at the subscriber's pace. A subscription is *behind* in
+//! a channel when it reads that channel's events itself instead of having
+//! them queued: when it resumes after a seq, and when a backlog the server
+//! created (a gap filled from the database after NATS lost events or
+//! reconnected) would take more than half its queue. While behind, nothing
+//! of the channel is queued for it; what it would have received is in the
+//! store, and, for the latest events, in the channel's shared tail (kept
+//! while anyone is behind, so a backlog that puts many subscribers behind
+//! is read from the database once, not once each). It reads a page when its
+//! consumer asks for more, so it holds one page of memory however far
+//! behind it is, and only up to what the hub has sequenced, so membership
+//! changes apply at the same seq as for everyone else. Once it has read
+//! everything sequenced it is switched back to live delivery under the
+//! registry lock: the channel's next event is queued for it, exactly once,
+//! in order. A queue that overflows with *live* events still ends the
+//! subscription ([`EndReason::Overflow`]): that client is too slow.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::pin::Pin;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use clacks_core::{ChannelEvent, ChannelId, EventPayload, Seq, UserId};
-use futures::Stream;
 use futures::future::BoxFuture;
 
 use crate::SharedEvent;
-use crate::queue::DeliveryQueue;
+use crate::queue::{DeliveryQueue, Queued};
+use crate::subscription::{CatchUp, Cursor, Subscription, Work};
 
-/// Where the hub reads what it missed: the database.
+/// Where the hub and the subscriptions behind read what they missed: the
+/// database.
 pub trait Backfill: Send + Sync + 'static {
     /// Durable events with `seq > after`, ascending, at most `limit`.
     fn events_after(
@@ -55,7 +71,8 @@ pub enum EndReason {
     Removed,
     /// The (single) channel was deleted.
     ChannelDeleted,
-    /// The subscriber did not keep up and its bounded queue filled.
+    /// The subscriber did not keep up with live events and its bounded
+    /// queue filled.
     Overflow,
 }
 
@@ -71,18 +88,33 @@ pub struct HubStats {
     pub channels: usize,
     /// Durable events waiting for a missing predecessor.
     pub pending_events: usize,
+    /// (subscription, channel) pairs read by the subscription itself:
+    /// resuming, or catching up on a backlog.
+    pub behind: usize,
+    /// Events kept in channels' shared tails for them.
+    pub tail_events: usize,
 }
 
 /// Tuning of the hub.
 #[derive(Debug, Clone)]
 pub struct HubSettings {
-    /// Events queued per subscription before it is ended as too slow.
+    /// Live events queued per subscription before it is ended as too slow.
     pub queue_capacity: usize,
     /// How long an out-of-order event waits for its predecessor before the
     /// gap is filled from the database.
     pub gap_timeout: Duration,
     /// Events buffered per channel before the gap is filled at once.
     pub max_pending: usize,
+    /// Latest events a channel keeps while some subscription is behind in
+    /// it; one behind further reads the database itself.
+    pub tail_capacity: usize,
+    /// Most events a subscription that is behind reads at a time: the
+    /// memory it holds, whatever the distance.
+    pub page_size: usize,
+    /// An event older than this when it reaches the hub is part of a
+    /// backlog the server created (NATS was down and a node's publishes
+    /// queued up meanwhile), not one a subscriber is too slow for.
+    pub late_after: Duration,
 }
 
 impl Default for HubSettings {
@@ -91,6 +123,9 @@ impl Default for HubSettings {
             queue_capacity: 1024,
             gap_timeout: Duration::from_millis(50),
             max_pending: 4096,
+            tail_capacity: 4096,
+            page_size: 256,
+            late_after: Duration::from_millis(500),
         }
     }
 }
@@ -107,6 +142,11 @@ struct Sub {
 #[derive(Default)]
 struct ChannelEntry {
     subs: HashSet<u64>,
+    /// Subscriptions among `subs` that read this channel themselves.
+    behind: HashSet<u64>,
+    /// The latest durable events delivered while `behind` is not empty,
+    /// consecutive, shared by everyone behind.
+    tail: VecDeque<Arc<SharedEvent>>,
     /// The next durable seq to deliver; `None` until the baseline is known.
     next_seq: Option<Seq>,
     /// Durable events that arrived ahead of `next_seq`.
@@ -117,9 +157,34 @@ struct ChannelEntry {
     /// visible gap (after a NATS reconnect, events may be missing at the
     /// tail where no later event reveals them).
     catch_up: bool,
+    /// The newest seq another node announced for the channel, when ahead
+    /// of this node (its publish of that event was lost).
+    announced: Option<Seq>,
 }
 
-#[derive(Default)]
+impl ChannelEntry {
+    /// The newest durable seq delivered here.
+    fn position(&self) -> Option<Seq> {
+        self.next_seq.map(|next| next - 1)
+    }
+
+    fn drop_behind(&mut self, id: u64) {
+        if self.behind.remove(&id) && self.behind.is_empty() {
+            self.tail = VecDeque::new();
+        }
+    }
+}
+
+/// Where an event comes from, which decides what a full queue means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Published now: a full queue means the subscriber is too slow.
+    Live,
+    /// Read back from the database to fill a gap, or published late: a
+    /// backlog the server created, which the subscriber reads at its pace.
+    Backlog,
+}
+
 struct Registry {
     subs: HashMap<u64, Sub>,
     channels: HashMap<ChannelId, ChannelEntry>,
@@ -127,6 +192,7 @@ struct Registry {
     all_by_user: HashMap<UserId, HashSet<u64>>,
     /// Channels each subscription is routed from (to unregister).
     routes: HashMap<u64, HashSet<ChannelId>>,
+    tail_capacity: usize,
 }
 
 impl Registry {
@@ -150,6 +216,16 @@ impl Registry {
         }
     }
 
+    fn new(tail_capacity: usize) -> Self {
+        Registry {
+            subs: HashMap::new(),
+            channels: HashMap::new(),
+            all_by_user: HashMap::new(),
+            routes: HashMap::new(),
+            tail_capacity,
+        }
+    }
+
     fn route(&mut self, id: u64, channel: ChannelId) {
         self.channels.entry(channel).or_default().subs.insert(id);
         self.routes.entry(id).or_default().insert(channel);
@@ -158,6 +234,7 @@ impl Registry {
     fn unroute(&mut self, id: u64, channel: ChannelId) {
         if let Some(entry) = self.channels.get_mut(&channel) {
             entry.subs.remove(&id);
+            entry.drop_behind(id);
             if entry.subs.is_empty() {
                 self.channels.remove(&channel);
             }
@@ -171,6 +248,7 @@ impl Registry {
         for channel in self.routes.remove(&id).unwrap_or_default() {
             if let Some(entry) = self.channels.get_mut(&channel) {
                 entry.subs.remove(&id);
+                entry.drop_behind(id);
                 if entry.subs.is_empty() {
                     self.channels.remove(&channel);
                 }
@@ -190,7 +268,7 @@ impl Registry {
     /// Queues `event` for one subscription; records an overflow.
     fn push(&self, id: u64, event: &Arc<SharedEvent>, ended: &mut Vec<(u64, Option<EndReason>)>) {
         if let Some(sub) = self.subs.get(&id)
-            && !sub.queue.push(Delivery::Event(event.clone()))
+            && !sub.queue.push(Queued::Event(event.clone()))
         {
             ended.push((id, None));
         }
@@ -198,12 +276,56 @@ impl Registry {
 
     /// Hands `event` (in order) to the channel's subscriptions and applies
     /// the membership change it carries.
-    fn deliver(&mut self, event: &Arc<SharedEvent>) {
+    fn deliver(&mut self, event: &Arc<SharedEvent>, origin: Origin) {
         let channel = event.channel_id;
         let mut ended: Vec<(u64, Option<EndReason>)> = Vec::new();
-        if let Some(entry) = self.channels.get(&channel) {
+        let Registry {
+            subs,
+            channels,
+            tail_capacity,
+            ..
+        } = self;
+        if let Some(entry) = channels.get_mut(&channel) {
+            let mut fell_behind = Vec::new();
+            // Looked up only when someone is behind: this loop runs per
+            // event per subscriber.
+            let any_behind = !entry.behind.is_empty();
             for id in &entry.subs {
-                self.push(*id, event, &mut ended);
+                let Some(sub) = subs.get(id) else { continue };
+                if any_behind && entry.behind.contains(id) {
+                    // It reads the channel itself, up to what is delivered
+                    // here: there is more now.
+                    sub.queue.wake();
+                    continue;
+                }
+                let item = Queued::Event(event.clone());
+                match origin {
+                    Origin::Live => {
+                        if !sub.queue.push(item) {
+                            ended.push((*id, None));
+                        }
+                    }
+                    Origin::Backlog => {
+                        if !sub.queue.push_backlog(item) {
+                            sub.queue.push_last(Queued::Behind {
+                                channel,
+                                read_to: event.seq - 1,
+                            });
+                            fell_behind.push(*id);
+                        }
+                    }
+                }
+            }
+            if !fell_behind.is_empty() {
+                metrics::counter!("clacks_backlogs_read_at_subscriber_pace_total")
+                    .increment(fell_behind.len() as u64);
+                entry.behind.extend(fell_behind);
+            }
+            if event.durable && !entry.behind.is_empty() {
+                entry.tail.push_back(event.clone());
+                if entry.tail.len() > *tail_capacity {
+                    entry.tail.pop_front();
+                }
             }
         }
         match &event.payload {
@@ -232,6 +354,7 @@ impl Registry {
                         e.subs
                             .iter()
                             .copied()
+                            .filter(|id| !e.behind.contains(id))
                             .filter(|id| self.subs.get(id).is_some_and(|s| &s.user == user_id))
                             .collect()
                     })
@@ -245,11 +368,23 @@ impl Registry {
                 }
             }
             EventPayload::ChannelDeleted => {
-                let subs: Vec<u64> = self
+                let (subs, behind): (Vec<u64>, Vec<u64>) = self
                     .channels
                     .get(&channel)
-                    .map(|e| e.subs.iter().copied().collect())
+                    .map(|e| {
+                        (
+                            e.subs.iter().copied().collect(),
+                            e.behind.iter().copied().collect(),
+                        )
+                    })
                     .unwrap_or_default();
+                for id in behind {
+                    // What it has not read yet is gone with the channel; the
+                    // deletion is the last thing it gets of it.
+                    if let Some(sub) = self.subs.get(&id) {
+                        sub.queue.push_last(Queued::Event(event.clone()));
+                    }
+                }
                 for id in subs {
                     if self.subs.get(&id).is_some_and(|s| s.all_channels) {
                         self.unroute(id, channel);
@@ -262,7 +397,7 @@ impl Registry {
         }
         for (id, reason) in ended {
             if let (Some(reason), Some(sub)) = (reason, self.subs.get(&id)) {
-                sub.queue.push_last(Delivery::End(reason));
+                sub.queue.push_last(Queued::End(reason));
             }
             if reason.is_none() {
                 metrics::counter!("clacks_slow_consumer_overflows_total").increment(1);
@@ -277,7 +412,12 @@ impl Registry {
     /// Delivers `event` if it is the next one, buffers it if it is early,
     /// drops it if it was delivered already. Returns whether a backfill
     /// should be scheduled.
-    fn sequence(&mut self, event: Arc<SharedEvent>, max_pending: usize) -> Sequenced {
+    fn sequence(
+        &mut self,
+        event: Arc<SharedEvent>,
+        max_pending: usize,
+        origin: Origin,
+    ) -> Sequenced {
         let channel = event.channel_id;
         let Some(entry) = self.channels.get_mut(&channel) else {
             // Nobody here listens to this channel, unless a user with an
@@ -296,7 +436,7 @@ impl Registry {
                         ..ChannelEntry::default()
                     },
                 );
-                self.deliver(&event);
+                self.deliver(&event, origin);
             }
             return Sequenced::Done;
         };
@@ -315,13 +455,13 @@ impl Registry {
             return Sequenced::NeedsBackfill;
         }
         entry.next_seq = Some(next + 1);
-        self.deliver(&event);
-        self.flush(channel);
+        self.deliver(&event, origin);
+        self.flush(channel, origin);
         Sequenced::Done
     }
 
     /// Delivers buffered events that are now next in line.
-    fn flush(&mut self, channel: ChannelId) {
+    fn flush(&mut self, channel: ChannelId, origin: Origin) {
         loop {
             let Some(entry) = self.channels.get_mut(&channel) else {
                 return;
@@ -339,7 +479,18 @@ impl Registry {
                 return;
             };
             entry.next_seq = Some(next + 1);
-            self.deliver(&event);
+            self.deliver(&event, origin);
+        }
+    }
+
+    /// Wakes the subscriptions behind in `channel` (its position moved).
+    fn wake_behind(&self, channel: ChannelId) {
+        if let Some(entry) = self.channels.get(&channel) {
+            for id in &entry.behind {
+                if let Some(sub) = self.subs.get(id) {
+                    sub.queue.wake();
+                }
+            }
         }
     }
 }
@@ -350,37 +501,50 @@ enum Sequenced {
     NeedsBackfillNow,
 }
 
+/// Why a channel is read back from the database (a metric label).
+#[derive(Debug, Clone, Copy)]
+enum FillReason {
+    /// A later seq arrived: the ones before it are missing.
+    Gap,
+    /// NATS reconnected or reported a loss: anything may be missing.
+    CatchUp,
+    /// Another node announced a seq this node never received, and no
+    /// later event revealed it.
+    Tail,
+}
+
+impl FillReason {
+    fn label(self) -> &'static str {
+        match self {
+            FillReason::Gap => "gap",
+            FillReason::CatchUp => "catch_up",
+            FillReason::Tail => "tail",
+        }
+    }
+}
+
 /// The node-local fan-out hub.
 pub struct Hub {
     registry: RwLock<Registry>,
     next_id: AtomicU64,
     settings: HubSettings,
-    backfill: Option<Arc<dyn Backfill>>,
+    backfill: Arc<dyn Backfill>,
     this: Weak<Hub>,
 }
 
 impl Hub {
-    /// A hub without a database behind it: the first event of a channel
-    /// sets its baseline and gaps are never filled (tests, tools).
-    pub fn new(capacity: usize) -> Arc<Self> {
-        Self::with_backfill(
-            HubSettings {
-                queue_capacity: capacity,
-                ..HubSettings::default()
-            },
-            None,
-        )
-    }
-
-    pub fn with_backfill(settings: HubSettings, backfill: Option<Arc<dyn Backfill>>) -> Arc<Self> {
+    pub fn new(settings: HubSettings, backfill: Arc<dyn Backfill>) -> Arc<Self> {
+        let settings = HubSettings {
+            queue_capacity: settings.queue_capacity.max(1),
+            max_pending: settings.max_pending.max(1),
+            tail_capacity: settings.tail_capacity.max(1),
+            page_size: settings.page_size.clamp(1, u32::MAX as usize),
+            ..settings
+        };
         Arc::new_cyclic(|this| Hub {
-            registry: RwLock::new(Registry::default()),
+            registry: RwLock::new(Registry::new(settings.tail_capacity)),
             next_id: AtomicU64::new(1),
-            settings: HubSettings {
-                queue_capacity: settings.queue_capacity.max(1),
-                max_pending: settings.max_pending.max(1),
-                ..settings
-            },
+            settings,
             backfill,
             this: this.clone(),
         })
@@ -429,12 +593,7 @@ impl Hub {
         for channel in channels {
             self.schedule_backfill_if_unbased(channel);
         }
-        Subscription {
-            id,
-            queue,
-            ended: false,
-            hub: self.this.clone(),
-        }
+        Subscription::new(id, queue, self.this.clone())
     }
 
     /// Adds the user's channels, read after the subscription registered,
@@ -461,6 +620,115 @@ impl Hub {
         }
     }
 
+    /// Makes `subscription` start `channel` after seq `after`: it reads
+    /// what follows from the store, page by page as it is consumed, then
+    /// continues live with no gap and no duplicate. Returns how many
+    /// events that is now (what this node has sequenced beyond `after`),
+    /// or `None` when the subscription does not follow the channel.
+    pub fn resume(
+        &self,
+        subscription: &mut Subscription,
+        channel: ChannelId,
+        after: Seq,
+    ) -> Option<u64> {
+        let id = subscription.id;
+        let mut registry = self.write();
+        let (user, all_channels) = registry
+            .subs
+            .get(&id)
+            .map(|sub| (sub.user.clone(), sub.all_channels))?;
+        let entry = registry
+            .channels
+            .get_mut(&channel)
+            .filter(|entry| entry.subs.contains(&id))?;
+        entry.behind.insert(id);
+        // Under the registry lock: nothing of the channel is queued for
+        // it from now on, and what was (since it registered) it reads back.
+        subscription.queue.purge(channel);
+        let position = entry.position();
+        drop(registry);
+        subscription
+            .catch_up(user, !all_channels)
+            .cursors
+            .push_back(Cursor::new(channel, after, position.unwrap_or(after)));
+        Some(position.map_or(0, |position| (position - after).max(0).unsigned_abs()))
+    }
+
+    /// The state a subscription needs to read channels itself.
+    pub(crate) fn catch_up_for(&self, id: u64) -> Option<CatchUp> {
+        self.read()
+            .subs
+            .get(&id)
+            .map(|sub| CatchUp::new(sub.user.clone(), !sub.all_channels))
+    }
+
+    /// What a subscription behind should read next: its channels in turn,
+    /// each from the shared tail when it covers the cursor, else from the
+    /// store, never beyond what this hub has delivered. A channel read to
+    /// the end is switched to live delivery (or, after the subscriber left
+    /// it, dropped) here, under the lock that orders deliveries.
+    pub(crate) fn advance(&self, id: u64, catch_up: &mut CatchUp) -> Option<Work> {
+        let page = self.settings.page_size;
+        let mut registry = self.write();
+        for _ in 0..catch_up.cursors.len() {
+            let cursor = catch_up.cursors.pop_front()?;
+            let Some(entry) = registry
+                .channels
+                .get_mut(&cursor.channel)
+                .filter(|entry| entry.subs.contains(&id))
+            else {
+                // No longer followed (deleted, or unsubscribed).
+                continue;
+            };
+            let Some(position) = entry.position() else {
+                // No baseline yet: woken when it is set.
+                catch_up.cursors.push_back(cursor);
+                continue;
+            };
+            if cursor.read_to > position {
+                // Ahead of this node (it resumed with a seq still on its
+                // way here): woken as the channel moves.
+                catch_up.cursors.push_back(cursor);
+                continue;
+            }
+            if cursor.read_to == position {
+                entry.drop_behind(id);
+                if cursor.left {
+                    registry.unroute(id, cursor.channel);
+                }
+                continue;
+            }
+            let tail_start = entry.tail.front().map(|event| event.seq);
+            let from_tail: Vec<Arc<SharedEvent>> = match tail_start {
+                Some(first) if first <= cursor.read_to + 1 => {
+                    let skip = usize::try_from(cursor.read_to + 1 - first).unwrap_or(usize::MAX);
+                    entry.tail.iter().skip(skip).take(page).cloned().collect()
+                }
+                _ => Vec::new(),
+            };
+            let work = if from_tail.is_empty() {
+                // Up to where the tail starts, or to the position.
+                let until = tail_start
+                    .filter(|first| *first > cursor.read_to + 1)
+                    .map_or(position, |first| (first - 1).min(position));
+                let limit =
+                    u32::try_from((until - cursor.read_to).min(page as Seq)).unwrap_or(u32::MAX);
+                Work::Read {
+                    channel: cursor.channel,
+                    after: cursor.read_to,
+                    limit,
+                    backfill: self.backfill.clone(),
+                }
+            } else {
+                Work::Tail(cursor.channel, from_tail)
+            };
+            // Next time another channel goes first.
+            catch_up.cursors.push_back(cursor);
+            return Some(work);
+        }
+        None
+    }
+
     /// Tells the hub the newest seq committed in `channel`, read from the
     /// store *after* a subscription registered: later events are delivered,
     /// earlier ones are history. Ignored when the channel already has one.
@@ -470,7 +738,8 @@ impl Hub {
             && entry.next_seq.is_none()
         {
             entry.next_seq = Some(last_committed + 1);
-            registry.flush(channel);
+            registry.flush(channel, Origin::Live);
+            registry.wake_behind(channel);
         }
     }
 
@@ -480,22 +749,28 @@ impl Hub {
         self.read()
             .channels
             .get(&channel)
-            .and_then(|c| c.next_seq)
-            .map_or(0, |next| next - 1)
+            .and_then(ChannelEntry::position)
+            .unwrap_or(0)
     }
 
     /// Routes a committed event to its channel's subscriptions, in seq order.
     pub fn publish(&self, event: ChannelEvent) {
+        // Only a durable event can be read back; a late ephemeral one is
+        // queued like any other.
+        let late = event.durable
+            && clacks_core::now_ms().saturating_sub(event.at)
+                > i64::try_from(self.settings.late_after.as_millis()).unwrap_or(i64::MAX);
+        let origin = if late { Origin::Backlog } else { Origin::Live };
         let event = SharedEvent::new(event);
         let channel = event.channel_id;
         let mut registry = self.write();
         if !event.durable {
             if registry.channels.contains_key(&channel) {
-                registry.deliver(&event);
+                registry.deliver(&event, origin);
             }
             return;
         }
-        let outcome = registry.sequence(event, self.settings.max_pending);
+        let outcome = registry.sequence(event, self.settings.max_pending, origin);
         drop(registry);
         match outcome {
             Sequenced::Done => {}
@@ -525,16 +800,42 @@ impl Hub {
         }
     }
 
-    pub fn stats(&self) -> HubStats {
-        let registry = self.read();
-        HubStats {
-            subscriptions: registry.subs.len(),
-            channels: registry.channels.len(),
-            pending_events: registry.channels.values().map(|c| c.pending.len()).sum(),
+    /// Newest seqs other nodes announce for the channels they published to
+    /// recently. A channel this node serves and has not reached is filled
+    /// from the database (after a short wait, in case the event is only
+    /// slower than the announcement): a lost publish of a channel's last
+    /// event shows no gap, as nothing comes after it.
+    pub fn announced(&self, tails: &[(ChannelId, Seq)]) {
+        let mut behind = Vec::new();
+        {
+            let mut registry = self.write();
+            for &(channel, seq) in tails {
+                if let Some(entry) = registry.channels.get_mut(&channel)
+                    && entry.position().is_some_and(|position| seq > position)
+                {
+                    entry.announced = entry.announced.max(Some(seq));
+                    behind.push(channel);
+                }
+            }
+        }
+        for channel in behind {
+            self.schedule_backfill(channel, self.settings.gap_timeout);
         }
     }
 
-    fn unsubscribe(&self, id: u64) {
+    pub fn stats(&self) -> HubStats {
+        let registry = self.read();
+        let channels = registry.channels.values();
+        HubStats {
+            subscriptions: registry.subs.len(),
+            channels: registry.channels.len(),
+            pending_events: channels.clone().map(|c| c.pending.len()).sum(),
+            behind: channels.clone().map(|c| c.behind.len()).sum(),
+            tail_events: channels.map(|c| c.tail.len()).sum(),
+        }
+    }
+
+    pub(crate) fn unsubscribe(&self, id: u64) {
         self.write().remove(id);
     }
 
@@ -573,14 +874,7 @@ impl Hub {
             let mut retry = Duration::from_millis(100);
             loop {
                 let Some(strong) = hub.upgrade() else { return };
-                let filled = match &strong.backfill {
-                    Some(backfill) => strong.backfill_once(&**backfill, channel).await,
-                    None => {
-                        strong.skip_gap(channel);
-                        Ok(())
-                    }
-                };
-                match filled {
+                match strong.backfill_once(channel).await {
                     Ok(()) => return,
                     Err(e) => {
                         tracing::warn!(channel = %channel, error = %e, "backfill from the database failed; retrying");
@@ -593,24 +887,7 @@ impl Hub {
         });
     }
 
-    /// Without a database, a gap that outlived the timeout is skipped: what
-    /// arrived becomes the baseline.
-    fn skip_gap(&self, channel: ChannelId) {
-        let mut registry = self.write();
-        if let Some(entry) = registry.channels.get_mut(&channel) {
-            entry.backfilling = false;
-            if let Some((first, _)) = entry.pending.first_key_value() {
-                entry.next_seq = Some(*first);
-            }
-            registry.flush(channel);
-        }
-    }
-
-    async fn backfill_once(
-        &self,
-        backfill: &dyn Backfill,
-        channel: ChannelId,
-    ) -> clacks_core::Result<()> {
+    async fn backfill_once(&self, channel: ChannelId) -> clacks_core::Result<()> {
         let state = {
             let mut registry = self.write();
             registry.channels.get_mut(&channel).map(|e| {
@@ -618,10 +895,11 @@ impl Hub {
                     e.next_seq,
                     e.pending.first_key_value().map(|(seq, _)| *seq),
                     std::mem::take(&mut e.catch_up),
+                    e.announced.take(),
                 )
             })
         };
-        let Some((next, first_pending, catch_up)) = state else {
+        let Some((next, first_pending, catch_up, announced)) = state else {
             return Ok(());
         };
         match next {
@@ -631,7 +909,7 @@ impl Hub {
                 // registration are kept; without any, the database decides.
                 let last = match first_pending {
                     Some(first) => first - 1,
-                    None => match backfill.last_seq(channel).await {
+                    None => match self.backfill.last_seq(channel).await {
                         Ok(last) => last,
                         Err(clacks_core::Error::NotFound(_)) => 0,
                         Err(e) => return Err(e),
@@ -645,31 +923,38 @@ impl Hub {
                     if entry.next_seq.is_none() {
                         entry.next_seq = Some(last + 1);
                     }
-                    registry.flush(channel);
+                    registry.flush(channel, Origin::Live);
+                    registry.wake_behind(channel);
                 }
             }
             Some(next) => {
                 const CATCH_UP_BATCH: Seq = 10_000;
-                let wanted = match first_pending {
-                    Some(first) => first - next,
-                    None if catch_up => CATCH_UP_BATCH,
-                    None => 0,
+                let (wanted, reason) = match (first_pending, announced) {
+                    (Some(first), _) => (first - next, FillReason::Gap),
+                    (None, _) if catch_up => (CATCH_UP_BATCH, FillReason::CatchUp),
+                    (None, Some(announced)) => (announced + 1 - next, FillReason::Tail),
+                    (None, None) => (0, FillReason::Gap),
                 };
                 let mut more = false;
                 if wanted > 0 {
-                    let limit = u32::try_from(wanted).unwrap_or(u32::MAX).min(10_000);
-                    let missing = match backfill.events_after(channel, next - 1, limit).await {
+                    let limit = u32::try_from(wanted.min(CATCH_UP_BATCH)).unwrap_or(u32::MAX);
+                    let missing = match self.backfill.events_after(channel, next - 1, limit).await {
                         Ok(events) => events,
                         Err(clacks_core::Error::NotFound(_)) => Vec::new(),
                         Err(e) => return Err(e),
                     };
-                    metrics::counter!("clacks_backfills_total", "kind" => "gap").increment(1);
+                    metrics::counter!("clacks_backfills_total", "kind" => reason.label())
+                        .increment(1);
                     metrics::counter!("clacks_backfilled_events_total")
                         .increment(missing.len() as u64);
+                    if matches!(reason, FillReason::Tail) && !missing.is_empty() {
+                        metrics::counter!("clacks_tail_fills_total").increment(1);
+                    }
                     more = catch_up && missing.len() as Seq >= wanted;
                     let mut registry = self.write();
                     for event in missing {
-                        let _ = registry.sequence(SharedEvent::new(event), usize::MAX);
+                        let _ =
+                            registry.sequence(SharedEvent::new(event), usize::MAX, Origin::Backlog);
                     }
                     if more && let Some(entry) = registry.channels.get_mut(&channel) {
                         entry.catch_up = true;
@@ -679,8 +964,12 @@ impl Hub {
                 let again = registry.channels.get_mut(&channel).is_some_and(|entry| {
                     entry.backfilling = false;
                     // Still a gap (the database did not have it yet, or it
-                    // was larger than one batch), or more to catch up on.
+                    // was larger than one batch), more to catch up on, or a
+                    // newer announcement.
                     entry.catch_up
+                        || entry
+                            .announced
+                            .is_some_and(|seq| Some(seq) > entry.position())
                         || entry
                             .pending
                             .first_key_value()
@@ -701,49 +990,6 @@ impl Hub {
     }
 }
 
-/// A live subscription: a stream of deliveries that ends after an
-/// [`Delivery::End`]. Dropping it unregisters it.
-pub struct Subscription {
-    id: u64,
-    queue: Arc<DeliveryQueue>,
-    ended: bool,
-    hub: Weak<Hub>,
-}
-
-impl Stream for Subscription {
-    type Item = Delivery;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
-        if self.ended {
-            return Poll::Ready(None);
-        }
-        match self.queue.poll_pop(cx) {
-            Poll::Ready(Some(Delivery::End(reason))) => {
-                self.ended = true;
-                Poll::Ready(Some(Delivery::End(reason)))
-            }
-            Poll::Ready(Some(delivery)) => Poll::Ready(Some(delivery)),
-            Poll::Ready(None) => {
-                self.ended = true;
-                if self.queue.overflowed() {
-                    Poll::Ready(Some(Delivery::End(EndReason::Overflow)))
-                } else {
-                    Poll::Ready(None)
-                }
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        if let Some(hub) = self.hub.upgrade() {
-            hub.unsubscribe(self.id);
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -751,6 +997,7 @@ mod tests {
     use clacks_core::{Message, MessageId, Role, Sender};
     use futures::StreamExt;
     use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
 
     fn user(id: &str) -> UserId {
         UserId::parse(id).unwrap()
@@ -761,7 +1008,7 @@ mod tests {
             channel_id: ChannelId(channel),
             seq,
             durable: true,
-            at: 0,
+            at: clacks_core::now_ms(),
             payload: EventPayload::MessageCreated {
                 message: Message {
                     id: MessageId(seq),
@@ -783,9 +1030,28 @@ mod tests {
             channel_id: ChannelId(channel),
             seq,
             durable: true,
-            at: 0,
+            at: clacks_core::now_ms(),
             payload,
         }
+    }
+
+    fn joined(channel: i64, seq: Seq, who: &str) -> ChannelEvent {
+        event(
+            channel,
+            seq,
+            EventPayload::MemberJoined {
+                user_id: user(who),
+                role: Role::member(),
+            },
+        )
+    }
+
+    fn left(channel: i64, seq: Seq, who: &str) -> ChannelEvent {
+        event(
+            channel,
+            seq,
+            EventPayload::MemberLeft { user_id: user(who) },
+        )
     }
 
     fn seq_of(d: Delivery) -> Seq {
@@ -795,37 +1061,89 @@ mod tests {
         }
     }
 
-    /// A database stand-in holding every committed event of channel 1.
-    struct Log(Mutex<Vec<ChannelEvent>>);
+    async fn next_within(sub: &mut Subscription) -> Option<Delivery> {
+        tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("a delivery within 5 s")
+    }
+
+    /// A database stand-in: every committed event, and how often it was
+    /// read.
+    #[derive(Default)]
+    struct Log {
+        events: Mutex<Vec<ChannelEvent>>,
+        reads: AtomicUsize,
+    }
+
+    impl Log {
+        fn with(events: impl IntoIterator<Item = ChannelEvent>) -> Arc<Log> {
+            let log = Arc::new(Log::default());
+            log.commit(events);
+            log
+        }
+
+        fn commit(&self, events: impl IntoIterator<Item = ChannelEvent>) {
+            self.events.lock().unwrap().extend(events);
+        }
+
+        fn reads(&self) -> usize {
+            self.reads.load(Ordering::SeqCst)
+        }
+    }
 
     impl Backfill for Log {
         fn events_after(
             &self,
-            _: ChannelId,
+            channel: ChannelId,
             after: Seq,
             limit: u32,
         ) -> BoxFuture<'_, clacks_core::Result<Vec<ChannelEvent>>> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
             let events: Vec<_> = self
-                .0
+                .events
                 .lock()
                 .unwrap()
                 .iter()
-                .filter(|e| e.seq > after)
+                .filter(|e| e.channel_id == channel && e.seq > after)
                 .take(limit as usize)
                 .cloned()
                 .collect();
             Box::pin(async move { Ok(events) })
         }
 
-        fn last_seq(&self, _: ChannelId) -> BoxFuture<'_, clacks_core::Result<Seq>> {
-            let last = self.0.lock().unwrap().last().map_or(0, |e| e.seq);
+        fn last_seq(&self, channel: ChannelId) -> BoxFuture<'_, clacks_core::Result<Seq>> {
+            let last = self
+                .events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| e.channel_id == channel)
+                .map(|e| e.seq)
+                .max()
+                .unwrap_or(0);
             Box::pin(async move { Ok(last) })
         }
     }
 
+    fn hub_with(log: &Arc<Log>, settings: HubSettings) -> Arc<Hub> {
+        Hub::new(settings, log.clone())
+    }
+
+    fn small_hub(queue_capacity: usize) -> (Arc<Hub>, Arc<Log>) {
+        let log = Arc::new(Log::default());
+        let hub = hub_with(
+            &log,
+            HubSettings {
+                queue_capacity,
+                ..HubSettings::default()
+            },
+        );
+        (hub, log)
+    }
+
     #[tokio::test]
     async fn routes_by_channel() {
-        let hub = Hub::new(16);
+        let (hub, _log) = small_hub(16);
         let mut one = hub.subscribe(user("a"), Interest::Channel(ChannelId(1)));
         let mut two = hub.subscribe(user("b"), Interest::Channel(ChannelId(2)));
         hub.set_baseline(ChannelId(1), 0);
@@ -844,7 +1162,7 @@ mod tests {
 
     #[tokio::test]
     async fn reorders_and_drops_duplicates() {
-        let hub = Hub::new(16);
+        let (hub, _log) = small_hub(16);
         let mut sub = hub.subscribe(user("a"), Interest::Channel(ChannelId(1)));
         hub.set_baseline(ChannelId(1), 3);
         hub.publish(message(1, 3)); // history: dropped
@@ -860,53 +1178,71 @@ mod tests {
 
     #[tokio::test]
     async fn fills_gaps_and_baselines_from_the_database() {
-        let log = Arc::new(Log(Mutex::new((1..=10).map(|s| message(1, s)).collect())));
-        let hub = Hub::with_backfill(
+        let log = Log::with((1..=10).map(|s| message(1, s)));
+        let hub = hub_with(
+            &log,
             HubSettings {
                 gap_timeout: Duration::from_millis(10),
                 ..HubSettings::default()
             },
-            Some(log.clone()),
         );
         // No baseline given and nothing arrived: the hub asks the database.
         let mut sub = hub.subscribe(user("a"), Interest::Channel(ChannelId(1)));
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(hub.last_seq(ChannelId(1)), 10);
         // 11 and 12 were committed, but only 13 reaches this node.
-        log.0
-            .lock()
-            .unwrap()
-            .extend([message(1, 11), message(1, 12), message(1, 13)]);
+        log.commit([message(1, 11), message(1, 12), message(1, 13)]);
         hub.publish(message(1, 13));
         for expected in 11..=13 {
-            let next = tokio::time::timeout(Duration::from_secs(2), sub.next())
-                .await
-                .unwrap();
-            assert_eq!(seq_of(next.unwrap()), expected);
+            assert_eq!(seq_of(next_within(&mut sub).await.unwrap()), expected);
         }
     }
 
     #[tokio::test]
     async fn catch_up_reads_a_silent_tail() {
-        let log = Arc::new(Log(Mutex::new((1..=3).map(|s| message(1, s)).collect())));
-        let hub = Hub::with_backfill(HubSettings::default(), Some(log.clone()));
+        let log = Log::with((1..=3).map(|s| message(1, s)));
+        let hub = hub_with(&log, HubSettings::default());
         let mut sub = hub.subscribe(user("a"), Interest::Channel(ChannelId(1)));
         hub.set_baseline(ChannelId(1), 3);
         // 4 and 5 were committed elsewhere and their NATS messages lost;
         // nothing later reveals the gap.
-        log.0.lock().unwrap().extend([message(1, 4), message(1, 5)]);
+        log.commit([message(1, 4), message(1, 5)]);
         hub.catch_up_all();
         for expected in 4..=5 {
-            let next = tokio::time::timeout(Duration::from_secs(2), sub.next())
-                .await
-                .unwrap();
-            assert_eq!(seq_of(next.unwrap()), expected);
+            assert_eq!(seq_of(next_within(&mut sub).await.unwrap()), expected);
         }
     }
 
     #[tokio::test]
-    async fn overflow_ends_only_the_slow_subscription() {
-        let hub = Hub::new(4);
+    async fn an_announced_tail_is_filled_without_a_later_event() {
+        let log = Log::with((1..=3).map(|s| message(1, s)));
+        let hub = hub_with(
+            &log,
+            HubSettings {
+                gap_timeout: Duration::from_millis(10),
+                ..HubSettings::default()
+            },
+        );
+        let mut sub = hub.subscribe(user("a"), Interest::Channel(ChannelId(1)));
+        hub.set_baseline(ChannelId(1), 3);
+        // Seqs this node has: nothing to read.
+        hub.announced(&[(ChannelId(1), 3), (ChannelId(9), 50)]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            log.reads(),
+            0,
+            "an announcement this node has reached reads nothing"
+        );
+        // Another node committed 4 and its publish was lost; it says so.
+        log.commit([message(1, 4)]);
+        hub.announced(&[(ChannelId(1), 4)]);
+        assert_eq!(seq_of(next_within(&mut sub).await.unwrap()), 4);
+        assert_eq!(log.reads(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_live_overflow_ends_only_the_slow_subscription() {
+        let (hub, _log) = small_hub(4);
         let mut slow = hub.subscribe(user("slow"), Interest::Channel(ChannelId(1)));
         let mut fast = hub.subscribe(user("fast"), Interest::Channel(ChannelId(1)));
         hub.set_baseline(ChannelId(1), 0);
@@ -925,26 +1261,180 @@ mod tests {
         assert_eq!(hub.stats().subscriptions, 1);
     }
 
+    /// A resume thousands of events behind: read a page at a time as the
+    /// consumer asks, while live events keep coming and the queue is tiny,
+    /// then live, every event exactly once and in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_resume_reads_pages_at_the_consumers_pace_then_goes_live() {
+        const STORED: Seq = 5_000;
+        const LIVE: Seq = 300;
+        let log = Log::with((1..=STORED).map(|s| message(1, s)));
+        let hub = hub_with(
+            &log,
+            HubSettings {
+                queue_capacity: 8,
+                page_size: 100,
+                tail_capacity: 64,
+                ..HubSettings::default()
+            },
+        );
+        let mut sub = hub.subscribe(user("a"), Interest::Channel(ChannelId(1)));
+        hub.set_baseline(ChannelId(1), STORED);
+        assert_eq!(hub.resume(&mut sub, ChannelId(1), 0), Some(STORED as u64));
+        let writer = {
+            let (hub, log) = (hub.clone(), log.clone());
+            tokio::spawn(async move {
+                for seq in STORED + 1..=STORED + LIVE {
+                    log.commit([message(1, seq)]);
+                    hub.publish(message(1, seq));
+                    tokio::time::sleep(Duration::from_micros(300)).await;
+                }
+            })
+        };
+        let mut got = Vec::new();
+        while got.last().copied().unwrap_or(0) < STORED + LIVE {
+            got.push(seq_of(next_within(&mut sub).await.unwrap()));
+            if got.len() % 97 == 0 {
+                // A consumer slower than the writer now and then.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        writer.await.unwrap();
+        assert_eq!(got, (1..=STORED + LIVE).collect::<Vec<_>>());
+        let stats = sub.replay_stats();
+        assert!(stats.replayed >= STORED as u64, "{stats:?}");
+        assert!(
+            stats.largest_buffer <= 100,
+            "never more than a page: {stats:?}"
+        );
+        assert_eq!(hub.stats().behind, 0, "caught up and live");
+        // Live from here on: queued by the hub.
+        log.commit([message(1, STORED + LIVE + 1)]);
+        hub.publish(message(1, STORED + LIVE + 1));
+        assert_eq!(
+            seq_of(next_within(&mut sub).await.unwrap()),
+            STORED + LIVE + 1
+        );
+    }
+
+    /// A client that resumes with a seq this node has not sequenced yet
+    /// (it saw it through another node) gets nothing twice.
+    #[tokio::test]
+    async fn a_resume_ahead_of_the_node_waits_for_it() {
+        let log = Log::with((1..=7).map(|s| message(1, s)));
+        let hub = hub_with(&log, HubSettings::default());
+        let mut sub = hub.subscribe(user("a"), Interest::Channel(ChannelId(1)));
+        hub.set_baseline(ChannelId(1), 5);
+        assert_eq!(hub.resume(&mut sub, ChannelId(1), 7), Some(0));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), sub.next())
+                .await
+                .is_err()
+        );
+        for seq in 6..=8 {
+            hub.publish(message(1, seq));
+        }
+        assert_eq!(seq_of(next_within(&mut sub).await.unwrap()), 8);
+    }
+
+    /// A gap filled from the database after NATS lost thousands of events:
+    /// read once for the channel, shared by every subscriber through the
+    /// tail, and none of them is closed for a backlog the server created.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backlog_is_read_once_and_at_each_subscribers_pace() {
+        const LOST: Seq = 3_000;
+        let log = Log::with((1..=3).map(|s| message(1, s)));
+        let hub = hub_with(
+            &log,
+            HubSettings {
+                queue_capacity: 64,
+                page_size: 50,
+                ..HubSettings::default()
+            },
+        );
+        let mut subs: Vec<Subscription> = (0..10)
+            .map(|i| hub.subscribe(user(&format!("u{i}")), Interest::Channel(ChannelId(1))))
+            .collect();
+        hub.set_baseline(ChannelId(1), 3);
+        log.commit((4..4 + LOST).map(|s| message(1, s)));
+        hub.catch_up_all();
+        let readers: Vec<_> = subs
+            .drain(..)
+            .enumerate()
+            .map(|(i, mut sub)| {
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    while got.last().copied().unwrap_or(0) < 3 + LOST {
+                        got.push(seq_of(next_within(&mut sub).await.unwrap()));
+                        if i == 0 && got.len() % 10 == 0 {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                    (got, sub.replay_stats())
+                })
+            })
+            .collect();
+        for reader in readers {
+            let (got, stats) = reader.await.unwrap();
+            assert_eq!(got, (4..4 + LOST).collect::<Vec<_>>());
+            assert!(stats.largest_buffer <= 50, "{stats:?}");
+        }
+        assert_eq!(
+            log.reads(),
+            1,
+            "one read for the channel, none per subscriber"
+        );
+        assert_eq!(hub.stats().behind, 0);
+        assert_eq!(
+            hub.stats().tail_events,
+            0,
+            "the tail goes once nobody needs it"
+        );
+    }
+
+    /// Events that reach the hub late (a node's publishes queued up while
+    /// NATS was down, then flushed at once) are the server's backlog too.
+    #[tokio::test]
+    async fn a_burst_of_late_events_does_not_overflow_a_subscriber() {
+        let log = Arc::new(Log::default());
+        let hub = hub_with(
+            &log,
+            HubSettings {
+                queue_capacity: 8,
+                ..HubSettings::default()
+            },
+        );
+        let mut sub = hub.subscribe(user("a"), Interest::Channel(ChannelId(1)));
+        hub.set_baseline(ChannelId(1), 0);
+        let late: Vec<ChannelEvent> = (1..=200)
+            .map(|seq| ChannelEvent {
+                at: clacks_core::now_ms() - 3_000,
+                ..message(1, seq)
+            })
+            .collect();
+        log.commit(late.clone());
+        for event in late {
+            hub.publish(event);
+        }
+        for expected in 1..=200 {
+            assert_eq!(seq_of(next_within(&mut sub).await.unwrap()), expected);
+        }
+        assert_eq!(log.reads(), 0, "read from the shared tail");
+    }
+
     #[tokio::test]
     async fn membership_follows_joins_and_leaves() {
-        let hub = Hub::new(16);
+        let (hub, _log) = small_hub(16);
         let mut all = hub.subscribe(user("a"), Interest::AllChannels(vec![ChannelId(1)]));
         let mut single = hub.subscribe(user("a"), Interest::Channel(ChannelId(1)));
         hub.set_baseline(ChannelId(1), 0);
         hub.publish(message(2, 1));
-        hub.publish(event(
-            2,
-            2,
-            EventPayload::MemberJoined {
-                user_id: user("a"),
-                role: Role::member(),
-            },
-        ));
+        hub.publish(joined(2, 2, "a"));
         hub.publish(message(2, 3));
         assert_eq!(seq_of(all.next().await.unwrap()), 2, "the join itself");
         assert_eq!(seq_of(all.next().await.unwrap()), 3);
 
-        hub.publish(event(1, 1, EventPayload::MemberLeft { user_id: user("a") }));
+        hub.publish(left(1, 1, "a"));
         hub.publish(message(1, 2));
         assert_eq!(
             seq_of(single.next().await.unwrap()),
@@ -974,7 +1464,7 @@ mod tests {
     /// it, the user rejoined) does not.
     #[tokio::test]
     async fn a_leave_while_the_channel_list_is_read_is_not_missed() {
-        let hub = Hub::new(16);
+        let (hub, _log) = small_hub(16);
         // Another subscriber keeps channel 1 sequenced.
         let _other = hub.subscribe(user("b"), Interest::Channel(ChannelId(1)));
         hub.set_baseline(ChannelId(1), 4);
@@ -994,5 +1484,113 @@ mod tests {
             "channel 2 is followed, channel 1 is not"
         );
         assert_eq!(hub.stats().subscriptions, 2);
+    }
+
+    /// Membership changes read back by a subscription behind apply at
+    /// their seq, as they would live: history before the resume is
+    /// replayed as it is, a later removal ends a single-channel stream
+    /// after the leave, and an all-channels stream skips what happened
+    /// while the user was away.
+    #[tokio::test]
+    async fn membership_changes_apply_at_their_seq_while_behind() {
+        let history = [
+            message(1, 1),
+            left(1, 2, "a"),
+            joined(1, 3, "a"),
+            message(1, 4),
+        ];
+        let log = Log::with(history);
+        let hub = hub_with(&log, HubSettings::default());
+        let mut single = hub.subscribe(user("a"), Interest::Channel(ChannelId(1)));
+        let mut all = hub.subscribe(user("a"), Interest::AllChannels(vec![ChannelId(1)]));
+        hub.set_baseline(ChannelId(1), 4);
+        assert_eq!(hub.resume(&mut single, ChannelId(1), 0), Some(4));
+        assert_eq!(hub.resume(&mut all, ChannelId(1), 0), Some(4));
+        // While both are behind, the user leaves, and comes back.
+        let later = [
+            message(1, 5),
+            left(1, 6, "a"),
+            message(1, 7),
+            joined(1, 8, "a"),
+            message(1, 9),
+        ];
+        log.commit(later.clone());
+        for event in later {
+            hub.publish(event);
+        }
+        let mut seen = Vec::new();
+        loop {
+            match next_within(&mut single).await.unwrap() {
+                Delivery::Event(event) => seen.push(event.seq),
+                Delivery::End(reason) => {
+                    assert_eq!(reason, EndReason::Removed);
+                    break;
+                }
+            }
+        }
+        assert_eq!(seen, vec![1, 2, 3, 4, 5, 6], "ends after its removal");
+        assert!(single.next().await.is_none());
+        let mut seen = Vec::new();
+        while seen.last().copied().unwrap_or(0) < 9 {
+            seen.push(seq_of(next_within(&mut all).await.unwrap()));
+        }
+        assert_eq!(seen, vec![1, 2, 3, 4, 5, 6, 8, 9], "nothing while away");
+        // Live again, and still following the channel.
+        hub.publish(message(1, 10));
+        assert_eq!(seq_of(next_within(&mut all).await.unwrap()), 10);
+    }
+
+    /// A channel deleted while a subscription reads it: nothing after the
+    /// deletion, and the single-channel stream ends.
+    #[tokio::test]
+    async fn a_deletion_ends_a_subscription_behind() {
+        let log = Log::with((1..=1_000).map(|s| message(1, s)));
+        let hub = hub_with(
+            &log,
+            HubSettings {
+                page_size: 10,
+                ..HubSettings::default()
+            },
+        );
+        let mut sub = hub.subscribe(user("a"), Interest::Channel(ChannelId(1)));
+        hub.set_baseline(ChannelId(1), 1_000);
+        hub.resume(&mut sub, ChannelId(1), 0).unwrap();
+        for seq in 1..=5 {
+            assert_eq!(seq_of(next_within(&mut sub).await.unwrap()), seq);
+        }
+        let mut deleted = event(1, 1_000, EventPayload::ChannelDeleted);
+        deleted.durable = false;
+        hub.publish(deleted);
+        let mut last = 5;
+        loop {
+            match next_within(&mut sub).await.unwrap() {
+                Delivery::Event(event) if matches!(event.payload, EventPayload::ChannelDeleted) => {
+                }
+                Delivery::Event(event) => {
+                    assert_eq!(
+                        event.seq,
+                        last + 1,
+                        "the rest of the page in hand, in order"
+                    );
+                    last = event.seq;
+                }
+                Delivery::End(reason) => {
+                    assert_eq!(reason, EndReason::ChannelDeleted);
+                    break;
+                }
+            }
+        }
+        assert!(
+            last <= 10,
+            "nothing read after the deletion (got to {last})"
+        );
+        assert_eq!(hub.stats(), HubStats::default());
+    }
+
+    #[tokio::test]
+    async fn a_resume_needs_a_followed_channel() {
+        let (hub, _log) = small_hub(16);
+        let mut sub = hub.subscribe(user("a"), Interest::Channel(ChannelId(1)));
+        assert_eq!(hub.resume(&mut sub, ChannelId(2), 0), None);
     }
 }

@@ -4,10 +4,15 @@
 //!
 //! Rules this module keeps, because the delivery path runs once per event
 //! per subscriber:
-//! - no I/O and no database access here; events arrive already committed;
-//! - the registry lock is a read/write lock, never held across an await; publishing only does `try_send` on bounded queues;
-//! - a subscription whose queue is full is ended with [`EndReason::Overflow`]
-//!   instead of blocking the publisher or silently dropping events;
+//! - no I/O on the publishing path; events arrive already committed, and
+//!   the only database reads are a channel's gap fill (once per channel,
+//!   shared) and a subscription's own backlog, read when its consumer asks;
+//! - the registry lock is a read/write lock, never held across an await;
+//!   publishing only does `try_send` on bounded queues;
+//! - a subscription whose queue fills with live events is ended with
+//!   [`EndReason::Overflow`] instead of blocking the publisher or silently
+//!   dropping events; a backlog the server created is read at the
+//!   subscriber's pace instead;
 //! - registrations are owned by guards and removed in `Drop`, so a vanished
 //!   connection never leaves a dead sender behind.
 
@@ -16,8 +21,12 @@ mod hub;
 mod nats;
 mod queue;
 mod shared;
+mod signing;
+mod subscription;
 
 pub use connections::{CloseReason, ConnectionGuard, Connections};
-pub use hub::{Backfill, Delivery, EndReason, Hub, HubSettings, HubStats, Interest, Subscription};
-pub use nats::NatsBus;
+pub use hub::{Backfill, Delivery, EndReason, Hub, HubSettings, HubStats, Interest};
+pub use nats::{NatsBus, NatsSettings};
 pub use shared::SharedEvent;
+pub use signing::ClusterKey;
+pub use subscription::{ReplayStats, Subscription};

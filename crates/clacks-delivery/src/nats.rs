@@ -1,82 +1,248 @@
 //! Fan-out between nodes over NATS.
 //!
-//! Subjects: `{prefix}.ch.{channel_id}`, one per channel. A subject per
-//! channel keeps each channel's events in publish order on the wire and
-//! lets a node later subscribe only to the channels it serves; today every
-//! node subscribes to `{prefix}.ch.*` and receives every event, which is
-//! the simple choice until one node's share of traffic becomes the limit.
+//! Subjects, all under the deployment's prefix (so that one permission,
+//! publish and subscribe on `{prefix}.>`, is all a node needs):
+//! - `{prefix}.ch.{channel_id}`: committed events, a subject per channel,
+//!   which keeps each channel's events in publish order on the wire and
+//!   would let a node subscribe only to the channels it serves; today
+//!   every node subscribes to `{prefix}.ch.*`.
+//! - `{prefix}.tails`: every [`ANNOUNCE_INTERVAL`], each node's newest seq
+//!   of every channel it published to recently, in one message.
+//! - `{prefix}.ctl.disconnect`: close a user's connections everywhere;
+//!   the replies come back on the asking node's inbox, `{prefix}.inbox.*`.
+//!
 //! The prefix separates deployments (and tests) sharing a NATS server.
+//! Every payload is signed with the cluster key and dated (see
+//! [`crate::signing`]); anything else is dropped and counted.
 //!
 //! NATS core is at-most-once, and publishing after a database commit is a
 //! dual write, so nothing here is trusted for completeness: the hub's
 //! sequencer detects a gap when a later seq arrives and fills it from the
-//! database, and after a reconnect or a slow-consumer report every channel
-//! is caught up from the database. A NATS outage delays live delivery on
-//! other nodes; it never loses an event.
+//! database; after a reconnect or a slow-consumer report every channel is
+//! caught up from the database; and a lost publish of a channel's *last*
+//! event, which no later seq reveals, is revealed by the next announcement
+//! of its node. A NATS outage delays live delivery on other nodes; it never
+//! loses an event.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, ConnectOptions, Event, ServerAddr};
 use bytes::Bytes;
-use clacks_core::{ChannelEvent, UserId};
+use clacks_core::{ChannelEvent, ChannelId, Seq, UserId, now_ms};
 use futures::StreamExt;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::signing::{ClusterKey, Rejected, is_fresh};
 use crate::{CloseReason, Connections, Hub};
 
 /// Events waiting for the NATS publisher; beyond this they are dropped
 /// (other nodes then fill the gap from the database).
 const PUBLISH_QUEUE: usize = 65_536;
+/// How often a node announces the newest seqs it published: with the
+/// receiving hub's short wait and one database read, a lost tail reaches
+/// other nodes' subscribers well within a second.
+const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(250);
+/// Announcements a channel stays in after its last publish, so that one
+/// lost announcement is covered by the next.
+const ANNOUNCEMENTS_PER_PUBLISH: u8 = 3;
+/// Most channels in one announcement message (about 20 bytes each); a node
+/// publishing to more in one interval sends several.
+const CHANNELS_PER_ANNOUNCEMENT: usize = 10_000;
 
-#[derive(Deserialize)]
-struct Envelope {
-    node: u64,
-    event: ChannelEvent,
+/// Everything a node sends carries its node id and when it was sent.
+trait Dated {
+    fn sent_at(&self) -> i64;
 }
 
-#[derive(Serialize)]
-struct OutgoingEnvelope<'a> {
+#[derive(Serialize, Deserialize)]
+struct EventMessage<E> {
     node: u64,
-    event: &'a ChannelEvent,
+    at: i64,
+    event: E,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Announcement {
+    node: u64,
+    at: i64,
+    tails: Vec<(ChannelId, Seq)>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct DisconnectRequest {
     node: u64,
+    at: i64,
     user: UserId,
 }
 
 #[derive(Serialize, Deserialize)]
 struct DisconnectReply {
+    at: i64,
     closed: usize,
+}
+
+impl<E> Dated for EventMessage<E> {
+    fn sent_at(&self) -> i64 {
+        self.at
+    }
+}
+
+impl Dated for Announcement {
+    fn sent_at(&self) -> i64 {
+        self.at
+    }
+}
+
+impl Dated for DisconnectRequest {
+    fn sent_at(&self) -> i64 {
+        self.at
+    }
+}
+
+impl Dated for DisconnectReply {
+    fn sent_at(&self) -> i64 {
+        self.at
+    }
+}
+
+/// Where and how a node reaches NATS.
+pub struct NatsSettings<'a> {
+    /// `nats://[USER:PASSWORD@ | TOKEN@]HOST:PORT`, several separated by
+    /// commas.
+    pub url: &'a str,
+    pub prefix: &'a str,
+    /// A `.creds` file (a user JWT and its nkey seed).
+    pub credentials: Option<&'a Path>,
+    pub key: ClusterKey,
+}
+
+/// Faults a test can switch on to show that nothing depends on NATS.
+#[derive(Default)]
+struct Faults {
+    drop_outgoing_events: AtomicBool,
+}
+
+/// What a node published recently, for its announcements.
+#[derive(Default)]
+struct Recent(Mutex<HashMap<ChannelId, (Seq, u8)>>);
+
+impl Recent {
+    fn record(&self, channel: ChannelId, seq: Seq) {
+        let mut recent = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = recent.entry(channel).or_insert((seq, 0));
+        entry.0 = entry.0.max(seq);
+        entry.1 = ANNOUNCEMENTS_PER_PUBLISH;
+    }
+
+    /// The tails to announce now; each channel leaves after its last one.
+    fn take_round(&self) -> Vec<(ChannelId, Seq)> {
+        let mut recent = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let tails = recent
+            .iter()
+            .map(|(channel, (seq, _))| (*channel, *seq))
+            .collect();
+        recent.retain(|_, (_, left)| {
+            *left -= 1;
+            *left > 0
+        });
+        tails
+    }
 }
 
 pub struct NatsBus {
     client: Client,
     prefix: String,
     node: u64,
+    key: ClusterKey,
     outbox: mpsc::Sender<(String, Bytes)>,
     connected: Arc<AtomicBool>,
+    recent: Arc<Recent>,
+    faults: Faults,
+}
+
+/// `url` without the passwords or tokens it may hold, for messages.
+fn redacted(url: &str) -> String {
+    url.split(',')
+        .map(|one| match (one.find("://"), one.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}://***@{}", &one[..scheme], &one[at + 1..])
+            }
+            (None, Some(at)) => format!("***@{}", &one[at + 1..]),
+            _ => one.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The body of a signed, dated message, or why it was dropped (counted).
+fn open<T: DeserializeOwned + Dated>(key: &ClusterKey, subject: &str, payload: &[u8]) -> Option<T> {
+    let opened = key
+        .open(subject, payload)
+        .and_then(|body| serde_json::from_slice::<T>(body).map_err(|_| Rejected::Malformed))
+        .and_then(|message| {
+            if is_fresh(message.sent_at()) {
+                Ok(message)
+            } else {
+                Err(Rejected::Stale)
+            }
+        });
+    match opened {
+        Ok(message) => Some(message),
+        Err(rejected) => {
+            rejected.count();
+            tracing::debug!(subject, ?rejected, "dropped a NATS message");
+            None
+        }
+    }
 }
 
 impl NatsBus {
     /// Connects (retrying in the background while NATS is unreachable) and
     /// starts relaying events from other nodes into `hub`.
     pub async fn start(
-        url: &str,
-        prefix: &str,
+        settings: NatsSettings<'_>,
         hub: Arc<Hub>,
         connections: Arc<Connections>,
     ) -> Result<Arc<NatsBus>, String> {
+        let NatsSettings {
+            url,
+            prefix,
+            credentials,
+            key,
+        } = settings;
         let node: u64 = rand::random();
         let connected = Arc::new(AtomicBool::new(false));
         let events_hub = Arc::downgrade(&hub);
         let events_connected = connected.clone();
-        let options = ConnectOptions::new()
+        let mut options = match credentials {
+            Some(path) => ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|e| format!("cannot read the NATS credentials {}: {e}", path.display()))?,
+            None => ConnectOptions::new(),
+        };
+        // The client ignores a user or token written in the URL; pass them.
+        let first: Option<ServerAddr> = url
+            .split(',')
+            .next()
+            .and_then(|one| one.trim().parse().ok());
+        if let Some(first) = first {
+            match (first.username(), first.password()) {
+                (Some(user), Some(password)) => {
+                    options = options.user_and_password(user.to_owned(), password.to_owned());
+                }
+                (Some(token), None) => options = options.token(token.to_owned()),
+                _ => {}
+            }
+        }
+        let options = options
             .name(format!("clacks-{node:016x}"))
+            .custom_inbox_prefix(format!("{prefix}.inbox"))
             .retry_on_initial_connect()
             .subscription_capacity(PUBLISH_QUEUE)
             .connection_timeout(Duration::from_secs(5))
@@ -119,56 +285,100 @@ impl NatsBus {
         let client = options
             .connect(url)
             .await
-            .map_err(|e| format!("cannot use NATS at {url}: {e}"))?;
+            .map_err(|e| format!("cannot use NATS at {}: {e}", redacted(url)))?;
 
-        let events = client
-            .subscribe(format!("{prefix}.ch.*"))
-            .await
-            .map_err(|e| format!("cannot subscribe on NATS: {e}"))?;
-        let control = client
-            .subscribe(format!("{prefix}.ctl.disconnect"))
-            .await
-            .map_err(|e| format!("cannot subscribe on NATS: {e}"))?;
+        let subscribe = |subject: String| {
+            let client = client.clone();
+            async move {
+                client
+                    .subscribe(subject)
+                    .await
+                    .map_err(|e| format!("cannot subscribe on NATS: {e}"))
+            }
+        };
+        let mut events = subscribe(format!("{prefix}.ch.*")).await?;
+        let mut tails = subscribe(format!("{prefix}.tails")).await?;
+        let mut control = subscribe(format!("{prefix}.ctl.disconnect")).await?;
 
+        let recent = Arc::new(Recent::default());
         let (outbox, mut outbox_rx) = mpsc::channel::<(String, Bytes)>(PUBLISH_QUEUE);
         let publisher = client.clone();
+        let announcer = Announcer {
+            subject: format!("{prefix}.tails"),
+            node,
+            key: key.clone(),
+            recent: recent.clone(),
+            connected: connected.clone(),
+        };
         tokio::spawn(async move {
-            // One task publishes, so a channel's events leave in order.
-            while let Some((subject, payload)) = outbox_rx.recv().await {
-                if let Err(e) = publisher.publish(subject, payload).await {
-                    metrics::counter!("clacks_nats_publish_failed_total").increment(1);
-                    tracing::warn!(error = %e, "NATS publish failed; other nodes will backfill");
+            // One task publishes, so a channel's events leave in order, and
+            // an announcement leaves after the events it covers.
+            let mut round = tokio::time::interval(ANNOUNCE_INTERVAL);
+            round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                let messages = tokio::select! {
+                    next = outbox_rx.recv() => match next {
+                        Some(message) => vec![message],
+                        None => return,
+                    },
+                    _ = round.tick() => announcer.round(),
+                };
+                for (subject, payload) in messages {
+                    if let Err(e) = publisher.publish(subject, payload).await {
+                        metrics::counter!("clacks_nats_publish_failed_total").increment(1);
+                        tracing::warn!(error = %e, "NATS publish failed; other nodes will backfill");
+                    }
                 }
             }
         });
 
         let relay_hub = Arc::downgrade(&hub);
+        let relay_key = key.clone();
         tokio::spawn(async move {
-            let mut events = events;
             while let Some(message) = events.next().await {
                 let Some(hub) = relay_hub.upgrade() else {
                     return;
                 };
-                match serde_json::from_slice::<Envelope>(&message.payload) {
-                    Ok(envelope) if envelope.node == node => {}
-                    Ok(envelope) => {
-                        metrics::counter!("clacks_nats_received_total").increment(1);
-                        hub.publish(envelope.event);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "ignoring a malformed event from NATS"),
+                let Some(envelope) = open::<EventMessage<ChannelEvent>>(
+                    &relay_key,
+                    &message.subject,
+                    &message.payload,
+                ) else {
+                    continue;
+                };
+                if envelope.node != node {
+                    metrics::counter!("clacks_nats_received_total").increment(1);
+                    hub.publish(envelope.event);
+                }
+            }
+        });
+
+        let tails_hub = Arc::downgrade(&hub);
+        let tails_key = key.clone();
+        tokio::spawn(async move {
+            while let Some(message) = tails.next().await {
+                let Some(hub) = tails_hub.upgrade() else {
+                    return;
+                };
+                if let Some(announcement) =
+                    open::<Announcement>(&tails_key, &message.subject, &message.payload)
+                    && announcement.node != node
+                {
+                    hub.announced(&announcement.tails);
                 }
             }
         });
 
         let control_client = client.clone();
         let control_connections = Arc::downgrade(&connections);
+        let control_key = key.clone();
         tokio::spawn(async move {
-            let mut control = control;
             while let Some(message) = control.next().await {
                 let Some(connections) = control_connections.upgrade() else {
                     return;
                 };
-                let Ok(request) = serde_json::from_slice::<DisconnectRequest>(&message.payload)
+                let Some(request) =
+                    open::<DisconnectRequest>(&control_key, &message.subject, &message.payload)
                 else {
                     continue;
                 };
@@ -177,11 +387,13 @@ impl NatsBus {
                 }
                 let closed =
                     connections.disconnect_user(&request.user, CloseReason::ForcedDisconnect);
-                if let (Some(reply), Ok(body)) = (
-                    message.reply,
-                    serde_json::to_vec(&DisconnectReply { closed }),
-                ) {
-                    let _ = control_client.publish(reply, body.into()).await;
+                let reply = DisconnectReply {
+                    at: now_ms(),
+                    closed,
+                };
+                if let (Some(inbox), Ok(body)) = (message.reply, serde_json::to_vec(&reply)) {
+                    let payload = control_key.seal(&inbox, &body);
+                    let _ = control_client.publish(inbox, payload).await;
                 }
             }
         });
@@ -190,8 +402,11 @@ impl NatsBus {
             client,
             prefix: prefix.to_owned(),
             node,
+            key,
             outbox,
             connected,
+            recent,
+            faults: Faults::default(),
         }))
     }
 
@@ -201,19 +416,37 @@ impl NatsBus {
 
     /// Sends a committed event to the other nodes (never blocks).
     pub fn publish(&self, event: &ChannelEvent) {
-        let envelope = OutgoingEnvelope {
+        if event.durable {
+            self.recent.record(event.channel_id, event.seq);
+        }
+        if self.faults.drop_outgoing_events.load(Ordering::Relaxed) {
+            metrics::counter!("clacks_nats_publish_dropped_total").increment(1);
+            return;
+        }
+        let message = EventMessage {
             node: self.node,
+            at: now_ms(),
             event,
         };
-        let Ok(payload) = serde_json::to_vec(&envelope) else {
+        let Ok(body) = serde_json::to_vec(&message) else {
             return;
         };
         let subject = format!("{}.ch.{}", self.prefix, event.channel_id);
-        if self.outbox.try_send((subject, payload.into())).is_err() {
+        let payload = self.key.seal(&subject, &body);
+        if self.outbox.try_send((subject, payload)).is_err() {
             metrics::counter!("clacks_nats_publish_dropped_total").increment(1);
         } else {
             metrics::counter!("clacks_nats_published_total").increment(1);
         }
+    }
+
+    /// Test fault: events are no longer sent to other nodes (as if NATS
+    /// lost every one), though still announced.
+    #[doc(hidden)]
+    pub fn drop_outgoing_events(&self, drop: bool) {
+        self.faults
+            .drop_outgoing_events
+            .store(drop, Ordering::Relaxed);
     }
 
     /// Asks the other nodes to close `user`'s connections; returns how many
@@ -225,18 +458,17 @@ impl NatsBus {
         };
         let request = DisconnectRequest {
             node: self.node,
+            at: now_ms(),
             user: user.clone(),
         };
         let Ok(body) = serde_json::to_vec(&request) else {
             return 0;
         };
+        let subject = format!("{}.ctl.disconnect", self.prefix);
+        let payload = self.key.seal(&subject, &body);
         if self
             .client
-            .publish_with_reply(
-                format!("{}.ctl.disconnect", self.prefix),
-                inbox,
-                body.into(),
-            )
+            .publish_with_reply(subject, inbox, payload)
             .await
             .is_err()
         {
@@ -245,10 +477,74 @@ impl NatsBus {
         let mut closed = 0;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
         while let Ok(Some(message)) = tokio::time::timeout_at(deadline, replies.next()).await {
-            if let Ok(reply) = serde_json::from_slice::<DisconnectReply>(&message.payload) {
+            if let Some(reply) =
+                open::<DisconnectReply>(&self.key, &message.subject, &message.payload)
+            {
                 closed += reply.closed;
             }
         }
         closed
+    }
+}
+
+/// Builds a node's announcements.
+struct Announcer {
+    subject: String,
+    node: u64,
+    key: ClusterKey,
+    recent: Arc<Recent>,
+    connected: Arc<AtomicBool>,
+}
+
+impl Announcer {
+    /// This interval's announcement messages (none while disconnected: the
+    /// channels wait for the next round, and other nodes catch up anyway
+    /// when NATS comes back).
+    fn round(&self) -> Vec<(String, Bytes)> {
+        if !self.connected.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let tails = self.recent.take_round();
+        tails
+            .chunks(CHANNELS_PER_ANNOUNCEMENT)
+            .filter_map(|chunk| {
+                let announcement = Announcement {
+                    node: self.node,
+                    at: now_ms(),
+                    tails: chunk.to_vec(),
+                };
+                let body = serde_json::to_vec(&announcement).ok()?;
+                Some((self.subject.clone(), self.key.seal(&self.subject, &body)))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_secrets_in_messages() {
+        assert_eq!(
+            redacted("nats://app:s3cret@nats.internal:4222"),
+            "nats://***@nats.internal:4222"
+        );
+        assert_eq!(
+            redacted("nats://tok@a:4222,nats://b:4222"),
+            "nats://***@a:4222,nats://b:4222"
+        );
+        assert_eq!(redacted("127.0.0.1:4222"), "127.0.0.1:4222");
+    }
+
+    #[test]
+    fn a_channel_is_announced_a_few_times_after_its_last_publish() {
+        let recent = Recent::default();
+        recent.record(ChannelId(1), 5);
+        recent.record(ChannelId(1), 4);
+        for _ in 0..ANNOUNCEMENTS_PER_PUBLISH {
+            assert_eq!(recent.take_round(), vec![(ChannelId(1), 5)]);
+        }
+        assert!(recent.take_round().is_empty());
     }
 }

@@ -11,9 +11,24 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
+use clacks_core::{ChannelId, Seq};
 use futures::task::AtomicWaker;
 
-use crate::hub::Delivery;
+use crate::SharedEvent;
+use crate::hub::EndReason;
+
+/// What the hub hands one subscription, in order.
+#[derive(Debug)]
+pub(crate) enum Queued {
+    Event(Arc<SharedEvent>),
+    /// From here on the subscription reads `channel` itself, after
+    /// `read_to` (the channel's last event queued before this marker).
+    Behind {
+        channel: ChannelId,
+        read_to: Seq,
+    },
+    End(EndReason),
+}
 
 /// Capacity kept once a queue drains; more is freed.
 const KEEP: usize = 8;
@@ -24,7 +39,7 @@ pub(crate) struct DeliveryQueue {
 }
 
 struct State {
-    items: VecDeque<Delivery>,
+    items: VecDeque<Queued>,
     capacity: usize,
     /// No more deliveries will come (the subscription was unregistered).
     closed: bool,
@@ -49,9 +64,9 @@ impl DeliveryQueue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `delivery`; false (and the queue marked overflowed) when full
-    /// or closed.
-    pub fn push(&self, delivery: Delivery) -> bool {
+    /// Queues a live event; false (and the queue marked overflowed) when
+    /// full or closed.
+    pub fn push(&self, item: Queued) -> bool {
         {
             let mut state = self.lock();
             if state.closed {
@@ -61,16 +76,47 @@ impl DeliveryQueue {
                 state.overflowed = true;
                 return false;
             }
-            state.items.push_back(delivery);
+            state.items.push_back(item);
         }
         self.waker.wake();
         true
     }
 
-    /// Queues a final delivery even when full (an end reason must not be
-    /// lost to the very overflow it may report).
-    pub fn push_last(&self, delivery: Delivery) {
-        self.lock().items.push_back(delivery);
+    /// Queues an event of a backlog the server created (a gap filled from
+    /// the database) while the queue is at most half full; false otherwise.
+    /// The other half stays free for live events, so a backlog never makes
+    /// the subscriber overflow: the rest is read at its own pace.
+    pub fn push_backlog(&self, item: Queued) -> bool {
+        {
+            let mut state = self.lock();
+            if state.closed || state.items.len() >= state.capacity / 2 {
+                return false;
+            }
+            state.items.push_back(item);
+        }
+        self.waker.wake();
+        true
+    }
+
+    /// Queues an item even when full (an end reason must not be lost to
+    /// the very overflow it may report; a channel's switch to being read
+    /// by the subscriber itself must follow its last queued event).
+    pub fn push_last(&self, item: Queued) {
+        self.lock().items.push_back(item);
+        self.waker.wake();
+    }
+
+    /// Drops the queued events of `channel`: the subscriber reads them
+    /// from the store instead.
+    pub fn purge(&self, channel: ChannelId) {
+        self.lock()
+            .items
+            .retain(|item| !matches!(item, Queued::Event(event) if event.channel_id == channel));
+    }
+
+    /// Wakes the consumer without queueing anything (something it reads
+    /// itself moved).
+    pub fn wake(&self) {
         self.waker.wake();
     }
 
@@ -80,15 +126,15 @@ impl DeliveryQueue {
         self.waker.wake();
     }
 
-    /// The next delivery; `Ready(None)` once closed and drained, with
-    /// whether it overflowed.
-    pub fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+    /// The next item; `Ready(None)` once closed and drained, with whether
+    /// it overflowed.
+    pub fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Queued>> {
         let mut state = self.lock();
-        if let Some(delivery) = state.items.pop_front() {
+        if let Some(item) = state.items.pop_front() {
             if state.items.is_empty() && state.items.capacity() > KEEP {
                 state.items.shrink_to(KEEP);
             }
-            return Poll::Ready(Some(delivery));
+            return Poll::Ready(Some(item));
         }
         if state.closed {
             return Poll::Ready(None);
@@ -108,32 +154,35 @@ impl DeliveryQueue {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::hub::EndReason;
     use futures::task::noop_waker_ref;
 
-    fn pop(queue: &DeliveryQueue) -> Poll<Option<Delivery>> {
+    fn pop(queue: &DeliveryQueue) -> Poll<Option<Queued>> {
         queue.poll_pop(&mut Context::from_waker(noop_waker_ref()))
+    }
+
+    fn end() -> Queued {
+        Queued::End(EndReason::Removed)
     }
 
     #[test]
     fn bounded_then_drained_in_order_then_ended() {
         let queue = DeliveryQueue::new(100);
         for _ in 0..100 {
-            assert!(queue.push(Delivery::End(EndReason::Removed)));
+            assert!(queue.push(end()));
         }
-        assert!(!queue.push(Delivery::End(EndReason::Removed)));
+        assert!(!queue.push(end()));
         assert!(queue.overflowed());
-        queue.push_last(Delivery::End(EndReason::ChannelDeleted));
+        queue.push_last(Queued::End(EndReason::ChannelDeleted));
         queue.close();
         for _ in 0..100 {
             assert!(matches!(
                 pop(&queue),
-                Poll::Ready(Some(Delivery::End(EndReason::Removed)))
+                Poll::Ready(Some(Queued::End(EndReason::Removed)))
             ));
         }
         assert!(matches!(
             pop(&queue),
-            Poll::Ready(Some(Delivery::End(EndReason::ChannelDeleted)))
+            Poll::Ready(Some(Queued::End(EndReason::ChannelDeleted)))
         ));
         assert!(matches!(pop(&queue), Poll::Ready(None)));
         // The burst's memory is given back once drained.
@@ -141,10 +190,21 @@ mod tests {
     }
 
     #[test]
+    fn a_backlog_fills_half_the_queue_and_never_overflows_it() {
+        let queue = DeliveryQueue::new(10);
+        let backlogged = (0..10).take_while(|_| queue.push_backlog(end())).count();
+        assert_eq!(backlogged, 5);
+        assert!(!queue.overflowed());
+        for _ in 0..5 {
+            assert!(queue.push(end()), "live events still have room");
+        }
+    }
+
+    #[test]
     fn empty_and_open_is_pending() {
         let queue = DeliveryQueue::new(4);
         assert!(pop(&queue).is_pending());
-        assert!(queue.push(Delivery::End(EndReason::Removed)));
+        assert!(queue.push(end()));
         assert!(pop(&queue).is_ready());
         assert!(pop(&queue).is_pending());
     }

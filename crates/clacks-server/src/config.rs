@@ -143,9 +143,27 @@ pub struct Config {
     pub management_token: Option<String>,
 
     /// NATS server for fan-out between several Clacks nodes (e.g.
-    /// nats://127.0.0.1:4222). Unset: this node delivers alone.
-    #[arg(long, env = "CLACKS_NATS_URL", global = true)]
+    /// nats://127.0.0.1:4222; nats://USER:PASSWORD@HOST:PORT or
+    /// nats://TOKEN@HOST:PORT to authenticate; several separated by
+    /// commas). Unset: this node delivers alone.
+    #[arg(long, env = "CLACKS_NATS_URL", hide_env_values = true, global = true)]
     pub nats_url: Option<String>,
+
+    /// NATS credentials file (a user JWT and its nkey seed, as `nsc`
+    /// writes them), for servers that authenticate with nkeys.
+    #[arg(long, env = "CLACKS_NATS_CREDS", global = true)]
+    pub nats_credentials: Option<std::path::PathBuf>,
+
+    /// Key that signs the messages nodes exchange over NATS (every node of
+    /// a deployment needs the same one; at least 32 characters). Unset:
+    /// derived from the JWT secret, which the nodes share already.
+    #[arg(
+        long,
+        env = "CLACKS_CLUSTER_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub cluster_key: Option<String>,
 
     /// Prefix of the NATS subjects this deployment uses (separates several
     /// deployments sharing one NATS server).
@@ -474,6 +492,13 @@ impl Config {
                 "CLACKS_NATS_SUBJECT_PREFIX must be letters, digits, '-', '_' or '.'".into(),
             );
         }
+        if self
+            .cluster_key
+            .as_deref()
+            .is_some_and(|key| !key.is_empty() && key.len() < 32)
+        {
+            return Err("CLACKS_CLUSTER_KEY must be at least 32 characters (or unset: it is then derived from the JWT secret)".into());
+        }
         if self.connection_queue == 0 || self.subscription_queue == 0 {
             return Err(
                 "CLACKS_CONNECTION_QUEUE and CLACKS_SUBSCRIPTION_QUEUE must be at least 1".into(),
@@ -536,6 +561,22 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_cluster_key_is_long_or_unset() {
+        let mut config = Config::defaults();
+        config.cluster_key = Some("short".into());
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .contains("CLACKS_CLUSTER_KEY")
+        );
+        config.cluster_key = Some("k".repeat(32));
+        assert!(config.validate().is_ok());
+        config.cluster_key = None;
+        assert!(config.validate().is_ok(), "derived from the JWT secret");
     }
 
     #[test]

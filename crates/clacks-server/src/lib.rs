@@ -14,7 +14,9 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use clacks_core::Error;
-use clacks_delivery::{CloseReason, Connections, Hub, HubSettings, NatsBus};
+use clacks_delivery::{
+    CloseReason, ClusterKey, Connections, Hub, HubSettings, NatsBus, NatsSettings,
+};
 use clacks_service::{Auth, AuthSettings, ChatService, ChatServiceParts, Limits, StoreBackfill};
 use clacks_store::{PoolSettings, Store};
 use tokio::net::TcpListener;
@@ -171,25 +173,34 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         default_token_ttl: Duration::from_secs(config.token_ttl.max(1)),
         ..Limits::default()
     };
-    let hub = Hub::with_backfill(
+    let hub = Hub::new(
         HubSettings {
             queue_capacity: config.subscription_queue,
             ..HubSettings::default()
         },
-        Some(Arc::new(StoreBackfill(store.clone()))),
+        Arc::new(StoreBackfill(store.clone())),
     );
     let connections = Connections::new();
     let bus = match config.nats_url.as_deref().filter(|u| !u.is_empty()) {
-        Some(url) => Some(
-            NatsBus::start(
+        Some(url) => {
+            // Every node of a deployment shares the JWT secret already, so
+            // a key derived from it works with no configuration.
+            let key = match config.cluster_key.as_deref().filter(|k| !k.is_empty()) {
+                Some(key) => ClusterKey::from_secret(key.as_bytes()),
+                None => ClusterKey::from_secret(&secret),
+            };
+            let settings = NatsSettings {
                 url,
-                &config.nats_subject_prefix,
-                hub.clone(),
-                connections.clone(),
+                prefix: &config.nats_subject_prefix,
+                credentials: config.nats_credentials.as_deref(),
+                key,
+            };
+            Some(
+                NatsBus::start(settings, hub.clone(), connections.clone())
+                    .await
+                    .map_err(|e| StartupError::Config(format!("CLACKS_NATS_URL: {e}")))?,
             )
-            .await
-            .map_err(|e| StartupError::Config(format!("CLACKS_NATS_URL: {e}")))?,
-        ),
+        }
         None => None,
     };
     let service = ChatService::new(ChatServiceParts {

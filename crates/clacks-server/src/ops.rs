@@ -75,6 +75,8 @@ async fn render_metrics(State(state): State<OpsState>) -> Response {
     metrics::gauge!("clacks_subscribed_channels").set(hub.channels as f64);
     metrics::gauge!("clacks_connections").set(state.service.connections().count() as f64);
     metrics::gauge!("clacks_pending_events").set(hub.pending_events as f64);
+    metrics::gauge!("clacks_subscriptions_behind").set(hub.behind as f64);
+    metrics::gauge!("clacks_tail_events").set(hub.tail_events as f64);
     let pool = state.service.pool_stats();
     metrics::gauge!("clacks_db_connections_open").set(f64::from(pool.open));
     metrics::gauge!("clacks_db_connections_idle").set(pool.idle as f64);

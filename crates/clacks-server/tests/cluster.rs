@@ -1,4 +1,5 @@
-//! Two nodes sharing one database and the local NATS server.
+//! Two nodes sharing one database and a NATS server: the local one, or
+//! one the test owns when it must stop it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,9 +12,9 @@ mod helpers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use clacks_core::{ChannelId, Seq};
+use clacks_core::{ChannelEvent, ChannelId, EventPayload, Message, MessageId, Sender, Seq};
 use clacks_server::RunningServer;
 use clacks_testkit::{TestBackend, TestDatabase};
 use tokio::net::{TcpListener, TcpStream};
@@ -93,22 +94,63 @@ async fn nats_reachable() -> bool {
     }
 }
 
-struct Cluster {
-    a: RunningServer,
-    b: RunningServer,
-    b_proxy: CuttableProxy,
-    _db: TestDatabase,
+/// A `nats-server` of the test's own on a free port (never the shared one
+/// on 4222), so that it can be stopped and started again.
+struct OwnNats {
+    port: u16,
+    server: Option<tokio::process::Child>,
 }
 
-async fn cluster(backend: TestBackend) -> Option<Cluster> {
-    if !nats_reachable().await {
-        return None;
+impl OwnNats {
+    async fn start() -> Option<OwnNats> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .unwrap()
+            .port();
+        let mut nats = OwnNats { port, server: None };
+        if let Err(why) = nats.run().await {
+            clacks_testkit::skip_or_fail("a nats-server binary of the test's own", &why);
+            return None;
+        }
+        Some(nats)
     }
-    let db = TestDatabase::create(backend).await?;
+
+    /// Starts the server (again) on its port, and waits until it answers.
+    async fn run(&mut self) -> Result<(), String> {
+        let server = tokio::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        self.server = Some(server);
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err("nats-server did not listen within 5 s".into())
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = server.kill().await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Two nodes on one database, each on its own NATS URL, under one subject
+/// prefix of their own.
+async fn nodes(db: &TestDatabase, urls: [String; 2]) -> (RunningServer, RunningServer, String) {
     let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
-    let b_proxy = CuttableProxy::start().await;
     let mut nodes = Vec::new();
-    for nats_url in [format!("nats://{NATS_ADDR}"), b_proxy.url()] {
+    for nats_url in urls {
         let mut config = test_config(&db.url);
         config.nats_url = Some(nats_url);
         config.nats_subject_prefix = prefix.clone();
@@ -121,16 +163,39 @@ async fn cluster(backend: TestBackend) -> Option<Cluster> {
     let a = nodes.pop().unwrap();
     // Both subscriptions are live once each node answers a round trip.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    (a, b, prefix)
+}
+
+struct Cluster {
+    a: RunningServer,
+    b: RunningServer,
+    b_proxy: CuttableProxy,
+    prefix: String,
+    _db: TestDatabase,
+}
+
+async fn cluster(backend: TestBackend) -> Option<Cluster> {
+    if !nats_reachable().await {
+        return None;
+    }
+    let db = TestDatabase::create(backend).await?;
+    let b_proxy = CuttableProxy::start().await;
+    let (a, b, prefix) = nodes(&db, [format!("nats://{NATS_ADDR}"), b_proxy.url()]).await;
     Some(Cluster {
         a,
         b,
         b_proxy,
+        prefix,
         _db: db,
     })
 }
 
 macro_rules! cluster_tests {
     ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::$name(clacks_testkit::TestBackend::Sqlite).await })*
+        }
         mod mysql {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $name() { super::$name(clacks_testkit::TestBackend::MySql).await })*
@@ -145,7 +210,10 @@ macro_rules! cluster_tests {
 cluster_tests!(
     subscriber_on_b_gets_every_message_from_both_nodes_in_order,
     cutting_nats_loses_nothing,
-    force_disconnect_reaches_every_node
+    force_disconnect_reaches_every_node,
+    a_nats_restart_does_not_close_a_subscriber_that_reads,
+    a_lost_publish_of_a_channels_last_message_arrives_within_a_second,
+    forged_and_unsigned_nats_messages_are_dropped_and_counted
 );
 
 const EVENTS: &str = "subscription($c: ID) { events(channel: $c) { seq ... on MessageCreated { message { content } } } }";
@@ -300,4 +368,239 @@ async fn force_disconnect_reaches_every_node(backend: TestBackend) {
     assert_eq!(other.recv().await["type"], "pong");
     cluster.a.shutdown().await;
     cluster.b.shutdown().await;
+}
+
+/// Posts `count` messages as `user` through a node's service, `writers` at
+/// a time.
+async fn post_many(node: &RunningServer, user: &str, channel: ChannelId, count: usize) {
+    const WRITERS: usize = 16;
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let service = node.service.clone();
+            let user = user.to_owned();
+            tokio::spawn(async move {
+                for i in (w..count).step_by(WRITERS) {
+                    service
+                        .admin_post_message(
+                            channel,
+                            Some(user.clone()),
+                            format!("{user} {i}"),
+                            None,
+                        )
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+/// The reproduction of a NATS restart under load: thousands of events
+/// committed while the server is down reach the subscriber on the other
+/// node as a backlog (its node catches up from the database, and the
+/// sending node flushes what it queued), and it is not closed as a slow
+/// consumer for it: it reads it at its pace, then live events, every one
+/// once and in order.
+async fn a_nats_restart_does_not_close_a_subscriber_that_reads(backend: TestBackend) {
+    const BEFORE: usize = 100;
+    const DURING: usize = 3_000;
+    const AFTER: usize = 500;
+    let Some(mut nats) = OwnNats::start().await else {
+        return;
+    };
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let (a, b, _) = nodes(&db, [nats.url(), nats.url()]).await;
+    let channel: ChannelId = a
+        .service
+        .admin_create_channel("restart".into(), vec!["ann".into(), "eve".into()], None)
+        .await
+        .unwrap()
+        .id;
+    let mut eve = Ws::open(&ws_url(&b), MODERN, &token("eve")).await;
+    eve.subscribe("e", EVENTS, serde_json::json!({"c": channel.to_string()}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    post_many(&a, "ann", channel, BEFORE).await;
+    assert_eq!(
+        ws_seqs_until(&mut eve, BEFORE as Seq).await,
+        (1..=BEFORE as Seq).collect::<Vec<_>>()
+    );
+
+    nats.stop().await;
+    post_many(&a, "ann", channel, DURING).await;
+    nats.run().await.unwrap();
+    let live = {
+        let a_service = a.service.clone();
+        tokio::spawn(async move {
+            for i in 0..AFTER {
+                a_service
+                    .admin_post_message(channel, Some("ann".into()), format!("after {i}"), None)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let last = (BEFORE + DURING + AFTER) as Seq;
+    let got = tokio::time::timeout(Duration::from_secs(120), ws_seqs_until(&mut eve, last))
+        .await
+        .unwrap();
+    live.await.unwrap();
+    assert_eq!(got, (BEFORE as Seq + 1..=last).collect::<Vec<_>>());
+    a.shutdown().await;
+    b.shutdown().await;
+    nats.stop().await;
+}
+
+/// The NATS message of a channel's last message is lost (a fault switch
+/// on the sending node): no later seq reveals the gap, and the sending
+/// node's next announcement does, so the other node fills it from the
+/// database within a second.
+async fn a_lost_publish_of_a_channels_last_message_arrives_within_a_second(backend: TestBackend) {
+    let Some(cluster) = cluster(backend).await else {
+        return;
+    };
+    let channel: ChannelId = cluster
+        .a
+        .service
+        .admin_create_channel("tail".into(), vec!["ann".into(), "eve".into()], None)
+        .await
+        .unwrap()
+        .id;
+    let mut eve = Ws::open(&ws_url(&cluster.b), MODERN, &token("eve")).await;
+    eve.subscribe("e", EVENTS, serde_json::json!({"c": channel.to_string()}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_over_http(&cluster.a, "ann", channel, 1).await;
+    assert_eq!(ws_seqs_until(&mut eve, 1).await, vec![1]);
+    let fills_before = metric(&cluster.b, "clacks_tail_fills_total").await;
+
+    cluster.a.service.bus().unwrap().drop_outgoing_events(true);
+    send_over_http(&cluster.a, "ann", channel, 1).await;
+    let sent = Instant::now();
+    let got = tokio::time::timeout(Duration::from_secs(10), ws_seqs_until(&mut eve, 2))
+        .await
+        .expect("the lost tail never arrived");
+    let took = sent.elapsed();
+    assert_eq!(got, vec![2]);
+    assert!(took < Duration::from_secs(1), "the tail took {took:?}");
+    assert!(metric(&cluster.b, "clacks_tail_fills_total").await > fills_before);
+    cluster.a.shutdown().await;
+    cluster.b.shutdown().await;
+}
+
+/// Someone who can publish on the deployment's subjects but has not the
+/// cluster key: a forged message, an unsigned event and an unsigned
+/// disconnect request are dropped and counted, and nothing of them reaches
+/// anyone.
+async fn forged_and_unsigned_nats_messages_are_dropped_and_counted(backend: TestBackend) {
+    let Some(cluster) = cluster(backend).await else {
+        return;
+    };
+    let channel: ChannelId = cluster
+        .a
+        .service
+        .admin_create_channel("forgery".into(), vec!["ann".into(), "eve".into()], None)
+        .await
+        .unwrap()
+        .id;
+    let mut eve = Ws::open(&ws_url(&cluster.b), MODERN, &token("eve")).await;
+    eve.subscribe("e", EVENTS, serde_json::json!({"c": channel.to_string()}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let unsigned_before = rejected(&cluster.b, "unsigned").await;
+    let forged_before = rejected(&cluster.b, "forged").await;
+
+    let forged_event = ChannelEvent {
+        channel_id: channel,
+        seq: 1,
+        durable: true,
+        at: clacks_core::now_ms(),
+        payload: EventPayload::MessageCreated {
+            message: Message {
+                id: MessageId(1),
+                channel_id: channel,
+                seq: 1,
+                sender: Sender::System,
+                client_message_id: None,
+                content: "forged".into(),
+                created_at: clacks_core::now_ms(),
+                edited_at: None,
+                deleted_at: None,
+            },
+        },
+    };
+    let envelope =
+        serde_json::json!({"node": 1, "at": clacks_core::now_ms(), "event": forged_event});
+    let attacker = async_nats::connect(NATS_ADDR).await.unwrap();
+    let events = format!("{}.ch.{channel}", cluster.prefix);
+    let disconnect = format!("{}.ctl.disconnect", cluster.prefix);
+    attacker
+        .publish(
+            events.clone(),
+            serde_json::to_vec(&envelope).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let mut tagged = vec![0x5a_u8; 32];
+    tagged.extend(serde_json::to_vec(&envelope).unwrap());
+    attacker.publish(events, tagged.into()).await.unwrap();
+    let request = serde_json::json!({"node": 1, "at": clacks_core::now_ms(), "user": "eve"});
+    attacker
+        .publish(disconnect, serde_json::to_vec(&request).unwrap().into())
+        .await
+        .unwrap();
+    attacker.flush().await.unwrap();
+
+    // Both nodes count what they dropped.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rejected(&cluster.b, "unsigned").await < unsigned_before + 2.0
+        || rejected(&cluster.b, "forged").await < forged_before + 1.0
+    {
+        assert!(Instant::now() < deadline, "the forgeries were not counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The real first message is the first thing eve gets, and she is
+    // still connected.
+    send_over_http(&cluster.a, "ann", channel, 1).await;
+    let Frame::Json(frame) = eve.frame().await else {
+        panic!("eve was disconnected");
+    };
+    assert_eq!(frame["payload"]["data"]["events"]["seq"], 1, "{frame}");
+    assert_eq!(
+        frame["payload"]["data"]["events"]["message"]["content"], "ann 0",
+        "{frame}"
+    );
+    eve.send(serde_json::json!({"type": "ping"})).await;
+    assert_eq!(eve.recv().await["type"], "pong");
+    cluster.a.shutdown().await;
+    cluster.b.shutdown().await;
+}
+
+/// A counter's value in a node's `/metrics` (0 when absent). Shared by
+/// every node of the test process: compare before and after.
+async fn metric(node: &RunningServer, series: &str) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", node.management_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|line| line.strip_prefix(series))
+        .filter_map(|rest| rest.trim().parse::<f64>().ok())
+        .sum()
+}
+
+async fn rejected(node: &RunningServer, reason: &str) -> f64 {
+    metric(
+        node,
+        &format!("clacks_nats_rejected_total{{reason=\"{reason}\"}}"),
+    )
+    .await
 }

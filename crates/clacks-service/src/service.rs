@@ -17,9 +17,11 @@ use crate::limits::Limits;
 use crate::rate_limit::{Operation, RateLimiters};
 use crate::stream::EventStream;
 
-/// Most events one subscription may replay when it resumes; a client
-/// further behind reloads history instead.
-pub const MAX_RESUME_EVENTS: usize = 100_000;
+/// Most channels one subscription may resume (`resume` entries). A
+/// resume point costs a few words while the subscription reads that
+/// channel's backlog, whatever its length: the backlog is read a page at a
+/// time, as the client takes it.
+pub const MAX_RESUME_POINTS: usize = 1_000;
 
 /// A page of history: `before` (newest first, the default) or `after`
 /// (oldest first) a seq.
@@ -58,23 +60,8 @@ pub struct ChatService {
     auth: Auth,
     limits: Limits,
     bus: Option<Arc<NatsBus>>,
+    publisher: Arc<Publisher>,
     rate: RateLimiters,
-}
-
-/// Keeps what `user` may see of one channel's replayed events: nothing
-/// between their own `member_left` and their next `member_joined` (both
-/// kept), as live delivery would have done; a removal committed while the
-/// replay is read is then not overtaken by the replay. `member` is whether
-/// they are a member before the first event, and is left as after the last.
-fn seen_as_member(events: &mut Vec<ChannelEvent>, user: &UserId, member: &mut bool) {
-    events.retain(|event| match &event.payload {
-        EventPayload::MemberLeft { user_id } if user_id == user => std::mem::replace(member, false),
-        EventPayload::MemberJoined { user_id, .. } if user_id == user => {
-            *member = true;
-            true
-        }
-        _ => *member,
-    });
 }
 
 /// What a caller who may not see a message is told, whether it exists or
@@ -104,6 +91,10 @@ impl ChatService {
     pub fn new(parts: ChatServiceParts) -> Arc<Self> {
         Arc::new(ChatService {
             store: parts.store,
+            publisher: Arc::new(Publisher {
+                hub: parts.hub.clone(),
+                bus: parts.bus.clone(),
+            }),
             hub: parts.hub,
             connections: parts.connections,
             auth: parts.auth,
@@ -123,6 +114,12 @@ impl ChatService {
 
     pub fn connections(&self) -> &Arc<Connections> {
         &self.connections
+    }
+
+    /// The link to the other nodes, for tests that inject its faults.
+    #[doc(hidden)]
+    pub fn bus(&self) -> Option<&Arc<NatsBus>> {
+        self.bus.as_ref()
     }
 
     /// Succeeds when the database answers (readiness).
@@ -164,26 +161,32 @@ impl ChatService {
     }
 
     fn publish(&self, event: ChannelEvent) {
-        static PUBLISHED: OnceLock<metrics::Counter> = OnceLock::new();
-        // A handle looked up once: `counter!` with a name searches the
-        // registry on every call, and this runs for every event.
-        PUBLISHED
-            .get_or_init(|| metrics::counter!("clacks_events_published_total"))
-            .increment(1);
-        if let Some(bus) = &self.bus {
-            bus.publish(&event);
-        }
-        self.hub.publish(event);
+        self.publisher.publish(event);
+    }
+
+    /// Runs a write, and publishes the event it committed, in a task of
+    /// its own that the request only awaits: a request dropped after the
+    /// commit (the client went away or sent `complete`, the socket closed,
+    /// the server is shutting down) still publishes, instead of leaving
+    /// the event unseen until the channel's next one.
+    async fn commit<T: Send + 'static>(
+        &self,
+        write: impl Future<Output = Result<(T, Option<ChannelEvent>)>> + Send + 'static,
+    ) -> Result<T> {
+        let publisher = self.publisher.clone();
+        tokio::spawn(async move {
+            let (outcome, event) = write.await?;
+            if let Some(event) = event {
+                publisher.publish(event);
+            }
+            Ok(outcome)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("a write task failed: {e}")))?
     }
 
     fn ephemeral(&self, channel: ChannelId, payload: EventPayload) -> ChannelEvent {
-        ChannelEvent {
-            channel_id: channel,
-            seq: self.hub.last_seq(channel),
-            durable: false,
-            at: now_ms(),
-            payload,
-        }
+        ephemeral_event(&self.hub, channel, payload)
     }
 
     fn message_body(&self, content: String) -> Result<MessageBody> {
@@ -290,8 +293,7 @@ impl ChatService {
         // The store refuses a sender who is not a member, in the
         // transaction that takes the message's seq.
         let stored = self
-            .store
-            .create_message(&NewMessage {
+            .store_message(NewMessage {
                 channel_id: channel,
                 sender: Sender::User(caller.user_id.clone()),
                 content,
@@ -299,16 +301,23 @@ impl ChatService {
             })
             .await
             .map_err(unless_member(caller, channel))?;
-        Ok(self.after_store(stored))
+        Ok(stored.message)
     }
 
-    fn after_store(&self, stored: StoredMessage) -> Message {
-        if stored.created {
+    /// Stores a message (through the store's group commit) and publishes
+    /// it when it is new.
+    async fn store_message(&self, new: NewMessage) -> Result<StoredMessage> {
+        let store = self.store.clone();
+        self.commit(async move {
+            let stored = store.create_message(&new).await?;
+            if !stored.created {
+                return Ok((stored, None));
+            }
             static STORED: OnceLock<metrics::Counter> = OnceLock::new();
             STORED
                 .get_or_init(|| metrics::counter!("clacks_messages_stored_total"))
                 .increment(1);
-            self.publish(ChannelEvent {
+            let event = ChannelEvent {
                 channel_id: stored.message.channel_id,
                 seq: stored.message.seq,
                 durable: true,
@@ -316,9 +325,10 @@ impl ChatService {
                 payload: EventPayload::MessageCreated {
                     message: stored.message.clone(),
                 },
-            });
-        }
-        stored.message
+            };
+            Ok((stored, Some(event)))
+        })
+        .await
     }
 
     /// Edits one of the caller's own messages (the store checks, with the
@@ -326,13 +336,14 @@ impl ChatService {
     pub async fn edit(&self, caller: &Caller, id: MessageId, content: String) -> Result<Message> {
         let content = self.message_body(content)?;
         self.rate.check(Operation::Edit, &caller.user_id)?;
-        let (message, event) = self
-            .store
-            .edit_message(id, &caller.user_id, &content)
-            .await
-            .map_err(no_access_to_message)?;
-        self.publish(event);
-        Ok(message)
+        let store = self.store.clone();
+        let editor = caller.user_id.clone();
+        self.commit(async move {
+            let (message, event) = store.edit_message(id, &editor, &content).await?;
+            Ok((message, Some(event)))
+        })
+        .await
+        .map_err(no_access_to_message)
     }
 
     /// Deletes one of the caller's own messages, leaving a tombstone (the
@@ -340,15 +351,23 @@ impl ChatService {
     /// a member).
     pub async fn delete(&self, caller: &Caller, id: MessageId) -> Result<Message> {
         self.rate.check(Operation::Delete, &caller.user_id)?;
-        let (message, event) = self
-            .store
-            .delete_message(id, Actor::User(&caller.user_id))
+        self.delete_message(id, Some(caller.user_id.clone()))
             .await
-            .map_err(no_access_to_message)?;
-        if let Some(event) = event {
-            self.publish(event);
-        }
-        Ok(message)
+            .map_err(no_access_to_message)
+    }
+
+    /// Leaves a tombstone and publishes the deletion (once): by `user`
+    /// (their own message, while a member), or by the application (None).
+    async fn delete_message(&self, id: MessageId, user: Option<UserId>) -> Result<Message> {
+        let store = self.store.clone();
+        self.commit(async move {
+            let actor = match &user {
+                Some(user) => Actor::User(user),
+                None => Actor::Application,
+            };
+            store.delete_message(id, actor).await
+        })
+        .await
     }
 
     /// Moves the caller's read watermark forward (never back) and tells
@@ -526,15 +545,22 @@ impl ChatService {
     /// their channels), resuming after the given seqs: everything durable
     /// after each `(channel, seq)` is replayed from the store first, then
     /// live events follow with no gap and no duplicate. Channels without a
-    /// resume point start with live events only.
+    /// resume point start with live events only. The replay is read a page
+    /// at a time as the stream is consumed, so any distance behind costs
+    /// the same memory; [`EventStream::resumed_events`] says how long it is.
     pub async fn subscribe_events(
         &self,
         caller: &Caller,
         channel: Option<ChannelId>,
         resume: &[(ChannelId, Seq)],
     ) -> Result<EventStream> {
-        let live = self.subscribe(caller, channel).await?;
-        let mut replay = Vec::new();
+        if resume.len() > MAX_RESUME_POINTS {
+            return Err(Error::invalid(
+                "resume",
+                format!("at most {MAX_RESUME_POINTS} channels may be resumed at once"),
+            ));
+        }
+        let mut named = std::collections::HashSet::with_capacity(resume.len());
         for &(resume_channel, after) in resume {
             if channel.is_some_and(|c| c != resume_channel) {
                 return Err(Error::invalid(
@@ -545,49 +571,27 @@ impl ChatService {
             if after < 0 {
                 return Err(Error::invalid("afterSeq", "must not be negative"));
             }
-            self.require_member(caller, resume_channel).await?;
-            let mut cursor = after;
-            let mut member = true;
-            loop {
-                let mut page = self
-                    .store
-                    .events_after(resume_channel, cursor, clacks_store::MAX_PAGE)
-                    .await?;
-                let Some(last) = page.last() else { break };
-                cursor = last.seq;
-                let full = page.len() >= clacks_store::MAX_PAGE as usize;
-                seen_as_member(&mut page, &caller.user_id, &mut member);
-                replay.extend(page);
-                if replay.len() > MAX_RESUME_EVENTS {
-                    return Err(Error::invalid(
-                        "afterSeq",
-                        format!(
-                            "more than {MAX_RESUME_EVENTS} events were missed; load history, then resume from a recent seq"
-                        ),
-                    ));
-                }
-                if !full {
-                    break;
-                }
+            if !named.insert(resume_channel) {
+                return Err(Error::invalid("resume", "names a channel twice"));
             }
         }
-        if !replay.is_empty() {
-            metrics::counter!("clacks_resume_replays_total").increment(1);
-            metrics::counter!("clacks_resume_replayed_events_total").increment(replay.len() as u64);
+        let mut live = self.subscribe(caller, channel).await?;
+        let mut resumed_events = 0;
+        for &(resume_channel, after) in resume {
+            // The subscription follows exactly the caller's channels.
+            resumed_events += self
+                .hub
+                .resume(&mut live, resume_channel, after)
+                .ok_or_else(|| Error::NotMember {
+                    user: caller.user_id.clone(),
+                    channel: resume_channel,
+                })?;
         }
-        Ok(EventStream::new(live, replay, resume))
-    }
-
-    /// Durable events after `after` in `channel`, for a resuming member.
-    pub async fn replay_for(
-        &self,
-        caller: &Caller,
-        channel: ChannelId,
-        after: Seq,
-        limit: u32,
-    ) -> Result<Vec<ChannelEvent>> {
-        self.require_member(caller, channel).await?;
-        self.store.events_after(channel, after, limit).await
+        if resumed_events > 0 {
+            metrics::counter!("clacks_resume_replays_total").increment(1);
+            metrics::counter!("clacks_resume_replayed_events_total").increment(resumed_events);
+        }
+        Ok(EventStream::new(live, resumed_events))
     }
 
     // ----- management operations (the application's own server) -------
@@ -668,17 +672,24 @@ impl ChatService {
                 .map(|m| m.map(Metadata::parse).transpose())
                 .transpose()?,
         };
-        let (channel, event) = self.store.update_channel(channel, &patch).await?;
-        self.publish(event);
-        Ok(channel)
+        let store = self.store.clone();
+        self.commit(async move {
+            let (channel, event) = store.update_channel(channel, &patch).await?;
+            Ok((channel, Some(event)))
+        })
+        .await
     }
 
     pub async fn admin_delete_channel(&self, channel: ChannelId) -> Result<()> {
-        let deleted = self.store.delete_channel(channel).await?;
-        let mut event = self.ephemeral(channel, EventPayload::ChannelDeleted);
-        event.seq = event.seq.max(deleted.channel.last_seq);
-        self.publish(event);
-        Ok(())
+        let store = self.store.clone();
+        let hub = self.hub.clone();
+        self.commit(async move {
+            let deleted = store.delete_channel(channel).await?;
+            let mut event = ephemeral_event(&hub, channel, EventPayload::ChannelDeleted);
+            event.seq = event.seq.max(deleted.channel.last_seq);
+            Ok(((), Some(event)))
+        })
+        .await
     }
 
     pub async fn admin_members(&self, channel: ChannelId) -> Result<Vec<Member>> {
@@ -694,19 +705,23 @@ impl ChatService {
     ) -> Result<(Member, bool)> {
         let user = UserId::parse(user)?;
         let role = role.map(Role::parse).transpose()?.unwrap_or_default();
-        let added = self.store.add_member(channel, &user, &role).await?;
-        let created = added.event.is_some();
-        if let Some(event) = added.event {
-            self.publish(event);
-        }
-        Ok((added.member, created))
+        let store = self.store.clone();
+        self.commit(async move {
+            let added = store.add_member(channel, &user, &role).await?;
+            let created = added.event.is_some();
+            Ok(((added.member, created), added.event))
+        })
+        .await
     }
 
     pub async fn admin_remove_member(&self, channel: ChannelId, user: String) -> Result<()> {
         let user = UserId::parse(user)?;
-        let event = self.store.remove_member(channel, &user).await?;
-        self.publish(event);
-        Ok(())
+        let store = self.store.clone();
+        self.commit(async move {
+            let event = store.remove_member(channel, &user).await?;
+            Ok(((), Some(event)))
+        })
+        .await
     }
 
     /// Posts a message as a member, or as the system when `sender` is None.
@@ -726,16 +741,14 @@ impl ChatService {
             None => Sender::System,
         };
         let stored = self
-            .store
-            .create_message(&NewMessage {
+            .store_message(NewMessage {
                 channel_id: channel,
                 sender,
                 content,
                 client_message_id,
             })
             .await?;
-        let created = stored.created;
-        Ok((self.after_store(stored), created))
+        Ok((stored.message, stored.created))
     }
 
     pub async fn admin_history(
@@ -755,11 +768,7 @@ impl ChatService {
         if message.channel_id != channel {
             return Err(Error::NotFound(clacks_core::Entity::Message));
         }
-        let (message, event) = self.store.delete_message(id, Actor::Application).await?;
-        if let Some(event) = event {
-            self.publish(event);
-        }
-        Ok(message)
+        self.delete_message(id, None).await
     }
 
     pub async fn admin_user_channels(&self, user: String) -> Result<Vec<ChannelSummary>> {
@@ -789,5 +798,38 @@ impl ChatService {
             None => 0,
         };
         Ok(local + remote)
+    }
+}
+
+/// Publishes committed events to this node's subscribers and the other
+/// nodes.
+struct Publisher {
+    hub: Arc<Hub>,
+    bus: Option<Arc<NatsBus>>,
+}
+
+impl Publisher {
+    fn publish(&self, event: ChannelEvent) {
+        static PUBLISHED: OnceLock<metrics::Counter> = OnceLock::new();
+        // A handle looked up once: `counter!` with a name searches the
+        // registry on every call, and this runs for every event.
+        PUBLISHED
+            .get_or_init(|| metrics::counter!("clacks_events_published_total"))
+            .increment(1);
+        if let Some(bus) = &self.bus {
+            bus.publish(&event);
+        }
+        self.hub.publish(event);
+    }
+}
+
+/// A live-only event, positioned at the channel's newest seq on this node.
+fn ephemeral_event(hub: &Hub, channel: ChannelId, payload: EventPayload) -> ChannelEvent {
+    ChannelEvent {
+        channel_id: channel,
+        seq: hub.last_seq(channel),
+        durable: false,
+        at: now_ms(),
+        payload,
     }
 }

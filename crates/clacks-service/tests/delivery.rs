@@ -19,17 +19,21 @@ use futures::StreamExt;
 use rand::Rng;
 
 async fn service(db: &TestDatabase) -> Arc<ChatService> {
+    service_with_queue(db, 100_000).await
+}
+
+async fn service_with_queue(db: &TestDatabase, queue_capacity: usize) -> Arc<ChatService> {
     let store: Arc<dyn Store> = clacks_store::connect(&db.url, &PoolSettings::default())
         .await
         .unwrap();
     store.migrate().await.unwrap();
     ChatService::new(ChatServiceParts {
-        hub: Hub::with_backfill(
+        hub: Hub::new(
             HubSettings {
-                queue_capacity: 100_000,
+                queue_capacity,
                 ..HubSettings::default()
             },
-            Some(Arc::new(StoreBackfill(store.clone()))),
+            Arc::new(StoreBackfill(store.clone())),
         ),
         store,
         connections: Connections::new(),
@@ -65,7 +69,8 @@ macro_rules! delivery_tests {
 delivery_tests!(
     resume_seam_is_exact_under_concurrent_writers,
     removed_member_receives_nothing_after_removal,
-    a_resume_skips_what_happened_while_removed,
+    a_resume_far_behind_streams_in_pages_while_live_sends_continue,
+    a_dropped_request_still_publishes_what_it_committed
 );
 
 /// Collects created-message seqs from `stream` until `last` arrives.
@@ -256,61 +261,165 @@ async fn removed_member_receives_nothing_after_removal(backend: TestBackend) {
     assert!(matches!(message, Delivery::Event(ref e) if e.seq == again.seq));
 }
 
-/// A member resuming from before their removal and rejoin is replayed
-/// their `member_left`, then nothing until their `member_joined`: what was
-/// said meanwhile is not theirs to see, as it was not delivered live.
-async fn a_resume_skips_what_happened_while_removed(backend: TestBackend) {
+/// A resume 20,000 events behind, with a subscription queue of 64 and live
+/// sends going on: every event once, in order, never more than a page in
+/// memory, and the subscriber is not closed.
+async fn a_resume_far_behind_streams_in_pages_while_live_sends_continue(backend: TestBackend) {
+    const STORED: i64 = 20_000;
+    const LIVE: i64 = 300;
+    const WRITERS: i64 = 32;
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let service = service_with_queue(&db, 64).await;
+    let channel = service
+        .admin_create_channel("far behind".into(), vec!["reader".into()], None)
+        .await
+        .unwrap()
+        .id;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|_| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                for i in 0..STORED / WRITERS {
+                    service
+                        .admin_post_message(channel, None, format!("stored {i}"), None)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let reader = caller(&service, "reader");
+    let mut stream = service
+        .subscribe_events(&reader, Some(channel), &[(channel, 0)])
+        .await
+        .unwrap();
+    assert_eq!(stream.resumed_events(), STORED as u64);
+    let live = {
+        let service = service.clone();
+        tokio::spawn(async move {
+            for i in 0..LIVE {
+                service
+                    .admin_post_message(channel, None, format!("live {i}"), None)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let mut got = Vec::with_capacity((STORED + LIVE) as usize);
+    let mut largest_buffer = 0;
+    while got.last().copied().unwrap_or(0) < STORED + LIVE {
+        let next = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("stalled after {:?}", got.last()));
+        match next {
+            Some(Delivery::Event(event)) => got.push(event.seq),
+            other => panic!("the stream ended after {:?}: {other:?}", got.last()),
+        }
+        largest_buffer = largest_buffer.max(stream.replay_stats().largest_buffer);
+    }
+    live.await.unwrap();
+    assert_eq!(got, (1..=STORED + LIVE).collect::<Vec<_>>());
+    assert!(
+        largest_buffer <= HubSettings::default().page_size,
+        "held {largest_buffer} events at once"
+    );
+    assert!(stream.replay_stats().replayed >= STORED as u64);
+    assert_eq!(service.hub_stats().behind, 0, "live again");
+}
+
+/// Writes whose request is dropped midway (the client went away, sent
+/// `complete`, the server shut down): whatever they committed reaches the
+/// subscribers all the same, without waiting for a later event.
+async fn a_dropped_request_still_publishes_what_it_committed(backend: TestBackend) {
     let Some(db) = TestDatabase::create(backend).await else {
         return;
     };
     let service = service(&db).await;
-    let channel: ChannelId = service
-        .admin_create_channel("rejoin".into(), vec!["alice".into(), "bob".into()], None)
+    let channel = service
+        .admin_create_channel("dropped".into(), vec!["alice".into(), "bob".into()], None)
         .await
         .unwrap()
         .id;
     let (alice, bob) = (caller(&service, "alice"), caller(&service, "bob"));
-    service
-        .send(&alice, channel, "one".into(), None)
+    let first = service
+        .send(&alice, channel, "first".into(), None)
         .await
-        .unwrap(); // 1
-    service
-        .admin_remove_member(channel, "bob".into())
+        .unwrap();
+    let mut watching = service
+        .subscribe_events(&bob, Some(channel), &[])
         .await
-        .unwrap(); // 2
-    service
-        .send(&alice, channel, "secret".into(), None)
-        .await
-        .unwrap(); // 3
-    service
-        .admin_add_member(channel, "bob".into(), None)
-        .await
-        .unwrap(); // 4
-    service
-        .send(&alice, channel, "two".into(), None)
-        .await
-        .unwrap(); // 5
-    for subscribed in [Some(channel), None] {
-        let mut stream = service
-            .subscribe_events(&bob, subscribed, &[(channel, 0)])
-            .await
-            .unwrap();
-        let mut seqs = Vec::new();
-        while seqs.len() < 4 {
-            match tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .unwrap();
+    let mut delivered = first.seq;
+    for round in 0..24 {
+        let request: std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> = match round % 6 {
+            0 => Box::pin(async {
+                let _ = service
+                    .send(&alice, channel, format!("r{round}"), None)
+                    .await;
+            }),
+            1 => Box::pin(async {
+                let _ = service
+                    .edit(&alice, first.id, format!("edited {round}"))
+                    .await;
+            }),
+            2 => Box::pin(async {
+                let _ = service
+                    .admin_add_member(channel, "carol".into(), None)
+                    .await;
+            }),
+            3 => Box::pin(async {
+                let _ = service.admin_remove_member(channel, "carol".into()).await;
+            }),
+            4 => Box::pin(async {
+                let _ = service
+                    .admin_update_channel(channel, Some(format!("renamed {round}")), None)
+                    .await;
+            }),
+            _ => Box::pin(async {
+                let doomed = service
+                    .admin_post_message(channel, None, "doomed".into(), None)
+                    .await
+                    .unwrap()
+                    .0;
+                let _ = service.delete(&alice, doomed.id).await;
+            }),
+        };
+        // Dropped after a few polls: at the first for a write that goes
+        // straight to the store, later ones at various stages.
+        let mut request = request;
+        for _ in 0..=(round / 6) {
+            if futures::poll!(request.as_mut()).is_ready() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        drop(request);
+        // Whatever the dropped request committed is in the database.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let committed = service.admin_channel(channel).await.unwrap().last_seq;
+        while delivered < committed {
+            let next = tokio::time::timeout(Duration::from_secs(1), watching.next())
                 .await
-                .unwrap()
-            {
-                Some(Delivery::Event(event)) => seqs.push(event.seq),
-                other => panic!("{other:?}"),
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "round {round}: seq {} was committed but never published",
+                        delivered + 1
+                    )
+                });
+            match next {
+                Some(Delivery::Event(event)) if event.durable => {
+                    assert_eq!(event.seq, delivered + 1, "round {round}");
+                    delivered = event.seq;
+                }
+                Some(Delivery::Event(_)) => {}
+                other => panic!("round {round}: the stream ended: {other:?}"),
             }
         }
-        assert_eq!(seqs, vec![1, 2, 4, 5], "subscribed to {subscribed:?}");
-        assert!(
-            tokio::time::timeout(Duration::from_millis(200), stream.next())
-                .await
-                .is_err(),
-            "nothing more"
-        );
     }
 }

@@ -190,6 +190,76 @@ async fn client_that_never_reads_is_let_go(backend: TestBackend) {
     app.shutdown().await;
 }
 
+/// A client that resumes far behind and then reads nothing: its replay
+/// goes at its pace, which is none, so the socket stalls and the client
+/// is let go as any other that reads nothing (4008), holding no more than
+/// a page meanwhile.
+async fn a_resumed_client_that_never_reads_is_let_go(backend: TestBackend) {
+    if backend != TestBackend::Sqlite {
+        // The store is read the same way on every backend.
+        return;
+    }
+    let Some(app) = TestApp::spawn_with(backend, |config| {
+        config.max_message_bytes = 64 * 1024;
+    })
+    .await
+    else {
+        return;
+    };
+    let channel = app.channel_with("backlog", &["alice", "gone"]).await;
+    // 30 MB: more than loopback socket buffers hold.
+    send_many(&app, channel, "alice", 600, 50 * 1024).await;
+    let mut gone = Ws::open(&app.ws_url, MODERN, &app.token("gone")).await;
+    gone.subscribe("s", EVENTS, json!({"c": channel.to_string(), "after": 0}))
+        .await;
+    // The send timeout is 5 s; margin for a busy machine.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while app.service.connections().count() > 0 || app.service.hub_stats().subscriptions > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a client that reads nothing is still connected"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // What the socket held, then the close.
+    let (code, reason) = gone.closed().await;
+    assert_eq!(code, 4008, "{reason}");
+    app.shutdown().await;
+}
+
+/// A resume names each channel once, and at most 1,000 of them.
+async fn resume_lists_are_limited(backend: TestBackend) {
+    if backend != TestBackend::Sqlite {
+        // Refused before anything is read.
+        return;
+    }
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let channel = app.channel_with("general", &["alice"]).await;
+    const RESUME: &str = "subscription($r: [ResumeInput!]) { events(resume: $r) { seq } }";
+    let mut ws = Ws::open(&app.ws_url, MODERN, &app.token("alice")).await;
+    let point = json!({"channel": channel.to_string(), "afterSeq": 0});
+    let too_many: Vec<Value> = (0..1_001)
+        .map(|i| json!({"channel": (i + 1_000_000).to_string(), "afterSeq": 0}))
+        .collect();
+    for (id, resume) in [("many", json!(too_many)), ("twice", json!([point, point]))] {
+        ws.subscribe(id, RESUME, json!({"r": resume})).await;
+        let error = ws.recv().await;
+        assert_eq!(error["id"], id, "{error}");
+        assert_eq!(error["type"], "error", "{error}");
+        assert_eq!(
+            error["payload"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{error}"
+        );
+    }
+    // One point per channel is fine.
+    ws.subscribe("once", RESUME, json!({"r": [point]})).await;
+    ws.send(json!({"type": "ping"})).await;
+    assert_eq!(ws.recv().await["type"], "pong");
+    app.shutdown().await;
+}
+
 /// Once the client completes an operation, nothing more is sent for its id,
 /// even when the client reuses the id at once (graphql-transport-ws allows
 /// it; subscriptions-transport-ws replaces an operation on `start`).
@@ -313,6 +383,8 @@ macro_rules! each_backend {
 each_backend!(
     slow_consumer_is_closed_alone_and_resumes,
     client_that_never_reads_is_let_go,
+    a_resumed_client_that_never_reads_is_let_go,
+    resume_lists_are_limited,
     a_completed_id_can_be_reused_at_once,
     expired_token_then_fresh_token_resumes_without_loss,
     shared_rendering_respects_the_viewer,
