@@ -4,6 +4,7 @@
 //! Every answer is HTTP 200 with a GraphQL response (errors carry
 //! `extensions.code`), except a body that is not JSON at all (400).
 
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{BatchRequest, BatchResponse, Request, Response};
 use axum::body::Bytes;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{RawQuery, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, RawQuery, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse};
 use clacks_core::Error;
@@ -126,12 +127,13 @@ fn wants_html(headers: &HeaderMap) -> bool {
 /// query given in the query string (mutations are refused over GET).
 pub async fn get_graphql(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> axum::response::Response {
     if let Ok(upgrade) = upgrade {
-        return crate::ws::upgrade(state, &headers, upgrade);
+        return crate::ws::upgrade(state, peer, &headers, upgrade);
     }
     let query = query.unwrap_or_default();
     if query.is_empty() && wants_html(&headers) {

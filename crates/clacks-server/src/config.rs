@@ -168,6 +168,65 @@ pub struct Config {
     )]
     pub connection_queue: usize,
 
+    /// Bytes of outgoing frames queued per WebSocket connection, bounded
+    /// like CLACKS_CONNECTION_QUEUE (a single larger frame, such as a big
+    /// history page, is still sent, alone).
+    #[arg(
+        long,
+        env = "CLACKS_CONNECTION_QUEUE_BYTES",
+        default_value_t = 1024 * 1024,
+        global = true
+    )]
+    pub connection_queue_bytes: usize,
+
+    /// WebSocket connections this node holds at once; beyond, an upgrade
+    /// is refused with HTTP 503.
+    #[arg(
+        long,
+        env = "CLACKS_MAX_CONNECTIONS",
+        default_value_t = 50_000,
+        global = true
+    )]
+    pub max_connections: usize,
+
+    /// WebSocket connections one user may hold on this node; beyond,
+    /// `connection_init` is refused with close code 4029.
+    #[arg(
+        long,
+        env = "CLACKS_MAX_CONNECTIONS_PER_USER",
+        default_value_t = 32,
+        global = true
+    )]
+    pub max_connections_per_user: usize,
+
+    /// WebSocket connections from one client address (IPv6: one /64) on
+    /// this node; beyond, an upgrade is refused with HTTP 429. Loopback
+    /// clients are not counted (see CLACKS_TRUSTED_PROXIES).
+    #[arg(
+        long,
+        env = "CLACKS_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub max_connections_per_address: usize,
+
+    /// Reverse proxies (IP addresses or CIDR networks, comma-separated)
+    /// whose CLACKS_FORWARDED_HEADER names the client's address; from any
+    /// other peer the header is ignored. Unset: the TCP peer is the client.
+    #[arg(long, env = "CLACKS_TRUSTED_PROXIES", global = true)]
+    pub trusted_proxies: Option<clacks_graphql::ws::TrustedProxies>,
+
+    /// The header the trusted proxies write the client's address into:
+    /// `x-forwarded-for` or `forwarded` (RFC 7239). The other one is
+    /// ignored: a client could have written it.
+    #[arg(
+        long,
+        env = "CLACKS_FORWARDED_HEADER",
+        default_value = "x-forwarded-for",
+        global = true
+    )]
+    pub forwarded_header: clacks_graphql::ws::ForwardedHeader,
+
     /// Seconds a WebSocket client has to send `connection_init` (4408 after).
     #[arg(
         long,
@@ -205,7 +264,10 @@ pub struct Config {
     )]
     pub graphql_max_complexity: usize,
 
-    /// Seconds to let connections finish after SIGTERM/SIGINT.
+    /// Seconds the server takes at most to stop after SIGTERM/SIGINT
+    /// (requests and mutations in flight answer, WebSockets get 1001); also
+    /// how long a WebSocket the server closes waits for its mutations in
+    /// flight to answer.
     #[arg(
         long,
         env = "CLACKS_SHUTDOWN_GRACE",
@@ -265,6 +327,15 @@ impl Config {
         }
         if self.max_message_bytes == 0 {
             return Err("CLACKS_MAX_MESSAGE_BYTES must be at least 1".into());
+        }
+        if self.connection_queue_bytes == 0
+            || self.max_connections == 0
+            || self.max_connections_per_user == 0
+            || self.max_connections_per_address == 0
+        {
+            return Err("CLACKS_CONNECTION_QUEUE_BYTES, CLACKS_MAX_CONNECTIONS, \
+                 CLACKS_MAX_CONNECTIONS_PER_USER and CLACKS_MAX_CONNECTIONS_PER_ADDRESS must be at least 1"
+                .into());
         }
         Ok(())
     }

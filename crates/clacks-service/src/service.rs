@@ -1,3 +1,4 @@
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -8,7 +9,7 @@ use clacks_core::{
     Result, Role, SeenBy, Sender, Seq, UserId, now_ms,
 };
 use clacks_delivery::{
-    CloseReason, ConnectionGuard, Connections, Hub, Interest, NatsBus, Subscription,
+    CloseReason, ConnectionGuard, Connections, Hub, Interest, NatsBus, Refusal, Subscription,
 };
 use clacks_store::{ChannelPatch, MarkedRead, NewMessage, Store, StoredMessage};
 use governor::clock::{Clock, DefaultClock};
@@ -146,9 +147,20 @@ impl ChatService {
         self.auth.verify(token)
     }
 
-    /// Registers a live connection of `caller` (closed by force disconnect).
-    pub fn register_connection(&self, caller: &Caller) -> ConnectionGuard {
-        self.connections.register(caller.user_id.clone())
+    /// Admits a new live connection from the client `address` under the
+    /// node's total and per-address connection limits.
+    pub fn admit_connection(&self, address: IpAddr) -> Result<ConnectionGuard, Refusal> {
+        self.connections.admit(address)
+    }
+
+    /// Counts an authenticated connection as `caller`'s, under the
+    /// per-user limit; a forced disconnect of the user then closes it.
+    pub fn register_connection(
+        &self,
+        connection: &mut ConnectionGuard,
+        caller: &Caller,
+    ) -> Result<(), Refusal> {
+        connection.register_user(caller.user_id.clone())
     }
 
     // ----- rules shared by the client operations -----------------------

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clacks_core::{ChannelId, EventPayload, Seq};
-use clacks_delivery::{Connections, Delivery, EndReason, Hub, HubSettings};
+use clacks_delivery::{ConnectionLimits, Connections, Delivery, EndReason, Hub, HubSettings};
 use clacks_service::{
     Auth, AuthSettings, Caller, ChatService, ChatServiceParts, Limits, StoreBackfill,
 };
@@ -32,7 +32,7 @@ async fn service(db: &TestDatabase) -> Arc<ChatService> {
             Some(Arc::new(StoreBackfill(store.clone()))),
         ),
         store,
-        connections: Connections::new(),
+        connections: Connections::new(ConnectionLimits::default()),
         auth: Auth::new(b"0123456789abcdef0123456789abcdef", AuthSettings::default()),
         limits: Limits {
             send_per_second: NonZeroU32::new(1_000_000).unwrap(),

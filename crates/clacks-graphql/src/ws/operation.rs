@@ -12,19 +12,22 @@ use futures::{FutureExt, StreamExt};
 use super::Protocol;
 use super::feed::{FeedStream, OperationGauge};
 use super::frames::Frames;
-use super::outbox::Outbox;
+use super::outbox::{MutationInFlight, Outbox};
 use crate::AppState;
 use crate::error::{INTERNAL, coded, finalize};
 use crate::render::{FeedHandoff, FeedSlot, RenderPlan};
 
 /// Runs one operation, queueing its results, until it is over, handed
-/// over, or stopped through its switch (`frames.stop`).
+/// over, or stopped through its switch (`frames.stop`). A mutation (with
+/// its `in_flight` guard) is never stopped half way: a stop only drops its
+/// answer, and the connection's close waits for the guard.
 pub(super) async fn operation(
     state: AppState,
     request: Request,
     caller: Arc<Caller>,
     outbox: Arc<Outbox>,
     frames: Frames,
+    in_flight: Option<MutationInFlight>,
 ) {
     let stop = frames.stop.clone();
     let run = async move {
@@ -41,10 +44,16 @@ pub(super) async fn operation(
             None => frames.stop.finish(),
         }
     };
-    tokio::select! {
-        biased;
-        () = stop.stopped() => {}
-        () = run => {}
+    match in_flight {
+        Some(in_flight) => {
+            run.await;
+            drop(in_flight);
+        }
+        None => tokio::select! {
+            biased;
+            () = stop.stopped() => {}
+            () = run => {}
+        },
     }
 }
 

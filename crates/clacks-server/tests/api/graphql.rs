@@ -2,6 +2,8 @@
 
 #[path = "graphql/client.rs"]
 mod client;
+#[path = "graphql/connections.rs"]
+mod connections;
 mod delivery;
 #[path = "graphql/http.rs"]
 mod http;

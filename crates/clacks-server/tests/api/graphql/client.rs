@@ -102,18 +102,48 @@ pub enum Frame {
     Closed(u16, String),
 }
 
+/// An upgrade the server refused: its HTTP status and JSON body.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub body: Value,
+}
+
 impl Ws {
     pub async fn connect(url: &str, protocol: &'static str, header: Option<&str>) -> Ws {
+        let headers: Vec<(&str, &str)> = header.map(|h| ("Authorization", h)).into_iter().collect();
+        match Ws::try_connect(url, protocol, &headers).await {
+            Ok(ws) => ws,
+            Err(refused) => panic!("upgrade refused: {refused:?}"),
+        }
+    }
+
+    /// Connects with extra request headers; an upgrade refused with an
+    /// HTTP answer is an `Err`.
+    pub async fn try_connect(
+        url: &str,
+        protocol: &'static str,
+        headers: &[(&str, &str)],
+    ) -> Result<Ws, Refused> {
         let mut request = url.into_client_request().unwrap();
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
-        if let Some(header) = header {
-            request
-                .headers_mut()
-                .insert("Authorization", header.parse().unwrap());
+        for (name, value) in headers {
+            let name: tokio_tungstenite::tungstenite::http::HeaderName = name.parse().unwrap();
+            request.headers_mut().append(name, value.parse().unwrap());
         }
-        let (stream, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let (stream, response) = match tokio_tungstenite::connect_async(request).await {
+            Ok(connected) => connected,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let body = response.body().as_deref().unwrap_or_default();
+                return Err(Refused {
+                    status: response.status().as_u16(),
+                    body: serde_json::from_slice(body).unwrap_or(Value::Null),
+                });
+            }
+            Err(other) => panic!("connecting to {url}: {other}"),
+        };
         assert_eq!(
             response
                 .headers()
@@ -121,7 +151,7 @@ impl Ws {
                 .and_then(|v| v.to_str().ok()),
             Some(protocol)
         );
-        Ws { stream, protocol }
+        Ok(Ws { stream, protocol })
     }
 
     /// Connects and completes `connection_init` with `token` in the payload.
