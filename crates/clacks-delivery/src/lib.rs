@@ -1,6 +1,7 @@
 //! Live fan-out on one node: routes committed channel events to the
-//! subscriptions interested in their channel, and tracks live connections
-//! so they can be closed (force disconnect, token expiry).
+//! subscriptions interested in their channel, and admits live connections
+//! under the node's limits, tracking them so they can be closed (forced
+//! disconnect, shutdown).
 //!
 //! Rules this module keeps, because the delivery path runs once per event
 //! per subscriber:
@@ -24,7 +25,7 @@ mod shared;
 mod signing;
 mod subscription;
 
-pub use connections::{CloseReason, ConnectionGuard, Connections};
+pub use connections::{CloseReason, ConnectionGuard, ConnectionLimits, Connections, Refusal};
 pub use hub::{Backfill, Delivery, EndReason, Hub, HubSettings, HubStats, Interest};
 pub use nats::{NatsBus, NatsSettings};
 pub use shared::SharedEvent;

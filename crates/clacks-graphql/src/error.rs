@@ -12,6 +12,7 @@
 //! | `CONFLICT` | the request conflicts with the current state |
 //! | `PAYLOAD_TOO_LARGE` | message content over the configured limit |
 //! | `RATE_LIMITED` | a per-user rate limit (sends, edits, deletes, read marks, typing, subscriptions, query cost); `extensions.retryAfterMs` says when to retry |
+//! | `TOO_MANY_CONNECTIONS` | a WebSocket refused: too many from this address (HTTP 429) or for this user (`connection_error` of the legacy protocol); `extensions.limit` |
 //! | `UNAVAILABLE` | the database is unreachable; retry later, nothing changed |
 //! | `INTERNAL` | a bug; details are logged, never shown |
 //!
@@ -27,6 +28,7 @@ pub const FORBIDDEN: &str = "FORBIDDEN";
 pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
 pub const LIMIT_EXCEEDED: &str = "LIMIT_EXCEEDED";
 pub const INTERNAL: &str = "INTERNAL";
+pub const TOO_MANY_CONNECTIONS: &str = "TOO_MANY_CONNECTIONS";
 
 /// The `extensions.code` of a service error.
 pub fn code_of(error: &Error) -> &'static str {

@@ -4,6 +4,7 @@
 //! Every answer is HTTP 200 with a GraphQL response (errors carry
 //! `extensions.code`), except a body that is not JSON at all (400).
 
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{BatchRequest, BatchResponse, Request, Response};
 use axum::body::Bytes;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{RawQuery, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, RawQuery, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect};
 use clacks_core::Error;
@@ -21,6 +22,7 @@ use futures::FutureExt;
 
 use crate::AppState;
 use crate::error::{BAD_USER_INPUT, INTERNAL, coded, finalize, gql};
+use crate::guard::Admitted;
 use crate::schema::RequestCaller;
 
 /// The token of an `Authorization: Bearer <token>` header; `None` when
@@ -76,12 +78,36 @@ async fn execute(state: &AppState, request: Request, caller: Option<Arc<Caller>>
     }
 }
 
-/// Guards, then runs, one operation.
+/// Guards, charges the caller for, then runs, one operation.
 async fn run(state: &AppState, mut request: Request, caller: &Option<Arc<Caller>>) -> Response {
-    match state.guard.admit(&mut request, caller.is_some()) {
+    match admit(state, &mut request, caller) {
         Ok(_) => execute(state, request, caller.clone()).await,
-        Err(refusal) => refusal.into_response(),
+        Err(refused) => *refused,
     }
+}
+
+/// The guard, then the caller's query-cost budget (callers without a token
+/// only reach fields that answer `UNAUTHENTICATED`, and no database).
+fn admit(
+    state: &AppState,
+    request: &mut Request,
+    caller: &Option<Arc<Caller>>,
+) -> Result<Admitted, Box<Response>> {
+    let admitted = state
+        .guard
+        .admit(request, caller.is_some())
+        .map_err(|refusal| Box::new(refusal.into_response()))?;
+    if let Some(caller) = caller {
+        state
+            .service
+            .charge_query_cost(caller, admitted.cost)
+            .map_err(|error| {
+                Box::new(Response::from_errors(vec![
+                    gql(error).into_server_error(Default::default()),
+                ]))
+            })?;
+    }
+    Ok(admitted)
 }
 
 pub async fn post_graphql(
@@ -134,12 +160,13 @@ fn wants_html(headers: &HeaderMap) -> bool {
 /// query given in the query string (mutations are refused over GET).
 pub async fn get_graphql(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> axum::response::Response {
     if let Ok(upgrade) = upgrade {
-        return crate::ws::upgrade(state, &headers, upgrade);
+        return crate::ws::upgrade(state, peer, &headers, upgrade);
     }
     let query = query.unwrap_or_default();
     if query.is_empty() && wants_html(&headers) {
@@ -158,9 +185,9 @@ pub async fn get_graphql(
         Ok(caller) => caller,
         Err(error) => return refused(error),
     };
-    let admitted = match state.guard.admit(&mut request, caller.is_some()) {
+    let admitted = match admit(&state, &mut request, &caller) {
         Ok(admitted) => admitted,
-        Err(refusal) => return json(refusal.into_response()),
+        Err(refused) => return json(*refused),
     };
     let mutation = match &admitted.document.operations {
         DocumentOperations::Single(op) => op.node.ty != OperationType::Query,

@@ -51,6 +51,17 @@ pub struct GraphqlConfig {
     /// Frames queued for one WebSocket before it is closed with 4008
     /// ("slow consumer").
     pub connection_queue: usize,
+    /// Bytes of frames queued for one WebSocket, bounded like the frames
+    /// (a single larger frame is still sent, alone).
+    pub connection_queue_bytes: usize,
+    /// How long a closing WebSocket waits for its mutations in flight to
+    /// answer before its close frame.
+    pub close_grace: Duration,
+    /// Reverse proxies whose forwarded header names the client address
+    /// (for the per-address connection limit).
+    pub trusted_proxies: ws::TrustedProxies,
+    /// Which header those proxies write.
+    pub forwarded_header: ws::ForwardedHeader,
     /// How long a WebSocket may wait before `connection_init` (then 4408).
     pub connection_init_timeout: Duration,
     /// Interval of `ka` (legacy) and `ping` (graphql-transport-ws) frames.
@@ -66,6 +77,10 @@ impl Default for GraphqlConfig {
             limits: RequestLimits::DEFAULT,
             public_introspection: false,
             connection_queue: 1024,
+            connection_queue_bytes: 1024 * 1024,
+            close_grace: Duration::from_secs(10),
+            trusted_proxies: ws::TrustedProxies::default(),
+            forwarded_header: ws::ForwardedHeader::default(),
             connection_init_timeout: Duration::from_secs(3),
             keepalive_interval: Duration::from_secs(15),
             max_ws_message_bytes: 256 * 1024,

@@ -296,6 +296,65 @@ pub struct Config {
     )]
     pub connection_queue: usize,
 
+    /// Bytes of outgoing frames queued per WebSocket connection, bounded
+    /// like CLACKS_CONNECTION_QUEUE (a single larger frame, such as a big
+    /// history page, is still sent, alone).
+    #[arg(
+        long,
+        env = "CLACKS_CONNECTION_QUEUE_BYTES",
+        default_value_t = 1024 * 1024,
+        global = true
+    )]
+    pub connection_queue_bytes: usize,
+
+    /// WebSocket connections this node holds at once; beyond, an upgrade
+    /// is refused with HTTP 503.
+    #[arg(
+        long,
+        env = "CLACKS_MAX_CONNECTIONS",
+        default_value_t = 50_000,
+        global = true
+    )]
+    pub max_connections: usize,
+
+    /// WebSocket connections one user may hold on this node; beyond,
+    /// `connection_init` is refused with close code 4029.
+    #[arg(
+        long,
+        env = "CLACKS_MAX_CONNECTIONS_PER_USER",
+        default_value_t = 32,
+        global = true
+    )]
+    pub max_connections_per_user: usize,
+
+    /// WebSocket connections from one client address (IPv6: one /64) on
+    /// this node; beyond, an upgrade is refused with HTTP 429. Loopback
+    /// clients are not counted (see CLACKS_TRUSTED_PROXIES).
+    #[arg(
+        long,
+        env = "CLACKS_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub max_connections_per_address: usize,
+
+    /// Reverse proxies (IP addresses or CIDR networks, comma-separated)
+    /// whose CLACKS_FORWARDED_HEADER names the client's address; from any
+    /// other peer the header is ignored. Unset: the TCP peer is the client.
+    #[arg(long, env = "CLACKS_TRUSTED_PROXIES", global = true)]
+    pub trusted_proxies: Option<clacks_graphql::ws::TrustedProxies>,
+
+    /// The header the trusted proxies write the client's address into:
+    /// `x-forwarded-for` or `forwarded` (RFC 7239). The other one is
+    /// ignored: a client could have written it.
+    #[arg(
+        long,
+        env = "CLACKS_FORWARDED_HEADER",
+        default_value = "x-forwarded-for",
+        global = true
+    )]
+    pub forwarded_header: clacks_graphql::ws::ForwardedHeader,
+
     /// Seconds a WebSocket client has to send `connection_init` (4408 after).
     #[arg(
         long,
@@ -416,7 +475,10 @@ pub struct Config {
     #[arg(long, env = "CLACKS_GRAPHQL_PUBLIC_INTROSPECTION", global = true)]
     pub graphql_public_introspection: bool,
 
-    /// Seconds to let connections finish after SIGTERM/SIGINT.
+    /// Seconds the server takes at most to stop after SIGTERM/SIGINT
+    /// (requests and mutations in flight answer, WebSockets get 1001); also
+    /// how long a WebSocket the server closes waits for its mutations in
+    /// flight to answer.
     #[arg(
         long,
         env = "CLACKS_SHUTDOWN_GRACE",
@@ -531,6 +593,15 @@ impl Config {
             return Err(format!(
                 "{name} must be at least 1 (0 would refuse every request)"
             ));
+        }
+        if self.connection_queue_bytes == 0
+            || self.max_connections == 0
+            || self.max_connections_per_user == 0
+            || self.max_connections_per_address == 0
+        {
+            return Err("CLACKS_CONNECTION_QUEUE_BYTES, CLACKS_MAX_CONNECTIONS, \
+                 CLACKS_MAX_CONNECTIONS_PER_USER and CLACKS_MAX_CONNECTIONS_PER_ADDRESS must be at least 1"
+                .into());
         }
         Ok(())
     }

@@ -15,7 +15,7 @@ use anyhow::Context;
 use axum::Router;
 use clacks_core::Error;
 use clacks_delivery::{
-    CloseReason, ClusterKey, Connections, Hub, HubSettings, NatsBus, NatsSettings,
+    ClusterKey, ConnectionLimits, Connections, Hub, HubSettings, NatsBus, NatsSettings,
 };
 use clacks_service::{Auth, AuthSettings, ChatService, ChatServiceParts, Limits, StoreBackfill};
 use clacks_store::{PoolSettings, Store};
@@ -24,6 +24,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Cli, Command, Config, LogFormat};
+
+/// The least time given to closing the database after the grace period.
+const STORE_CLOSE_WAIT: Duration = Duration::from_millis(500);
 
 /// Name of the setting that keeps a generated JWT secret.
 const JWT_SECRET_SETTING: &str = "jwt_secret";
@@ -119,23 +122,38 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Stops accepting, asks WebSockets to close (1001), waits for in-flight
-    /// requests up to the grace period, then closes the database.
+    /// Stops within the grace period: accepts no more connections or
+    /// requests; lets HTTP requests in flight answer; closes every
+    /// WebSocket with 1001 once its mutations in flight have answered, and
+    /// waits for each close frame to be flushed; then closes the database.
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
-        let closed = self
-            .service
-            .connections()
-            .disconnect_all(CloseReason::ShuttingDown);
-        if closed > 0 {
-            tracing::info!(connections = closed, "closing live connections");
+        let deadline = tokio::time::Instant::now() + self.grace;
+        let connections = self.service.connections();
+        let open = connections.shut_down();
+        if open > 0 {
+            tracing::info!(connections = open, "closing live connections");
         }
+        // Listeners stop accepting; their open HTTP connections finish the
+        // request in flight, then close.
         self.shutdown.cancel();
-        let all = futures::future::join_all(self.tasks);
-        if tokio::time::timeout(self.grace, all).await.is_err() {
-            tracing::warn!("connections still open after the grace period; closing anyway");
+        let listeners = futures::future::join_all(self.tasks);
+        let everything = futures::future::join(listeners, connections.all_closed());
+        if tokio::time::timeout_at(deadline, everything).await.is_err() {
+            tracing::warn!(
+                connections = connections.count(),
+                "requests or connections still open after the grace period; closing anyway"
+            );
         }
-        self.service.close().await;
+        // A mutation that overran the grace may still hold a database
+        // connection, which the pool's close would wait for.
+        let store_deadline = deadline.max(tokio::time::Instant::now() + STORE_CLOSE_WAIT);
+        if tokio::time::timeout_at(store_deadline, self.service.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("database connections still busy; exiting anyway");
+        }
         tracing::info!("stopped");
     }
 
@@ -180,7 +198,11 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         },
         Arc::new(StoreBackfill(store.clone())),
     );
-    let connections = Connections::new();
+    let connections = Connections::new(ConnectionLimits {
+        total: config.max_connections,
+        per_user: config.max_connections_per_user,
+        per_address: config.max_connections_per_address,
+    });
     let bus = match config.nats_url.as_deref().filter(|u| !u.is_empty()) {
         Some(url) => {
             // Every node of a deployment shares the JWT secret already, so
@@ -226,6 +248,10 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
                 limits: config.graphql_limits(),
                 public_introspection: config.graphql_public_introspection,
                 connection_queue: config.connection_queue,
+                connection_queue_bytes: config.connection_queue_bytes,
+                close_grace: Duration::from_secs(config.shutdown_grace),
+                trusted_proxies: config.trusted_proxies.clone().unwrap_or_default(),
+                forwarded_header: config.forwarded_header,
                 connection_init_timeout: Duration::from_secs(config.connection_init_timeout),
                 keepalive_interval: Duration::from_secs(config.keepalive_interval),
                 ..clacks_graphql::GraphqlConfig::default()

@@ -232,3 +232,192 @@ fn readme_documents_every_option() {
     }
     assert!(checked >= 20, "found only {checked} options in --help");
 }
+
+/// SIGTERM while clients are sending: every client is closed with 1001,
+/// every send that was acknowledged is stored with the seq it was
+/// acknowledged with (and seqs stay gap-free), and the process exits
+/// cleanly within the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_sends_acks_what_it_stored_then_closes_with_1001() {
+    use futures::{SinkExt, StreamExt};
+    use serde_json::{Value, json};
+    use sqlx::Connection;
+    use tokio_tungstenite::tungstenite::Message;
+
+    const SECRET: &str = "clacks-cli-test-secret-0123456789abcdef";
+    const USERS: usize = 6;
+    const GRACE: u64 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}", dir.path().join("clacks.db").display());
+    let (client, management) = (free_port(), free_port());
+    let mut child = clacks()
+        .env("DATABASE_URL", &database_url)
+        .env("JWT_SECRET", SECRET)
+        .env("CLACKS_CLIENT_ADDR", format!("127.0.0.1:{client}"))
+        .env("CLACKS_MANAGEMENT_ADDR", format!("127.0.0.1:{management}"))
+        .env("CLACKS_SHUTDOWN_GRACE", GRACE.to_string())
+        .env("CLACKS_SEND_RATE", "100000")
+        .env("CLACKS_SEND_BURST", "100000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let healthy =
+        tokio::task::spawn_blocking(move || wait_for_health(client) && wait_for_health(management))
+            .await
+            .unwrap();
+    assert!(healthy, "the server came up");
+
+    let users: Vec<String> = (0..USERS).map(|i| format!("user{i}")).collect();
+    let created: Value = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{management}/api/v1/channel"))
+        .json(&json!({"displayName": "busy", "initialUsers": users}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let channel = created["id"].as_i64().unwrap();
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let acked_total = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for user in users {
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &json!({"sub": user, "nbf": now, "exp": now + 3600}),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        let url = format!("ws://127.0.0.1:{client}/graphql");
+        let acked_total = acked_total.clone();
+        // Sends one message after another until the server closes the
+        // socket; returns the acknowledged (clientMessageId, seq) pairs and
+        // the close code.
+        clients.push(tokio::spawn(async move {
+            let mut request =
+                tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                    url.as_str(),
+                )
+                .unwrap();
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+            let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+            let init = json!({"type": "connection_init", "payload": {"token": token}});
+            ws.send(Message::text(init.to_string())).await.unwrap();
+            let mut acked = Vec::new();
+            let mut sent = 0;
+            let mut in_flight = false;
+            loop {
+                let frame = tokio::time::timeout(Duration::from_secs(30), ws.next())
+                    .await
+                    .expect("the server answers or closes");
+                let value: Value = match frame {
+                    Some(Ok(Message::Text(text))) => serde_json::from_str(&text).unwrap(),
+                    Some(Ok(Message::Close(close))) => {
+                        return (acked, close.map(|c| u16::from(c.code)));
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => return (acked, None),
+                };
+                match value["type"].as_str() {
+                    Some("connection_ack") => {}
+                    Some("next") => {
+                        let message = &value["payload"]["data"]["createMessage"];
+                        let seq = message["seq"].as_i64().expect("an acknowledged send");
+                        acked.push((format!("{user}-{sent}"), seq));
+                        acked_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        continue;
+                    }
+                    Some("complete") => in_flight = false,
+                    Some("ping") => {
+                        let pong = json!({"type": "pong"}).to_string();
+                        let _ = ws.send(Message::text(pong)).await;
+                        continue;
+                    }
+                    _ => panic!("unexpected {value}"),
+                }
+                if !in_flight {
+                    sent += 1;
+                    let send = json!({"id": sent.to_string(), "type": "subscribe", "payload": {
+                        "query": "mutation($c: ID!, $t: String!, $m: String) { createMessage(input: {channel: $c, content: $t, clientMessageId: $m}) { seq } }",
+                        "variables": {"c": channel.to_string(), "t": "hi", "m": format!("{user}-{sent}")},
+                    }});
+                    if ws.send(Message::text(send.to_string())).await.is_err() {
+                        return (acked, None);
+                    }
+                    in_flight = true;
+                }
+            }
+        }));
+    }
+
+    // Traffic flows: every client has had a few acks.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked_total.load(std::sync::atomic::Ordering::Relaxed) < USERS * 5 {
+        assert!(Instant::now() < deadline, "no traffic");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = child.id().to_string();
+    let terminated = Instant::now();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+
+    let mut acked = Vec::new();
+    for client in clients {
+        let (acks, close) = client.await.unwrap();
+        assert_eq!(close, Some(1001), "every client sees the shutdown close");
+        acked.extend(acks);
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(GRACE + 5);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exits cleanly within the grace period: {status:?} after {:?}",
+        terminated.elapsed()
+    );
+
+    let mut db = sqlx::SqliteConnection::connect(&database_url)
+        .await
+        .unwrap();
+    for (client_message_id, seq) in &acked {
+        let stored: Vec<i64> = sqlx::query_scalar(
+            "SELECT seq FROM messages WHERE channel_id = ? AND client_message_id = ?",
+        )
+        .bind(channel)
+        .bind(client_message_id)
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+        assert_eq!(
+            stored,
+            [*seq],
+            "{client_message_id} is stored once, as acknowledged"
+        );
+    }
+    let (count, last): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM messages WHERE channel_id = ?")
+            .bind(channel)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(count, last, "seqs are gap-free");
+    assert!(acked.len() >= USERS * 5);
+}

@@ -199,6 +199,14 @@ impl RateLimiters {
         }
     }
 
+    /// Charges a resume's replay to `user`'s query-cost bucket, one unit
+    /// per event it reads back from the store. A replay longer than the
+    /// bucket takes all of it: a client far behind is slowed down, never
+    /// locked out.
+    pub fn charge_replay(&self, user: &UserId, events: u64) -> Result<()> {
+        self.charge_query_cost(user, events.min(u64::from(self.query_cost_burst.get())))
+    }
+
     /// Whether a typing event of `user` in `channel` is due (not within
     /// the typing interval of the previous one).
     pub fn typing_due(&self, user: &UserId, channel: ChannelId) -> bool {
@@ -261,6 +269,24 @@ mod tests {
         );
         assert!(limiters.check(Operation::Delete, &alice()).is_ok());
         assert!(limiters.check(Operation::Edit, &bob).is_ok());
+    }
+
+    #[test]
+    fn a_replay_longer_than_the_budget_takes_all_of_it() {
+        let limiters = RateLimiters::new(&limits(Rate::new(10, 100).unwrap()));
+        assert!(limiters.charge_replay(&alice(), 0).is_ok());
+        assert!(
+            limiters.charge_replay(&alice(), 1_000_000).is_ok(),
+            "a full bucket pays for any replay"
+        );
+        assert!(matches!(
+            limiters.charge_replay(&alice(), 1),
+            Err(Error::RateLimited { .. })
+        ));
+        assert!(matches!(
+            limiters.charge_query_cost(&alice(), 1),
+            Err(Error::RateLimited { .. })
+        ));
     }
 
     #[test]

@@ -1,3 +1,4 @@
+use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
 use clacks_core::{
@@ -6,7 +7,8 @@ use clacks_core::{
     ReadMark, Result, Role, SeenBy, Sender, Seq, UserId, now_ms,
 };
 use clacks_delivery::{
-    CloseReason, ConnectionGuard, Connections, Hub, HubStats, Interest, NatsBus, Subscription,
+    CloseReason, ConnectionGuard, Connections, Hub, HubStats, Interest, NatsBus, Refusal,
+    Subscription,
 };
 use clacks_store::{
     Actor, Backend, ChannelPatch, MarkedRead, NewMessage, PoolStats, Store, StoredMessage,
@@ -200,9 +202,20 @@ impl ChatService {
         self.auth.verify(token)
     }
 
-    /// Registers a live connection of `caller` (closed by force disconnect).
-    pub fn register_connection(&self, caller: &Caller) -> ConnectionGuard {
-        self.connections.register(caller.user_id.clone())
+    /// Admits a new live connection from the client `address` under the
+    /// node's total and per-address connection limits.
+    pub fn admit_connection(&self, address: IpAddr) -> Result<ConnectionGuard, Refusal> {
+        self.connections.admit(address)
+    }
+
+    /// Counts an authenticated connection as `caller`'s, under the
+    /// per-user limit; a forced disconnect of the user then closes it.
+    pub fn register_connection(
+        &self,
+        connection: &mut ConnectionGuard,
+        caller: &Caller,
+    ) -> Result<(), Refusal> {
+        connection.register_user(caller.user_id.clone())
     }
 
     // ----- rules shared by the client operations -----------------------
@@ -587,6 +600,7 @@ impl ChatService {
                     channel: resume_channel,
                 })?;
         }
+        self.rate.charge_replay(&caller.user_id, resumed_events)?;
         if resumed_events > 0 {
             metrics::counter!("clacks_resume_replays_total").increment(1);
             metrics::counter!("clacks_resume_replayed_events_total").increment(resumed_events);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clacks_core::{ChannelId, EventPayload, Seq};
-use clacks_delivery::{Connections, Delivery, EndReason, Hub, HubSettings};
+use clacks_delivery::{ConnectionLimits, Connections, Delivery, EndReason, Hub, HubSettings};
 use clacks_service::{
     Auth, AuthSettings, Caller, ChatService, ChatServiceParts, Limits, Rate, RateLimits,
     StoreBackfill,
@@ -36,12 +36,14 @@ async fn service_with_queue(db: &TestDatabase, queue_capacity: usize) -> Arc<Cha
             Arc::new(StoreBackfill(store.clone())),
         ),
         store,
-        connections: Connections::new(),
+        connections: Connections::new(ConnectionLimits::default()),
         auth: Auth::new(b"0123456789abcdef0123456789abcdef", AuthSettings::default()),
         limits: Limits {
             rates: RateLimits {
                 send: Rate::new(1_000_000, 1_000_000).unwrap(),
                 subscribe: Rate::new(1_000_000, 1_000_000).unwrap(),
+                // Replays are charged to it, one unit per event.
+                query_cost: Rate::new(1_000_000, 1_000_000).unwrap(),
                 ..RateLimits::default()
             },
             ..Limits::default()

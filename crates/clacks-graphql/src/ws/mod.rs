@@ -14,10 +14,22 @@
 //!
 //! Either protocol also closes with 4401 "token expired" when the JWT's
 //! `exp` passes, 4001 "disconnected" on a forced disconnect, 1001 on
-//! server shutdown, and 4008 "slow consumer" when the client does not keep
-//! up: a subscription's bounded event queue overflowed, or a frame found no
-//! room in the connection's queue for 5 s (the client resumes with its last
-//! seq and loses nothing).
+//! server shutdown, 4008 "slow consumer" when the client does not keep
+//! up (a subscription's bounded event queue overflowed, or a frame found no
+//! room in the connection's queue, bounded in frames and bytes, for 5 s;
+//! the client resumes with its last seq and loses nothing), 1009 on an
+//! incoming message over the size limit, 4029 when `connection_init`
+//! authenticates a user who already holds the most connections allowed
+//! (the legacy protocol gets `connection_error` first), and 4400 on an
+//! operation id longer than [`MAX_OPERATION_ID_BYTES`]. An upgrade over
+//! the node's connection limit, or over the limit of the client's address,
+//! is refused before it happens: HTTP 503 / 429 with a JSON error body
+//! (`admission`).
+//!
+//! Closing never cancels a mutation: one already received runs to its end
+//! and its answer is written before the close frame (within the close
+//! grace), whoever closes; queries and subscriptions are stopped. When the
+//! client itself went away, the mutation still completes unanswered.
 //!
 //! Shape of a connection (two tasks, whatever it subscribes to): the
 //! reader loop (this module's `run`) owns the protocol state; an operation
@@ -30,17 +42,21 @@
 //! awaits the socket, and nothing on the publishing side awaits a
 //! connection, so a slow client only ever stalls itself.
 
+mod admission;
 mod feed;
 mod frames;
 mod operation;
 mod outbox;
 mod stop;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_graphql::Request;
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use clacks_core::Error;
@@ -48,15 +64,18 @@ use clacks_delivery::{CloseReason, ConnectionGuard};
 use clacks_service::Caller;
 use clacks_service::auth::{BearerScheme, bearer_token};
 use futures::StreamExt;
+use futures::stream::SplitStream;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+pub use self::admission::{ForwardedHeader, TrustedProxies};
 use self::frames::Frames;
 use self::outbox::{Outbox, Writer};
 use self::stop::StopSwitch;
 use crate::AppState;
-use crate::error::{BAD_USER_INPUT, coded};
+use crate::error::{BAD_USER_INPUT, coded, gql};
 use crate::schema::{ConnectionControl, Control, RequestCaller};
 
 /// Close code for a connection whose outgoing queue overflowed.
@@ -64,6 +83,16 @@ pub const SLOW_CONSUMER: u16 = 4008;
 pub const TOKEN_EXPIRED: u16 = 4401;
 pub const FORCED_DISCONNECT: u16 = 4001;
 pub const GOING_AWAY: u16 = 1001;
+/// An incoming message over the size limit (RFC 6455 "message too big").
+pub const MESSAGE_TOO_BIG: u16 = 1009;
+/// The user holds the most connections allowed (outside the 44xx codes
+/// graphql-transport-ws gives meanings to).
+pub const TOO_MANY_USER_CONNECTIONS: u16 = 4029;
+/// Longest operation id accepted (graphql-ws sends UUIDs, 36 bytes).
+pub const MAX_OPERATION_ID_BYTES: usize = 128;
+/// How long the reader waits, after the close frame is flushed, for the
+/// client's answer to it.
+const CLOSE_ANSWER_WAIT: Duration = Duration::from_secs(1);
 
 /// Tungstenite buffers (SPEC section 9: the 128 KiB defaults cost 1.3 GB
 /// for 10,000 idle sockets). Clients send little, so reads are small; a
@@ -82,12 +111,26 @@ pub enum Protocol {
 }
 
 /// Accepts the upgrade with the subprotocol the client asked for
-/// (`graphql-transport-ws` preferred; without the header, it is assumed).
+/// (`graphql-transport-ws` preferred; without the header, it is assumed),
+/// unless the connection limits refuse the client at `peer`.
 pub fn upgrade(
     state: AppState,
+    peer: SocketAddr,
     headers: &HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> axum::response::Response {
+    let address = admission::client_address(
+        peer,
+        headers,
+        &state.config.trusted_proxies,
+        state.config.forwarded_header,
+    );
+    // Taken now, not once upgraded: the refusal is a plain HTTP answer,
+    // and the place is held from here on.
+    let admitted = match state.service.admit_connection(address) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return admission::refused(refusal),
+    };
     let requested: Vec<String> = upgrade
         .requested_protocols()
         .filter_map(|p| p.to_str().ok())
@@ -109,7 +152,7 @@ pub fn upgrade(
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(max_message)
         .max_frame_size(max_message)
-        .on_upgrade(move |socket| run(state, socket, protocol, header_token))
+        .on_upgrade(move |socket| run(state, socket, protocol, header_token, admitted))
 }
 
 /// A client message of either protocol.
@@ -153,20 +196,39 @@ struct Connection {
     outbox: Arc<Outbox>,
     header_token: Option<Result<String, Error>>,
     caller: Option<Arc<Caller>>,
-    guard: Option<ConnectionGuard>,
+    /// Its place in the connection counts, and the server's close requests.
+    admitted: ConnectionGuard,
     init_seen: bool,
     expires: Option<Instant>,
-    operations: HashMap<String, StopSwitch>,
+    operations: HashMap<String, Running>,
+}
+
+/// An operation the connection started.
+struct Running {
+    stop: StopSwitch,
+    /// Never cancelled: see [`Connection::close`].
+    mutation: bool,
 }
 
 enum Step {
     Closed,
+    TooBig,
     Incoming(Message),
     Keepalive,
     InitTimeout,
     Expired,
     Server(CloseReason),
     CloseRequested,
+}
+
+/// Why the reader stops reading.
+enum Ending {
+    /// The client closed the socket, or it failed.
+    ClientGone,
+    /// The writer or an operation requested the close already.
+    Requested,
+    /// Close with this code and reason.
+    Close(u16, Cow<'static, str>),
 }
 
 /// Sets the connection up, then returns its reader loop. Not an `async fn`:
@@ -177,10 +239,14 @@ fn run(
     socket: WebSocket,
     protocol: Protocol,
     header_token: Option<Result<String, Error>>,
+    admitted: ConnectionGuard,
 ) -> impl Future<Output = ()> + Send {
     metrics::gauge!("clacks_ws_connections").increment(1.0);
     let (sink, incoming) = socket.split();
-    let outbox = Outbox::new(state.config.connection_queue);
+    let outbox = Outbox::new(
+        state.config.connection_queue,
+        state.config.connection_queue_bytes,
+    );
     let writer = tokio::spawn(Writer::new(sink, outbox.clone(), state.render.clone()).run());
     let init_deadline = Instant::now() + state.config.connection_init_timeout;
     let keepalive = {
@@ -195,7 +261,7 @@ fn run(
         outbox,
         header_token,
         caller: None,
-        guard: None,
+        admitted,
         init_seen: false,
         expires: None,
         operations: HashMap::new(),
@@ -205,23 +271,18 @@ fn run(
 
 async fn read_loop(
     mut conn: Connection,
-    mut incoming: futures::stream::SplitStream<WebSocket>,
-    writer: tokio::task::JoinHandle<()>,
+    mut incoming: SplitStream<WebSocket>,
+    writer: JoinHandle<()>,
     init_deadline: Instant,
     mut keepalive: tokio::time::Interval,
 ) {
-    loop {
+    let ending = loop {
         let acked = conn.caller.is_some();
         let expires = conn.expires;
         let step = tokio::select! {
             biased;
             () = conn.outbox.close_requested() => Step::CloseRequested,
-            reason = async {
-                match conn.guard.as_mut() {
-                    Some(guard) => guard.closed().await,
-                    None => std::future::pending().await,
-                }
-            } => Step::Server(reason),
+            reason = conn.admitted.closed() => Step::Server(reason),
             () = async {
                 match expires {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -232,29 +293,22 @@ async fn read_loop(
             _ = keepalive.tick(), if acked => Step::Keepalive,
             message = incoming.next() => match message {
                 Some(Ok(message)) => Step::Incoming(message),
+                Some(Err(error)) if too_big(&error) => Step::TooBig,
                 _ => Step::Closed,
             },
         };
         match step {
-            Step::Closed | Step::CloseRequested => break,
+            Step::Closed => break Ending::ClientGone,
+            Step::CloseRequested => break Ending::Requested,
+            Step::TooBig => break close(MESSAGE_TOO_BIG, "message too big"),
             Step::Server(CloseReason::ForcedDisconnect) => {
-                conn.outbox.request_close(FORCED_DISCONNECT, "disconnected");
-                break;
+                break close(FORCED_DISCONNECT, "disconnected");
             }
             Step::Server(CloseReason::ShuttingDown) => {
-                conn.outbox
-                    .request_close(GOING_AWAY, "server shutting down");
-                break;
+                break close(GOING_AWAY, "server shutting down");
             }
-            Step::Expired => {
-                conn.outbox.request_close(TOKEN_EXPIRED, "token expired");
-                break;
-            }
-            Step::InitTimeout => {
-                conn.outbox
-                    .request_close(4408, "Connection initialisation timeout");
-                break;
-            }
+            Step::Expired => break close(TOKEN_EXPIRED, "token expired"),
+            Step::InitTimeout => break close(4408, "Connection initialisation timeout"),
             Step::Keepalive => {
                 let frame = match conn.protocol {
                     Protocol::Legacy => r#"{"type":"ka"}"#,
@@ -263,72 +317,130 @@ async fn read_loop(
                 conn.outbox.push(frame.to_owned());
             }
             Step::Incoming(message) => {
-                if !conn.handle(message) {
-                    break;
+                if let Some(ending) = conn.handle(message) {
+                    break ending;
                 }
             }
         }
-    }
-    for (_, operation) in conn.operations.drain() {
-        operation.stop();
-    }
-    conn.outbox.request_close(1000, "");
-    drop(conn);
-    let _ = writer.await;
+    };
+    conn.close(ending, incoming, writer).await;
     metrics::gauge!("clacks_ws_connections").decrement(1.0);
 }
 
+fn close(code: u16, reason: impl Into<Cow<'static, str>>) -> Ending {
+    Ending::Close(code, reason.into())
+}
+
+/// Whether the socket failed on a message over the size limit.
+fn too_big(error: &axum::Error) -> bool {
+    use std::error::Error as _;
+    matches!(
+        error
+            .source()
+            .and_then(|e| e.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+/// A protocol error: graphql-transport-ws's 4400.
+fn malformed(reason: impl Into<Cow<'static, str>>) -> Option<Ending> {
+    Some(close(4400, reason))
+}
+
 impl Connection {
-    /// Handles one client frame; false when the connection must close.
-    fn handle(&mut self, message: Message) -> bool {
+    /// Ends the connection. Queries and subscriptions stop at once; a
+    /// mutation already received finishes (it is never cancelled: half
+    /// way, it could commit without anyone being told) and its answer is
+    /// queued before the close frame, for at most the close grace. Then
+    /// the writer flushes what is queued and the close frame, and the
+    /// connection gives its place back, so "every connection closed" means
+    /// every close frame flushed. Until then, and briefly after, what the
+    /// client sends is read and dropped: a socket closed with unread input
+    /// is reset, and a reset can destroy the close frame before the
+    /// client reads it.
+    async fn close(
+        self,
+        ending: Ending,
+        mut incoming: SplitStream<WebSocket>,
+        writer: JoinHandle<()>,
+    ) {
+        for operation in self.operations.values() {
+            if !operation.mutation {
+                operation.stop.stop();
+            }
+        }
+        let outbox = &self.outbox;
+        let grace = self.state.config.close_grace;
+        let closing = async {
+            let _ = tokio::time::timeout(grace, outbox.mutations_answered()).await;
+            let (code, reason) = match ending {
+                Ending::Close(code, reason) => (code, reason),
+                Ending::ClientGone | Ending::Requested => (1000, Cow::Borrowed("")),
+            };
+            outbox.request_close(code, reason);
+            let _ = writer.await;
+        };
+        let mut closing = std::pin::pin!(closing);
+        let client_closed = async { while let Some(Ok(_)) = incoming.next().await {} };
+        let mut client_closed = std::pin::pin!(client_closed);
+        tokio::select! {
+            () = closing.as_mut() => {
+                let _ = tokio::time::timeout(CLOSE_ANSWER_WAIT, client_closed).await;
+            }
+            () = client_closed.as_mut() => closing.await,
+        }
+    }
+
+    /// Handles one client frame; `Some` when the connection must close.
+    fn handle(&mut self, message: Message) -> Option<Ending> {
         let text = match message {
             Message::Text(text) => text,
-            Message::Binary(_) => return self.malformed("binary frames are not GraphQL messages"),
-            Message::Close(_) => return false,
-            Message::Ping(_) | Message::Pong(_) => return true,
+            Message::Binary(_) => return malformed("binary frames are not GraphQL messages"),
+            Message::Close(_) => return Some(Ending::ClientGone),
+            Message::Ping(_) | Message::Pong(_) => return None,
         };
         let message: ClientMessage = match serde_json::from_str(text.as_str()) {
             Ok(message) => message,
-            Err(_) => return self.malformed("Invalid message received"),
+            Err(_) => return malformed("Invalid message received"),
         };
+        if message
+            .id
+            .as_ref()
+            .is_some_and(|id| id.len() > MAX_OPERATION_ID_BYTES)
+        {
+            return malformed(format!(
+                "operation ids are at most {MAX_OPERATION_ID_BYTES} bytes"
+            ));
+        }
         match (self.protocol, message.kind.as_str()) {
             (_, "connection_init") => self.init(message.payload.as_ref()),
             (Protocol::TransportWs, "ping") => {
                 self.outbox.push(r#"{"type":"pong"}"#.to_owned());
-                true
+                None
             }
-            (Protocol::TransportWs, "pong") => true,
+            (Protocol::TransportWs, "pong") => None,
             (Protocol::TransportWs, "subscribe") | (Protocol::Legacy, "start") => {
                 self.start(message.id, message.payload)
             }
             (Protocol::TransportWs, "complete") | (Protocol::Legacy, "stop") => {
-                if let Some(id) = message.id {
-                    if let Some(operation) = self.operations.remove(&id) {
-                        operation.stop();
-                    }
-                    true
-                } else {
-                    self.malformed("Invalid message received")
+                let Some(id) = message.id else {
+                    return malformed("Invalid message received");
+                };
+                // A stopped mutation still runs to its end; only its
+                // answer is dropped.
+                if let Some(operation) = self.operations.remove(&id) {
+                    operation.stop.stop();
                 }
+                None
             }
-            (Protocol::Legacy, "connection_terminate") => {
-                self.outbox.request_close(1000, "");
-                false
-            }
-            _ => self.malformed("Invalid message received"),
+            (Protocol::Legacy, "connection_terminate") => Some(close(1000, "")),
+            _ => malformed("Invalid message received"),
         }
     }
 
-    fn malformed(&self, reason: &'static str) -> bool {
-        self.outbox.request_close(4400, reason);
-        false
-    }
-
-    fn init(&mut self, payload: Option<&serde_json::Value>) -> bool {
+    fn init(&mut self, payload: Option<&serde_json::Value>) -> Option<Ending> {
         if self.init_seen {
-            self.outbox
-                .request_close(4429, "Too many initialisation requests");
-            return false;
+            return Some(close(4429, "Too many initialisation requests"));
         }
         self.init_seen = true;
         let token = match init_token(payload) {
@@ -339,56 +451,67 @@ impl Connection {
                 None => Err(Error::Unauthenticated("a bearer token is required".into())),
             },
         };
-        match token.and_then(|t| self.state.service.authenticate(&t)) {
-            Ok(caller) => {
-                self.expires = Some(expiry_instant(caller.expires_at));
-                self.guard = Some(self.state.service.register_connection(&caller));
-                self.caller = Some(Arc::new(caller));
-                self.outbox.push(r#"{"type":"connection_ack"}"#.to_owned());
-                if self.protocol == Protocol::Legacy {
-                    self.outbox.push(r#"{"type":"ka"}"#.to_owned());
-                }
-                true
-            }
+        let caller = match token.and_then(|t| self.state.service.authenticate(&t)) {
+            Ok(caller) => caller,
             Err(error) => {
-                if self.protocol == Protocol::Legacy {
-                    self.outbox.push(
-                        json!({
-                            "type": "connection_error",
-                            "payload": {"message": error.public_message(),
-                                        "extensions": {"code": crate::error::code_of(&error)}},
-                        })
-                        .to_string(),
-                    );
-                }
-                self.outbox.request_close(4403, "Forbidden");
-                false
+                self.connection_error(
+                    error.public_message(),
+                    json!({"code": crate::error::code_of(&error)}),
+                );
+                return Some(close(4403, "Forbidden"));
             }
+        };
+        if let Err(refusal) = self
+            .state
+            .service
+            .register_connection(&mut self.admitted, &caller)
+        {
+            let (_, extensions) = admission::describe(refusal);
+            self.connection_error(refusal.to_string(), extensions);
+            return Some(close(TOO_MANY_USER_CONNECTIONS, refusal.to_string()));
+        }
+        self.expires = Some(expiry_instant(caller.expires_at));
+        self.caller = Some(Arc::new(caller));
+        self.outbox.push(r#"{"type":"connection_ack"}"#.to_owned());
+        if self.protocol == Protocol::Legacy {
+            self.outbox.push(r#"{"type":"ka"}"#.to_owned());
+        }
+        None
+    }
+
+    /// The legacy protocol's answer to a rejected `connection_init`, sent
+    /// before the close (graphql-transport-ws has only the close code).
+    fn connection_error(&self, message: String, extensions: serde_json::Value) {
+        if self.protocol == Protocol::Legacy {
+            self.outbox.push(
+                json!({
+                    "type": "connection_error",
+                    "payload": {"message": message, "extensions": extensions},
+                })
+                .to_string(),
+            );
         }
     }
 
-    fn start(&mut self, id: Option<String>, payload: Option<serde_json::Value>) -> bool {
+    fn start(&mut self, id: Option<String>, payload: Option<serde_json::Value>) -> Option<Ending> {
         let Some(id) = id.filter(|id| !id.is_empty()) else {
-            return self.malformed("Invalid message received");
+            return malformed("Invalid message received");
         };
-        let request: Request = match payload.map(serde_json::from_value) {
+        let mut request: Request = match payload.map(serde_json::from_value) {
             Some(Ok(request)) => request,
-            _ => return self.malformed("Invalid message received"),
+            _ => return malformed("Invalid message received"),
         };
         let Some(caller) = self.caller.clone() else {
-            self.outbox.request_close(4401, "Unauthorized");
-            return false;
+            return Some(close(4401, "Unauthorized"));
         };
-        self.operations.retain(|_, op| op.is_running());
+        self.operations.retain(|_, op| op.stop.is_running());
         if let Some(existing) = self.operations.remove(&id) {
             match self.protocol {
                 Protocol::TransportWs => {
-                    self.outbox
-                        .request_close(4409, format!("Subscriber for {id} already exists"));
-                    return false;
+                    return Some(close(4409, format!("Subscriber for {id} already exists")));
                 }
                 // subscriptions-transport-ws replaces the old operation.
-                Protocol::Legacy => existing.stop(),
+                Protocol::Legacy => existing.stop.stop(),
             }
         }
         let max = self.state.config.max_subscriptions_per_connection;
@@ -397,10 +520,25 @@ impl Connection {
                 BAD_USER_INPUT,
                 format!("at most {max} operations may run at once on one connection"),
             );
-            let frames = Frames::new(self.protocol, &id, StopSwitch::default());
-            self.outbox.push(frames.error(&[error]));
-            return true;
+            self.refuse(&id, &[error]);
+            return None;
         }
+        // The guard runs before anything else parses the document, and
+        // here rather than in the operation's task: whether it is a
+        // mutation must be known before anything can close the connection.
+        let admitted = match self.state.guard.admit(&mut request, true) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                self.refuse(&id, &[refusal.into_server_error()]);
+                return None;
+            }
+        };
+        if let Err(error) = self.state.service.charge_query_cost(&caller, admitted.cost) {
+            self.refuse(&id, &[gql(error).into_server_error(Default::default())]);
+            return None;
+        }
+        let mutation = is_mutation(&admitted.document, request.operation_name.as_deref());
+        let in_flight = mutation.then(|| self.outbox.mutation_started());
         let control: Arc<dyn ConnectionControl> = self.outbox.clone();
         let request = request
             .data(RequestCaller(Some(caller.clone())))
@@ -409,11 +547,36 @@ impl Connection {
         tokio::spawn(operation::operation(
             self.state.clone(),
             request,
+            admitted.document,
             caller,
             self.outbox.clone(),
             Frames::new(self.protocol, &id, stop.clone()),
+            in_flight,
         ));
-        self.operations.insert(id, stop);
-        true
+        self.operations.insert(id, Running { stop, mutation });
+        None
     }
+}
+
+impl Connection {
+    /// Ends an operation refused before it ran with its errors, without
+    /// waiting (the legacy protocol wants a `complete` after them).
+    fn refuse(&self, id: &str, errors: &[async_graphql::ServerError]) {
+        let frames = Frames::new(self.protocol, id, StopSwitch::default());
+        self.outbox.push(frames.error(errors));
+        if self.protocol == Protocol::Legacy {
+            self.outbox.push(frames.complete());
+        }
+    }
+}
+
+/// Whether the operation a request runs is a mutation (when the document
+/// does not say which operation, the executor refuses it anyway).
+fn is_mutation(document: &ExecutableDocument, operation_name: Option<&str>) -> bool {
+    let operation = match (&document.operations, operation_name) {
+        (DocumentOperations::Single(operation), _) => Some(operation),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name),
+        (DocumentOperations::Multiple(_), None) => None,
+    };
+    operation.is_some_and(|operation| operation.node.ty == OperationType::Mutation)
 }

@@ -5,6 +5,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{Request, ServerError, Value};
 use clacks_service::Caller;
 use futures::{FutureExt, StreamExt};
@@ -12,19 +13,23 @@ use futures::{FutureExt, StreamExt};
 use super::Protocol;
 use super::feed::{FeedStream, OperationGauge};
 use super::frames::Frames;
-use super::outbox::Outbox;
+use super::outbox::{MutationInFlight, Outbox};
 use crate::AppState;
 use crate::error::{INTERNAL, coded, finalize};
 use crate::render::{FeedHandoff, FeedSlot, RenderPlan};
 
 /// Runs one operation, queueing its results, until it is over, handed
-/// over, or stopped through its switch (`frames.stop`).
+/// over, or stopped through its switch (`frames.stop`). A mutation (with
+/// its `in_flight` guard) is never stopped half way: a stop only drops its
+/// answer, and the connection's close waits for the guard.
 pub(super) async fn operation(
     state: AppState,
     request: Request,
+    document: Arc<ExecutableDocument>,
     caller: Arc<Caller>,
     outbox: Arc<Outbox>,
     frames: Frames,
+    in_flight: Option<MutationInFlight>,
 ) {
     let stop = frames.stop.clone();
     let run = async move {
@@ -32,7 +37,8 @@ pub(super) async fn operation(
         // The executor's state is large and only needed until a
         // subscription is handed over; boxed, it is freed before the
         // subscription lives on.
-        let handed_over = Box::pin(execute(&state, request, caller, &outbox, &frames)).await;
+        let handed_over =
+            Box::pin(execute(&state, request, document, caller, &outbox, &frames)).await;
         match handed_over {
             Some((handoff, plan)) => {
                 let feed = FeedStream::new(frames, plan, handoff, gauge);
@@ -41,10 +47,16 @@ pub(super) async fn operation(
             None => frames.stop.finish(),
         }
     };
-    tokio::select! {
-        biased;
-        () = stop.stopped() => {}
-        () = run => {}
+    match in_flight {
+        Some(in_flight) => {
+            run.await;
+            drop(in_flight);
+        }
+        None => tokio::select! {
+            biased;
+            () = stop.stopped() => {}
+            () = run => {}
+        },
     }
 }
 
@@ -52,24 +64,18 @@ pub(super) async fn operation(
 /// subscription resolver hands its stream over (returned for the writer).
 async fn execute(
     state: &AppState,
-    mut request: Request,
+    request: Request,
+    document: Arc<ExecutableDocument>,
     caller: Arc<Caller>,
     outbox: &Outbox,
     frames: &Frames,
 ) -> Option<(FeedHandoff, RenderPlan)> {
-    let admitted = match state.guard.admit(&mut request, true) {
-        Ok(admitted) => admitted,
-        Err(refusal) => {
-            refuse(outbox, frames, &[refusal.into_server_error()]).await;
-            return None;
-        }
-    };
     // A subscription resolver hands its event stream over through this slot
     // instead of letting the executor render every event per subscriber.
     let slot = FeedSlot::default();
     let plan_source = (
         request.query.clone(),
-        admitted.document,
+        document,
         request.operation_name.clone(),
         request.variables.clone(),
     );

@@ -1,5 +1,7 @@
-//! The outgoing side of a connection: one bounded queue, drained by one
-//! writer task that also drives the connection's subscriptions.
+//! The outgoing side of a connection: one queue, bounded in frames and in
+//! bytes, drained by one writer task that also drives the connection's
+//! subscriptions; and the count of the connection's mutations still to
+//! answer, which its close waits for.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -48,16 +50,18 @@ pub(super) enum Outgoing {
 }
 
 /// What the reader, the operations and the writer of a connection share:
-/// the bounded outgoing queue and the close request. One small allocation
-/// per connection (a tokio mpsc channel plus a watch channel cost about
-/// 2 KiB before the first frame), and the queue's memory is given back
-/// once drained.
+/// the bounded outgoing queue, the close request and the mutations in
+/// flight. One small allocation per connection (a tokio mpsc channel plus
+/// a watch channel cost about 2 KiB before the first frame), and the
+/// queue's memory is given back once drained.
 pub(super) struct Outbox {
     state: Mutex<State>,
     /// The writer, waiting for something to send or for the close.
     writer: AtomicWaker,
     /// The reader, waiting for a close request.
     reader: AtomicWaker,
+    /// The reader, waiting for the last mutation in flight to answer.
+    answered: AtomicWaker,
     /// Operations waiting for room.
     room: Notify,
 }
@@ -65,9 +69,53 @@ pub(super) struct Outbox {
 struct State {
     items: VecDeque<Outgoing>,
     capacity: usize,
+    /// Bytes of the queued frames, and their bound.
+    bytes: usize,
+    max_bytes: usize,
     close: Option<Close>,
     /// The writer is gone: nothing queued will be sent.
     writer_gone: bool,
+    /// Mutations received and not answered yet.
+    mutations: usize,
+}
+
+impl State {
+    /// Room for `len` more bytes: under both bounds, or an empty queue (a
+    /// frame larger than the byte bound, a big history page, is still
+    /// sent, alone).
+    fn has_room(&self, len: usize) -> bool {
+        self.items.is_empty()
+            || (self.items.len() < self.capacity && self.bytes + len <= self.max_bytes)
+    }
+}
+
+impl Outgoing {
+    /// What it weighs against the byte bound: a subscription handed over
+    /// weighs nothing here (its events wait in its own bounded queue).
+    fn bytes(&self) -> usize {
+        match self {
+            Outgoing::Frame(frame, _) => frame.as_str().len(),
+            Outgoing::Feed(_) => 0,
+        }
+    }
+}
+
+/// A mutation of the connection that has not answered yet. Its answer
+/// must reach the client even when the connection is closing, so the
+/// reader requests the close only once every such guard is dropped (or
+/// the close grace is over).
+pub(super) struct MutationInFlight(Arc<Outbox>);
+
+impl Drop for MutationInFlight {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.mutations -= 1;
+        let last = state.mutations == 0;
+        drop(state);
+        if last {
+            self.0.answered.wake();
+        }
+    }
 }
 
 /// Capacity kept once the queue drains; more is freed.
@@ -80,16 +128,21 @@ pub(super) enum Pending {
 }
 
 impl Outbox {
-    pub fn new(capacity: usize) -> Arc<Outbox> {
+    /// A queue of at most `capacity` frames and `max_bytes` bytes.
+    pub fn new(capacity: usize, max_bytes: usize) -> Arc<Outbox> {
         Arc::new(Outbox {
             state: Mutex::new(State {
                 items: VecDeque::new(),
                 capacity: capacity.max(1),
+                bytes: 0,
+                max_bytes,
                 close: None,
                 writer_gone: false,
+                mutations: 0,
             }),
             writer: AtomicWaker::new(),
             reader: AtomicWaker::new(),
+            answered: AtomicWaker::new(),
             room: Notify::new(),
         })
     }
@@ -107,10 +160,11 @@ impl Outbox {
             if state.writer_gone {
                 return false;
             }
-            if state.items.len() >= state.capacity {
+            if !state.has_room(frame.len()) {
                 metrics::counter!("clacks_ws_control_frames_dropped_total").increment(1);
                 return true;
             }
+            state.bytes += frame.len();
             state
                 .items
                 .push_back(Outgoing::Frame(Utf8Bytes::from(frame), None));
@@ -119,9 +173,9 @@ impl Outbox {
         true
     }
 
-    /// Queues an operation's frame, waiting for room: a client that reads
-    /// slowly slows its own operations down. A client that takes no frame
-    /// at all for [`SEND_TIMEOUT`] is closed with 4008.
+    /// Queues an operation's frame, waiting for room (in frames and bytes):
+    /// a client that reads slowly slows its own operations down. A client
+    /// that leaves no room for [`SEND_TIMEOUT`] is closed with 4008.
     pub async fn send(&self, frame: String, operation: &StopSwitch) -> bool {
         self.enqueue(Outgoing::Frame(
             Utf8Bytes::from(frame),
@@ -136,6 +190,7 @@ impl Outbox {
     }
 
     async fn enqueue(&self, outgoing: Outgoing) -> bool {
+        let bytes = outgoing.bytes();
         let mut outgoing = Some(outgoing);
         let queued = tokio::time::timeout(SEND_TIMEOUT, async {
             loop {
@@ -149,8 +204,9 @@ impl Outbox {
                     if state.writer_gone || state.close.is_some() {
                         return false;
                     }
-                    if state.items.len() < state.capacity {
+                    if state.has_room(bytes) {
                         if let Some(outgoing) = outgoing.take() {
+                            state.bytes += bytes;
                             state.items.push_back(outgoing);
                         }
                         drop(state);
@@ -165,18 +221,39 @@ impl Outbox {
         match queued {
             Ok(queued) => queued,
             Err(_) => {
-                metrics::counter!("clacks_ws_slow_consumer_closes_total").increment(1);
-                self.request_close(SLOW_CONSUMER, "slow consumer");
+                self.close_slow_consumer();
                 false
             }
         }
     }
 
-    pub fn request_close(&self, code: u16, reason: impl Into<Cow<'static, str>>) {
+    /// Counts a mutation in flight until the guard is dropped.
+    pub fn mutation_started(self: &Arc<Self>) -> MutationInFlight {
+        self.lock().mutations += 1;
+        MutationInFlight(self.clone())
+    }
+
+    /// Resolves once every mutation received has answered (its frames are
+    /// queued, or refused because the writer is gone).
+    pub async fn mutations_answered(&self) {
+        std::future::poll_fn(|cx| {
+            self.answered.register(cx.waker());
+            if self.lock().mutations == 0 {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Requests the close, unless one was requested already (the first
+    /// stands); true when this one stands.
+    pub fn request_close(&self, code: u16, reason: impl Into<Cow<'static, str>>) -> bool {
         {
             let mut state = self.lock();
             if state.close.is_some() {
-                return;
+                return false;
             }
             state.close = Some(Close {
                 code,
@@ -186,6 +263,15 @@ impl Outbox {
         self.writer.wake();
         self.reader.wake();
         self.room.notify_waiters();
+        true
+    }
+
+    /// Closes with 4008, counted unless the connection was closing anyway
+    /// (a client that stops reading during a shutdown keeps its 1001).
+    fn close_slow_consumer(&self) {
+        if self.request_close(SLOW_CONSUMER, "slow consumer") {
+            metrics::counter!("clacks_ws_slow_consumer_closes_total").increment(1);
+        }
     }
 
     /// Resolves once a close was requested (the reader stops reading).
@@ -225,6 +311,7 @@ impl Outbox {
             return Some(Pending::Close);
         }
         let item = state.items.pop_front()?;
+        state.bytes -= item.bytes();
         if state.items.is_empty() && state.items.capacity() > KEEP {
             state.items.shrink_to(KEEP);
         }
@@ -242,6 +329,7 @@ impl Outbox {
     fn drain_for_close(&self) -> VecDeque<Outgoing> {
         let mut state = self.lock();
         state.writer_gone = true;
+        state.bytes = 0;
         let items = std::mem::take(&mut state.items);
         drop(state);
         self.room.notify_waiters();
@@ -367,19 +455,17 @@ impl Writer {
                     () = outbox.writer_close() => break,
                 },
             };
-            let written = tokio::select! {
-                written = self.write_batch(first) => written,
-                () = outbox.writer_close() => break,
-            };
-            match written {
+            // Not abandoned for a close request: the batch may hold a
+            // mutation's answer, and the close frame goes after it anyway.
+            // A socket that takes nothing still ends it, as a stall.
+            match self.write_batch(first).await {
                 Ok(()) => {}
                 Err(WriteFailure::Socket) => break,
                 Err(WriteFailure::Stalled | WriteFailure::Overflow) => {
                     // The client does not keep up: the live events behind
                     // would only pile up (it resumes with its last seq and
                     // loses nothing).
-                    metrics::counter!("clacks_ws_slow_consumer_closes_total").increment(1);
-                    outbox.request_close(SLOW_CONSUMER, "slow consumer");
+                    outbox.close_slow_consumer();
                     break;
                 }
             }
@@ -451,12 +537,16 @@ impl Writer {
         }
     }
 
-    /// The next output that is ready now, without waiting.
+    /// The next output that is ready now, without waiting; nothing once a
+    /// close is requested.
     async fn ready(&mut self) -> Option<Output> {
-        while let Some(Pending::Send(outgoing)) = self.outbox.try_pending() {
-            match outgoing {
-                Outgoing::Frame(frame, operation) => return Some(Output::Frame(frame, operation)),
-                Outgoing::Feed(feed) => self.feeds.push(*feed),
+        while let Some(pending) = self.outbox.try_pending() {
+            match pending {
+                Pending::Close => return None,
+                Pending::Send(Outgoing::Frame(frame, operation)) => {
+                    return Some(Output::Frame(frame, operation));
+                }
+                Pending::Send(Outgoing::Feed(feed)) => self.feeds.push(*feed),
             }
         }
         if self.feeds.is_empty() {
@@ -465,9 +555,18 @@ impl Writer {
         // Polled with the task's own waker, so nothing woken meanwhile is
         // missed when the writer next waits.
         let polled = std::future::poll_fn(|cx| Poll::Ready(self.feeds.poll_next(cx))).await;
-        match polled {
-            Poll::Ready((meta, item)) => Some(meta.output(&self.render, item).await),
-            Poll::Pending => None,
+        let Poll::Ready((meta, item)) = polled else {
+            return None;
+        };
+        let mut render = std::pin::pin!(meta.output(&self.render, item));
+        if let Poll::Ready(output) = futures::poll!(render.as_mut()) {
+            return Some(output);
+        }
+        // A render that waits on the database does not hold up a close
+        // request (the subscription ends with the connection).
+        tokio::select! {
+            output = render => Some(output),
+            () = self.outbox.writer_close() => None,
         }
     }
 
@@ -490,5 +589,63 @@ impl Writer {
                 reason: Utf8Bytes::from(requested.reason.into_owned()),
             })))
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn frame(bytes: usize) -> String {
+        "x".repeat(bytes)
+    }
+
+    fn take(outbox: &Outbox) -> usize {
+        match outbox.try_pending() {
+            Some(Pending::Send(Outgoing::Frame(frame, _))) => frame.as_str().len(),
+            _ => panic!("expected a queued frame"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_bytes_as_in_frames() {
+        let outbox = Outbox::new(1000, 1000);
+        let operation = StopSwitch::default();
+        assert!(outbox.send(frame(600), &operation).await);
+        // 1,200 bytes would pass the bound: the sender waits for room.
+        let mut second = std::pin::pin!(outbox.send(frame(600), &operation));
+        assert!(futures::poll!(second.as_mut()).is_pending());
+        // A control frame finds no room either, and is dropped.
+        assert!(outbox.push(frame(500)));
+        assert_eq!(outbox.lock().items.len(), 1);
+        // The writer takes the first frame: the second goes in.
+        assert_eq!(take(&outbox), 600);
+        assert!(second.await);
+        assert_eq!(outbox.lock().bytes, 600);
+        assert_eq!(take(&outbox), 600);
+        assert_eq!(outbox.lock().bytes, 0);
+        // A frame larger than the whole bound goes into an empty queue,
+        // alone.
+        assert!(outbox.send(frame(5000), &operation).await);
+        let mut small = std::pin::pin!(outbox.send(frame(1), &operation));
+        assert!(futures::poll!(small.as_mut()).is_pending());
+        assert_eq!(take(&outbox), 5000);
+        assert!(small.await);
+    }
+
+    #[tokio::test]
+    async fn mutations_answered_waits_for_every_guard() {
+        let outbox = Outbox::new(10, 1000);
+        outbox.mutations_answered().await;
+        let first = outbox.mutation_started();
+        let second = outbox.mutation_started();
+        let mut answered = std::pin::pin!(outbox.mutations_answered());
+        assert!(futures::poll!(answered.as_mut()).is_pending());
+        drop(first);
+        assert!(futures::poll!(answered.as_mut()).is_pending());
+        drop(second);
+        answered.await;
     }
 }

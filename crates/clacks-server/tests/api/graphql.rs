@@ -3,6 +3,8 @@
 mod auth;
 #[path = "graphql/client.rs"]
 mod client;
+#[path = "graphql/connections.rs"]
+mod connections;
 mod delivery;
 #[path = "graphql/http.rs"]
 mod http;

@@ -45,6 +45,8 @@ pub struct TestApp {
     pub client_url: String,
     pub management_url: String,
     pub ws_url: String,
+    /// The server's database, for tests that hold its locks.
+    pub database_url: String,
     pub http: reqwest::Client,
     pub service: Arc<ChatService>,
     server: Option<RunningServer>,
@@ -98,6 +100,7 @@ impl TestApp {
             client_url,
             management_url,
             ws_url,
+            database_url: db.url.clone(),
             http: reqwest::Client::new(),
             service: server.service.clone(),
             server: Some(server),

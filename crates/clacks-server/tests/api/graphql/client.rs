@@ -102,30 +102,72 @@ pub enum Frame {
     Closed(u16, String),
 }
 
+/// An upgrade the server refused: its HTTP status and JSON body.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// Why a connection attempt failed.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// The server answered the upgrade with an HTTP error.
+    Refused(Refused),
+    /// No answer: the connection or the handshake failed.
+    Failed(String),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Refused(refused) => {
+                write!(f, "upgrade refused: {} {}", refused.status, refused.body)
+            }
+            ConnectError::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
 impl Ws {
     pub async fn connect(url: &str, protocol: &'static str, header: Option<&str>) -> Ws {
-        Ws::try_connect(url, protocol, header).await.unwrap()
+        let headers: Vec<(&str, &str)> = header.map(|h| ("Authorization", h)).into_iter().collect();
+        Ws::try_connect(url, protocol, &headers)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Like [`Ws::connect`], with a failed handshake as an error (for
-    /// clients that reconnect while a node or a balancer is going down).
+    /// Connects with extra request headers; an upgrade refused with an
+    /// HTTP answer, or a handshake that failed (a node or a balancer going
+    /// down), is an `Err`.
     pub async fn try_connect(
         url: &str,
         protocol: &'static str,
-        header: Option<&str>,
-    ) -> Result<Ws, String> {
+        headers: &[(&str, &str)],
+    ) -> Result<Ws, ConnectError> {
         let mut request = url.into_client_request().unwrap();
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
-        if let Some(header) = header {
-            request
-                .headers_mut()
-                .insert("Authorization", header.parse().unwrap());
+        for (name, value) in headers {
+            let name: tokio_tungstenite::tungstenite::http::HeaderName = name.parse().unwrap();
+            request.headers_mut().append(name, value.parse().unwrap());
         }
-        let (stream, response) = tokio_tungstenite::connect_async(request)
-            .await
-            .map_err(|e| format!("connecting to {url}: {e}"))?;
+        let (stream, response) = match tokio_tungstenite::connect_async(request).await {
+            Ok(connected) => connected,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let body = response.body().as_deref().unwrap_or_default();
+                return Err(ConnectError::Refused(Refused {
+                    status: response.status().as_u16(),
+                    body: serde_json::from_slice(body).unwrap_or(Value::Null),
+                }));
+            }
+            Err(other) => {
+                return Err(ConnectError::Failed(format!(
+                    "connecting to {url}: {other}"
+                )));
+            }
+        };
         assert_eq!(
             response
                 .headers()
@@ -145,7 +187,9 @@ impl Ws {
     /// Like [`Ws::open`], with a failed handshake or a close before
     /// `connection_ack` as an error.
     pub async fn try_open(url: &str, protocol: &'static str, token: &str) -> Result<Ws, String> {
-        let mut ws = Ws::try_connect(url, protocol, None).await?;
+        let mut ws = Ws::try_connect(url, protocol, &[])
+            .await
+            .map_err(|e| e.to_string())?;
         ws.try_send(json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}}))
             .await?;
         match ws.frame().await {

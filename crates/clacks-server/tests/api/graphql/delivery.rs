@@ -214,16 +214,31 @@ async fn a_resumed_client_that_never_reads_is_let_go(backend: TestBackend) {
         .await;
     // The send timeout is 5 s; margin for a busy machine.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while app.service.connections().count() > 0 || app.service.hub_stats().subscriptions > 0 {
+    while app.service.hub_stats().subscriptions == 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "a client that reads nothing is still connected"
+            "the subscription never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while app.service.hub_stats().subscriptions > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a client that reads nothing is still subscribed"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // What the socket held, then the close.
+    // Its subscription is gone; the connection waits a while for the
+    // client to read what the socket holds, then the close.
     let (code, reason) = gone.closed().await;
     assert_eq!(code, 4008, "{reason}");
+    while app.service.connections().count() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the connection outlived its close"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     app.shutdown().await;
 }
 

@@ -333,8 +333,17 @@ async fn disconnect_closes_live_connections(app: TestApp) {
             .ok(200),
         &json!({"closed": 0})
     );
-    let _first = app.service.register_connection(&dave);
-    let _second = app.service.register_connection(&dave);
+    let mut live = Vec::new();
+    for _ in 0..2 {
+        let mut connection = app
+            .service
+            .admit_connection(std::net::Ipv4Addr::LOCALHOST.into())
+            .expect("admitted");
+        app.service
+            .register_connection(&mut connection, &dave)
+            .expect("registered");
+        live.push(connection);
+    }
     // No body is needed.
     let reply = super::read(app.http.post(app.api("/users/dave/disconnect"))).await;
     assert_eq!(reply.ok(200), &json!({"closed": 2}));
