@@ -70,55 +70,153 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// One HTTP/1.1 exchange written by hand (any method, any path): the
+/// response's status and body, or `None` when nothing answered.
+fn raw_http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
 fn wait_for_health(port: u16) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            use std::io::{Read, Write};
-            let _ =
-                stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-            let mut response = String::new();
-            let _ = stream.read_to_string(&mut response);
-            if response.starts_with("HTTP/1.1 200") {
-                return true;
-            }
+        if raw_http(port, "GET", "/healthz").is_some_and(|(status, _)| status == 200) {
+            return true;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     false
 }
 
+/// A `clacks` process on free loopback ports over a fresh SQLite file,
+/// killed when dropped.
+struct Spawned {
+    child: std::process::Child,
+    client: u16,
+    management: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Spawned {
+    fn start() -> Spawned {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, management) = (free_port(), free_port());
+        let child = clacks()
+            .current_dir(dir.path())
+            .env("CLACKS_CLIENT_ADDR", format!("127.0.0.1:{client}"))
+            .env("CLACKS_MANAGEMENT_ADDR", format!("127.0.0.1:{management}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let spawned = Spawned {
+            child,
+            client,
+            management,
+            dir,
+        };
+        assert!(
+            wait_for_health(client) && wait_for_health(management),
+            "the server answers /healthz on both ports"
+        );
+        spawned
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The series `/metrics` shows: each sample line without its value.
+fn metric_series(management: u16) -> std::collections::BTreeSet<String> {
+    let (status, text) = raw_http(management, "GET", "/metrics").unwrap();
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| line.rsplit_once(' ').map(|(series, _)| series.to_owned()))
+        .collect()
+}
+
+/// Requests are the client's choice; metric labels are not: invented
+/// methods and random paths, on either port, add no series to `/metrics`.
+#[test]
+fn invented_methods_and_paths_add_no_metric_series() {
+    let server = Spawned::start();
+    let ports = [server.client, server.management];
+    let attack = |round: &str| {
+        for port in ports {
+            for (method, path) in [
+                (format!("BREW{round}"), "/healthz".to_owned()),
+                (format!("X-{round}"), format!("/{round}/x")),
+                ("GET".to_owned(), format!("/random-{round}")),
+                ("POST".to_owned(), format!("/api/v1/{round}")),
+            ] {
+                let (status, _) = raw_http(port, &method, &path).unwrap();
+                assert!((400..500).contains(&status), "{method} {path}: {status}");
+            }
+        }
+    };
+    // The first of each kind adds its fixed series (method `other`, route
+    // `unmatched`, status `4xx`); scraping twice records the scrape itself.
+    attack("warmup");
+    metric_series(server.management);
+    let before = metric_series(server.management);
+    let rounds: Vec<String> = (0..25)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
+    for round in &rounds {
+        attack(round);
+    }
+    let after = metric_series(server.management);
+    assert_eq!(
+        before.symmetric_difference(&after).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "series appeared or vanished"
+    );
+    for series in &after {
+        assert!(
+            !series.contains("warmup") && !rounds.iter().any(|r| series.contains(r.as_str())),
+            "a client's method or path became a label: {series}"
+        );
+    }
+    assert!(
+        after
+            .iter()
+            .any(|s| s.contains(r#"method="other""#) && s.contains(r#"route="unmatched""#)),
+        "invented methods are counted as `other`: {after:#?}"
+    );
+}
+
 /// With no configuration the server runs on `clacks.db` in the working
 /// directory, serves health on both ports, and stops cleanly on SIGTERM.
 #[test]
 fn runs_with_no_configuration_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let (client, management) = (free_port(), free_port());
-    let mut child = clacks()
-        .current_dir(dir.path())
-        .env("CLACKS_CLIENT_ADDR", format!("127.0.0.1:{client}"))
-        .env("CLACKS_MANAGEMENT_ADDR", format!("127.0.0.1:{management}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let healthy = wait_for_health(client) && wait_for_health(management);
-    let pid = child.id().to_string();
+    let mut server = Spawned::start();
+    let pid = server.child.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = server.child.try_wait().unwrap() {
             break Some(status);
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
             break None;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(healthy, "both listeners answered /healthz");
     assert!(
-        dir.path().join("clacks.db").exists(),
+        server.dir.path().join("clacks.db").exists(),
         "clacks.db created in the working directory"
     );
     assert!(
