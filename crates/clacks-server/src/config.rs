@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use clacks_api::host::AllowedHost;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Clacks: a self-hosted real-time chat backend (GraphQL for clients, a JSON
@@ -112,6 +113,20 @@ pub struct Config {
         global = true
     )]
     pub management_token: Option<String>,
+
+    /// Host names the management API answers to besides loopback
+    /// (localhost, 127.0.0.1, [::1]) and its own listening address,
+    /// comma-separated, each with an optional :port (e.g.
+    /// clacks.internal,10.0.0.5). Any other `Host` gets 421, so a web page
+    /// cannot reach the port through DNS rebinding. `*` accepts any Host:
+    /// only where no browser can reach the port.
+    #[arg(
+        long,
+        env = "CLACKS_MANAGEMENT_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub management_allowed_hosts: Vec<AllowedHost>,
 
     /// NATS server for fan-out between several Clacks nodes (e.g.
     /// nats://127.0.0.1:4222). Unset: this node delivers alone.
@@ -294,5 +309,24 @@ mod tests {
         );
         config.management_token = Some("s3cret".into());
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn allowed_hosts_are_a_comma_separated_list() {
+        let cli = Cli::try_parse_from([
+            "clacks",
+            "--management-allowed-hosts",
+            "clacks.internal, 10.0.0.5:7999,*",
+        ])
+        .unwrap();
+        let hosts: Vec<String> = cli
+            .config
+            .management_allowed_hosts
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(hosts, ["clacks.internal", "10.0.0.5:7999", "*"]);
+        let bad = Cli::try_parse_from(["clacks", "--management-allowed-hosts", "http://x"]);
+        assert!(bad.is_err());
     }
 }
