@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, ConnectOptions, Event, ServerAddr};
 use bytes::Bytes;
 use clacks_core::{ChannelEvent, UserId};
 use futures::StreamExt;
@@ -52,6 +52,41 @@ struct DisconnectRequest {
 #[derive(Serialize, Deserialize)]
 struct DisconnectReply {
     closed: usize,
+}
+
+/// The credentials a NATS URL carries.
+#[derive(Debug, PartialEq, Eq)]
+enum Credentials {
+    None,
+    UserPassword(String, String),
+    /// `nats://TOKEN@host`, as every NATS client reads a lone user part.
+    Token(String),
+}
+
+/// Splits the credentials off a NATS URL, to be handed to the client as
+/// options: async-nats 0.51 ignores credentials in the URL (nats.rs issue
+/// 1623), and prints the server address in its debug logs, where a password
+/// must not be.
+fn split_credentials(url: &str) -> Result<(ServerAddr, Credentials), String> {
+    let server: ServerAddr = url.parse().map_err(|e: std::io::Error| e.to_string())?;
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .map(|decoded| decoded.into_owned())
+            .map_err(|_| "the credentials are not UTF-8 once percent-decoded".to_owned())
+    };
+    let credentials = match (server.username(), server.password()) {
+        (None, None) => return Ok((server, Credentials::None)),
+        (Some(user), Some(password)) => Credentials::UserPassword(decode(user)?, decode(password)?),
+        (Some(token), None) => Credentials::Token(decode(token)?),
+        (None, Some(_)) => return Err("a password needs a user name before it".into()),
+    };
+    let mut bare = server.into_inner();
+    // Only URLs that cannot have credentials refuse these; this one had some.
+    let _ = bare.set_username("");
+    let _ = bare.set_password(None);
+    let server = ServerAddr::from_url(bare).map_err(|e| e.to_string())?;
+    Ok((server, credentials))
 }
 
 pub struct NatsBus {
@@ -116,10 +151,18 @@ impl NatsBus {
                     }
                 }
             });
+        let unusable =
+            |why: String| format!("cannot use NATS at {}: {why}", clacks_core::redact_url(url));
+        let (server, credentials) = split_credentials(url).map_err(unusable)?;
+        let options = match credentials {
+            Credentials::None => options,
+            Credentials::UserPassword(user, password) => options.user_and_password(user, password),
+            Credentials::Token(token) => options.token(token),
+        };
         let client = options
-            .connect(url)
+            .connect(server)
             .await
-            .map_err(|e| format!("cannot use NATS at {url}: {e}"))?;
+            .map_err(|e| unusable(e.to_string()))?;
 
         let events = client
             .subscribe(format!("{prefix}.ch.*"))
@@ -250,5 +293,38 @@ impl NatsBus {
             }
         }
         closed
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::{Credentials, split_credentials};
+
+    #[test]
+    fn credentials_leave_the_url_decoded() {
+        for (url, bare, credentials) in [
+            (
+                "nats://127.0.0.1:4222",
+                "nats://127.0.0.1:4222",
+                Credentials::None,
+            ),
+            (
+                "nats://alice:p%40ss%3Aw@nats.internal:4222",
+                "nats://nats.internal:4222",
+                Credentials::UserPassword("alice".into(), "p@ss:w".into()),
+            ),
+            (
+                "tls://s3cr3t@nats.internal",
+                "tls://nats.internal",
+                Credentials::Token("s3cr3t".into()),
+            ),
+        ] {
+            let (server, found) = split_credentials(url).unwrap();
+            assert_eq!(server.as_url_str().trim_end_matches('/'), bare, "{url}");
+            assert_eq!(found, credentials, "{url}");
+        }
+        assert!(split_credentials("nats://:lonely@h").is_err());
+        assert!(split_credentials("http://h").is_err());
     }
 }

@@ -41,6 +41,7 @@ pub struct Config {
         long,
         env = "DATABASE_URL",
         default_value = "sqlite://clacks.db",
+        hide_env_values = true,
         global = true
     )]
     pub database_url: String,
@@ -130,7 +131,7 @@ pub struct Config {
 
     /// NATS server for fan-out between several Clacks nodes (e.g.
     /// nats://127.0.0.1:4222). Unset: this node delivers alone.
-    #[arg(long, env = "CLACKS_NATS_URL", global = true)]
+    #[arg(long, env = "CLACKS_NATS_URL", hide_env_values = true, global = true)]
     pub nats_url: Option<String>,
 
     /// Prefix of the NATS subjects this deployment uses (separates several

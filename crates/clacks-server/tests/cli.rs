@@ -6,8 +6,16 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The binary, started through `sh` under the usual umask (022) so the
+/// modes of the files it creates are its own choice, without the calling
+/// environment's configuration.
 fn clacks() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_clacks"));
+    let mut command = Command::new("sh");
+    command.args([
+        "-c",
+        r#"umask 022 && exec "$0" "$@""#,
+        env!("CARGO_BIN_EXE_clacks"),
+    ]);
     for var in [
         "DATABASE_URL",
         "JWT_SECRET",
@@ -199,10 +207,17 @@ fn invented_methods_and_paths_add_no_metric_series() {
 }
 
 /// With no configuration the server runs on `clacks.db` in the working
-/// directory, serves health on both ports, and stops cleanly on SIGTERM.
+/// directory (owner-only: it holds the generated JWT secret), serves health
+/// on both ports, and stops cleanly on SIGTERM.
 #[test]
 fn runs_with_no_configuration_and_stops_on_sigterm() {
+    use std::os::unix::fs::PermissionsExt;
     let mut server = Spawned::start();
+    for file in ["clacks.db", "clacks.db-wal", "clacks.db-shm"] {
+        let metadata = std::fs::metadata(server.dir.path().join(file));
+        let mode = metadata.map(|m| m.permissions().mode() & 0o777);
+        assert_eq!(mode.ok(), Some(0o600), "{file} is owner-only");
+    }
     let pid = server.child.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -216,13 +231,30 @@ fn runs_with_no_configuration_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(
-        server.dir.path().join("clacks.db").exists(),
-        "clacks.db created in the working directory"
-    );
-    assert!(
         status.is_some_and(|s| s.success()),
         "SIGTERM stops it cleanly: {status:?}"
     );
+}
+
+/// A database file others can read is used as it is, with a warning.
+#[test]
+fn a_world_readable_database_is_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("open.db");
+    std::fs::write(&path, b"").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = clacks()
+        .arg("migrate")
+        .env("DATABASE_URL", format!("sqlite://{}", path.display()))
+        .output()
+        .unwrap();
+    let logs = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{logs}");
+    assert!(logs.contains("chmod 600"), "{logs}");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "an operator's file keeps its mode");
 }
 
 #[test]
@@ -329,4 +361,119 @@ fn readme_documents_every_option() {
         checked += 1;
     }
     assert!(checked >= 20, "found only {checked} options in --help");
+}
+
+/// `--help` names the variables it reads, never the values of those that
+/// may hold a secret.
+#[test]
+fn help_never_prints_secrets_from_the_environment() {
+    let secrets = [
+        (
+            "DATABASE_URL",
+            "mysql://app:db-pass-4f1c@127.0.0.1/chat",
+            "db-pass-4f1c",
+        ),
+        (
+            "CLACKS_NATS_URL",
+            "nats://n:nats-pass-9c2e@127.0.0.1:4222",
+            "nats-pass-9c2e",
+        ),
+        ("JWT_SECRET", "jwt-secret-77ab", "jwt-secret-77ab"),
+        (
+            "CLACKS_MANAGEMENT_TOKEN",
+            "mgmt-token-31bd",
+            "mgmt-token-31bd",
+        ),
+    ];
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["migrate", "--help"],
+    ] {
+        let output = clacks()
+            .args(args)
+            .envs(secrets.iter().map(|(name, value, _)| (name, value)))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}");
+        let printed = String::from_utf8_lossy(&output.stdout).to_string()
+            + &String::from_utf8_lossy(&output.stderr);
+        for (name, _, secret) in secrets {
+            assert!(printed.contains(name), "{args:?} names {name}");
+            assert!(
+                !printed.contains(secret),
+                "{args:?} prints {name}:\n{printed}"
+            );
+        }
+    }
+}
+
+/// Credentials in `CLACKS_NATS_URL` (user and password, or a token)
+/// authenticate against a NATS server that requires them, and no log line
+/// prints them, even at debug level.
+#[test]
+fn nats_url_credentials_authenticate_and_stay_out_of_the_logs() {
+    if Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        clacks_testkit::skip_or_fail("the nats-server binary", "not on PATH");
+        return;
+    }
+    for (auth_args, url_credentials, secret) in [
+        (
+            &["--user", "alice", "--pass", "nats-pw-5e1d"][..],
+            "alice:nats-pw-5e1d",
+            "nats-pw-5e1d",
+        ),
+        (
+            &["--auth", "nats-token-8a3f"][..],
+            "nats-token-8a3f",
+            "nats-token-8a3f",
+        ),
+    ] {
+        let nats_port = free_port();
+        let mut nats = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &nats_port.to_string()])
+            .args(auth_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("clacks.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let (client, management) = (free_port(), free_port());
+        let mut server = clacks()
+            .current_dir(dir.path())
+            .env("CLACKS_CLIENT_ADDR", format!("127.0.0.1:{client}"))
+            .env("CLACKS_MANAGEMENT_ADDR", format!("127.0.0.1:{management}"))
+            .env(
+                "CLACKS_NATS_URL",
+                format!("nats://{url_credentials}@127.0.0.1:{nats_port}"),
+            )
+            .env("CLACKS_LOG", "debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut connected = false;
+        while !connected && Instant::now() < deadline {
+            connected = raw_http(management, "GET", "/metrics")
+                .is_some_and(|(_, text)| text.lines().any(|l| l == "clacks_nats_connected 1"));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+        let _ = nats.kill();
+        let _ = nats.wait();
+        let logs = std::fs::read_to_string(&log_path).unwrap();
+        assert!(connected, "{auth_args:?}: connected to NATS:\n{logs}");
+        assert!(
+            !logs.contains(secret),
+            "{auth_args:?}: a log line prints the secret:\n{logs}"
+        );
+    }
 }

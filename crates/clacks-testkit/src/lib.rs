@@ -53,6 +53,7 @@ pub fn backends_required() -> bool {
 /// captures `eprintln!` (and shows it only for failing tests), so a plain
 /// `cargo test` would never show it.
 pub fn skip_or_fail(what: &str, why: &str) {
+    let (what, why) = (clacks_core::redact_url(what), clacks_core::redact_url(why));
     if backends_required() {
         panic!("{what} is required (CLACKS_TEST_REQUIRE_BACKENDS=1) but unreachable: {why}");
     }
