@@ -35,8 +35,10 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// Database: sqlite:PATH, mysql://USER[:PASS]@HOST[:PORT]/DB (MySQL 8 or
-    /// MariaDB 10.6+), or postgres://USER[:PASS]@HOST[:PORT]/DB.
+    /// Database: sqlite:PATH, mysql://USER[:PASS]@HOST[:PORT]/DB (MariaDB;
+    /// tested on 10.11, also through the statements written for MySQL 8,
+    /// but no MySQL 8 server is tested), or
+    /// postgres://USER[:PASS]@HOST[:PORT]/DB.
     #[arg(
         long,
         env = "DATABASE_URL",
