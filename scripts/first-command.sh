@@ -46,10 +46,10 @@ port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 healthy() {
   local status
   status=$(
-    exec 3<>"/dev/tcp/$1/$2" &&
+    exec 2>/dev/null 3<>"/dev/tcp/$1/$2" &&
       printf 'GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' >&3 &&
       head -n 1 <&3
-  ) 2>/dev/null || return 1
+  ) || return 1
   [[ $status == "HTTP/1.1 200"* ]]
 }
 
