@@ -6,12 +6,15 @@
 //!   never touch the store or decide a rule.
 //! - [`error`]: the one mapping from failures to problem+json responses.
 //! - [`auth`]: the management token check.
+//! - [`host`]: the `Host` allowlist (DNS rebinding protection), applied to
+//!   the whole listener by the server.
 //! - [`openapi`]: the OpenAPI 3.1 document, derived from the handlers and
 //!   served at `/openapi.json` and `/openapi.yml`.
 
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod host;
 pub mod model;
 pub mod openapi;
 pub mod routes;

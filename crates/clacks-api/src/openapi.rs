@@ -52,6 +52,7 @@ problem_responses! {
     UnsupportedMediaType => "The body is not sent as `application/json`.",
     Unprocessable => "A field failed validation (empty or over-long display name or user id, too many initial users, message content empty or over the size limit, ...).",
     Internal => "An unexpected error; details are logged on the server, never returned.",
+    MisdirectedRequest => "The `Host` header names a host this management API does not answer to (DNS rebinding protection; see `CLACKS_MANAGEMENT_ALLOWED_HOSTS`).",
     Unavailable => "The database is unreachable; nothing was changed, retry later.",
 }
 
@@ -114,9 +115,10 @@ impl Modify for Shared {
     }
 }
 
-/// Adds the statuses any operation may answer: 401 to the protected ones
-/// (no operation-level `security` override), 500 and 503 to those that
-/// reach the service. Called once the paths are collected.
+/// Adds the statuses any operation may answer: 421 to all (the listener's
+/// `Host` check), 401 to the protected ones (no operation-level `security`
+/// override), 500 and 503 to those that reach the service. Called once the
+/// paths are collected.
 pub fn add_common_responses(openapi: &mut OpenApi) {
     for item in openapi.paths.paths.values_mut() {
         let operations: [&mut Option<Operation>; 8] = [
@@ -132,6 +134,9 @@ pub fn add_common_responses(openapi: &mut OpenApi) {
         for operation in operations.into_iter().flatten() {
             let open = operation.security.is_some();
             let responses = &mut operation.responses.responses;
+            responses
+                .entry("421".to_owned())
+                .or_insert_with(|| Ref::from_response_name("MisdirectedRequest").into());
             if !open {
                 responses
                     .entry("401".to_owned())

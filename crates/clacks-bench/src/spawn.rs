@@ -152,7 +152,7 @@ impl Spawned {
                 jwt_secret: Some(jwt_secret),
                 management_token: None,
             },
-            database: redact(&url),
+            database: clacks_core::redact_url(&url),
             children,
             logs,
             _db: db,
@@ -176,20 +176,6 @@ impl Spawned {
 
     pub fn log_paths(&self) -> &[PathBuf] {
         &self.logs
-    }
-}
-
-/// The database URL without a password.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
     }
 }
 

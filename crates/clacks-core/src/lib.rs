@@ -2,6 +2,8 @@
 //! store returns, the events delivered to subscribers, and the one error type
 //! every layer speaks.
 //!
+//! It also says how a connection URL may be printed ([`redact_url`]).
+//!
 //! This crate does no I/O. Everything that crosses a transport boundary is
 //! parsed into one of these types at the edge ("parse, don't validate"), so
 //! the GraphQL API and the management API enforce the same rules.
@@ -9,11 +11,13 @@
 pub mod error;
 pub mod event;
 pub mod model;
+pub mod redact;
 pub mod values;
 
 pub use error::{Entity, Error, Result};
 pub use event::{ChannelEvent, EventPayload};
 pub use model::*;
+pub use redact::redact_url;
 pub use values::*;
 
 /// Milliseconds since the Unix epoch: the one time representation stored in

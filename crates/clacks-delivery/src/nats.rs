@@ -155,6 +155,61 @@ impl Recent {
     }
 }
 
+/// The credentials a NATS URL carries.
+#[derive(Debug, PartialEq, Eq)]
+enum Credentials {
+    None,
+    UserPassword(String, String),
+    /// `nats://TOKEN@host`, as every NATS client reads a lone user part.
+    Token(String),
+}
+
+/// Splits the credentials off a NATS URL (several servers separated by
+/// commas, all with the same credentials or none), to be handed to the
+/// client as options: async-nats 0.51 ignores credentials in the URL
+/// (nats.rs issue 1623), and prints the server address in its debug logs,
+/// where a password must not be.
+fn split_credentials(urls: &str) -> Result<(Vec<ServerAddr>, Credentials), String> {
+    let mut servers = Vec::new();
+    let mut found = Credentials::None;
+    for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let (server, credentials) = split_one(url)?;
+        servers.push(server);
+        match (&found, credentials) {
+            (_, Credentials::None) => {}
+            (Credentials::None, credentials) => found = credentials,
+            (same, credentials) if *same == credentials => {}
+            _ => return Err("the servers carry different credentials".into()),
+        }
+    }
+    if servers.is_empty() {
+        return Err("no server given".into());
+    }
+    Ok((servers, found))
+}
+
+fn split_one(url: &str) -> Result<(ServerAddr, Credentials), String> {
+    let server: ServerAddr = url.parse().map_err(|e: std::io::Error| e.to_string())?;
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .map(|decoded| decoded.into_owned())
+            .map_err(|_| "the credentials are not UTF-8 once percent-decoded".to_owned())
+    };
+    let credentials = match (server.username(), server.password()) {
+        (None, None) => return Ok((server, Credentials::None)),
+        (Some(user), Some(password)) => Credentials::UserPassword(decode(user)?, decode(password)?),
+        (Some(token), None) => Credentials::Token(decode(token)?),
+        (None, Some(_)) => return Err("a password needs a user name before it".into()),
+    };
+    let mut bare = server.into_inner();
+    // Only URLs that cannot have credentials refuse these; this one had some.
+    let _ = bare.set_username("");
+    let _ = bare.set_password(None);
+    let server = ServerAddr::from_url(bare).map_err(|e| e.to_string())?;
+    Ok((server, credentials))
+}
+
 pub struct NatsBus {
     client: Client,
     prefix: String,
@@ -164,20 +219,6 @@ pub struct NatsBus {
     connected: Arc<AtomicBool>,
     recent: Arc<Recent>,
     faults: Faults,
-}
-
-/// `url` without the passwords or tokens it may hold, for messages.
-fn redacted(url: &str) -> String {
-    url.split(',')
-        .map(|one| match (one.find("://"), one.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                format!("{}://***@{}", &one[..scheme], &one[at + 1..])
-            }
-            (None, Some(at)) => format!("***@{}", &one[at + 1..]),
-            _ => one.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// The body of a signed, dated message, or why it was dropped (counted).
@@ -226,20 +267,14 @@ impl NatsBus {
                 .map_err(|e| format!("cannot read the NATS credentials {}: {e}", path.display()))?,
             None => ConnectOptions::new(),
         };
-        // The client ignores a user or token written in the URL; pass them.
-        let first: Option<ServerAddr> = url
-            .split(',')
-            .next()
-            .and_then(|one| one.trim().parse().ok());
-        if let Some(first) = first {
-            match (first.username(), first.password()) {
-                (Some(user), Some(password)) => {
-                    options = options.user_and_password(user.to_owned(), password.to_owned());
-                }
-                (Some(token), None) => options = options.token(token.to_owned()),
-                _ => {}
-            }
-        }
+        let unusable =
+            |why: String| format!("cannot use NATS at {}: {why}", clacks_core::redact_url(url));
+        let (servers, credentials) = split_credentials(url).map_err(unusable)?;
+        options = match credentials {
+            Credentials::None => options,
+            Credentials::UserPassword(user, password) => options.user_and_password(user, password),
+            Credentials::Token(token) => options.token(token),
+        };
         let options = options
             .name(format!("clacks-{node:016x}"))
             .custom_inbox_prefix(format!("{prefix}.inbox"))
@@ -283,9 +318,9 @@ impl NatsBus {
                 }
             });
         let client = options
-            .connect(url)
+            .connect(servers)
             .await
-            .map_err(|e| format!("cannot use NATS at {}: {e}", redacted(url)))?;
+            .map_err(|e| unusable(e.to_string()))?;
 
         let subscribe = |subject: String| {
             let client = client.clone();
@@ -521,20 +556,46 @@ impl Announcer {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
-    fn urls_lose_their_secrets_in_messages() {
-        assert_eq!(
-            redacted("nats://app:s3cret@nats.internal:4222"),
-            "nats://***@nats.internal:4222"
-        );
-        assert_eq!(
-            redacted("nats://tok@a:4222,nats://b:4222"),
-            "nats://***@a:4222,nats://b:4222"
-        );
-        assert_eq!(redacted("127.0.0.1:4222"), "127.0.0.1:4222");
+    fn credentials_leave_the_url_decoded() {
+        for (url, bare, credentials) in [
+            (
+                "nats://127.0.0.1:4222",
+                vec!["nats://127.0.0.1:4222"],
+                Credentials::None,
+            ),
+            (
+                "nats://alice:p%40ss%3Aw@nats.internal:4222",
+                vec!["nats://nats.internal:4222"],
+                Credentials::UserPassword("alice".into(), "p@ss:w".into()),
+            ),
+            (
+                "tls://s3cr3t@nats.internal",
+                vec!["tls://nats.internal"],
+                Credentials::Token("s3cr3t".into()),
+            ),
+            (
+                "nats://tok@a:4222, nats://b:4222",
+                vec!["nats://a:4222", "nats://b:4222"],
+                Credentials::Token("tok".into()),
+            ),
+        ] {
+            let (servers, found) = split_credentials(url).unwrap();
+            let servers: Vec<&str> = servers
+                .iter()
+                .map(|s| s.as_url_str().trim_end_matches('/'))
+                .collect();
+            assert_eq!(servers, bare, "{url}");
+            assert_eq!(found, credentials, "{url}");
+        }
+        assert!(split_credentials("nats://:lonely@h").is_err());
+        assert!(split_credentials("http://h").is_err());
+        assert!(split_credentials("nats://a:1@h1,nats://b:2@h2").is_err());
+        assert!(split_credentials("").is_err());
     }
 
     #[test]

@@ -275,6 +275,13 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
             prometheus,
             config.management_token.as_deref().filter(|t| !t.is_empty()),
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(clacks_api::host::AllowedHosts::new(
+                config.management_addr,
+                &config.management_allowed_hosts,
+            )),
+            clacks_api::host::require_allowed_host,
+        ))
         .layer(axum::middleware::from_fn(|req, next| {
             ops::track_http("management", req, next)
         }));

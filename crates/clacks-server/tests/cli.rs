@@ -6,8 +6,16 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The binary, started through `sh` under the usual umask (022) so the
+/// modes of the files it creates are its own choice, without the calling
+/// environment's configuration.
 fn clacks() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_clacks"));
+    let mut command = Command::new("sh");
+    command.args([
+        "-c",
+        r#"umask 022 && exec "$0" "$@""#,
+        env!("CARGO_BIN_EXE_clacks"),
+    ]);
     for var in [
         "DATABASE_URL",
         "JWT_SECRET",
@@ -70,61 +78,183 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// One HTTP/1.1 exchange written by hand (any method, any path): the
+/// response's status and body, or `None` when nothing answered.
+fn raw_http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
 fn wait_for_health(port: u16) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            use std::io::{Read, Write};
-            let _ =
-                stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-            let mut response = String::new();
-            let _ = stream.read_to_string(&mut response);
-            if response.starts_with("HTTP/1.1 200") {
-                return true;
-            }
+        if raw_http(port, "GET", "/healthz").is_some_and(|(status, _)| status == 200) {
+            return true;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     false
 }
 
+/// A `clacks` process on free loopback ports over a fresh SQLite file,
+/// killed when dropped.
+struct Spawned {
+    child: std::process::Child,
+    client: u16,
+    management: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Spawned {
+    fn start() -> Spawned {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, management) = (free_port(), free_port());
+        let child = clacks()
+            .current_dir(dir.path())
+            .env("CLACKS_CLIENT_ADDR", format!("127.0.0.1:{client}"))
+            .env("CLACKS_MANAGEMENT_ADDR", format!("127.0.0.1:{management}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let spawned = Spawned {
+            child,
+            client,
+            management,
+            dir,
+        };
+        assert!(
+            wait_for_health(client) && wait_for_health(management),
+            "the server answers /healthz on both ports"
+        );
+        spawned
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The series `/metrics` shows: each sample line without its value.
+fn metric_series(management: u16) -> std::collections::BTreeSet<String> {
+    let (status, text) = raw_http(management, "GET", "/metrics").unwrap();
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| line.rsplit_once(' ').map(|(series, _)| series.to_owned()))
+        .collect()
+}
+
+/// Requests are the client's choice; metric labels are not: invented
+/// methods and random paths, on either port, add no series to `/metrics`.
+#[test]
+fn invented_methods_and_paths_add_no_metric_series() {
+    let server = Spawned::start();
+    let ports = [server.client, server.management];
+    let attack = |round: &str| {
+        for port in ports {
+            for (method, path) in [
+                (format!("BREW{round}"), "/healthz".to_owned()),
+                (format!("X-{round}"), format!("/{round}/x")),
+                ("GET".to_owned(), format!("/random-{round}")),
+                ("POST".to_owned(), format!("/api/v1/{round}")),
+            ] {
+                let (status, _) = raw_http(port, &method, &path).unwrap();
+                assert!((400..500).contains(&status), "{method} {path}: {status}");
+            }
+        }
+    };
+    // The first of each kind adds its fixed series (method `other`, route
+    // `unmatched`, status `4xx`); scraping twice records the scrape itself.
+    attack("warmup");
+    metric_series(server.management);
+    let before = metric_series(server.management);
+    let rounds: Vec<String> = (0..25)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
+    for round in &rounds {
+        attack(round);
+    }
+    let after = metric_series(server.management);
+    assert_eq!(
+        before.symmetric_difference(&after).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "series appeared or vanished"
+    );
+    for series in &after {
+        assert!(
+            !series.contains("warmup") && !rounds.iter().any(|r| series.contains(r.as_str())),
+            "a client's method or path became a label: {series}"
+        );
+    }
+    assert!(
+        after
+            .iter()
+            .any(|s| s.contains(r#"method="other""#) && s.contains(r#"route="unmatched""#)),
+        "invented methods are counted as `other`: {after:#?}"
+    );
+}
+
 /// With no configuration the server runs on `clacks.db` in the working
-/// directory, serves health on both ports, and stops cleanly on SIGTERM.
+/// directory (owner-only: it holds the generated JWT secret), serves health
+/// on both ports, and stops cleanly on SIGTERM.
 #[test]
 fn runs_with_no_configuration_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let (client, management) = (free_port(), free_port());
-    let mut child = clacks()
-        .current_dir(dir.path())
-        .env("CLACKS_CLIENT_ADDR", format!("127.0.0.1:{client}"))
-        .env("CLACKS_MANAGEMENT_ADDR", format!("127.0.0.1:{management}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let healthy = wait_for_health(client) && wait_for_health(management);
-    let pid = child.id().to_string();
+    use std::os::unix::fs::PermissionsExt;
+    let mut server = Spawned::start();
+    for file in ["clacks.db", "clacks.db-wal", "clacks.db-shm"] {
+        let metadata = std::fs::metadata(server.dir.path().join(file));
+        let mode = metadata.map(|m| m.permissions().mode() & 0o777);
+        assert_eq!(mode.ok(), Some(0o600), "{file} is owner-only");
+    }
+    let pid = server.child.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = server.child.try_wait().unwrap() {
             break Some(status);
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
             break None;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(healthy, "both listeners answered /healthz");
-    assert!(
-        dir.path().join("clacks.db").exists(),
-        "clacks.db created in the working directory"
-    );
     assert!(
         status.is_some_and(|s| s.success()),
         "SIGTERM stops it cleanly: {status:?}"
     );
+}
+
+/// A database file others can read is used as it is, with a warning.
+#[test]
+fn a_world_readable_database_is_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("open.db");
+    std::fs::write(&path, b"").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = clacks()
+        .arg("migrate")
+        .env("DATABASE_URL", format!("sqlite://{}", path.display()))
+        .output()
+        .unwrap();
+    let logs = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{logs}");
+    assert!(logs.contains("chmod 600"), "{logs}");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "an operator's file keeps its mode");
 }
 
 #[test]
@@ -420,4 +550,119 @@ async fn sigterm_during_sends_acks_what_it_stored_then_closes_with_1001() {
             .unwrap();
     assert_eq!(count, last, "seqs are gap-free");
     assert!(acked.len() >= USERS * 5);
+}
+
+/// `--help` names the variables it reads, never the values of those that
+/// may hold a secret.
+#[test]
+fn help_never_prints_secrets_from_the_environment() {
+    let secrets = [
+        (
+            "DATABASE_URL",
+            "mysql://app:db-pass-4f1c@127.0.0.1/chat",
+            "db-pass-4f1c",
+        ),
+        (
+            "CLACKS_NATS_URL",
+            "nats://n:nats-pass-9c2e@127.0.0.1:4222",
+            "nats-pass-9c2e",
+        ),
+        ("JWT_SECRET", "jwt-secret-77ab", "jwt-secret-77ab"),
+        (
+            "CLACKS_MANAGEMENT_TOKEN",
+            "mgmt-token-31bd",
+            "mgmt-token-31bd",
+        ),
+    ];
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["migrate", "--help"],
+    ] {
+        let output = clacks()
+            .args(args)
+            .envs(secrets.iter().map(|(name, value, _)| (name, value)))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}");
+        let printed = String::from_utf8_lossy(&output.stdout).to_string()
+            + &String::from_utf8_lossy(&output.stderr);
+        for (name, _, secret) in secrets {
+            assert!(printed.contains(name), "{args:?} names {name}");
+            assert!(
+                !printed.contains(secret),
+                "{args:?} prints {name}:\n{printed}"
+            );
+        }
+    }
+}
+
+/// Credentials in `CLACKS_NATS_URL` (user and password, or a token)
+/// authenticate against a NATS server that requires them, and no log line
+/// prints them, even at debug level.
+#[test]
+fn nats_url_credentials_authenticate_and_stay_out_of_the_logs() {
+    if Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        clacks_testkit::skip_or_fail("the nats-server binary", "not on PATH");
+        return;
+    }
+    for (auth_args, url_credentials, secret) in [
+        (
+            &["--user", "alice", "--pass", "nats-pw-5e1d"][..],
+            "alice:nats-pw-5e1d",
+            "nats-pw-5e1d",
+        ),
+        (
+            &["--auth", "nats-token-8a3f"][..],
+            "nats-token-8a3f",
+            "nats-token-8a3f",
+        ),
+    ] {
+        let nats_port = free_port();
+        let mut nats = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &nats_port.to_string()])
+            .args(auth_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("clacks.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let (client, management) = (free_port(), free_port());
+        let mut server = clacks()
+            .current_dir(dir.path())
+            .env("CLACKS_CLIENT_ADDR", format!("127.0.0.1:{client}"))
+            .env("CLACKS_MANAGEMENT_ADDR", format!("127.0.0.1:{management}"))
+            .env(
+                "CLACKS_NATS_URL",
+                format!("nats://{url_credentials}@127.0.0.1:{nats_port}"),
+            )
+            .env("CLACKS_LOG", "debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut connected = false;
+        while !connected && Instant::now() < deadline {
+            connected = raw_http(management, "GET", "/metrics")
+                .is_some_and(|(_, text)| text.lines().any(|l| l == "clacks_nats_connected 1"));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+        let _ = nats.kill();
+        let _ = nats.wait();
+        let logs = std::fs::read_to_string(&log_path).unwrap();
+        assert!(connected, "{auth_args:?}: connected to NATS:\n{logs}");
+        assert!(
+            !logs.contains(secret),
+            "{auth_args:?}: a log line prints the secret:\n{logs}"
+        );
+    }
 }

@@ -48,13 +48,19 @@ pub fn backends_required() -> bool {
 }
 
 /// Reports an unreachable service: a loud skip, or a failure in CI.
+///
+/// The skip banner goes straight to the process's standard error: libtest
+/// captures `eprintln!` (and shows it only for failing tests), so a plain
+/// `cargo test` would never show it.
 pub fn skip_or_fail(what: &str, why: &str) {
+    let (what, why) = (clacks_core::redact_url(what), clacks_core::redact_url(why));
     if backends_required() {
         panic!("{what} is required (CLACKS_TEST_REQUIRE_BACKENDS=1) but unreachable: {why}");
     }
-    eprintln!(
+    let banner = format!(
         "\n*** SKIPPED: {what} unreachable ({why}); set CLACKS_TEST_REQUIRE_BACKENDS=1 to fail instead ***\n"
     );
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), banner.as_bytes());
 }
 
 /// An isolated database that is dropped with this value.

@@ -6,6 +6,7 @@ mod auth;
 mod conformance;
 mod endpoints;
 mod errors;
+mod host;
 mod openapi;
 
 use reqwest::Method;
