@@ -23,13 +23,17 @@
 //! changes apply at the same seq as for everyone else. Once it has read
 //! everything sequenced it is switched back to live delivery under the
 //! registry lock: the channel's next event is queued for it, exactly once,
-//! in order. A queue that overflows with *live* events still ends the
-//! subscription ([`EndReason::Overflow`]): that client is too slow.
+//! in order. A queue that overflows with *live* events puts the subscriber
+//! behind too (a burst is not always the client's fault: a node's
+//! publishes held during a NATS outage arrive at once); only a subscriber
+//! that has not caught up within [`HubSettings::catch_up_within`] of such
+//! an overflow is ended ([`EndReason::Overflow`]): that client is too slow
+//! for the channel's pace, and resumes from its last seq.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clacks_core::{ChannelEvent, ChannelId, EventPayload, Seq, UserId};
 use futures::future::BoxFuture;
@@ -115,6 +119,9 @@ pub struct HubSettings {
     /// backlog the server created (NATS was down and a node's publishes
     /// queued up meanwhile), not one a subscriber is too slow for.
     pub late_after: Duration,
+    /// How long a subscriber whose queue overflowed with live events has to
+    /// catch up before it is ended as too slow.
+    pub catch_up_within: Duration,
 }
 
 impl Default for HubSettings {
@@ -126,6 +133,7 @@ impl Default for HubSettings {
             tail_capacity: 4096,
             page_size: 256,
             late_after: Duration::from_millis(500),
+            catch_up_within: Duration::from_secs(5),
         }
     }
 }
@@ -137,6 +145,8 @@ struct Sub {
     /// All-channels subscriptions until [`Hub::add_channels`]: the
     /// channels the user left meanwhile, with the `member_left` seq.
     left_while_listing: Option<HashMap<ChannelId, Seq>>,
+    /// When its queue overflowed with live events, until it caught up.
+    overflowed_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -193,6 +203,7 @@ struct Registry {
     /// Channels each subscription is routed from (to unregister).
     routes: HashMap<u64, HashSet<ChannelId>>,
     tail_capacity: usize,
+    catch_up_within: Duration,
 }
 
 impl Registry {
@@ -216,13 +227,14 @@ impl Registry {
         }
     }
 
-    fn new(tail_capacity: usize) -> Self {
+    fn new(tail_capacity: usize, catch_up_within: Duration) -> Self {
         Registry {
             subs: HashMap::new(),
             channels: HashMap::new(),
             all_by_user: HashMap::new(),
             routes: HashMap::new(),
             tail_capacity,
+            catch_up_within,
         }
     }
 
@@ -283,43 +295,65 @@ impl Registry {
             subs,
             channels,
             tail_capacity,
+            catch_up_within,
             ..
         } = self;
         if let Some(entry) = channels.get_mut(&channel) {
             let mut fell_behind = Vec::new();
+            let mut overflowed = Vec::new();
             // Looked up only when someone is behind: this loop runs per
             // event per subscriber.
             let any_behind = !entry.behind.is_empty();
             for id in &entry.subs {
                 let Some(sub) = subs.get(id) else { continue };
                 if any_behind && entry.behind.contains(id) {
+                    if sub
+                        .overflowed_at
+                        .is_some_and(|at| at.elapsed() > *catch_up_within)
+                    {
+                        // Still behind, long after live events overflowed
+                        // its queue: too slow for this channel's pace.
+                        ended.push((*id, None));
+                        continue;
+                    }
                     // It reads the channel itself, up to what is delivered
                     // here: there is more now.
                     sub.queue.wake();
                     continue;
                 }
                 let item = Queued::Event(event.clone());
-                match origin {
-                    Origin::Live => {
-                        if !sub.queue.push(item) {
-                            ended.push((*id, None));
-                        }
-                    }
-                    Origin::Backlog => {
-                        if !sub.queue.push_backlog(item) {
-                            sub.queue.push_last(Queued::Behind {
-                                channel,
-                                read_to: event.seq - 1,
-                            });
-                            fell_behind.push(*id);
-                        }
-                    }
+                let queued = match origin {
+                    Origin::Live => sub.queue.push(item),
+                    Origin::Backlog => sub.queue.push_backlog(item),
+                };
+                if queued {
+                    continue;
+                }
+                if !event.durable {
+                    // Nothing to read back: typing and receipts are
+                    // best-effort, and dropped for a subscriber this full.
+                    metrics::counter!("clacks_ephemeral_dropped_total").increment(1);
+                    continue;
+                }
+                sub.queue.push_last(Queued::Behind {
+                    channel,
+                    read_to: event.seq - 1,
+                });
+                fell_behind.push(*id);
+                if origin == Origin::Live && sub.overflowed_at.is_none() {
+                    overflowed.push(*id);
                 }
             }
             if !fell_behind.is_empty() {
                 metrics::counter!("clacks_backlogs_read_at_subscriber_pace_total")
                     .increment(fell_behind.len() as u64);
                 entry.behind.extend(fell_behind);
+            }
+            let now = Instant::now();
+            for id in overflowed {
+                if let Some(sub) = subs.get_mut(&id) {
+                    sub.overflowed_at = Some(now);
+                }
             }
             if event.durable && !entry.behind.is_empty() {
                 entry.tail.push_back(event.clone());
@@ -396,11 +430,14 @@ impl Registry {
             _ => {}
         }
         for (id, reason) in ended {
-            if let (Some(reason), Some(sub)) = (reason, self.subs.get(&id)) {
-                sub.queue.push_last(Queued::End(reason));
-            }
-            if reason.is_none() {
-                metrics::counter!("clacks_slow_consumer_overflows_total").increment(1);
+            if let Some(sub) = self.subs.get(&id) {
+                match reason {
+                    Some(reason) => sub.queue.push_last(Queued::End(reason)),
+                    None => {
+                        sub.queue.overflow();
+                        metrics::counter!("clacks_slow_consumer_overflows_total").increment(1);
+                    }
+                }
             }
             // Closing lets the stream drain what is queued and then end
             // with the recorded reason.
@@ -542,7 +579,10 @@ impl Hub {
             ..settings
         };
         Arc::new_cyclic(|this| Hub {
-            registry: RwLock::new(Registry::new(settings.tail_capacity)),
+            registry: RwLock::new(Registry::new(
+                settings.tail_capacity,
+                settings.catch_up_within,
+            )),
             next_id: AtomicU64::new(1),
             settings,
             backfill,
@@ -580,6 +620,7 @@ impl Hub {
                 all_channels,
                 queue: queue.clone(),
                 left_while_listing: all_channels.then(HashMap::new),
+                overflowed_at: None,
             },
         );
         registry.routes.insert(id, HashSet::new());
@@ -695,6 +736,10 @@ impl Hub {
                 entry.drop_behind(id);
                 if cursor.left {
                     registry.unroute(id, cursor.channel);
+                }
+                if let Some(sub) = registry.subs.get_mut(&id) {
+                    // Caught up: a later overflow gets a fresh chance.
+                    sub.overflowed_at = None;
                 }
                 continue;
             }
@@ -1240,25 +1285,74 @@ mod tests {
         assert_eq!(log.reads(), 1);
     }
 
+    /// A burst of live events larger than a subscriber's queue (a node's
+    /// publishes held during a NATS outage arrive at once) does not end
+    /// it: it reads the rest of the burst itself, then goes live again.
     #[tokio::test]
-    async fn a_live_overflow_ends_only_the_slow_subscription() {
-        let (hub, _log) = small_hub(4);
+    async fn a_live_burst_past_the_queue_is_read_at_the_subscribers_pace() {
+        let (hub, log) = small_hub(4);
+        let mut reader = hub.subscribe(user("reader"), Interest::Channel(ChannelId(1)));
+        let mut fast = hub.subscribe(user("fast"), Interest::Channel(ChannelId(1)));
+        hub.set_baseline(ChannelId(1), 0);
+        for seq in 1..=10 {
+            log.commit([message(1, seq)]);
+            hub.publish(message(1, seq));
+            assert_eq!(seq_of(fast.next().await.unwrap()), seq);
+        }
+        for seq in 1..=10 {
+            assert_eq!(seq_of(next_within(&mut reader).await.unwrap()), seq);
+        }
+        log.commit([message(1, 11)]);
+        hub.publish(message(1, 11));
+        assert_eq!(seq_of(next_within(&mut reader).await.unwrap()), 11);
+        // Asking for more, with nothing left to read, puts it back live.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), reader.next())
+                .await
+                .is_err()
+        );
+        assert_eq!(hub.stats().behind, 0, "live again");
+        assert_eq!(hub.stats().subscriptions, 2);
+    }
+
+    /// A subscriber still behind `catch_up_within` after live events
+    /// overflowed its queue is too slow for the channel: it is ended with
+    /// an overflow after what it holds, and no one else is.
+    #[tokio::test]
+    async fn a_subscriber_that_does_not_catch_up_is_ended_alone() {
+        let log = Arc::new(Log::default());
+        let hub = hub_with(
+            &log,
+            HubSettings {
+                queue_capacity: 4,
+                catch_up_within: Duration::from_millis(50),
+                ..HubSettings::default()
+            },
+        );
         let mut slow = hub.subscribe(user("slow"), Interest::Channel(ChannelId(1)));
         let mut fast = hub.subscribe(user("fast"), Interest::Channel(ChannelId(1)));
         hub.set_baseline(ChannelId(1), 0);
         for seq in 1..=10 {
+            log.commit([message(1, seq)]);
             hub.publish(message(1, seq));
             assert_eq!(seq_of(fast.next().await.unwrap()), seq);
         }
-        for seq in 1..=4 {
-            assert_eq!(seq_of(slow.next().await.unwrap()), seq);
-        }
-        assert!(matches!(
-            slow.next().await,
-            Some(Delivery::End(EndReason::Overflow))
-        ));
-        assert!(slow.next().await.is_none());
+        assert_eq!(hub.stats().subscriptions, 2, "behind, not ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        log.commit([message(1, 11)]);
+        hub.publish(message(1, 11));
+        assert_eq!(seq_of(fast.next().await.unwrap()), 11);
         assert_eq!(hub.stats().subscriptions, 1);
+        let mut seqs = Vec::new();
+        let end = loop {
+            match next_within(&mut slow).await {
+                Some(Delivery::Event(event)) => seqs.push(event.seq),
+                other => break other,
+            }
+        };
+        assert_eq!(seqs, vec![1, 2, 3, 4], "what its queue held");
+        assert!(matches!(end, Some(Delivery::End(EndReason::Overflow))));
+        assert!(slow.next().await.is_none());
     }
 
     /// A resume thousands of events behind: read a page at a time as the

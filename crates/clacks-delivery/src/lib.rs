@@ -10,10 +10,10 @@
 //!   shared) and a subscription's own backlog, read when its consumer asks;
 //! - the registry lock is a read/write lock, never held across an await;
 //!   publishing only does `try_send` on bounded queues;
-//! - a subscription whose queue fills with live events is ended with
-//!   [`EndReason::Overflow`] instead of blocking the publisher or silently
-//!   dropping events; a backlog the server created is read at the
-//!   subscriber's pace instead;
+//! - a subscription whose queue is full reads the rest of the channel
+//!   itself, at its pace, instead of blocking the publisher or silently
+//!   dropping events; one still behind a while after live events overflowed
+//!   its queue is ended with [`EndReason::Overflow`] (too slow);
 //! - registrations are owned by guards and removed in `Drop`, so a vanished
 //!   connection never leaves a dead sender behind.
 

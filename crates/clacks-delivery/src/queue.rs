@@ -64,16 +64,12 @@ impl DeliveryQueue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a live event; false (and the queue marked overflowed) when
-    /// full or closed.
+    /// Queues a live event; false when full or closed (the hub then has
+    /// the subscriber read the channel itself, see [`Self::overflow`]).
     pub fn push(&self, item: Queued) -> bool {
         {
             let mut state = self.lock();
-            if state.closed {
-                return false;
-            }
-            if state.items.len() >= state.capacity {
-                state.overflowed = true;
+            if state.closed || state.items.len() >= state.capacity {
                 return false;
             }
             state.items.push_back(item);
@@ -145,6 +141,12 @@ impl DeliveryQueue {
         Poll::Pending
     }
 
+    /// Marks the subscriber too slow: once drained, the stream ends with
+    /// an overflow.
+    pub fn overflow(&self) {
+        self.lock().overflowed = true;
+    }
+
     pub fn overflowed(&self) -> bool {
         self.lock().overflowed
     }
@@ -171,6 +173,11 @@ mod tests {
             assert!(queue.push(end()));
         }
         assert!(!queue.push(end()));
+        assert!(
+            !queue.overflowed(),
+            "the hub decides what a full queue means"
+        );
+        queue.overflow();
         assert!(queue.overflowed());
         queue.push_last(Queued::End(EndReason::ChannelDeleted));
         queue.close();

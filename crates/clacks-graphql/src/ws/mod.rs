@@ -15,7 +15,8 @@
 //! Either protocol also closes with 4401 "token expired" when the JWT's
 //! `exp` passes, 4001 "disconnected" on a forced disconnect, 1001 on
 //! server shutdown, 4008 "slow consumer" when the client does not keep
-//! up (a subscription's bounded event queue overflowed, or a frame found no
+//! up (a subscription still behind 5 s after its bounded event queue
+//! overflowed with live events, or a frame found no
 //! room in the connection's queue, bounded in frames and bytes, for 5 s;
 //! the client resumes with its last seq and loses nothing), 1009 on an
 //! incoming message over the size limit, 4029 when `connection_init`

@@ -34,7 +34,6 @@ const FAULT_FOR: Duration = Duration::from_secs(2);
 const TRAFFIC_FOR: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs paced gap fills after a NATS reconnect (branch delivery)"]
 async fn cutting_the_sending_nodes_link_loses_nothing_and_closes_nobody() {
     let Some(mut nodes) = TwoNodes::start().await else {
         return;
@@ -43,7 +42,6 @@ async fn cutting_the_sending_nodes_link_loses_nothing_and_closes_nobody() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs paced gap fills after a NATS reconnect (branch delivery)"]
 async fn restarting_nats_loses_nothing_and_closes_nobody() {
     let Some(mut nodes) = TwoNodes::start().await else {
         return;

@@ -42,7 +42,6 @@ async fn sigterm_loses_no_acknowledged_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs graceful shutdown and acks that survive a close (branch conns)"]
 async fn sigterm_closes_with_1001_after_acknowledging_every_committed_send() {
     let Some(run) = SigtermRun::new().await else {
         return;
