@@ -810,6 +810,20 @@ impl Hub {
         let channel = event.channel_id;
         let mut registry = self.write();
         if !event.durable {
+            if let EventPayload::MemberJoined { user_id, .. } = &event.payload
+                && !registry.channels.contains_key(&channel)
+                && registry.all_by_user.contains_key(user_id)
+            {
+                // A channel created with the user in it: their "all
+                // channels" subscriptions follow it from its position on.
+                registry.channels.insert(
+                    channel,
+                    ChannelEntry {
+                        next_seq: Some(event.seq + 1),
+                        ..ChannelEntry::default()
+                    },
+                );
+            }
             if registry.channels.contains_key(&channel) {
                 registry.deliver(&event, origin);
             }

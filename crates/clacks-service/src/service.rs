@@ -171,14 +171,14 @@ impl ChatService {
     /// commit (the client went away or sent `complete`, the socket closed,
     /// the server is shutting down) still publishes, instead of leaving
     /// the event unseen until the channel's next one.
-    async fn commit<T: Send + 'static>(
+    async fn commit<T: Send + 'static, E: IntoIterator<Item = ChannelEvent> + Send + 'static>(
         &self,
-        write: impl Future<Output = Result<(T, Option<ChannelEvent>)>> + Send + 'static,
+        write: impl Future<Output = Result<(T, E)>> + Send + 'static,
     ) -> Result<T> {
         let publisher = self.publisher.clone();
         tokio::spawn(async move {
-            let (outcome, event) = write.await?;
-            if let Some(event) = event {
+            let (outcome, events) = write.await?;
+            for event in events {
                 publisher.publish(event);
             }
             Ok(outcome)
@@ -631,9 +631,34 @@ impl ChatService {
             .map(UserId::parse)
             .collect::<Result<Vec<_>>>()?;
         let metadata = metadata.map(Metadata::parse).transpose()?;
-        self.store
-            .create_channel(&display_name, metadata.as_ref(), &users)
-            .await
+        let store = self.store.clone();
+        let hub = self.hub.clone();
+        self.commit(async move {
+            let channel = store
+                .create_channel(&display_name, metadata.as_ref(), &users)
+                .await?;
+            // The initial members' "all channels" subscriptions learn of the
+            // channel live. Not stored (the members start with the channel,
+            // and its seqs with its first message); a subscription that
+            // misses it lists the channel when it (re)subscribes.
+            let joined: Vec<ChannelEvent> = users
+                .into_iter()
+                .map(|user_id| {
+                    let mut event = ephemeral_event(
+                        &hub,
+                        channel.id,
+                        EventPayload::MemberJoined {
+                            user_id,
+                            role: Role::default(),
+                        },
+                    );
+                    event.seq = channel.last_seq;
+                    event
+                })
+                .collect();
+            Ok((channel, joined))
+        })
+        .await
     }
 
     pub async fn admin_list_channels(

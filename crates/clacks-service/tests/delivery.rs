@@ -72,8 +72,67 @@ delivery_tests!(
     resume_seam_is_exact_under_concurrent_writers,
     removed_member_receives_nothing_after_removal,
     a_resume_far_behind_streams_in_pages_while_live_sends_continue,
-    a_dropped_request_still_publishes_what_it_committed
+    a_dropped_request_still_publishes_what_it_committed,
+    a_channel_created_with_a_user_reaches_their_all_channels_stream
 );
+
+/// A channel created with a user among its initial members shows up, live,
+/// on that user's "all channels" stream: the join first, then what is said
+/// in it. A user not in it learns nothing.
+async fn a_channel_created_with_a_user_reaches_their_all_channels_stream(backend: TestBackend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let service = service(&db).await;
+    let bob = caller(&service, "bob");
+    let eve = caller(&service, "eve");
+    let mut bobs = service.subscribe_events(&bob, None, &[]).await.unwrap();
+    let mut eves = service.subscribe_events(&eve, None, &[]).await.unwrap();
+    let channel = service
+        .admin_create_channel("later".into(), vec!["alice".into(), "bob".into()], None)
+        .await
+        .unwrap()
+        .id;
+    let alice = caller(&service, "alice");
+    let sent = service
+        .send(&alice, channel, "welcome".into(), None)
+        .await
+        .unwrap();
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        let next = tokio::time::timeout(Duration::from_secs(5), bobs.next())
+            .await
+            .expect("bob hears of the new channel");
+        match next {
+            Some(Delivery::Event(event)) => {
+                assert_eq!(event.channel_id, channel);
+                match &event.payload {
+                    EventPayload::MemberJoined { user_id, .. } if user_id.as_str() == "bob" => {
+                        assert!(
+                            !event.durable,
+                            "not stored: seqs start with the first message"
+                        );
+                        kinds.push("joined");
+                    }
+                    EventPayload::MemberJoined { .. } => {}
+                    EventPayload::MessageCreated { message } => {
+                        assert_eq!(message.seq, sent.seq);
+                        kinds.push("message");
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            other => panic!("the stream ended: {other:?}"),
+        }
+    }
+    assert_eq!(kinds, ["joined", "message"]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), eves.next())
+            .await
+            .is_err(),
+        "eve is not in it"
+    );
+}
 
 /// Collects created-message seqs from `stream` until `last` arrives.
 async fn collect_until(
