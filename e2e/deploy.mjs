@@ -6,13 +6,14 @@
 //   run against the release binary;
 // - the compose file's HAProxy and NATS configurations, and its nodes'
 //   settings, run here: two nodes on a fresh MariaDB database, fanning out
-//   over NATS, behind HAProxy. A WebSocket client reaches node B through
-//   the balancer and sees what another sent through node A; the management
-//   API answers through the balancer to the Host the compose file allows;
-//   per-address limits count the client HAProxy forwards for.
+//   over NATS, behind HAProxy, and behind nginx (deploy/nginx.conf.template).
+//   Through each balancer, a WebSocket client on node B sees what another
+//   sent through node A, and per-address limits count the client the
+//   balancer forwards for; the management API answers through HAProxy to
+//   the Host the compose file allows.
 //
-// Only addresses (and the volume's path) differ from the containers: each
-// substitution below names the setting it replaces.
+// Only addresses, the volume's path and HAProxy's MAXCONN differ from the
+// containers: each substitution below says what it replaces.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -37,7 +38,7 @@ const secrets = {
   NATS_PASSWORD: secret(),
 };
 
-/** The environment without anything Clacks reads: each process gets only what the deployment gives it. */
+/** This environment minus what Clacks reads: each process gets only what the deployment gives it. */
 function cleanEnv() {
   const env = { ...process.env };
   for (const name of Object.keys(env)) {
@@ -113,13 +114,16 @@ async function eventually(what, check, ms = 30_000) {
   }
 }
 
-async function httpStatus(url, headers = {}) {
-  return (await fetch(url, { headers })).status;
+async function httpStatus(url) {
+  return (await fetch(url)).status;
 }
 
 /** docker-compose.yml as Debian's docker-compose resolves it, as an object. */
 function composeConfig(env) {
-  const result = spawnSync("docker-compose", ["-f", join(root, "docker-compose.yml"), "config"], {
+  // An empty env file: a developer's .env must not answer for the test.
+  const envFile = join(work, "empty.env");
+  writeFileSync(envFile, "");
+  const result = spawnSync("docker-compose", ["--env-file", envFile, "-f", join(root, "docker-compose.yml"), "config"], {
     env,
     encoding: "utf8",
   });

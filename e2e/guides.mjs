@@ -17,14 +17,15 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import jwt from "jsonwebtoken";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const examples = join(here, "..", "docs", "examples");
-const BIN = process.env.CLACKS_BIN ?? join(here, "..", "target", "debug", "clacks");
+// Relative to the repository, like scripts/deploy-check.sh's.
+const BIN = resolve(here, "..", process.env.CLACKS_BIN ?? "target/debug/clacks");
 const PYTHON = process.env.GUIDES_PYTHON ?? join(here, ".venv", "bin", "python");
 
 // What token.mjs and clacks_token.py read: the server's own settings.
@@ -208,6 +209,46 @@ for (const library of ["graphql-ws", "apollo", "urql"]) {
     }
   });
 }
+
+test("graphql-ws: a token that expires while connected (4401) is replaced, and nothing is lost", async () => {
+  const { startChat } = await import(join(examples, "js", "graphql-ws.mjs"));
+  const user = "reader-expiring";
+  const { id } = await api("POST", "/channel", { displayName: "expiring", initialUsers: [user, "bob"] });
+  const channel = String(id);
+  // The app gives tokens that live 2 s: each connection is closed with 4401.
+  let minted = 0;
+  const app = await listen((_, response) => {
+    minted += 1;
+    response.writeHead(200, { "content-type": "application/json" });
+    response.end(JSON.stringify(mintToken(user, { ttlSeconds: 2 })));
+  });
+  const seen = [];
+  const stop = new AbortController();
+  const chat = await startChat({
+    graphqlUrl: `http://${clientAddr}/graphql`,
+    wsUrl: `ws://${clientAddr}/graphql`,
+    tokenUrl: `http://127.0.0.1:${app.address().port}/`,
+    signal: stop.signal,
+    onMessage: (message) => seen.push({ seq: message.seq, content: message.content, sender: message.sender?.id ?? null }),
+  });
+  try {
+    const post = (content) => api("POST", `/channel/${channel}/messages`, { senderId: "bob", content });
+    await post("before expiry");
+    await waitFor(seen)(["before expiry"]);
+    const before = minted;
+    // The server closes the socket when the token expires; the client
+    // takes a new one and resumes.
+    await eventually("a fresh token after 4401", () => minted > before, 15_000);
+    await post("after expiry");
+    await waitFor(seen)(["after expiry"]);
+    const stored = (await history(channel)).map(({ seq, content, senderId }) => ({ seq, content, sender: senderId }));
+    assert.deepEqual(seen, stored);
+  } finally {
+    stop.abort();
+    await chat.close();
+    app.close();
+  }
+});
 
 test("gql (Python): a bot that mints its own tokens, echoes, and resumes after forced disconnects", async () => {
   const user = "echo-bot";

@@ -124,11 +124,12 @@ export class ResumePoints {
 
 /**
  * What to do when the socket closed with `code` (the README's table),
- * after `attempt` failed attempts in a row. "resume": reconnect after
- * `delayMs` and resume; with `newToken`, ask the app for a fresh token
- * first. "stop": a bug, or a decision to respect; retrying would not help.
+ * after `attempt` failed attempts in a row, the last of which closed with
+ * `previous`. "resume": reconnect after `delayMs` and resume; with
+ * `newToken`, ask the app for a fresh token first. "stop": a bug, or a
+ * decision to respect; retrying would not help.
  */
-export function closeAction(code, attempt) {
+export function closeAction(code, attempt, previous) {
   const backoff = Math.min(30_000, 500 * 2 ** attempt) * (0.5 + Math.random() / 2);
   switch (code) {
     case 1001: // the node is shutting down: another one takes over
@@ -139,9 +140,9 @@ export function closeAction(code, attempt) {
     case 4001: // your app disconnected the user: the app decides, by
       // giving a new token or not (TokenRefused ends the loop)
       return { action: "resume", newToken: true, delayMs: backoff };
-    case 4403: // token rejected: a new one, once; twice means the app
-      // signs them wrong (secret, iss, aud)
-      return attempt === 0 ? { action: "resume", newToken: true, delayMs: 0 } : { action: "stop" };
+    case 4403: // token rejected: a new one; twice in a row means the
+      // app signs them wrong (secret, iss, aud)
+      return previous === 4403 ? { action: "stop" } : { action: "resume", newToken: true, delayMs: 0 };
     case 4029: // this user holds too many connections on that node
       return { action: "resume", delayMs: Math.max(backoff, 10_000) };
     case 1009: // a message over the server's size limit
@@ -165,6 +166,7 @@ export function closeAction(code, attempt) {
  */
 export async function followEvents({ subscribeOnce, resume, tokens, onEvent, signal }) {
   let attempt = 0; // failed attempts in a row: an event resets it
+  let previous; // the close code that ended the last of them
   while (!signal?.aborted) {
     let delayMs = 0;
     try {
@@ -173,13 +175,15 @@ export async function followEvents({ subscribeOnce, resume, tokens, onEvent, sig
       await tokens.get();
       await subscribeOnce({ resume: resume.variables() }, (event) => {
         attempt = 0;
+        previous = undefined;
         if (resume.accept(event)) onEvent(event);
       });
       return; // completed by the server
     } catch (error) {
       if (signal?.aborted) return;
       if (error instanceof SocketClosed) {
-        const next = closeAction(error.code, attempt++);
+        const next = closeAction(error.code, attempt++, previous);
+        previous = error.code;
         if (next.action === "stop") throw error;
         if (next.newToken) tokens.forget();
         delayMs = next.delayMs;

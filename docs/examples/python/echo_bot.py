@@ -70,16 +70,17 @@ def close_code(error):
     return 1006
 
 
-def close_action(code, attempt):
+def close_action(code, attempt, previous):
     """(reconnect?, delay in seconds, new token?) for a close with `code`,
-    after `attempt` failed attempts in a row: the README's table."""
+    after `attempt` failed attempts in a row, the last of which closed with
+    `previous`: the README's table."""
     backoff = min(30.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
     if code in (1001, 4008):  # node shutting down; this bot fell behind
         return True, 0.0 if attempt == 0 else backoff, False
     if code in (4401, 4001):  # token expired; the app disconnected us
         return True, backoff if code == 4001 else 0.0, True
-    if code == 4403:  # token rejected: a new one, once
-        return attempt == 0, 0.0, True
+    if code == 4403:  # token rejected: a new one; twice in a row, a bug
+        return previous != 4403, 0.0, True
     if code == 4029:  # too many connections for this user on that node
         return True, max(backoff, 10.0), False
     if code in (1009, 4400, 4409, 4429):  # bugs: retrying would not help
@@ -107,7 +108,8 @@ async def on_event(session, event):
 async def run():
     resume = ResumePoints()
     token = None
-    attempt = 0
+    attempt = 0  # failed attempts in a row: an event resets it
+    previous = None  # the close code that ended the last of them
     while True:
         if token is None:
             token, _ = mint_token(BOT, name="Echo bot")
@@ -123,7 +125,7 @@ async def run():
                 print(json.dumps({"following": [c["id"] for c in channels]}), flush=True)
                 request = GraphQLRequest(EVENTS, variable_values={"resume": resume.variables()})
                 async for data in session.subscribe(request):
-                    attempt = 0
+                    attempt, previous = 0, None
                     event = data["events"]
                     if resume.is_new(event):
                         await on_event(session, event)
@@ -138,8 +140,9 @@ async def run():
                 raise
             delay = extensions["retryAfterMs"] / 1000
         except (TransportError, OSError, asyncio.TimeoutError) as error:  # closed, or no connection
-            again, delay, new_token = close_action(close_code(error), attempt)
-            attempt += 1
+            code = close_code(error)
+            again, delay, new_token = close_action(code, attempt, previous)
+            attempt, previous = attempt + 1, code
             if not again:
                 raise
             if new_token:
