@@ -220,12 +220,14 @@ function dockerfile() {
     healthTimeoutMs: parseInt(options.timeout, 10) * 1000,
     startPeriodMs: parseInt(options["start-period"], 10) * 1000,
     stopSignal: instructions.STOPSIGNAL,
+    user: instructions.USER,
   };
 }
 
 test("the image's ENTRYPOINT, CMD and HEALTHCHECK run the release binary", async () => {
   const image = dockerfile();
   assert.equal(image.command[0], "/usr/local/bin/clacks");
+  assert.match(image.user ?? "root", /^[1-9]\d*:[1-9]\d*$/, "the image runs as an unprivileged user and group");
   assert.equal(image.workdir, "/data");
   // The volume is a scratch directory here; the ports are what `docker run -p` maps.
   const volume = mkdtempSync(join(work, "data-"));
