@@ -6,5 +6,5 @@ cd "$(dirname "$0")"
 if [ -z "${CLACKS_BIN:-}" ]; then
   (cd .. && cargo build -q -p clacks-server --bin clacks)
 fi
-npm ci --no-audit --no-fund
+./npm-ci.sh
 node --test

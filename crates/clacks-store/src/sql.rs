@@ -34,6 +34,16 @@ macro_rules! member_columns {
 /// per window instead of one per message.
 pub(crate) const READ_MARK_WINDOW_MS: i64 = 60_000;
 
+/// MySQL/MariaDB: held while migrating, so that nodes starting together
+/// on a fresh database apply the migrations once. sqlx takes a lock of its
+/// own with `GET_LOCK(name, -1)`, which MariaDB answers at once with NULL
+/// instead of waiting; this one waits up to 10 minutes. One lock per
+/// database; its name hashed, as lock names are at most 64 characters.
+pub(crate) const MYSQL_MIGRATION_LOCK: &str =
+    "SELECT GET_LOCK(CONCAT('clacks-migrate:', SHA1(DATABASE())), 600)";
+pub(crate) const MYSQL_MIGRATION_UNLOCK: &str =
+    "SELECT RELEASE_LOCK(CONCAT('clacks-migrate:', SHA1(DATABASE())))";
+
 /// The longest `Store::ping` (the readiness probe) waits for the database.
 pub(crate) const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -975,7 +985,26 @@ macro_rules! sql_store {
             }
 
             async fn migrate(&self) -> Result<()> {
-                $migrator.run(&self.write).await.map_err(|e| match e {
+                let mut conn = self.write.acquire().await.map_err(db_error)?;
+                if $backend == Backend::MySql {
+                    let locked: Option<i64> = sqlx::query_scalar(crate::sql::MYSQL_MIGRATION_LOCK)
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(db_error)?;
+                    if locked != Some(1) {
+                        return Err(Error::Unavailable(
+                            "another node has been migrating the database for 10 minutes".into(),
+                        ));
+                    }
+                }
+                let applied = $migrator.run_direct(&mut *conn).await;
+                if $backend == Backend::MySql
+                    && sqlx::query(crate::sql::MYSQL_MIGRATION_UNLOCK).execute(&mut *conn).await.is_err()
+                {
+                    // Its session holds the lock still: end it.
+                    conn.close_on_drop();
+                }
+                applied.map_err(|e| match e {
                     sqlx::migrate::MigrateError::Execute(inner) => db_error(inner),
                     other => Error::Internal(format!("migration failed: {other}")),
                 })

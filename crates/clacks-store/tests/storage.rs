@@ -153,6 +153,40 @@ async fn two_nodes_racing_on_one_client_id_store_one_message() {
     }
 }
 
+/// Nodes starting together on a fresh database (`docker compose up` with
+/// two nodes) all start: one applies the migrations while the others wait
+/// for it, then find them applied. SQLite is not shared between nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_starting_together_on_a_fresh_database_all_migrate() {
+    for backend in [TestBackend::MySql, TestBackend::Postgres] {
+        for round in 0..3 {
+            let Some(db) = TestDatabase::create(backend).await else {
+                break;
+            };
+            let settings = PoolSettings::default();
+            let nodes = futures::future::try_join_all(
+                (0..4).map(|_| clacks_store::connect(&db.url, &settings)),
+            )
+            .await
+            .unwrap();
+            let migrated = futures::future::join_all(nodes.iter().map(|node| node.migrate())).await;
+            for (node, result) in migrated.into_iter().enumerate() {
+                if let Err(e) = result {
+                    panic!(
+                        "{} round {round}: node {node} failed to migrate: {e}",
+                        backend.name()
+                    );
+                }
+            }
+            let channel = channel_with(&nodes[0], &["alice"]).await;
+            assert_eq!(send(&nodes[3], channel, "alice", "up").await.seq, 1);
+            for node in nodes {
+                node.close().await;
+            }
+        }
+    }
+}
+
 fn user(id: &str) -> UserId {
     UserId::parse(id).unwrap()
 }
