@@ -816,13 +816,7 @@ impl ChatService {
     }
 
     pub fn admin_mint_token(&self, user: String, request: TokenRequest) -> Result<MintedToken> {
-        let user = UserId::parse(user)?;
-        self.auth.mint(
-            &user,
-            request,
-            self.limits.default_token_ttl,
-            self.limits.max_token_ttl,
-        )
+        self.auth.mint_for(user, request, &self.limits)
     }
 
     /// Closes every live connection of the user on every node; returns how
