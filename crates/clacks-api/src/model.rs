@@ -236,10 +236,12 @@ pub struct HistoryQuery {
     /// Messages with a seq below this one, newest first (the default
     /// direction; absent with `after` absent: the newest messages).
     pub before: Option<i64>,
-    /// Messages with a seq above this one, oldest first. Not together with
-    /// `before`.
+    /// Messages with a seq above this one, oldest first; with `before`
+    /// too, those between the two (e.g. to fill a gap).
     pub after: Option<i64>,
-    /// Page size (1 to 200, default 50).
+    /// Page size: default 50; a value outside 1 to 200 is brought into
+    /// that range.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
     pub limit: Option<u32>,
 }
 

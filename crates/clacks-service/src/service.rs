@@ -244,10 +244,7 @@ impl ChatService {
 
     fn history_page(&self, request: HistoryRequest) -> Result<HistoryPage> {
         match (request.before, request.after) {
-            (Some(_), Some(_)) => Err(Error::invalid(
-                "history",
-                "give either before or after, not both",
-            )),
+            (Some(before), Some(after)) => Ok(HistoryPage::Between(after.max(0), before)),
             (None, Some(after)) => Ok(HistoryPage::After(after.max(0))),
             (before, None) => Ok(HistoryPage::Before(before)),
         }

@@ -179,6 +179,23 @@ async fn message_history_paging(app: TestApp) {
     assert_eq!(content(rest.ok(200)), ["m3", "m4"]);
     assert_eq!(rest.json["nextAfter"], Value::Null);
 
+    // after and before: the window between them, oldest first, paged
+    // with nextAfter.
+    let (low, high) = (seqs[0], seqs[4]);
+    let window = format!("/channel/{id}/messages?after={low}&before={high}&limit=2");
+    let window = get(&app, &window).await;
+    assert_eq!(content(window.ok(200)), ["m1", "m2"]);
+    let after = window.json["nextAfter"].as_i64().expect("nextAfter");
+    let next = format!("/channel/{id}/messages?after={after}&before={high}&limit=2");
+    let next = get(&app, &next).await;
+    assert_eq!(content(next.ok(200)), ["m3"]);
+    assert_eq!(next.json["nextAfter"], Value::Null);
+    let empty = format!("/channel/{id}/messages?after={high}&before={low}");
+    assert_eq!(
+        content(get(&app, &empty).await.ok(200)),
+        Vec::<String>::new()
+    );
+
     // Deleting leaves a tombstone; the seqs stay gap-free.
     let victim = first.json["items"][1].clone();
     let path = format!("/channel/{id}/messages/{}", victim["id"]);

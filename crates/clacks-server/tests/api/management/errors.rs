@@ -326,9 +326,6 @@ async fn validation_failures_are_422(app: TestApp) {
         reply.problem(422);
     }
     // Query and path validation.
-    get(&app, &format!("/channel/{id}/messages?before=3&after=1"))
-        .await
-        .problem(422);
     get(&app, "/jwt/alice?ttl=0").await.problem(422);
     get(&app, "/jwt/alice?claims=%5B1%5D").await.problem(422);
     get(&app, "/jwt/alice?claims=%7B%22exp%22%3A1%7D")
