@@ -175,7 +175,7 @@ pub enum ChannelList {
     Page(ChannelPage),
 }
 
-/// `PATCH /channel/{channelId}` request body; give at least one field.
+/// `PATCH /channel/{channelId}` request body: the fields to change.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateChannel {

@@ -702,6 +702,10 @@ impl ChatService {
         display_name: Option<String>,
         metadata: Option<Option<serde_json::Value>>,
     ) -> Result<Channel> {
+        if display_name.is_none() && metadata.is_none() {
+            // An empty patch changes nothing (and announces nothing).
+            return self.store.channel(channel).await;
+        }
         let patch = ChannelPatch {
             display_name: display_name.map(DisplayName::parse).transpose()?,
             metadata: metadata

@@ -43,6 +43,9 @@ async fn integration_session(app: TestApp) {
     let cleared = patch(&app, &format!("/channel/{id}"), json!({"metadata": null})).await;
     assert_eq!(cleared.ok(200)["metadata"], Value::Null);
     assert_eq!(cleared.json["displayName"], "Project Y");
+    // An empty patch changes nothing: the channel as it is.
+    let unchanged = patch(&app, &format!("/channel/{id}"), json!({})).await;
+    assert_eq!(unchanged.ok(200), cleared.ok(200));
 
     put(
         &app,
