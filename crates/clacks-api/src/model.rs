@@ -343,7 +343,7 @@ pub struct TokenRequestBody {
     pub claims: Option<serde_json::Map<String, Value>>,
     /// Lifetime in seconds (default: the server's token TTL, one day; at
     /// most one year).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 1, maximum = 31_536_000)]
     pub ttl: Option<u64>,
 }
@@ -380,6 +380,30 @@ where
     T: Default + Deserialize<'de>,
 {
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// A JSON number with no fraction, as JSON Schema's `integer` takes it:
+/// `3600` and `3600.0` alike (some JSON encoders write every number with a
+/// fraction).
+fn whole_number<'de, D>(deserializer: D) -> Result<Option<u64>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(n) = number.as_u64() {
+        return Ok(Some(n));
+    }
+    match number.as_f64() {
+        // Exactly representable: below 2^53, with no fraction.
+        Some(f) if f.fract() == 0.0 && (0.0..9_007_199_254_740_992.0).contains(&f) => {
+            Ok(Some(f as u64))
+        }
+        _ => Err(serde::de::Error::custom(format!(
+            "expected a whole number of seconds, got {number}"
+        ))),
+    }
 }
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).

@@ -331,6 +331,15 @@ async fn token_minting(app: TestApp) {
     assert_eq!(caller.name.as_deref(), Some("Bob"));
     assert_eq!(caller.claims()["plan"], "pro");
     assert_eq!(body["expiresAt"].as_i64(), Some(caller.expires_at * 1000));
+    // A whole number written with a fraction is the same integer (JSON
+    // Schema's `integer`).
+    let fraction = post(&app, "/jwt", json!({"userId": "bob", "ttl": 120.0})).await;
+    let token = fraction.ok(200)["token"].as_str().expect("token");
+    let caller = app.service.authenticate(token).expect("valid");
+    assert_eq!(
+        caller.expires_at - caller.claims()["iat"].as_i64().expect("iat"),
+        120
+    );
     // Only the user is required; `uid` is accepted as in PUT .../users.
     let minimal = post(&app, "/jwt", json!({"uid": "carol"})).await;
     let token = minimal.ok(200)["token"].as_str().expect("token").to_owned();

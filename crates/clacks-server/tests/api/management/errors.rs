@@ -309,6 +309,16 @@ async fn validation_failures_are_422(app: TestApp) {
         (
             Method::POST,
             "/jwt".to_owned(),
+            json!({"userId": "a", "ttl": 60.5}),
+        ),
+        (
+            Method::POST,
+            "/jwt".to_owned(),
+            json!({"userId": "a", "ttl": -60}),
+        ),
+        (
+            Method::POST,
+            "/jwt".to_owned(),
             json!({"userId": "a", "ttl": 10_u64.pow(12)}),
         ),
         (
