@@ -257,6 +257,17 @@ async fn validation_failures_are_422(app: TestApp) {
             "/channel".to_owned(),
             json!({"displayName": "x", "metadata": [1]}),
         ),
+        // A body that is not an object, though serde would read a
+        // struct's fields from an array in order.
+        (Method::PATCH, format!("/channel/{id}"), json!([null, null])),
+        (Method::PATCH, format!("/channel/{id}"), json!(["renamed"])),
+        (Method::POST, "/channel".to_owned(), json!(["x", []])),
+        (
+            Method::PUT,
+            format!("/channel/{id}/users"),
+            json!(["carol"]),
+        ),
+        (Method::POST, "/jwt".to_owned(), json!("alice")),
         // PATCH: blank name, over-long name.
         (
             Method::PATCH,
