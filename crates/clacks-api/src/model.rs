@@ -144,7 +144,9 @@ impl From<Channel> for ChannelDto {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ChannelListQuery {
-    /// Page size (1 to 200, default 50).
+    /// Page size: default 50; a value outside 1 to 200 is brought into
+    /// that range.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
     pub limit: Option<u32>,
     /// Only channels with an id greater than this (the previous page's
     /// `nextAfter`).

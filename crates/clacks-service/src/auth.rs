@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use crate::Limits;
 
 /// Claims a token request may not set: Clacks sets them itself.
-const RESERVED_CLAIMS: [&str; 7] = ["sub", "exp", "nbf", "iat", "iss", "aud", "jti"];
+pub const RESERVED_CLAIMS: [&str; 7] = ["sub", "exp", "nbf", "iat", "iss", "aud", "jti"];
 
 /// Whether credentials must name their scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
