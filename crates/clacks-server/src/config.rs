@@ -571,6 +571,12 @@ pub struct Config {
     pub log_level: String,
 }
 
+/// Environment variables an earlier release read, with their successors.
+const RENAMED_VARIABLES: &[(&str, &str)] = &[(
+    "CLACKS_GRAPHQL_MAX_COMPLEXITY",
+    "CLACKS_GRAPHQL_MAX_COST (cost now counts list rows)",
+)];
+
 impl Config {
     /// A configuration with every default, for tests and embedding.
     pub fn defaults() -> Config {
@@ -645,6 +651,15 @@ impl Config {
         }
         if self.max_message_bytes == 0 {
             return Err("CLACKS_MAX_MESSAGE_BYTES must be at least 1".into());
+        }
+        if let Some((old, new)) = RENAMED_VARIABLES
+            .iter()
+            .find(|(old, _)| std::env::var_os(old).is_some())
+        {
+            // Ignoring it would quietly drop a limit the operator set.
+            return Err(format!(
+                "{old} is no longer read: set {new} instead (see the README's limits table)"
+            ));
         }
         let limits = self.graphql_limits();
         let named = [

@@ -71,6 +71,19 @@ fn a_public_management_port_needs_a_token() {
     assert!(stderr.contains("CLACKS_MANAGEMENT_TOKEN"), "{stderr}");
 }
 
+/// A limit set under its old name is refused at startup rather than
+/// silently dropped.
+#[test]
+fn a_renamed_variable_is_a_clear_error() {
+    let output = clacks()
+        .env("CLACKS_GRAPHQL_MAX_COMPLEXITY", "500")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("CLACKS_GRAPHQL_MAX_COST"), "{stderr}");
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
