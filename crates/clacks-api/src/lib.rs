@@ -77,10 +77,11 @@ fn api_routes(token: Option<ManagementToken>) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(API_PREFIX, api)
 }
 
-/// The OpenAPI document of the management API, as served (JSON).
-pub fn openapi() -> serde_json::Value {
+/// The OpenAPI document of the management API, as served (JSON) by a
+/// server with a management token (`secured`) or without one.
+pub fn openapi(secured: bool) -> serde_json::Value {
     let mut openapi = api_routes(None).into_openapi();
-    openapi::add_common_responses(&mut openapi);
+    openapi::finish(&mut openapi, secured);
     openapi::to_value(&openapi)
 }
 
@@ -92,8 +93,9 @@ pub fn router(service: Arc<ChatService>, config: ManagementConfig) -> Router {
         .filter(|t| !t.is_empty())
         .map(|t| ManagementToken(t.into()));
     let body_limit = MIN_BODY_LIMIT.max(service.limits().max_message_bytes.saturating_mul(2));
+    let secured = token.is_some();
     let (api, mut document) = api_routes(token).split_for_parts();
-    openapi::add_common_responses(&mut document);
+    openapi::finish(&mut document, secured);
     let documents = Documents::render(&document);
     let json = documents.clone();
     Router::new()

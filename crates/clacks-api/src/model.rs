@@ -144,7 +144,9 @@ impl From<Channel> for ChannelDto {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ChannelListQuery {
-    /// Page size (1 to 200, default 50).
+    /// Page size: default 50; a value outside 1 to 200 is brought into
+    /// that range.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
     pub limit: Option<u32>,
     /// Only channels with an id greater than this (the previous page's
     /// `nextAfter`).
@@ -175,7 +177,7 @@ pub enum ChannelList {
     Page(ChannelPage),
 }
 
-/// `PATCH /channel/{channelId}` request body; give at least one field.
+/// `PATCH /channel/{channelId}` request body: the fields to change.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateChannel {
@@ -236,10 +238,12 @@ pub struct HistoryQuery {
     /// Messages with a seq below this one, newest first (the default
     /// direction; absent with `after` absent: the newest messages).
     pub before: Option<i64>,
-    /// Messages with a seq above this one, oldest first. Not together with
-    /// `before`.
+    /// Messages with a seq above this one, oldest first; with `before`
+    /// too, those between the two (e.g. to fill a gap).
     pub after: Option<i64>,
-    /// Page size (1 to 200, default 50).
+    /// Page size: default 50; a value outside 1 to 200 is brought into
+    /// that range.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
     pub limit: Option<u32>,
 }
 
@@ -341,7 +345,7 @@ pub struct TokenRequestBody {
     pub claims: Option<serde_json::Map<String, Value>>,
     /// Lifetime in seconds (default: the server's token TTL, one day; at
     /// most one year).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 1, maximum = 31_536_000)]
     pub ttl: Option<u64>,
 }
@@ -378,6 +382,30 @@ where
     T: Default + Deserialize<'de>,
 {
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// A JSON number with no fraction, as JSON Schema's `integer` takes it:
+/// `3600` and `3600.0` alike (some JSON encoders write every number with a
+/// fraction).
+fn whole_number<'de, D>(deserializer: D) -> Result<Option<u64>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(n) = number.as_u64() {
+        return Ok(Some(n));
+    }
+    match number.as_f64() {
+        // Exactly representable: below 2^53, with no fraction.
+        Some(f) if f.fract() == 0.0 && (0.0..9_007_199_254_740_992.0).contains(&f) => {
+            Ok(Some(f as u64))
+        }
+        _ => Err(serde::de::Error::custom(format!(
+            "expected a whole number of seconds, got {number}"
+        ))),
+    }
 }
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).

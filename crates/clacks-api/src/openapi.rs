@@ -1,15 +1,17 @@
 //! The OpenAPI 3.1 document. Paths and schemas come from the handlers'
 //! `#[utoipa::path]` attributes (collected by `utoipa_axum::routes!` as the
 //! router is built), so the document cannot drift from the routes. This
-//! module adds what is shared: the bearer scheme, the reusable problem
-//! responses, and the error statuses every protected operation can answer.
+//! module adds what is shared: the reusable problem responses, the error
+//! statuses every operation can answer, the bearer scheme when the server
+//! has a management token (and only then), and what utoipa's attributes
+//! cannot express ([`refine`]).
 
 use std::sync::Arc;
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, ToResponse};
 
@@ -45,7 +47,7 @@ macro_rules! problem_responses {
 
 problem_responses! {
     BadRequest => "The request is malformed: invalid JSON, or a path or query parameter that does not parse.",
-    Unauthorized => "A management token is configured and the request has no valid `Authorization: Bearer` header.",
+    Unauthorized => "The request has no valid `Authorization: Bearer` header with the management token.",
     NotFound => "The channel, member or message does not exist.",
     Conflict => "The request conflicts with the current state (e.g. the sender is not a member of the channel).",
     PayloadTooLarge => "The request body is over the body size limit.",
@@ -80,7 +82,6 @@ fn problem_response(description: &str) -> utoipa::openapi::Response {
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
     components(schemas(Problem)),
-    security(("bearerAuth" = [])),
     modifiers(&Shared),
     tags(
         (name = "health", description = "Liveness of the management API"),
@@ -98,28 +99,18 @@ struct Shared;
 
 impl Modify for Shared {
     fn modify(&self, openapi: &mut OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            BEARER,
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some(
-                        "The value of CLACKS_MANAGEMENT_TOKEN. Required only when the server \
-                         has a management token configured.",
-                    ))
-                    .build(),
-            ),
-        );
         register_problem_responses(openapi);
     }
 }
 
-/// Adds the statuses any operation may answer: 421 to all (the listener's
-/// `Host` check), 401 to the protected ones (no operation-level `security`
-/// override), 500 and 503 to those that reach the service. Called once the
-/// paths are collected.
-pub fn add_common_responses(openapi: &mut OpenApi) {
+/// Completes the collected document for the server's configuration:
+/// 421 on every operation (the listener's `Host` check), 500 and 503 on
+/// those that reach the service (no operation-level `security`
+/// override), and, only when a management token is configured (`secured`),
+/// the bearer scheme, the requirement, and 401 on the protected
+/// operations. Without a token the document declares no security at all,
+/// as the server then requires none.
+pub fn finish(openapi: &mut OpenApi, secured: bool) {
     for item in openapi.paths.paths.values_mut() {
         let operations: [&mut Option<Operation>; 8] = [
             &mut item.get,
@@ -137,18 +128,41 @@ pub fn add_common_responses(openapi: &mut OpenApi) {
             responses
                 .entry("421".to_owned())
                 .or_insert_with(|| Ref::from_response_name("MisdirectedRequest").into());
-            if !open {
+            if open {
+                if !secured {
+                    operation.security = None;
+                }
+                continue;
+            }
+            if secured {
                 responses
                     .entry("401".to_owned())
                     .or_insert_with(|| Ref::from_response_name("Unauthorized").into());
-                responses
-                    .entry("500".to_owned())
-                    .or_insert_with(|| Ref::from_response_name("Internal").into());
-                responses
-                    .entry("503".to_owned())
-                    .or_insert_with(|| Ref::from_response_name("Unavailable").into());
             }
+            responses
+                .entry("500".to_owned())
+                .or_insert_with(|| Ref::from_response_name("Internal").into());
+            responses
+                .entry("503".to_owned())
+                .or_insert_with(|| Ref::from_response_name("Unavailable").into());
         }
+    }
+    let components = openapi.components.get_or_insert_with(Default::default);
+    if secured {
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The value of CLACKS_MANAGEMENT_TOKEN (this server has one configured).",
+                    ))
+                    .build(),
+            ),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new::<_, _, &str>(BEARER, [])]);
+    } else {
+        components.responses.remove("Unauthorized");
     }
 }
 
@@ -158,7 +172,45 @@ pub fn add_common_responses(openapi: &mut OpenApi) {
 pub fn to_value(openapi: &OpenApi) -> serde_json::Value {
     let mut value = serde_json::to_value(openapi).unwrap_or_default();
     fix_links(&mut value);
+    refine(&mut value);
     value
+}
+
+/// What utoipa's attributes cannot say: extra claims are an object
+/// without the reserved names, and `GET /jwt/{uid}`'s `claims` query
+/// parameter is that object serialized as JSON (a `content` parameter).
+fn refine(document: &mut serde_json::Value) {
+    use serde_json::json;
+    let claims = json!({
+        "type": "object",
+        "description": "Extra claims, shown on GraphQL `me`. `sub`, `exp`, `nbf`, `iat`, \
+            `iss`, `aud` and `jti` are set by Clacks and refused here.",
+        "propertyNames": {"not": {"enum": clacks_service::auth::RESERVED_CLAIMS}},
+    });
+    let schemas = &mut document["components"]["schemas"];
+    if let Some(schemas) = schemas.as_object_mut() {
+        schemas.insert("Claims".to_owned(), claims);
+    }
+    let reference = json!({"$ref": "#/components/schemas/Claims"});
+    if let Some(property) =
+        document.pointer_mut("/components/schemas/TokenRequestBody/properties/claims")
+    {
+        *property = json!({"oneOf": [{"type": "null"}, reference.clone()]});
+    }
+    if let Some(parameters) = document
+        .pointer_mut("/paths/~1api~1v1~1jwt~1{uid}/get/parameters")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for parameter in parameters.iter_mut().filter(|p| p["name"] == "claims") {
+            if let Some(parameter) = parameter.as_object_mut() {
+                parameter.remove("schema");
+                parameter.insert(
+                    "content".to_owned(),
+                    json!({"application/json": {"schema": reference.clone()}}),
+                );
+            }
+        }
+    }
 }
 
 fn fix_links(value: &mut serde_json::Value) {

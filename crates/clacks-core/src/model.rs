@@ -117,6 +117,9 @@ pub enum HistoryPage {
     Before(Option<Seq>),
     /// The oldest messages with `seq > after`, returned oldest first.
     After(Seq),
+    /// The oldest messages with `after < seq < before` (a window, e.g. a
+    /// gap to fill), returned oldest first.
+    Between(Seq, Seq),
 }
 
 /// Keyset paging over channels by id.

@@ -437,8 +437,8 @@ impl ChannelObj {
 
     /// History paged by seq. Without `after`: the newest messages with
     /// `seq < before` (or the newest of all), newest first. With `after`:
-    /// the oldest messages with `seq > after`, oldest first. `limit`
-    /// defaults to 50, at most 200.
+    /// the oldest messages with `seq > after` (and `seq < before` when
+    /// given too), oldest first. `limit` defaults to 50, at most 200.
     #[graphql(directive = cost::apply(FETCH), directive = list_size::apply(None, slicing("limit")))]
     async fn history(
         &self,

@@ -25,6 +25,62 @@ pub enum Command {
     Serve,
     /// Apply the embedded database migrations, then exit.
     Migrate,
+    /// Mint a client token with the server's JWT secret (as the management
+    /// API's `/jwt` does) and print it on stdout.
+    Token(TokenArgs),
+}
+
+/// Arguments of `clacks token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The user the token speaks for (`sub`).
+    pub uid: String,
+    /// The `name` claim (the user's display name in GraphQL `me`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lifetime: seconds, or a number with a unit s, m, h or d (`90m`,
+    /// `7d`); default CLACKS_TOKEN_TTL, at most one year.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ttl: Option<std::time::Duration>,
+    /// An extra claim, KEY=VALUE; the value is read as JSON when it parses
+    /// (`admin=true`, `team={"id":3}`), else as a string. Repeatable.
+    #[arg(long = "claim", value_name = "KEY=VALUE", value_parser = parse_claim)]
+    pub claims: Vec<(String, serde_json::Value)>,
+}
+
+/// `3600`, `3600s`, `90m`, `12h`, `7d`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit_secs: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit {unit:?} (use s, m, h or d)")),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_secs))
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is not a duration such as 3600, 90m, 12h or 7d"))
+}
+
+/// `KEY=VALUE`: the value as JSON when it parses, else as a string.
+fn parse_claim(text: &str) -> Result<(String, serde_json::Value), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+    if key.is_empty() {
+        return Err(format!("{text:?} has no claim name before ="));
+    }
+    let value =
+        serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+    Ok((key.to_owned(), value))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

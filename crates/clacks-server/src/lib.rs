@@ -17,7 +17,10 @@ use clacks_core::Error;
 use clacks_delivery::{
     ClusterKey, ConnectionLimits, Connections, Hub, HubSettings, NatsBus, NatsSettings,
 };
-use clacks_service::{Auth, AuthSettings, ChatService, ChatServiceParts, Limits, StoreBackfill};
+use clacks_service::{
+    Auth, AuthSettings, ChatService, ChatServiceParts, Limits, MintedToken, StoreBackfill,
+    TokenRequest,
+};
 use clacks_store::{PoolSettings, Store};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -37,6 +40,10 @@ pub enum StartupError {
     /// The configuration is wrong; retrying will not help.
     #[error("{0}")]
     Config(String),
+    /// A command's argument is refused (e.g. a reserved claim given to
+    /// `clacks token`).
+    #[error("{0}")]
+    Invalid(String),
     /// Anything else (a port in use, a failing migration).
     #[error(transparent)]
     Other(#[from] anyhow::Error),
@@ -111,6 +118,50 @@ async fn jwt_secret(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<V
     Ok(secret.into_bytes())
 }
 
+/// The token checker and minter for `secret`, as configured.
+fn auth(config: &Config, secret: &[u8]) -> Auth {
+    Auth::new(
+        secret,
+        AuthSettings {
+            leeway: Duration::from_secs(config.jwt_leeway),
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+        },
+    )
+}
+
+fn limits(config: &Config) -> Result<Limits, StartupError> {
+    Ok(Limits {
+        max_message_bytes: config.max_message_bytes,
+        rates: config.rate_limits().map_err(StartupError::Config)?,
+        default_token_ttl: Duration::from_secs(config.token_ttl.max(1)),
+        ..Limits::default()
+    })
+}
+
+/// `clacks token`: mints a client token with the secret and settings the
+/// server uses (the generated secret in the database when `JWT_SECRET` is
+/// not set, created as `serve` would), through the management API's code.
+pub async fn mint_token(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    user: String,
+    request: TokenRequest,
+) -> Result<MintedToken, StartupError> {
+    config.validate().map_err(StartupError::Config)?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| anyhow::anyhow!("database migration failed: {e}"))?;
+    let secret = jwt_secret(config, store).await?;
+    auth(config, &secret)
+        .mint_for(user, request, &limits(config)?)
+        .map_err(|e| match e {
+            Error::InvalidInput { .. } => StartupError::Invalid(e.public_message()),
+            other => StartupError::Other(anyhow::anyhow!("minting the token failed: {other}")),
+        })
+}
+
 /// A running server.
 pub struct RunningServer {
     pub client_addr: SocketAddr,
@@ -177,20 +228,8 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         .await
         .map_err(|e| anyhow::anyhow!("database migration failed: {e}"))?;
     let secret = jwt_secret(config, &store).await?;
-    let auth = Auth::new(
-        &secret,
-        AuthSettings {
-            leeway: Duration::from_secs(config.jwt_leeway),
-            issuer: config.jwt_issuer.clone(),
-            audience: config.jwt_audience.clone(),
-        },
-    );
-    let limits = Limits {
-        max_message_bytes: config.max_message_bytes,
-        rates: config.rate_limits().map_err(StartupError::Config)?,
-        default_token_ttl: Duration::from_secs(config.token_ttl.max(1)),
-        ..Limits::default()
-    };
+    let auth = auth(config, &secret);
+    let limits = limits(config)?;
     let hub = Hub::new(
         HubSettings {
             queue_capacity: config.subscription_queue,

@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use clacks_server::{Cli, Command, StartupError};
+use clacks_service::TokenRequest;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
@@ -51,6 +52,10 @@ fn report(error: &StartupError) -> ExitCode {
             eprintln!("clacks: configuration error: {message}");
             ExitCode::from(2)
         }
+        StartupError::Invalid(message) => {
+            eprintln!("clacks: {message}");
+            ExitCode::from(2)
+        }
         StartupError::Other(error) => {
             eprintln!("clacks: {error:#}");
             ExitCode::FAILURE
@@ -62,7 +67,9 @@ fn report(error: &StartupError) -> ExitCode {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = cli.config;
-    clacks_server::telemetry::init_logging(config.log_format, &config.log_level);
+    // `clacks token` prints the token alone on stdout.
+    let logs_to_stderr = matches!(cli.command, Some(Command::Token(_)));
+    clacks_server::telemetry::init_logging(config.log_format, &config.log_level, logs_to_stderr);
     if let Err(message) = config.validate() {
         return report(&StartupError::Config(message));
     }
@@ -89,6 +96,22 @@ async fn main() -> ExitCode {
                 "migration failed: {e}"
             ))),
         },
+        Command::Token(args) => {
+            let request = TokenRequest {
+                name: args.name,
+                extra_claims: args.claims.into_iter().collect(),
+                ttl: args.ttl,
+            };
+            let minted = clacks_server::mint_token(&config, &store, args.uid, request).await;
+            store.close().await;
+            match minted {
+                Ok(minted) => {
+                    println!("{}", minted.token);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => report(&e),
+            }
+        }
         Command::Serve => {
             let server = match clacks_server::start(&config, store).await {
                 Ok(server) => server,

@@ -4,14 +4,23 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use crate::config::LogFormat;
 
-/// Installs the global tracing subscriber (once per process).
-pub fn init_logging(format: LogFormat, filter: &str) {
+/// Installs the global tracing subscriber (once per process). Logs go to
+/// stdout, or to stderr when stdout carries a command's output
+/// (`clacks token`).
+pub fn init_logging(format: LogFormat, filter: &str, to_stderr: bool) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let writer = if to_stderr {
+        BoxMakeWriter::new(std::io::stderr)
+    } else {
+        BoxMakeWriter::new(std::io::stdout)
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(writer)
         .with_target(true);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),

@@ -45,6 +45,7 @@ fn help_documents_every_option() {
         "CLACKS_LOG",
         "serve",
         "migrate",
+        "token",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
     }
@@ -128,10 +129,16 @@ struct Spawned {
 
 impl Spawned {
     fn start() -> Spawned {
+        Spawned::start_with(&[])
+    }
+
+    /// Started with extra environment variables.
+    fn start_with(env: &[(&str, &str)]) -> Spawned {
         let dir = tempfile::tempdir().unwrap();
         let (client, management) = (free_port(), free_port());
         let child = clacks()
             .current_dir(dir.path())
+            .envs(env.iter().copied())
             .env("CLACKS_CLIENT_ADDR", format!("127.0.0.1:{client}"))
             .env("CLACKS_MANAGEMENT_ADDR", format!("127.0.0.1:{management}"))
             .stdout(Stdio::null())
@@ -156,6 +163,137 @@ impl Drop for Spawned {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `clacks token ARGS` in `dir` with `env`: exit code, stdout, stderr.
+fn mint(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let output = clacks()
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .arg("token")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+/// `{ me { id name claims } }` over HTTP with `token`: the `me` object, or
+/// the whole answer when there is none.
+fn graphql_me(port: u16, token: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let body = r#"{"query":"{ me { id name claims } }"}"#;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let request = format!(
+        "POST /graphql HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (_, body) = response.split_once("\r\n\r\n").unwrap();
+    let answer: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| {
+        panic!("not JSON ({e}): {response}");
+    });
+    match answer["data"]["me"] {
+        serde_json::Value::Null => answer,
+        ref me => me.clone(),
+    }
+}
+
+/// `clacks token` prints only a token, signed with the secret the server
+/// generated and keeps in the database (no `JWT_SECRET`), that the server
+/// accepts with the name, claims and lifetime asked for; with a configured
+/// secret and issuer, the token carries the issuer the server requires.
+#[test]
+fn token_subcommand_mints_what_the_server_accepts() {
+    use jsonwebtoken::{DecodingKey, Validation};
+    let server = Spawned::start();
+    let (code, stdout, stderr) = mint(
+        server.dir.path(),
+        &[],
+        &[
+            "alice",
+            "--name",
+            "Alice",
+            "--ttl",
+            "90m",
+            "--claim",
+            r#"team={"id":3}"#,
+            "--claim",
+            "admin=true",
+            "--claim",
+            "plan=pro",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let token = stdout.strip_suffix('\n').unwrap();
+    assert!(
+        !token.contains(char::is_whitespace),
+        "only the token: {stdout:?}"
+    );
+    let me = graphql_me(server.client, token);
+    assert_eq!(me["id"], "alice", "{me}");
+    assert_eq!(me["name"], "Alice", "{me}");
+    let claims = &me["claims"];
+    assert_eq!(claims["team"], serde_json::json!({"id": 3}), "{me}");
+    assert_eq!(claims["admin"], true, "{me}");
+    assert_eq!(claims["plan"], "pro", "{me}");
+    let lifetime = claims["exp"].as_i64().unwrap() - claims["nbf"].as_i64().unwrap();
+    assert_eq!(lifetime, 90 * 60, "{me}");
+
+    const SECRET: &str = "clacks-cli-token-secret-0123456789abcdef";
+    let env = [
+        ("JWT_SECRET", SECRET),
+        ("CLACKS_JWT_ISSUER", "https://app.example"),
+    ];
+    let server = Spawned::start_with(&env);
+    let (code, stdout, stderr) = mint(server.dir.path(), &env, &["bob"]);
+    assert_eq!(code, 0, "{stderr}");
+    let token = stdout.trim_end();
+    assert_eq!(graphql_me(server.client, token)["id"], "bob");
+    let mut validation = Validation::default();
+    validation.set_issuer(&["https://app.example"]);
+    let decoded = jsonwebtoken::decode::<serde_json::Value>(
+        token,
+        &DecodingKey::from_secret(SECRET.as_bytes()),
+        &validation,
+    )
+    .unwrap();
+    let claims = decoded.claims;
+    let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert_eq!(lifetime, 86_400, "CLACKS_TOKEN_TTL's default: {claims}");
+}
+
+/// What the management API refuses, `clacks token` refuses: reserved
+/// claims, lifetimes out of range, an invalid user id; and a ttl that is
+/// not a duration. Each is a message on stderr, nothing on stdout, exit 2.
+#[test]
+fn token_subcommand_refuses_reserved_claims_and_bad_ttls() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("JWT_SECRET", "clacks-cli-token-secret-0123456789abcdef")];
+    for (args, expected) in [
+        (&["alice", "--claim", "sub=bob"][..], "sub is set by Clacks"),
+        (&["alice", "--claim", "exp=1"][..], "exp is set by Clacks"),
+        (&["alice", "--claim", "aud=x"][..], "aud is set by Clacks"),
+        (&["alice", "--ttl", "0"][..], "ttl"),
+        (&["alice", "--ttl", "366d"][..], "ttl"),
+        (&["alice", "--ttl", "soon"][..], "--ttl"),
+        (&["alice", "--ttl", "5y"][..], "--ttl"),
+        (&["alice", "--claim", "novalue"][..], "KEY=VALUE"),
+        (&[" alice"][..], "user id"),
+    ] {
+        let (code, stdout, stderr) = mint(dir.path(), &env, args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert_eq!(stdout, "", "{args:?}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
 

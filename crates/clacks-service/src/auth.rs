@@ -11,8 +11,10 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value};
 
+use crate::Limits;
+
 /// Claims a token request may not set: Clacks sets them itself.
-const RESERVED_CLAIMS: [&str; 7] = ["sub", "exp", "nbf", "iat", "iss", "aud", "jti"];
+pub const RESERVED_CLAIMS: [&str; 7] = ["sub", "exp", "nbf", "iat", "iss", "aud", "jti"];
 
 /// Whether credentials must name their scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +184,24 @@ impl Auth {
             claims: Value::Object(claims).to_string().into(),
             expires_at,
         })
+    }
+
+    /// Mints a token as the management API and `clacks token` do: the
+    /// user id is validated, the lifetime defaults to and is bounded by
+    /// `limits`.
+    pub fn mint_for(
+        &self,
+        user: String,
+        request: TokenRequest,
+        limits: &Limits,
+    ) -> Result<MintedToken> {
+        let user = UserId::parse(user)?;
+        self.mint(
+            &user,
+            request,
+            limits.default_token_ttl,
+            limits.max_token_ttl,
+        )
     }
 
     /// Signs a token for `user`, valid from now for the requested lifetime.

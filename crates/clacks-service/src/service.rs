@@ -244,10 +244,7 @@ impl ChatService {
 
     fn history_page(&self, request: HistoryRequest) -> Result<HistoryPage> {
         match (request.before, request.after) {
-            (Some(_), Some(_)) => Err(Error::invalid(
-                "history",
-                "give either before or after, not both",
-            )),
+            (Some(before), Some(after)) => Ok(HistoryPage::Between(after.max(0), before)),
             (None, Some(after)) => Ok(HistoryPage::After(after.max(0))),
             (before, None) => Ok(HistoryPage::Before(before)),
         }
@@ -705,6 +702,10 @@ impl ChatService {
         display_name: Option<String>,
         metadata: Option<Option<serde_json::Value>>,
     ) -> Result<Channel> {
+        if display_name.is_none() && metadata.is_none() {
+            // An empty patch changes nothing (and announces nothing).
+            return self.store.channel(channel).await;
+        }
         let patch = ChannelPatch {
             display_name: display_name.map(DisplayName::parse).transpose()?,
             metadata: metadata
@@ -816,13 +817,7 @@ impl ChatService {
     }
 
     pub fn admin_mint_token(&self, user: String, request: TokenRequest) -> Result<MintedToken> {
-        let user = UserId::parse(user)?;
-        self.auth.mint(
-            &user,
-            request,
-            self.limits.default_token_ttl,
-            self.limits.max_token_ttl,
-        )
+        self.auth.mint_for(user, request, &self.limits)
     }
 
     /// Closes every live connection of the user on every node; returns how

@@ -1462,27 +1462,39 @@ macro_rules! sql_store {
             }
 
             async fn history(&self, channel: ChannelId, page: HistoryPage, limit: u32) -> Result<Vec<Message>> {
-                let (sql, bound) = match page {
+                let (sql, above, below) = match page {
                     HistoryPage::Before(before) => (
                         q(concat!(
                             "SELECT ",
                             message_columns!(),
-                            " FROM messages m WHERE m.channel_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3"
+                            " FROM messages m WHERE m.channel_id = $1 AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq DESC LIMIT $4"
                         )),
+                        Seq::MIN,
                         before.unwrap_or(Seq::MAX),
                     ),
                     HistoryPage::After(after) => (
                         q(concat!(
                             "SELECT ",
                             message_columns!(),
-                            " FROM messages m WHERE m.channel_id = $1 AND m.seq > $2 ORDER BY m.seq ASC LIMIT $3"
+                            " FROM messages m WHERE m.channel_id = $1 AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq ASC LIMIT $4"
                         )),
                         after,
+                        Seq::MAX,
+                    ),
+                    HistoryPage::Between(after, before) => (
+                        q(concat!(
+                            "SELECT ",
+                            message_columns!(),
+                            " FROM messages m WHERE m.channel_id = $1 AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq ASC LIMIT $4"
+                        )),
+                        after,
+                        before,
                     ),
                 };
                 let rows = sqlx::query(&sql)
                     .bind(channel.0)
-                    .bind(bound)
+                    .bind(above)
+                    .bind(below)
                     .bind(page_limit(limit))
                     .fetch_all(&self.read)
                     .await

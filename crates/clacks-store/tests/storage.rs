@@ -590,6 +590,29 @@ async fn history_pages_in_both_directions(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(seqs(forward), (21..=25).collect::<Vec<_>>());
+    let window = store
+        .history(channel, HistoryPage::Between(10, 14), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        seqs(window),
+        vec![11, 12, 13],
+        "after < seq < before, oldest first"
+    );
+    let cut = store
+        .history(channel, HistoryPage::Between(10, 20), 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        seqs(cut),
+        vec![11, 12, 13],
+        "the oldest of the window first"
+    );
+    let empty = store
+        .history(channel, HistoryPage::Between(14, 10), 10)
+        .await
+        .unwrap();
+    assert!(empty.is_empty(), "an empty window is no error");
     let bounded = store
         .history(channel, HistoryPage::After(0), u32::MAX)
         .await

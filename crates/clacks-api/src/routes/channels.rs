@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use clacks_core::{ChannelId, Error};
+use clacks_core::ChannelId;
 
 use super::AppState;
 use crate::error::ApiError;
@@ -122,6 +122,9 @@ pub async fn get_channel(
 }
 
 /// Rename a channel and/or replace its metadata (extension).
+///
+/// A field left out is left unchanged; an empty object changes nothing and
+/// answers the channel as it is.
 #[utoipa::path(
     patch,
     path = "/channel/{channelId}",
@@ -143,9 +146,6 @@ pub async fn update_channel(
     PathParams(channel_id): PathParams<i64>,
     JsonBody(body): JsonBody<UpdateChannel>,
 ) -> Result<Json<ChannelDto>, ApiError> {
-    if body.display_name.is_none() && body.metadata.is_none() {
-        return Err(Error::invalid("body", "give displayName and/or metadata").into());
-    }
     let channel = service
         .admin_update_channel(ChannelId(channel_id), body.display_name, body.metadata)
         .await?;

@@ -54,6 +54,13 @@ pub async fn list_members(
                     ("uid" = "$request.body#/uid"),
                 ))),
                 ("userChannels" = (operation_id = "userChannels", parameters(("uid" = "$request.body#/uid")))),
+                ("disconnectUser" = (operation_id = "disconnectUser", parameters(("uid" = "$request.body#/uid")))),
+                ("getToken" = (operation_id = "getToken", parameters(("uid" = "$request.body#/uid")))),
+                ("mintToken" = (operation_id = "mintToken", request_body = json!({"userId": "$request.body#/uid"}))),
+                ("postMessageAsMember" = (operation_id = "postMessage",
+                    parameters(("channelId" = "$request.path.channelId")),
+                    request_body = json!({"senderId": "$request.body#/uid", "content": "hello"}),
+                )),
             )
         ),
         (status = 400, response = BadRequest),

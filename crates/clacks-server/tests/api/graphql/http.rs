@@ -90,6 +90,7 @@ async fn queries_and_mutations(app: TestApp) {
                 newest: history(limit: 2) { seq content }
                 older: history(before: 4, limit: 2) { seq }
                 after: history(after: 1, limit: 2) { seq }
+                window: history(after: 1, before: 5) { seq }
                 messages(last: \"4\", count: 2) { seq }
                 recent: messages { seq }
                 message_view(user_id: \"bob\", last: 0, count: 10) { order seen time user { id } message { content } }
@@ -110,6 +111,7 @@ async fn queries_and_mutations(app: TestApp) {
     assert_eq!(seqs(&ch["newest"]), vec![5, 4]);
     assert_eq!(seqs(&ch["older"]), vec![3, 2]);
     assert_eq!(seqs(&ch["after"]), vec![2, 3]);
+    assert_eq!(seqs(&ch["window"]), vec![2, 3, 4]);
     assert_eq!(seqs(&ch["messages"]), vec![3, 4]);
     assert_eq!(seqs(&ch["recent"]), vec![1, 2, 3, 4, 5]);
     let views = ch["message_view"].as_array().unwrap();

@@ -43,6 +43,9 @@ async fn integration_session(app: TestApp) {
     let cleared = patch(&app, &format!("/channel/{id}"), json!({"metadata": null})).await;
     assert_eq!(cleared.ok(200)["metadata"], Value::Null);
     assert_eq!(cleared.json["displayName"], "Project Y");
+    // An empty patch changes nothing: the channel as it is.
+    let unchanged = patch(&app, &format!("/channel/{id}"), json!({})).await;
+    assert_eq!(unchanged.ok(200), cleared.ok(200));
 
     put(
         &app,
@@ -179,6 +182,23 @@ async fn message_history_paging(app: TestApp) {
     assert_eq!(content(rest.ok(200)), ["m3", "m4"]);
     assert_eq!(rest.json["nextAfter"], Value::Null);
 
+    // after and before: the window between them, oldest first, paged
+    // with nextAfter.
+    let (low, high) = (seqs[0], seqs[4]);
+    let window = format!("/channel/{id}/messages?after={low}&before={high}&limit=2");
+    let window = get(&app, &window).await;
+    assert_eq!(content(window.ok(200)), ["m1", "m2"]);
+    let after = window.json["nextAfter"].as_i64().expect("nextAfter");
+    let next = format!("/channel/{id}/messages?after={after}&before={high}&limit=2");
+    let next = get(&app, &next).await;
+    assert_eq!(content(next.ok(200)), ["m3"]);
+    assert_eq!(next.json["nextAfter"], Value::Null);
+    let empty = format!("/channel/{id}/messages?after={high}&before={low}");
+    assert_eq!(
+        content(get(&app, &empty).await.ok(200)),
+        Vec::<String>::new()
+    );
+
     // Deleting leaves a tombstone; the seqs stay gap-free.
     let victim = first.json["items"][1].clone();
     let path = format!("/channel/{id}/messages/{}", victim["id"]);
@@ -311,6 +331,15 @@ async fn token_minting(app: TestApp) {
     assert_eq!(caller.name.as_deref(), Some("Bob"));
     assert_eq!(caller.claims()["plan"], "pro");
     assert_eq!(body["expiresAt"].as_i64(), Some(caller.expires_at * 1000));
+    // A whole number written with a fraction is the same integer (JSON
+    // Schema's `integer`).
+    let fraction = post(&app, "/jwt", json!({"userId": "bob", "ttl": 120.0})).await;
+    let token = fraction.ok(200)["token"].as_str().expect("token");
+    let caller = app.service.authenticate(token).expect("valid");
+    assert_eq!(
+        caller.expires_at - caller.claims()["iat"].as_i64().expect("iat"),
+        120
+    );
     // Only the user is required; `uid` is accepted as in PUT .../users.
     let minimal = post(&app, "/jwt", json!({"uid": "carol"})).await;
     let token = minimal.ok(200)["token"].as_str().expect("token").to_owned();
