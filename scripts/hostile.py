@@ -451,6 +451,37 @@ def attacks_on_the_document(report, a, tok):
 
     report.attack("batch of 50 ops x 90 aliased introspections, no token", a, big_batch)
 
+    def huge_batch(measure):
+        batch = [{"query": "{__typename}"}] * 20000
+        status, body, _ = measure(lambda: graphql(a, None, batch=batch))
+        return f"{expect_limit(body, 'batch')} (HTTP {status}, {len(json.dumps(batch)) // 1024} KiB body)"
+
+    report.attack("batch of 20,000 ops, no token", a, huge_batch)
+
+    def huge_body(measure):
+        raw = json.dumps({"query": "{__typename}", "variables": {"pad": "x" * (3 * 1024 * 1024)}}).encode()
+        status, _, _ = measure(
+            lambda: http_request(a.client_port, "POST", "/graphql", raw=raw, headers={"Content-Type": "application/json"})
+        )
+        check(status == 413, f"answered {status}")
+        return f"HTTP {status} (3 MiB body)"
+
+    report.attack("3 MiB POST body, no token", a, huge_body)
+
+    def long_document(measure):
+        doc = "{" + " ".join(["__typename"] * 4000) + "}"
+        status, body, _ = measure(lambda: graphql(a, doc))
+        return f"{expect_limit(body, 'documentBytes')} (HTTP {status})"
+
+    report.attack("44 KB document, no token", a, long_document)
+
+    def deep(measure):
+        doc = "query{channels{" * 40 + "id" + "}" * 40 + "}"
+        status, body, _ = measure(lambda: graphql(a, doc))
+        return f"{expect_limit(body, 'depth')} (HTTP {status})"
+
+    report.attack("selections nested 40 deep, no token", a, deep)
+
     def introspection_no_token(measure):
         status, body, _ = measure(lambda: graphql(a, "{__schema{types{name}}}"))
         check(error_code(body) == "UNAUTHENTICATED", f"introspection without a token: {body}")
