@@ -126,7 +126,7 @@ args=(
 
 log "fuzzing http://127.0.0.1:$client_port/graphql for ${FUZZ_SECONDS:-60} s"
 status=0
-SCHEMATHESIS_HOOKS=graphql_fuzz_checks PYTHONPATH="$PWD/scripts${PYTHONPATH:+:$PYTHONPATH}" \
+SCHEMATHESIS_HOOKS=graphql_fuzz_checks PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$PWD/scripts${PYTHONPATH:+:$PYTHONPATH}" \
   timeout $((${FUZZ_SECONDS:-60} * 3 + 120)) .venv/bin/schemathesis "${args[@]}" || status=$?
 
 if grep -q "panicked" "$workdir/server.log"; then
