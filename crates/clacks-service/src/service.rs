@@ -162,6 +162,15 @@ impl ChatService {
         self.rate.charge_query_cost(&caller.user_id, cost)
     }
 
+    /// Takes one of the caller's subscription tokens: `RATE_LIMITED` once
+    /// spent. A transport calls it when it receives a subscription, before
+    /// running it, so that one stopped before its resolver ran (a
+    /// `subscribe` followed at once by its `complete`) is counted too;
+    /// [`Self::subscribe`] does not charge again.
+    pub fn admit_subscription(&self, caller: &Caller) -> Result<()> {
+        self.rate.check(Operation::Subscribe, &caller.user_id)
+    }
+
     fn publish(&self, event: ChannelEvent) {
         self.publisher.publish(event);
     }
@@ -510,7 +519,6 @@ impl ChatService {
         caller: &Caller,
         channel: Option<ChannelId>,
     ) -> Result<Subscription> {
-        self.rate.check(Operation::Subscribe, &caller.user_id)?;
         match channel {
             Some(channel) => {
                 let subscription = self

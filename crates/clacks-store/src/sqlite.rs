@@ -37,6 +37,7 @@ impl SqliteStore {
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(settings.acquire_timeout)
+            .after_release(|connection, _| Box::pin(not_left_in_a_transaction(connection)))
             .connect_with(options.clone())
             .await
             .map_err(crate::db_error)?;
@@ -46,6 +47,7 @@ impl SqliteStore {
             SqlitePoolOptions::new()
                 .max_connections(settings.max_connections.max(1))
                 .acquire_timeout(settings.acquire_timeout)
+                .after_release(|connection, _| Box::pin(not_left_in_a_transaction(connection)))
                 .connect_with(options.read_only(true))
                 .await
                 .map_err(crate::db_error)?
@@ -57,6 +59,31 @@ impl SqliteStore {
             read,
         })
     }
+}
+
+/// Whether a connection handed back to its pool may be kept: not when it is
+/// still in a transaction that nothing can end. sqlx's SQLite `begin_with`
+/// (ours: `BEGIN IMMEDIATE` for writes, `BEGIN` for reads) has the
+/// transaction open before its last await; a future dropped there (a client
+/// that went away mid-request, a subscription closed while it reads its
+/// backlog) leaves no `Transaction` to roll back, and the connection would
+/// go back to the pool still inside it: every later `begin_with` on it
+/// fails ("non-zero transaction depth"), and on the one write connection
+/// that stops every write and holds the write lock. Closed instead (the
+/// pool opens another). The ping first lets the worker run what is queued,
+/// such as the rollback of a `Transaction` dropped the usual way.
+async fn not_left_in_a_transaction(
+    connection: &mut sqlx::SqliteConnection,
+) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    connection.ping().await?;
+    let clean = !connection.is_in_transaction();
+    if !clean {
+        tracing::debug!(
+            "a database connection was left in a transaction by a dropped request; closing it"
+        );
+    }
+    Ok(clean)
 }
 
 /// The database file holds every message and the generated JWT secret, so
@@ -104,3 +131,47 @@ sql_store!(
     MIGRATOR,
     "BEGIN"
 );
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::Store;
+    use clacks_core::{DisplayName, UserId};
+
+    /// A connection handed back inside a transaction, as a request dropped
+    /// within sqlx's `begin_with` leaves it (begun, no `Transaction` to roll
+    /// it back: here, one forgotten), is not used again: the next reads and
+    /// writes on the one-connection pools work.
+    #[tokio::test]
+    async fn a_connection_left_in_a_transaction_is_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let settings = PoolSettings {
+            max_connections: 1,
+            ..PoolSettings::default()
+        };
+        let store = SqliteStore::connect(&url, &settings).await.unwrap();
+        store.migrate().await.unwrap();
+        let alice = UserId::parse("alice").unwrap();
+        let channel = store
+            .create_channel(
+                &DisplayName::parse("c").unwrap(),
+                None,
+                std::slice::from_ref(&alice),
+            )
+            .await
+            .unwrap()
+            .id;
+        for (pool, begin) in [(&store.read, "BEGIN"), (&store.write, "BEGIN IMMEDIATE")] {
+            let mut connection = pool.acquire().await.unwrap();
+            let transaction = sqlx::Connection::begin_with(&mut *connection, begin)
+                .await
+                .unwrap();
+            std::mem::forget(transaction);
+            drop(connection);
+            store.events_after(channel, 0, 10).await.expect("a read");
+            store.mark_read(channel, &alice, 0).await.expect("a write");
+        }
+    }
+}

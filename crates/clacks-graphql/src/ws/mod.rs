@@ -538,7 +538,17 @@ impl Connection {
             self.refuse(&id, &[gql(error).into_server_error(Default::default())]);
             return None;
         }
-        let mutation = is_mutation(&admitted.document, request.operation_name.as_deref());
+        let kind = operation_type(&admitted.document, request.operation_name.as_deref());
+        // Charged here, not in the resolver: a subscription completed right
+        // after it is sent never reaches its resolver, yet costs a parse,
+        // a task and a registration.
+        if kind == Some(OperationType::Subscription)
+            && let Err(error) = self.state.service.admit_subscription(&caller)
+        {
+            self.refuse(&id, &[gql(error).into_server_error(Default::default())]);
+            return None;
+        }
+        let mutation = kind == Some(OperationType::Mutation);
         let in_flight = mutation.then(|| self.outbox.mutation_started());
         let control: Arc<dyn ConnectionControl> = self.outbox.clone();
         let request = request
@@ -571,13 +581,16 @@ impl Connection {
     }
 }
 
-/// Whether the operation a request runs is a mutation (when the document
-/// does not say which operation, the executor refuses it anyway).
-fn is_mutation(document: &ExecutableDocument, operation_name: Option<&str>) -> bool {
+/// The type of the operation a request runs (`None` when the document does
+/// not say which operation: the executor refuses it anyway).
+fn operation_type(
+    document: &ExecutableDocument,
+    operation_name: Option<&str>,
+) -> Option<OperationType> {
     let operation = match (&document.operations, operation_name) {
         (DocumentOperations::Single(operation), _) => Some(operation),
         (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name),
         (DocumentOperations::Multiple(_), None) => None,
     };
-    operation.is_some_and(|operation| operation.node.ty == OperationType::Mutation)
+    operation.map(|operation| operation.node.ty)
 }

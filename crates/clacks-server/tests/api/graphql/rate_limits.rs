@@ -130,3 +130,31 @@ async fn every_client_operation_is_rate_limited_per_user() {
     rate_limited(&json!({"errors": refused["payload"]}), "subscribe");
     app.shutdown().await;
 }
+
+/// A subscription completed right after it is sent is stopped before its
+/// resolver runs; it is counted all the same (a client churning
+/// `subscribe` + `complete` pairs still costs a parse, a task and a
+/// registration each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_completed_at_once_are_counted() {
+    let Some(app) = TestApp::spawn_with(TestBackend::Sqlite, |config| {
+        (config.subscribe_rate, config.subscribe_burst) = (1, 2);
+    })
+    .await
+    else {
+        return;
+    };
+    let alice = app.token("alice");
+    let mut ws = Ws::open(&app.ws_url, MODERN, &alice).await;
+    let subscription = "subscription { message { seq } }";
+    for id in ["1", "2", "3"] {
+        ws.subscribe(id, subscription, json!({})).await;
+        ws.send(json!({"id": id, "type": "complete"})).await;
+    }
+    // Live subscriptions answer nothing: the first frame is the refusal.
+    let refused = ws.recv().await;
+    assert_eq!(refused["id"], "3", "{refused}");
+    assert_eq!(refused["type"], "error", "{refused}");
+    rate_limited(&json!({"errors": refused["payload"]}), "subscribe");
+    app.shutdown().await;
+}
