@@ -107,6 +107,11 @@ impl Spawned {
                 .env("CLACKS_MANAGEMENT_ADDR", format!("127.0.0.1:{management}"))
                 .env("CLACKS_SEND_RATE", "1000000")
                 .env("CLACKS_SEND_BURST", "1000000")
+                // A send also spends its operation's cost from the sender's
+                // query-cost budget: the one-sender scenarios (resume's
+                // 10,000-message fill) would be metered by it instead.
+                .env("CLACKS_QUERY_COST_RATE", "100000000")
+                .env("CLACKS_QUERY_COST_BURST", "100000000")
                 .env("CLACKS_LOG", "warn")
                 .env_remove("CLACKS_MANAGEMENT_TOKEN")
                 .stdin(Stdio::null())
