@@ -23,12 +23,13 @@
 //! same allocator (jemalloc, with Clacks' purge settings when spawned by
 //! `--compare-ceiling`), the same frames byte for byte in shape
 //! (`{"id":..,"type":"next","payload":{"data":{"message":{"seq":..,"content":..}}}}`),
-//! and a bounded queue per connection (1,024 frames, as Clacks' default;
+//! a bounded queue per connection (1,024 frames, as Clacks' default;
 //! a full queue closes the connection with 4008 "slow consumer" instead of
-//! waiting). A send serializes its payload once; each subscriber's frame
-//! is that payload wrapped in its own operation id (one allocation per
-//! subscriber per message, as a server that answers per subscription
-//! does). Sequence numbers are per channel and assigned under the
+//! waiting), and a writer that flushes once per batch of up to 64 queued
+//! frames, as Clacks' does. A send serializes its frame once per distinct
+//! operation id and shares it among the subscribers that use that id (the
+//! bench's clients all subscribe as "1": one serialization per send, as
+//! cheap as a broadcast can be). Sequence numbers are per channel and assigned under the
 //! channel's lock together with the enqueueing, so every subscriber sees
 //! them in order. The last 16 payloads of a channel are kept so that
 //! `afterSeq` closes the race between a `subscribe` and a send that the
@@ -40,7 +41,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -63,6 +64,8 @@ const READ_BUFFER: usize = 512;
 const WRITE_BUFFER: usize = 4 * 1024;
 const MAX_MESSAGE: usize = 64 * 1024;
 const SLOW_CONSUMER: u16 = 4008;
+/// Frames written before one flush (Clacks: 64).
+const BATCH: usize = 64;
 
 /// `clacks-bench ceiling`: where to listen.
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
@@ -79,7 +82,7 @@ struct Sub {
     conn: u64,
     /// The operation id, JSON-encoded.
     op: Arc<str>,
-    tx: mpsc::Sender<String>,
+    tx: mpsc::Sender<Utf8Bytes>,
     kill: CancellationToken,
 }
 
@@ -108,7 +111,7 @@ fn frame(op: &str, payload: &str) -> String {
 }
 
 /// Hands `frame` to a subscriber; false when it is gone or too slow.
-fn offer(sub: &Sub, frame: String) -> bool {
+fn offer(sub: &Sub, frame: Utf8Bytes) -> bool {
     match sub.tx.try_send(frame) {
         Ok(()) => true,
         Err(mpsc::error::TrySendError::Full(_)) => {
@@ -141,7 +144,20 @@ impl Hub {
         let payload: Arc<str> = json!({"data": {"message": {"seq": seq, "content": content}}})
             .to_string()
             .into();
-        ch.subs.retain(|s| offer(s, frame(&s.op, &payload)));
+        // One frame per distinct operation id, shared by its subscribers
+        // (the bench's clients all subscribe as "1": one frame per send).
+        let mut shared: Option<(Arc<str>, Utf8Bytes)> = None;
+        ch.subs.retain(|s| {
+            let f = match &shared {
+                Some((op, f)) if *op == s.op => f.clone(),
+                _ => {
+                    let f = Utf8Bytes::from(frame(&s.op, &payload));
+                    shared = Some((s.op.clone(), f.clone()));
+                    f
+                }
+            };
+            offer(s, f)
+        });
         if ch.history.len() == HISTORY {
             ch.history.pop_front();
         }
@@ -158,7 +174,7 @@ impl Hub {
         };
         if let Some(after) = after {
             for (seq, payload) in &ch.history {
-                if *seq > after && !offer(&sub, frame(&sub.op, payload)) {
+                if *seq > after && !offer(&sub, frame(&sub.op, payload).into()) {
                     return true;
                 }
             }
@@ -348,7 +364,7 @@ fn close(code: u16, reason: &'static str) -> Message {
 /// One WebSocket: reads control frames, writes queued events.
 async fn connection(hub: Arc<Hub>, socket: WebSocket) {
     let conn = hub.next_conn.fetch_add(1, Relaxed);
-    let (tx, mut rx) = mpsc::channel::<String>(QUEUE);
+    let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(QUEUE);
     let kill = CancellationToken::new();
     let (mut sink, mut stream) = socket.split();
     let mut acked = false;
@@ -364,7 +380,13 @@ async fn connection(hub: Arc<Hub>, socket: WebSocket) {
             out = rx.recv() => {
                 // `tx` lives here, so the queue never closes.
                 let Some(out) = out else { break };
-                if sink.send(Message::Text(out.into())).await.is_err() {
+                // What is queued goes out in one flush, as Clacks' writer does.
+                let mut written = sink.feed(Message::Text(out)).await.is_ok();
+                for _ in 1..BATCH {
+                    let Ok(more) = rx.try_recv() else { break };
+                    written = written && sink.feed(Message::Text(more)).await.is_ok();
+                }
+                if !written || sink.flush().await.is_err() {
                     break;
                 }
                 continue;
@@ -558,8 +580,8 @@ mod tests {
         };
         assert!(hub.subscribe(c, Some(1), sub));
         assert_eq!(hub.publish(c, "c"), Some(3));
-        let a = rx.try_recv().expect("replayed");
-        let b = rx.try_recv().expect("live");
+        let a = rx.try_recv().expect("replayed").to_string();
+        let b = rx.try_recv().expect("live").to_string();
         assert!(a.contains("\"seq\":2") && a.contains("\"content\":\"b\""));
         assert!(b.contains("\"seq\":3"));
         assert!(rx.try_recv().is_err());
