@@ -6,6 +6,8 @@
 //! user, sends through GraphQL mutations over HTTP (or the management API),
 //! and measures what the issue asks for.
 //!
+//! - [`ceiling`]: the minimal broadcast server Clacks is compared with
+//!   (`--compare-ceiling`).
 //! - [`target`]: where the server is and how to talk to its two APIs.
 //! - [`spawn`]: starts `clacks` processes on free loopback ports over a
 //!   fresh database.
@@ -20,6 +22,7 @@
 //! connects have timeouts, the binary wraps a whole run in `--timeout`.
 //! Traffic only ever goes to the URLs given (loopback by default).
 
+pub mod ceiling;
 pub mod metrics;
 pub mod report;
 pub mod scenarios;

@@ -5,11 +5,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use clacks_bench::ceiling::{self, CeilingOpts};
 use clacks_bench::report::Report;
 use clacks_bench::scenarios::{Ctx, durable, fanout, resume, rooms};
 use clacks_bench::spawn::{Db, SpawnOptions, Spawned};
 use clacks_bench::target::{Node, SendVia, Target};
 use clap::{Parser, Subcommand};
+
+// The allocator Clacks runs with (crates/clacks-server/src/main.rs), so
+// that the ceiling's memory per connection compares like for like. The
+// ceiling child gets Clacks' purge settings through `_RJEM_MALLOC_CONF`.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -105,6 +112,11 @@ struct Global {
     /// Worker threads of the tool's runtime (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Run the scenario (fanout, many-channels) against Clacks, then the
+    /// same against the ceiling (`clacks-bench ceiling`, a minimal
+    /// broadcast server spawned from this binary), and report the ratios.
+    #[arg(long, global = true)]
+    compare_ceiling: bool,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -127,6 +139,9 @@ enum Scenario {
     Resume(resume::ResumeOpts),
     /// Fan-out with senders on node A and subscribers on node B (NATS).
     TwoNodes(fanout::FanoutOpts),
+    /// Serve the ceiling: a minimal broadcast server speaking what the
+    /// scenarios use (see `--compare-ceiling`).
+    Ceiling(CeilingOpts),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -138,6 +153,9 @@ fn main() -> anyhow::Result<()> {
         builder.worker_threads(n.max(1));
     }
     let runtime = builder.build().context("tokio runtime")?;
+    if let Scenario::Ceiling(opts) = &cli.scenario {
+        return runtime.block_on(ceiling::serve(opts));
+    }
     let timeout = Duration::from_secs(cli.global.timeout.max(1));
     let report = runtime.block_on(async {
         match tokio::time::timeout(timeout, run(&cli, nofile)).await {
@@ -156,7 +174,8 @@ fn main() -> anyhow::Result<()> {
         None => {}
     }
     runtime.shutdown_timeout(Duration::from_secs(2));
-    if !report.consistency.ok {
+    let ceiling_ok = report.ceiling.as_ref().is_none_or(|c| c.consistency.ok);
+    if !report.consistency.ok || !ceiling_ok {
         eprintln!("[clacks-bench] consistency problems: see the summary");
         std::process::exit(2);
     }
@@ -215,6 +234,48 @@ async fn run(cli: &Cli, nofile: u64) -> anyhow::Result<Report> {
     if nodes == 2 && target.nodes.len() < 2 {
         bail!("two-nodes needs --spawn or --client-url-b/--management-url-b");
     }
+    if g.compare_ceiling
+        && !matches!(
+            cli.scenario,
+            Scenario::Fanout(_) | Scenario::ManyChannels(_)
+        )
+    {
+        bail!("--compare-ceiling applies to fanout and many-channels");
+    }
+    let result = scenario(cli, target, nodes, database.as_deref(), nofile).await;
+    if let Some(s) = spawned.as_mut()
+        && let Err(why) = s.check_alive()
+    {
+        eprintln!("[clacks-bench] {why}");
+    }
+    let mut report = result?;
+    // Clacks is stopped before the ceiling starts: each runs alone.
+    drop(spawned);
+    if g.compare_ceiling {
+        let exe = std::env::current_exe().context("finding this binary")?;
+        let mut ceiling = Spawned::start_ceiling(&exe, g.server_log_dir.as_deref()).await?;
+        eprintln!("[clacks-bench] the same scenario against the ceiling");
+        let result = scenario(cli, ceiling.target.clone(), 1, None, nofile).await;
+        if let Err(why) = ceiling.check_alive() {
+            eprintln!("[clacks-bench] ceiling: {why}");
+        }
+        let mut other = result.context("the ceiling's run")?;
+        other.database = Some(ceiling.database.clone());
+        ceiling::compare(&mut report, other);
+    }
+    report.database = database;
+    Ok(report)
+}
+
+/// Runs the chosen scenario against `target`.
+async fn scenario(
+    cli: &Cli,
+    target: Target,
+    nodes: usize,
+    database: Option<&str>,
+    nofile: u64,
+) -> anyhow::Result<Report> {
+    let g = &cli.global;
     let mut ctx = Ctx::new(target)?;
     ctx.api.wait_ready(Duration::from_secs(10)).await?;
     ctx.via = g.send_via;
@@ -235,25 +296,21 @@ async fn run(cli: &Cli, nofile: u64) -> anyhow::Result<Report> {
             .iter()
             .map(|n| &n.client_url)
             .collect::<Vec<_>>(),
-        database.as_deref().unwrap_or("(not given)")
+        database.unwrap_or("(not given)")
     );
-    let result = match &cli.scenario {
+    match &cli.scenario {
         Scenario::Fanout(o) => fanout::run(&ctx, o, "fanout").await,
         Scenario::TwoNodes(o) => fanout::run(&ctx, o, "two-nodes").await,
         Scenario::ManyChannels(o) => rooms::many_channels(&ctx, o).await,
         Scenario::Latency(o) => rooms::latency(&ctx, o).await,
-        Scenario::DurableSend(o) => durable::run(&ctx, o, database.as_deref()).await,
+        Scenario::DurableSend(o) => durable::run(&ctx, o, database).await,
         Scenario::Resume(o) => resume::run(&ctx, o).await,
-    };
-    if let Some(s) = spawned.as_mut()
-        && let Err(why) = s.check_alive()
-    {
-        eprintln!("[clacks-bench] {why}");
+        Scenario::Ceiling(_) => bail!("the ceiling is a server, not a scenario"),
     }
-    let mut report = result?;
-    report.database = database;
-    report.params["send_via"] = serde_json::json!(g.send_via);
-    report.params["concurrency"] = serde_json::json!(g.concurrency);
-    report.params["size"] = serde_json::json!(g.size);
-    Ok(report)
+    .map(|mut report| {
+        report.params["send_via"] = serde_json::json!(g.send_via);
+        report.params["concurrency"] = serde_json::json!(g.concurrency);
+        report.params["size"] = serde_json::json!(g.size);
+        report
+    })
 }

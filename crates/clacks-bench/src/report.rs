@@ -101,6 +101,12 @@ pub struct Report {
     pub consistency: Consistency,
     pub targets: Vec<TargetCheck>,
     pub notes: Vec<String>,
+    /// With `--compare-ceiling`: Clacks' figures over the ceiling's.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ratios: BTreeMap<String, f64>,
+    /// With `--compare-ceiling`: the same scenario against the ceiling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ceiling: Option<Box<Report>>,
 }
 
 impl Report {
@@ -123,6 +129,8 @@ impl Report {
             consistency: Consistency::default(),
             targets: Vec::new(),
             notes: Vec::new(),
+            ratios: BTreeMap::new(),
+            ceiling: None,
         }
     }
 
@@ -218,6 +226,14 @@ impl Report {
         }
         for n in &self.notes {
             out.push_str(&format!("note: {n}\n"));
+        }
+        if let Some(c) = &self.ceiling {
+            out.push_str("\n== the same run against the ceiling ==\n");
+            out.push_str(&c.human());
+            out.push_str("== Clacks / ceiling ==\n");
+            for (k, v) in &self.ratios {
+                out.push_str(&format!("ratio {k}: {v:.3}x\n"));
+            }
         }
         out
     }

@@ -165,6 +165,58 @@ impl Spawned {
         })
     }
 
+    /// Starts the ceiling (`clacks-bench ceiling`, from the `binary` of
+    /// this tool) on free loopback ports, with Clacks' allocator settings.
+    pub async fn start_ceiling(binary: &Path, log_dir: Option<&Path>) -> anyhow::Result<Spawned> {
+        let dir = tempfile::tempdir().context("temp dir")?;
+        let client = free_port()?;
+        let management = free_port()?;
+        let log = log_dir.unwrap_or(dir.path()).join("ceiling.log");
+        let log_file = std::fs::File::create(&log).context("ceiling log file")?;
+        let child = tokio::process::Command::new(binary)
+            .arg("ceiling")
+            .arg("--client-addr")
+            .arg(format!("127.0.0.1:{client}"))
+            .arg("--management-addr")
+            .arg(format!("127.0.0.1:{management}"))
+            // As crates/clacks-server/src/main.rs configures jemalloc.
+            .env(
+                "_RJEM_MALLOC_CONF",
+                "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0",
+            )
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {} ceiling", binary.display()))?;
+        let node = Node {
+            client_url: format!("http://127.0.0.1:{client}"),
+            management_url: format!("http://127.0.0.1:{management}"),
+            pid: child.id(),
+        };
+        let target = Target {
+            nodes: vec![node],
+            jwt_secret: Some(secret()),
+            management_token: None,
+        };
+        let api = Api::new(target.clone(), 2)?;
+        if let Err(e) = api.wait_ready(Duration::from_secs(20)).await {
+            bail!(
+                "the ceiling did not become ready: {e}\n--- log ---\n{}",
+                log_tail(&log)
+            );
+        }
+        Ok(Spawned {
+            target,
+            database: "none (ceiling)".into(),
+            children: vec![child],
+            logs: vec![log],
+            _db: None,
+            _dir: dir,
+        })
+    }
+
     /// Whether every server process is still running; the log tail of
     /// the first that exited.
     pub fn check_alive(&mut self) -> Result<(), String> {

@@ -236,3 +236,69 @@ async fn two_nodes_small() {
     assert_eq!(report.consistency.delivered, 11 * 4);
     server.stop().await;
 }
+
+/// The ceiling of issue 14 runs the same scenarios with the same counts,
+/// and `compare` turns two reports into ratios (values not asserted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ceiling_small() {
+    use clacks_bench::ceiling::{Ceiling, CeilingOpts, compare};
+    let ceiling = Ceiling::start(&CeilingOpts {
+        client_addr: "127.0.0.1:0".parse().unwrap(),
+        management_addr: "127.0.0.1:0".parse().unwrap(),
+    })
+    .await
+    .expect("ceiling");
+    let mut ctx = Ctx::new(ceiling.target()).expect("ctx");
+    ctx.concurrency = 8;
+    ctx.connect_concurrency = 8;
+    ctx.progress = None;
+    let opts = fanout::FanoutOpts {
+        subscribers: 5,
+        burst: 4,
+        bursts: 2,
+        senders: 2,
+        pause_ms: 0,
+    };
+    let on_ceiling = fanout::run(&ctx, &opts, "fanout")
+        .await
+        .expect("fanout on the ceiling");
+    assert_consistent(&on_ceiling);
+    assert_eq!(on_ceiling.consistency.acked, 9);
+    assert_eq!(on_ceiling.consistency.delivered, 45);
+    assert_eq!(on_ceiling.phases[0].delivered, 40);
+
+    // The management API's send path and many-channels, both ways.
+    ctx.via = SendVia::Api;
+    for no_subscribe in [false, true] {
+        let opts = rooms::ManyChannelsOpts {
+            channels: 4,
+            members: 2,
+            rates: vec![20.0],
+            duration: 1,
+            settle: 0,
+            no_subscribe,
+        };
+        let report = rooms::many_channels(&ctx, &opts)
+            .await
+            .expect("many-channels on the ceiling");
+        assert_consistent(&report);
+        assert_eq!(report.connections, 8);
+        if !no_subscribe {
+            // Warm-up (4) and 20 messages, each to both members.
+            assert_eq!(report.consistency.delivered, 48, "{}", report.human());
+        }
+    }
+
+    let server = Server::start(1, None).await;
+    let on_clacks = fanout::run(&server.ctx(), &opts, "fanout")
+        .await
+        .expect("fanout on Clacks");
+    assert_consistent(&on_clacks);
+    let mut report = on_clacks;
+    compare(&mut report, on_ceiling);
+    assert!(report.ratios.contains_key("delivered_events_per_s"));
+    assert!(report.ceiling.is_some());
+    assert!(report.human().contains("against the ceiling"));
+    server.stop().await;
+    ceiling.stop().await;
+}

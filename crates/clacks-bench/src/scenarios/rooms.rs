@@ -155,6 +155,14 @@ async fn run(ctx: &Ctx, plan: &RoomsPlan, report: &mut Report) -> anyhow::Result
         json!(warm_per_conn),
     );
     extra.insert("client_rss_kib".into(), json!(client_rss));
+    // Without traffic (`--no-subscribe`) the readings get a phase of their own.
+    if report.phases.is_empty() {
+        report.phases.push(crate::report::Phase {
+            name: "connections".into(),
+            server_rss_kib: rss_warm,
+            ..Default::default()
+        });
+    }
     if let Some(first) = report.phases.first_mut() {
         first.extra.extend(extra);
     }
