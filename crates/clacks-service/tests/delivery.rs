@@ -484,3 +484,62 @@ async fn a_dropped_request_still_publishes_what_it_committed(backend: TestBacken
         }
     }
 }
+
+/// Reproduction of a defect found at the end of a session, not yet fixed:
+/// a send that commits while an `events(resume: [(channel, 0)])`
+/// subscription registers, in a channel created just before, is sometimes
+/// never delivered to it (seen: dozens of the 300 rounds on SQLite; the
+/// Apollo guide test in e2e/guides.sh meets the same race about 1 run in
+/// 10). Ignored until the hub/replay seam is fixed, so that it does not
+/// fail every CI run meanwhile; run it with
+/// `cargo test -p clacks-service --test delivery -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "reproduces an open defect: a send racing a resume subscribe in a new channel is lost"]
+async fn a_send_racing_a_resume_subscribe_in_a_new_channel_is_delivered() {
+    let db = TestDatabase::create(TestBackend::Sqlite).await.unwrap();
+    let service = service(&db).await;
+    let alice = caller(&service, "alice");
+    let bob = caller(&service, "bob");
+    let mut lost = 0;
+    for round in 0..300 {
+        let channel = service
+            .admin_create_channel(
+                format!("r{round}"),
+                vec!["alice".into(), "bob".into()],
+                None,
+            )
+            .await
+            .unwrap()
+            .id;
+        let delay = rand::rng().random_range(0..300u64);
+        let s2 = service.clone();
+        let a2 = alice.clone();
+        let send = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_micros(delay)).await;
+            s2.send(&a2, channel, "hi".into(), None).await.unwrap()
+        });
+        let mut stream = service
+            .subscribe_events(&bob, None, &[(channel, 0)])
+            .await
+            .unwrap();
+        send.await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(d) = stream.next().await {
+                if let Delivery::Event(e) = d
+                    && e.channel_id == channel
+                    && e.seq == 1
+                {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+        if !got {
+            lost += 1;
+            eprintln!("round {round} delay {delay}: seq 1 never arrived");
+        }
+    }
+    assert_eq!(lost, 0, "lost in {lost} of 300 rounds");
+}
