@@ -641,10 +641,21 @@ impl Hub {
     /// to an all-channels subscription, each with the seq it was read at.
     /// A channel whose `member_left` (a later seq) arrived in between is
     /// left out: it was delivered before the subscription was routed there.
-    pub fn add_channels(&self, subscription: &Subscription, channels: &[(ChannelId, Seq)]) {
+    ///
+    /// Returns the channels that have no baseline yet. The seqs they were
+    /// listed at cannot be theirs: an event committed after the list was
+    /// read and published before this call found no route here and was
+    /// dropped, so the caller reads their seqs again (after this call) and
+    /// passes them to [`Hub::set_baseline`].
+    #[must_use = "channels without a baseline need one read after routing"]
+    pub fn add_channels(
+        &self,
+        subscription: &Subscription,
+        channels: &[(ChannelId, Seq)],
+    ) -> Vec<ChannelId> {
         let mut registry = self.write();
         let Some(sub) = registry.subs.get_mut(&subscription.id) else {
-            return;
+            return Vec::new();
         };
         let left = sub.left_while_listing.take().unwrap_or_default();
         let added: Vec<ChannelId> = channels
@@ -655,10 +666,20 @@ impl Hub {
         for channel in &added {
             registry.route(subscription.id, *channel);
         }
+        let unbased: Vec<ChannelId> = added
+            .into_iter()
+            .filter(|channel| {
+                registry
+                    .channels
+                    .get(channel)
+                    .is_some_and(|entry| entry.next_seq.is_none())
+            })
+            .collect();
         drop(registry);
-        for channel in added {
-            self.schedule_backfill_if_unbased(channel);
+        for channel in &unbased {
+            self.schedule_backfill_if_unbased(*channel);
         }
+        unbased
     }
 
     /// Makes `subscription` start `channel` after seq `after`: it reads
@@ -1582,7 +1603,8 @@ mod tests {
         // before a rejoin the list saw) is published late.
         hub.publish(event(1, 5, EventPayload::MemberLeft { user_id: user("a") }));
         hub.publish(event(2, 6, EventPayload::MemberLeft { user_id: user("a") }));
-        hub.add_channels(&all, &[(ChannelId(1), 4), (ChannelId(2), 7)]);
+        let unbased = hub.add_channels(&all, &[(ChannelId(1), 4), (ChannelId(2), 7)]);
+        assert_eq!(unbased, vec![ChannelId(2)], "channel 1 has its baseline");
         hub.set_baseline(ChannelId(2), 7);
         hub.publish(message(1, 6));
         hub.publish(message(2, 8));
@@ -1592,6 +1614,29 @@ mod tests {
             "channel 2 is followed, channel 1 is not"
         );
         assert_eq!(hub.stats().subscriptions, 2);
+    }
+
+    /// An event committed after an all-channels subscription read its
+    /// channel list, and published before the list was routed, finds no
+    /// route and is dropped. The channel comes back without a baseline, so
+    /// its seq is read again after routing: the event is history to the
+    /// new baseline, which a resume replays.
+    #[tokio::test]
+    async fn an_event_between_the_channel_list_and_its_routing_is_replayed() {
+        let log = Log::with([]);
+        let hub = hub_with(&log, HubSettings::default());
+        let mut all = hub.subscribe(user("a"), Interest::AllChannels(Vec::new()));
+        // The list says channel 1 is at seq 0; then seq 1 commits and is
+        // published before the list is routed.
+        log.commit([message(1, 1)]);
+        hub.publish(message(1, 1));
+        let unbased = hub.add_channels(&all, &[(ChannelId(1), 0)]);
+        assert_eq!(unbased, vec![ChannelId(1)]);
+        hub.set_baseline(ChannelId(1), 1);
+        assert_eq!(hub.resume(&mut all, ChannelId(1), 0), Some(1));
+        assert_eq!(seq_of(next_within(&mut all).await.unwrap()), 1);
+        hub.publish(message(1, 2));
+        assert_eq!(seq_of(next_within(&mut all).await.unwrap()), 2);
     }
 
     /// Membership changes read back by a subscription behind apply at

@@ -544,15 +544,15 @@ impl ChatService {
                 let subscription = self
                     .hub
                     .subscribe(caller.user_id.clone(), Interest::AllChannels(Vec::new()));
-                let summaries = self.store.user_channels(&caller.user_id).await?;
-                let channels: Vec<(ChannelId, Seq)> = summaries
-                    .iter()
-                    .map(|s| (s.channel.id, s.channel.last_seq))
-                    .collect();
-                self.hub.add_channels(&subscription, &channels);
-                for summary in &summaries {
-                    self.hub
-                        .set_baseline(summary.channel.id, summary.channel.last_seq);
+                let channels = self.store.user_channel_seqs(&caller.user_id).await?;
+                // The list's seqs are not baselines: an event committed
+                // after the list was read and published before it was
+                // routed reached no one here. Seqs read after routing are.
+                let unbased = self.hub.add_channels(&subscription, &channels);
+                if !unbased.is_empty() {
+                    for (channel, last) in self.store.last_seqs(&unbased).await? {
+                        self.hub.set_baseline(channel, last);
+                    }
                 }
                 Ok(subscription)
             }

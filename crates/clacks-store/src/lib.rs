@@ -150,6 +150,11 @@ pub trait Store: Send + Sync + 'static {
     async fn member(&self, id: ChannelId, user: &UserId) -> Result<Option<Member>>;
     /// The user's channels with unread counts and last messages.
     async fn user_channels(&self, user: &UserId) -> Result<Vec<ChannelSummary>>;
+    /// The user's channels by ascending id, each with its newest seq: what
+    /// an all-channels subscription follows, without the summaries' cost.
+    async fn user_channel_seqs(&self, user: &UserId) -> Result<Vec<(ChannelId, Seq)>>;
+    /// The newest seq of each of `channels` that exists.
+    async fn last_seqs(&self, channels: &[ChannelId]) -> Result<Vec<(ChannelId, Seq)>>;
 
     /// Stores a message with the channel's next seq; idempotent on
     /// `(channel, sender, client_message_id)`. A user sender must be a

@@ -1305,6 +1305,34 @@ macro_rules! sql_store {
                 Self::member_in(&self.read, id, user).await
             }
 
+            async fn user_channel_seqs(&self, user: &UserId) -> Result<Vec<(ChannelId, Seq)>> {
+                let rows = sqlx::query(&q(
+                    "SELECT c.id, c.last_seq FROM members mb JOIN channels c ON c.id = mb.channel_id \
+                     WHERE mb.user_id = $1 ORDER BY c.id",
+                ))
+                .bind(user.as_str())
+                .fetch_all(&self.read)
+                .await
+                .map_err(db_error)?;
+                rows.iter().map(|row| Ok((ChannelId(int(row, 0)?), int(row, 1)?))).collect()
+            }
+
+            async fn last_seqs(&self, channels: &[ChannelId]) -> Result<Vec<(ChannelId, Seq)>> {
+                let mut seqs = Vec::with_capacity(channels.len());
+                for chunk in channels.chunks(500) {
+                    let mut select = sqlx::QueryBuilder::<$db>::new("SELECT id, last_seq FROM channels WHERE id IN (");
+                    let mut ids = select.separated(", ");
+                    for channel in chunk {
+                        ids.push_bind(channel.0);
+                    }
+                    select.push(")");
+                    for row in select.build().fetch_all(&self.read).await.map_err(db_error)? {
+                        seqs.push((ChannelId(int(&row, 0)?), int(&row, 1)?));
+                    }
+                }
+                Ok(seqs)
+            }
+
             async fn user_channels(&self, user: &UserId) -> Result<Vec<ChannelSummary>> {
                 let mut tx = self.begin_read().await?;
                 let rows = sqlx::query(&q(concat!(
