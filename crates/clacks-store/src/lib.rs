@@ -23,6 +23,7 @@
 //! both APIs.
 
 mod batch;
+mod detached;
 mod dialect;
 #[macro_use]
 mod sql;
@@ -62,6 +63,16 @@ pub enum Actor<'a> {
     User(&'a UserId),
     /// The application's server (management API): any message.
     Application,
+}
+
+impl Actor<'_> {
+    /// The end user acting, if it is one.
+    pub fn user(&self) -> Option<&UserId> {
+        match self {
+            Actor::User(user) => Some(user),
+            Actor::Application => None,
+        }
+    }
 }
 
 /// The outcome of storing a message.
@@ -247,10 +258,18 @@ impl Default for PoolSettings {
 /// `InvalidInput` (retrying will not help); an unreachable server is
 /// `Unavailable` (retry with backoff).
 pub async fn connect(url: &str, settings: &PoolSettings) -> Result<Arc<dyn Store>> {
+    // Every backend's operations run detached from their callers: see
+    // `detached` for what a dropped caller did to each driver.
     match Backend::from_url(url)? {
-        Backend::Sqlite => Ok(Arc::new(sqlite::SqliteStore::connect(url, settings).await?)),
-        Backend::MySql => Ok(Arc::new(mysql::MySqlStore::connect(url, settings).await?)),
-        Backend::Postgres => Ok(Arc::new(postgres::PgStore::connect(url, settings).await?)),
+        Backend::Sqlite => Ok(Arc::new(detached::Detached::new(
+            sqlite::SqliteStore::connect(url, settings).await?,
+        ))),
+        Backend::MySql => Ok(Arc::new(detached::Detached::new(
+            mysql::MySqlStore::connect(url, settings).await?,
+        ))),
+        Backend::Postgres => Ok(Arc::new(detached::Detached::new(
+            postgres::PgStore::connect(url, settings).await?,
+        ))),
     }
 }
 

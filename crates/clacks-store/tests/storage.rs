@@ -1184,3 +1184,46 @@ async fn sends_survive_the_database_dropping_the_writers_connections() {
     assert_eq!(send(&store, channel, "alice", "after").await.seq, 2);
     store.close().await;
 }
+
+/// Requests dropped at random points (the client went away) leave their
+/// connection whole: the pool's one connection keeps answering (it hung
+/// for good on MariaDB), and plain reads on it see what was committed
+/// since, not the snapshot of a transaction the dropped request began and
+/// nothing ended (MariaDB and PostgreSQL).
+async fn requests_dropped_midway_leave_their_connections_whole(backend: TestBackend) {
+    let settings = PoolSettings {
+        max_connections: 1,
+        ..PoolSettings::default()
+    };
+    run_with(backend, settings, |store| async move {
+        let channel = channel_with(&store, &["alice"]).await;
+        for round in 1..=150i64 {
+            let delay = std::time::Duration::from_micros(rand::random_range(0..400));
+            // Begins a read-only transaction, dropped at a random point.
+            let _ = tokio::time::timeout(delay, store.user_channels(&user("alice"))).await;
+            send(&store, channel, "alice", "hi").await;
+            eprintln!("round {round} delay {delay:?}");
+            let seen = store.channel(channel).await.unwrap().last_seq;
+            assert_eq!(
+                seen, round,
+                "round {round}: a plain read saw a stale snapshot"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_dropped_midway_leave_their_connections_whole_sqlite() {
+    requests_dropped_midway_leave_their_connections_whole(TestBackend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_dropped_midway_leave_their_connections_whole_mysql() {
+    requests_dropped_midway_leave_their_connections_whole(TestBackend::MySql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_dropped_midway_leave_their_connections_whole_postgres() {
+    requests_dropped_midway_leave_their_connections_whole(TestBackend::Postgres).await;
+}

@@ -1,0 +1,270 @@
+//! Store operations that run to the end even when their caller goes away.
+//!
+//! Clients drop requests all the time (a closed tab, a `complete` during a
+//! resume), and with them the futures of the store operations they were
+//! waiting on. sqlx's drivers do not all survive that:
+//! - MySQL (launchbadge/sqlx#563) is not safe to cancel at all: a statement
+//!   dropped in flight leaves its connection mid-protocol. Tried on MariaDB
+//!   with one connection and requests dropped at random points
+//!   (`storage::requests_dropped_midway_*`): the connection either
+//!   went back to the pool inside a transaction the dropped request began,
+//!   so later plain reads on it saw a stale snapshot, or never came back
+//!   (sqlx's release check waited on it for as long as we watched, over
+//!   90 s): one connection lost per unlucky disconnect, until none is left.
+//! - PostgreSQL: `begin` has a guard meant to roll back a dropped `BEGIN`,
+//!   but it does nothing for an outermost transaction (it only acts at a
+//!   depth above zero, and the depth is raised after the `BEGIN` returns):
+//!   the same test saw stale snapshots within 60 rounds. Worse than stale
+//!   reads, later statements outside a transaction on that connection
+//!   would commit or roll back with whatever ends the leftover one.
+//! - SQLite: the same leftover transaction, handled by the pool's release
+//!   check as well (see `sqlite.rs`).
+//!
+//! Each operation therefore runs in a task of its own: a caller that went
+//! away leaves it to finish, commit or roll back, and hand its connection
+//! back whole. A task costs about a microsecond against a round trip to the
+//! database.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use clacks_core::{
+    Channel, ChannelEvent, ChannelId, ChannelPage, ChannelSummary, DisplayName, Error, HistoryPage,
+    Member, Message, MessageBody, MessageId, Metadata, ReadMark, Result, Role, SeenBy, Seq, UserId,
+};
+
+use crate::{
+    Actor, AddedMember, Backend, ChannelPatch, DeletedChannel, MarkedRead, NewMessage, PoolStats,
+    Store, StoredMessage,
+};
+
+/// A store whose operations finish even when their caller is dropped.
+pub(crate) struct Detached<S> {
+    inner: Arc<S>,
+}
+
+impl<S: Store> Detached<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        Detached {
+            inner: Arc::new(inner),
+        }
+    }
+
+    async fn run<T, F, Fut>(&self, operation: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<S>) -> Fut,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        tokio::spawn(operation(self.inner.clone()))
+            .await
+            .map_err(|e| Error::Internal(format!("a database operation failed to finish: {e}")))?
+    }
+}
+
+#[async_trait]
+impl<S: Store> Store for Detached<S> {
+    fn backend(&self) -> Backend {
+        self.inner.backend()
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        self.run(|s| async move { s.migrate().await }).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.run(|s| async move { s.ping().await }).await
+    }
+
+    async fn close(&self) {
+        self.inner.close().await
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        self.inner.pool_stats()
+    }
+
+    async fn setting(&self, name: &str) -> Result<Option<String>> {
+        let name = name.to_owned();
+        self.run(|s| async move { s.setting(&name).await }).await
+    }
+
+    async fn init_setting(&self, name: &str, value: &str) -> Result<String> {
+        let (name, value) = (name.to_owned(), value.to_owned());
+        self.run(|s| async move { s.init_setting(&name, &value).await })
+            .await
+    }
+
+    async fn create_channel(
+        &self,
+        display_name: &DisplayName,
+        metadata: Option<&Metadata>,
+        initial_members: &[UserId],
+    ) -> Result<Channel> {
+        let display_name = display_name.clone();
+        let metadata = metadata.cloned();
+        let members = initial_members.to_vec();
+        self.run(|s| async move {
+            s.create_channel(&display_name, metadata.as_ref(), &members)
+                .await
+        })
+        .await
+    }
+
+    async fn update_channel(
+        &self,
+        id: ChannelId,
+        patch: &ChannelPatch,
+    ) -> Result<(Channel, ChannelEvent)> {
+        let patch = patch.clone();
+        self.run(|s| async move { s.update_channel(id, &patch).await })
+            .await
+    }
+
+    async fn delete_channel(&self, id: ChannelId) -> Result<DeletedChannel> {
+        self.run(|s| async move { s.delete_channel(id).await })
+            .await
+    }
+
+    async fn channel(&self, id: ChannelId) -> Result<Channel> {
+        self.run(|s| async move { s.channel(id).await }).await
+    }
+
+    async fn list_channels(&self, page: ChannelPage) -> Result<Vec<Channel>> {
+        self.run(|s| async move { s.list_channels(page).await })
+            .await
+    }
+
+    async fn add_member(&self, id: ChannelId, user: &UserId, role: &Role) -> Result<AddedMember> {
+        let (user, role) = (user.clone(), role.clone());
+        self.run(|s| async move { s.add_member(id, &user, &role).await })
+            .await
+    }
+
+    async fn remove_member(&self, id: ChannelId, user: &UserId) -> Result<ChannelEvent> {
+        let user = user.clone();
+        self.run(|s| async move { s.remove_member(id, &user).await })
+            .await
+    }
+
+    async fn members(&self, id: ChannelId) -> Result<Vec<Member>> {
+        self.run(|s| async move { s.members(id).await }).await
+    }
+
+    async fn member(&self, id: ChannelId, user: &UserId) -> Result<Option<Member>> {
+        let user = user.clone();
+        self.run(|s| async move { s.member(id, &user).await }).await
+    }
+
+    async fn user_channels(&self, user: &UserId) -> Result<Vec<ChannelSummary>> {
+        let user = user.clone();
+        self.run(|s| async move { s.user_channels(&user).await })
+            .await
+    }
+
+    async fn user_channel_seqs(&self, user: &UserId) -> Result<Vec<(ChannelId, Seq)>> {
+        let user = user.clone();
+        self.run(|s| async move { s.user_channel_seqs(&user).await })
+            .await
+    }
+
+    async fn last_seqs(&self, channels: &[ChannelId]) -> Result<Vec<(ChannelId, Seq)>> {
+        let channels = channels.to_vec();
+        self.run(|s| async move { s.last_seqs(&channels).await })
+            .await
+    }
+
+    async fn create_message(&self, new: &NewMessage) -> Result<StoredMessage> {
+        let new = new.clone();
+        self.run(|s| async move { s.create_message(&new).await })
+            .await
+    }
+
+    async fn edit_message(
+        &self,
+        id: MessageId,
+        editor: &UserId,
+        content: &MessageBody,
+    ) -> Result<(Message, ChannelEvent)> {
+        let (editor, content) = (editor.clone(), content.clone());
+        self.run(|s| async move { s.edit_message(id, &editor, &content).await })
+            .await
+    }
+
+    async fn delete_message(
+        &self,
+        id: MessageId,
+        by: Actor<'_>,
+    ) -> Result<(Message, Option<ChannelEvent>)> {
+        let by = by.user().cloned();
+        self.run(|s| async move {
+            let actor = by.as_ref().map_or(Actor::Application, Actor::User);
+            s.delete_message(id, actor).await
+        })
+        .await
+    }
+
+    async fn message(&self, id: MessageId) -> Result<Message> {
+        self.run(|s| async move { s.message(id).await }).await
+    }
+
+    async fn message_by_seq(&self, channel: ChannelId, seq: Seq) -> Result<Message> {
+        self.run(|s| async move { s.message_by_seq(channel, seq).await })
+            .await
+    }
+
+    async fn history(
+        &self,
+        channel: ChannelId,
+        page: HistoryPage,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        self.run(|s| async move { s.history(channel, page, limit).await })
+            .await
+    }
+
+    async fn events_after(
+        &self,
+        channel: ChannelId,
+        after: Seq,
+        limit: u32,
+    ) -> Result<Vec<ChannelEvent>> {
+        self.run(|s| async move { s.events_after(channel, after, limit).await })
+            .await
+    }
+
+    async fn mark_read(&self, channel: ChannelId, user: &UserId, seq: Seq) -> Result<MarkedRead> {
+        let user = user.clone();
+        self.run(|s| async move { s.mark_read(channel, &user, seq).await })
+            .await
+    }
+
+    async fn unread_count(&self, channel: ChannelId, user: &UserId) -> Result<i64> {
+        let user = user.clone();
+        self.run(|s| async move { s.unread_count(channel, &user).await })
+            .await
+    }
+
+    async fn unread_messages(&self, user: &UserId, limit: u32) -> Result<Vec<Message>> {
+        let user = user.clone();
+        self.run(|s| async move { s.unread_messages(&user, limit).await })
+            .await
+    }
+
+    async fn seen_by(&self, channel: ChannelId, seq: Seq) -> Result<Vec<SeenBy>> {
+        self.run(|s| async move { s.seen_by(channel, seq).await })
+            .await
+    }
+
+    async fn read_marks(&self, channel: ChannelId, user: &UserId) -> Result<Vec<ReadMark>> {
+        let user = user.clone();
+        self.run(|s| async move { s.read_marks(channel, &user).await })
+            .await
+    }
+
+    async fn rows_referencing(&self, channel: ChannelId) -> Result<i64> {
+        self.run(|s| async move { s.rows_referencing(channel).await })
+            .await
+    }
+}
