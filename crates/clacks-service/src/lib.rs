@@ -21,7 +21,8 @@ mod stream;
 
 pub use auth::{Auth, AuthSettings, Caller, MintedToken, TokenRequest};
 pub use backfill::StoreBackfill;
-pub use limits::Limits;
+pub use clacks_store::MembershipChange;
+pub use limits::{DEFAULT_MAX_BULK_MEMBERS, Limits};
 pub use rate_limit::{Rate, RateLimits};
 pub use service::{ChatService, ChatServiceParts, HistoryRequest, MAX_RESUME_POINTS, MessageView};
 pub use stream::EventStream;
