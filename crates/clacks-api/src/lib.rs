@@ -41,6 +41,10 @@ pub const API_PREFIX: &str = "/api/v1";
 /// message size so a maximal message always fits).
 pub const MIN_BODY_LIMIT: usize = 1024 * 1024;
 
+/// Request body room per user of a bulk membership change: a user id of
+/// the longest kind (200 characters of up to 4 bytes) quoted, with a comma.
+pub const BULK_BYTES_PER_USER: usize = 803;
+
 /// Settings of the management API.
 #[derive(Debug, Clone, Default)]
 pub struct ManagementConfig {
@@ -59,7 +63,11 @@ fn api_routes(token: Option<ManagementToken>) -> OpenApiRouter<AppState> {
             channels::update_channel,
             channels::delete_channel
         ))
-        .routes(routes!(members::list_members, members::add_member))
+        .routes(routes!(
+            members::list_members,
+            members::add_member,
+            members::change_members
+        ))
         .routes(routes!(members::remove_member))
         .routes(routes!(messages::list_messages, messages::post_message))
         .routes(routes!(messages::delete_message))
@@ -92,7 +100,10 @@ pub fn router(service: Arc<ChatService>, config: ManagementConfig) -> Router {
         .token
         .filter(|t| !t.is_empty())
         .map(|t| ManagementToken(t.into()));
-    let body_limit = MIN_BODY_LIMIT.max(service.limits().max_message_bytes.saturating_mul(2));
+    let limits = service.limits();
+    let body_limit = MIN_BODY_LIMIT
+        .max(limits.max_message_bytes.saturating_mul(2))
+        .max(limits.max_bulk_members.saturating_mul(BULK_BYTES_PER_USER));
     let secured = token.is_some();
     let (api, mut document) = api_routes(token).split_for_parts();
     openapi::finish(&mut document, secured);
