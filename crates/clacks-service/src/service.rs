@@ -11,7 +11,8 @@ use clacks_delivery::{
     Subscription,
 };
 use clacks_store::{
-    Actor, Backend, ChannelPatch, MarkedRead, MembershipChange, NewMessage, PoolStats, Store, StoredMessage,
+    Actor, Backend, ChannelPatch, MarkedRead, MembershipChange, NewMessage, PoolStats, Store,
+    StoredMessage,
 };
 
 use crate::auth::{Auth, Caller, MintedToken, TokenRequest};
@@ -800,7 +801,10 @@ impl ChatService {
                 .enumerate()
                 .map(|(n, user)| {
                     UserId::parse(user).map_err(|e| {
-                        Error::invalid(field, format!("user {n} of `{field}` is not a valid id: {e}"))
+                        Error::invalid(
+                            field,
+                            format!("user {n} of `{field}` is not a valid id: {e}"),
+                        )
                     })
                 })
                 .collect::<Result<Vec<_>>>()

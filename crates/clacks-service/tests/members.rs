@@ -141,7 +141,10 @@ async fn bulk_add_reaches_added_members_live_and_is_idempotent(backend: TestBack
         .send(&alice, channel, "welcome, all".into(), None)
         .await
         .unwrap();
-    assert_eq!(sent.seq, 5_001, "one seq per member event, then the message");
+    assert_eq!(
+        sent.seq, 5_001,
+        "one seq per member event, then the message"
+    );
 
     // Carol's stream: her join (the first seq of the change), every later
     // join in order, then the message.
@@ -200,7 +203,10 @@ async fn bulk_add_reaches_added_members_live_and_is_idempotent(backend: TestBack
         (again.added, again.already_members, again.events.len()),
         (0, 5_000, 0)
     );
-    assert_eq!(service.admin_channel(channel).await.unwrap().last_seq, sent.seq);
+    assert_eq!(
+        service.admin_channel(channel).await.unwrap().last_seq,
+        sent.seq
+    );
 
     // Every member exactly once, page by page, in the unpaged order.
     let paged = all_pages(&service, channel, 200).await;
@@ -359,7 +365,11 @@ async fn bulk_changes_beyond_the_limits_are_refused_whole(backend: TestBackend) 
     );
     let mut bad = users("u", 3);
     bad.push(" ".into());
-    refused(service.admin_change_members(channel, bad, vec![], None).await);
+    refused(
+        service
+            .admin_change_members(channel, bad, vec![], None)
+            .await,
+    );
     refused(
         service
             .admin_change_members(channel, vec!["bob".into()], vec!["bob".into()], None)

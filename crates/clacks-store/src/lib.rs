@@ -43,7 +43,6 @@ use clacks_core::{
 
 pub use dialect::Backend;
 
-
 /// The most rows one paged read returns, whatever the caller asks for.
 pub const MAX_PAGE: u32 = 10_000;
 

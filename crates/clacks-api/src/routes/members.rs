@@ -8,7 +8,9 @@ use clacks_core::ChannelId;
 use super::AppState;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParams, QueryParams};
-use crate::model::{AddMember, BulkMembers, BulkMembersResult, MemberList, MemberListQuery, MemberPage};
+use crate::model::{
+    AddMember, BulkMembers, BulkMembersResult, MemberList, MemberListQuery, MemberPage,
+};
 use crate::openapi::{BadRequest, NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType};
 
 /// A channel's members.

@@ -25,7 +25,10 @@ async fn paged_ids(app: &TestApp, id: i64, limit: u32) -> Vec<String> {
         let items = body["items"].as_array().expect("a page object");
         assert!(items.len() <= limit as usize);
         for item in items {
-            assert!(item["role"].is_string() && item["lastReadSeq"].is_i64(), "{item}");
+            assert!(
+                item["role"].is_string() && item["lastReadSeq"].is_i64(),
+                "{item}"
+            );
             ids.push(item["uid"].as_str().expect("uid").to_owned());
         }
         match body["nextAfter"].as_str() {
@@ -75,7 +78,10 @@ async fn bulk_membership_over_http(app: TestApp) {
     );
     assert_eq!(paged_ids(&app, id, 150).await.len(), 2_001);
     let channel = get(&app, &format!("/channel/{id}")).await;
-    assert_eq!(channel.ok(200)["users"].as_array().map(Vec::len), Some(2_001));
+    assert_eq!(
+        channel.ok(200)["users"].as_array().map(Vec::len),
+        Some(2_001)
+    );
 
     // GraphQL: a member pages through the channel's members.
     let token = app.token("alice");
@@ -84,7 +90,11 @@ async fn bulk_membership_over_http(app: TestApp) {
     let mut seen = Vec::new();
     loop {
         let reply = app
-            .graphql(Some(&token), query, json!({"id": id.to_string(), "after": after}))
+            .graphql(
+                Some(&token),
+                query,
+                json!({"id": id.to_string(), "after": after}),
+            )
             .await;
         let page = reply["data"]["channel"]["membersPage"]
             .as_array()
@@ -101,10 +111,20 @@ async fn bulk_membership_over_http(app: TestApp) {
     assert_eq!(seen, paged_ids(&app, id, 500).await);
     // Not a member: nothing.
     let reply = app
-        .graphql(Some(&app.token("eve")), query, json!({"id": id.to_string()}))
+        .graphql(
+            Some(&app.token("eve")),
+            query,
+            json!({"id": id.to_string()}),
+        )
         .await;
-    assert!(reply["errors"][0]["extensions"]["code"].is_string(), "{reply}");
-    assert!(reply["data"].is_null() || reply["data"]["channel"].is_null(), "{reply}");
+    assert!(
+        reply["errors"][0]["extensions"]["code"].is_string(),
+        "{reply}"
+    );
+    assert!(
+        reply["data"].is_null() || reply["data"]["channel"].is_null(),
+        "{reply}"
+    );
 }
 
 async fn bulk_membership_refusals(app: TestApp) {
@@ -116,14 +136,21 @@ async fn bulk_membership_refusals(app: TestApp) {
     let over = patch(&app, &path, json!({"add": long})).await;
     let problem = over.problem(422);
     assert!(
-        problem["detail"].as_str().is_some_and(|d| d.contains("10000")),
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("10000")),
         "{problem}"
     );
     let invalid = patch(&app, &path, json!({"add": ["bob", " "]})).await;
     invalid.problem(422);
     let both = patch(&app, &path, json!({"add": ["bob"], "remove": ["bob"]})).await;
     both.problem(422);
-    let missing = patch(&app, &format!("/channel/{}/users", id + 1_000), json!({"add": ["bob"]})).await;
+    let missing = patch(
+        &app,
+        &format!("/channel/{}/users", id + 1_000),
+        json!({"add": ["bob"]}),
+    )
+    .await;
     missing.problem(404);
     let not_a_list = patch(&app, &path, json!({"add": "bob"})).await;
     not_a_list.problem(422);
