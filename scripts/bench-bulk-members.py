@@ -92,6 +92,8 @@ def run(binary, backend):
                 per_call.append(time.perf_counter() - t)
                 assert answer["added"] == len(users[i:i + BATCH]), answer
             total = time.perf_counter() - started
+            if os.environ.get("VERBOSE"):
+                print(backend, " ".join(f"{t:.2f}" for t in per_call))
             # Every member exactly once.
             seen, after = [], None
             while True:

@@ -20,6 +20,14 @@ use clacks_testkit::{TestBackend, TestDatabase};
 use futures::StreamExt;
 
 async fn service(db: &TestDatabase, max_bulk_members: usize) -> Arc<ChatService> {
+    service_with_queue(db, max_bulk_members, 100_000).await
+}
+
+async fn service_with_queue(
+    db: &TestDatabase,
+    max_bulk_members: usize,
+    queue_capacity: usize,
+) -> Arc<ChatService> {
     let store: Arc<dyn Store> = clacks_store::connect(&db.url, &PoolSettings::default())
         .await
         .unwrap();
@@ -27,9 +35,7 @@ async fn service(db: &TestDatabase, max_bulk_members: usize) -> Arc<ChatService>
     ChatService::new(ChatServiceParts {
         hub: Hub::new(
             HubSettings {
-                // Every member event of a bulk change reaches the channel's
-                // subscribers: room for all of them.
-                queue_capacity: 100_000,
+                queue_capacity,
                 ..HubSettings::default()
             },
             Arc::new(StoreBackfill(store.clone())),
@@ -100,8 +106,48 @@ macro_rules! backend_tests {
 backend_tests!(
     bulk_add_reaches_added_members_live_and_is_idempotent,
     bulk_remove_ends_removed_members_subscriptions,
-    bulk_changes_beyond_the_limits_are_refused_whole
+    bulk_changes_beyond_the_limits_are_refused_whole,
+    a_bulk_change_larger_than_a_subscribers_queue_reaches_it_whole
 );
+
+/// A bulk change publishes one event per changed member at once: far more
+/// than a subscriber's queue. The subscriber is not ended; it reads the
+/// rest from storage at its own pace (the hub's "behind" mode), then the
+/// message after, every seq once and in order.
+async fn a_bulk_change_larger_than_a_subscribers_queue_reaches_it_whole(backend: TestBackend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let service = service_with_queue(&db, 10_000, 64).await;
+    let channel = service
+        .admin_create_channel("burst".into(), vec!["alice".into()], None)
+        .await
+        .unwrap()
+        .id;
+    let alice = caller(&service, "alice");
+    let mut single = service
+        .subscribe_events(&alice, Some(channel), &[])
+        .await
+        .unwrap();
+    let mut all = service.subscribe_events(&alice, None, &[]).await.unwrap();
+    service
+        .admin_change_members(channel, users("u", 3_000), vec![], None)
+        .await
+        .unwrap();
+    let sent = service
+        .send(&alice, channel, "after the burst".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(sent.seq, 3_001);
+    for stream in [&mut single, &mut all] {
+        for seq in 1..=sent.seq {
+            match next(stream).await {
+                Delivery::Event(event) => assert_eq!(event.seq, seq),
+                Delivery::End(reason) => panic!("ended at {seq}: {reason:?}"),
+            }
+        }
+    }
+}
 
 /// 5,000 users added in one call: an added user's all-channels stream
 /// follows the channel from their own join on, in seq order without a gap,

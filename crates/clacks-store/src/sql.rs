@@ -1303,7 +1303,31 @@ macro_rules! sql_store {
                 Self::take_seqs(&mut tx, id, 0).await?;
                 let mut members = std::collections::HashSet::new();
                 let candidates: Vec<&UserId> = add.iter().chain(remove.iter()).copied().collect();
-                for chunk in candidates.chunks(BULK_CHUNK) {
+                // PostgreSQL: one statement joining a JSON array of the ids.
+                // The chunked `IN (...)` lists get a generic plan once
+                // prepared, and while the members table grows unanalyzed
+                // that plan scans it whole for every chunk: measured,
+                // 100,000 members in 10 requests took 94 s instead of 1 s.
+                let by_json = $backend == Backend::Postgres;
+                let ids_json = |users: &[&UserId]| {
+                    serde_json::to_string(&users.iter().map(|u| u.as_str()).collect::<Vec<_>>())
+                        .map_err(|e| Error::Internal(e.to_string()))
+                };
+                if by_json {
+                    let rows = sqlx::query(&q(
+                        "SELECT m.user_id FROM json_array_elements_text($2::json) AS u(id) \
+                         JOIN members m ON m.channel_id = $1 AND m.user_id = u.id",
+                    ))
+                    .bind(id.0)
+                    .bind(ids_json(&candidates)?)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                    for row in rows {
+                        members.insert(text(&row, 0)?);
+                    }
+                }
+                for chunk in candidates.chunks(BULK_CHUNK).filter(|_| !by_json) {
                     let mut select = sqlx::QueryBuilder::<$db>::new("SELECT user_id FROM members WHERE channel_id = ");
                     select.push_bind(id.0).push(" AND user_id IN (");
                     let mut ids = select.separated(", ");
@@ -1368,7 +1392,23 @@ macro_rules! sql_store {
                     });
                     insert.build().execute(&mut *tx).await.map_err(db_error)?;
                 }
-                for chunk in leaving.chunks(BULK_CHUNK) {
+                if by_json && !leaving.is_empty() {
+                    let ids = ids_json(&leaving)?;
+                    for statement in [
+                        "DELETE FROM members m USING json_array_elements_text($2::json) AS u(id) \
+                         WHERE m.channel_id = $1 AND m.user_id = u.id",
+                        "DELETE FROM read_marks r USING json_array_elements_text($2::json) AS u(id) \
+                         WHERE r.channel_id = $1 AND r.user_id = u.id",
+                    ] {
+                        sqlx::query(&q(statement))
+                            .bind(id.0)
+                            .bind(ids.as_str())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_error)?;
+                    }
+                }
+                for chunk in leaving.chunks(BULK_CHUNK).filter(|_| !by_json) {
                     for table in ["DELETE FROM members WHERE channel_id = ", "DELETE FROM read_marks WHERE channel_id = "] {
                         let mut delete = sqlx::QueryBuilder::<$db>::new(table);
                         delete.push_bind(id.0).push(" AND user_id IN (");
