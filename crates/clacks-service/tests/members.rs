@@ -107,8 +107,88 @@ backend_tests!(
     bulk_add_reaches_added_members_live_and_is_idempotent,
     bulk_remove_ends_removed_members_subscriptions,
     bulk_changes_beyond_the_limits_are_refused_whole,
-    a_bulk_change_larger_than_a_subscribers_queue_reaches_it_whole
+    a_bulk_change_larger_than_a_subscribers_queue_reaches_it_whole,
+    bulk_changes_racing_sends_keep_seqs_gap_free
 );
+
+/// Bulk adds and removes while a member keeps sending: every seq is taken
+/// once, the member events of one request are consecutive, and a
+/// subscriber sees the whole stream in order without a gap.
+async fn bulk_changes_racing_sends_keep_seqs_gap_free(backend: TestBackend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let service = service(&db, 10_000).await;
+    let channel = service
+        .admin_create_channel("busy".into(), vec!["alice".into()], None)
+        .await
+        .unwrap()
+        .id;
+    let alice = caller(&service, "alice");
+    let mut stream = service
+        .subscribe_events(&alice, Some(channel), &[])
+        .await
+        .unwrap();
+    let sender = {
+        let service = service.clone();
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            for n in 0..200 {
+                service
+                    .send(&alice, channel, format!("m{n}"), None)
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut changes = Vec::new();
+    for round in 0..4 {
+        let add = users(&format!("r{round}-"), 1_000);
+        changes.push(
+            service
+                .admin_change_members(channel, add.clone(), vec![], None)
+                .await
+                .unwrap(),
+        );
+        changes.push(
+            service
+                .admin_change_members(channel, vec![], add[..500].to_vec(), None)
+                .await
+                .unwrap(),
+        );
+    }
+    sender.await.unwrap();
+    let last = service.admin_channel(channel).await.unwrap().last_seq;
+    assert_eq!(last, 200 + 4 * 1_500);
+    let mut member_runs: Vec<(Seq, usize)> = Vec::new();
+    for seq in 1..=last {
+        let Delivery::Event(event) = next(&mut stream).await else {
+            panic!("the stream ended at {seq}");
+        };
+        assert_eq!(event.seq, seq, "in order, no gap");
+        let member = matches!(
+            event.payload,
+            EventPayload::MemberJoined { .. } | EventPayload::MemberLeft { .. }
+        );
+        match member_runs.last_mut() {
+            Some((end, run)) if member && *end + 1 == seq => {
+                *end = seq;
+                *run += 1;
+            }
+            _ if member => member_runs.push((seq, 1)),
+            _ => {}
+        }
+    }
+    // Each request's events are consecutive: runs are whole requests (two
+    // requests may also follow each other without a send between them).
+    let total: usize = member_runs.iter().map(|r| r.1).sum();
+    assert_eq!(total, 4 * 1_500);
+    assert!(
+        member_runs.iter().all(|r| r.1 % 500 == 0),
+        "{member_runs:?}"
+    );
+    assert!(changes.iter().all(|c| c.added == 1_000 || c.removed == 500));
+}
 
 /// A bulk change publishes one event per changed member at once: far more
 /// than a subscriber's queue. The subscriber is not ended; it reads the
