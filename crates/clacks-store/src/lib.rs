@@ -27,6 +27,8 @@ mod detached;
 mod dialect;
 #[macro_use]
 mod sql;
+#[macro_use]
+pub mod webhooks;
 
 pub mod mysql;
 pub mod postgres;
@@ -42,6 +44,7 @@ use clacks_core::{
 };
 
 pub use dialect::Backend;
+pub use webhooks::{AttemptRecord, DueDelivery, NewWebhook, WebhookPatch, WebhookStore};
 
 /// The most rows one paged read returns, whatever the caller asks for.
 pub const MAX_PAGE: u32 = 10_000;
@@ -118,7 +121,7 @@ pub struct DeletedChannel {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: WebhookStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Applies the embedded migrations of this backend.

@@ -561,12 +561,11 @@ macro_rules! sql_store {
                         return Err(failure);
                     }
                 };
-                stage.committing();
-                tx.commit().await.map_err(|e| BatchFailure::Failed(db_error(e)))?;
-                for (i, seq, id) in stored {
-                    let new = &batch[i].new;
-                    results[i] = Some(Ok(StoredMessage {
-                        message: Message {
+                let messages: Vec<(usize, Message)> = stored
+                    .into_iter()
+                    .map(|(i, seq, id)| {
+                        let new = &batch[i].new;
+                        let message = Message {
                             id: MessageId(id),
                             channel_id: new.channel_id,
                             seq,
@@ -576,9 +575,22 @@ macro_rules! sql_store {
                             created_at: now,
                             edited_at: None,
                             deleted_at: None,
-                        },
-                        created: true,
-                    }));
+                        };
+                        (i, message)
+                    })
+                    .collect();
+                let events: Vec<ChannelEvent> = messages
+                    .iter()
+                    .map(|(_, m)| durable_event(m.channel_id, m.seq, now, EventPayload::MessageCreated { message: m.clone() }))
+                    .collect();
+                if let Err(e) = Self::webhook_outbox(&mut tx, &events).await {
+                    let _ = tx.rollback().await;
+                    return Err(BatchFailure::Failed(e));
+                }
+                stage.committing();
+                tx.commit().await.map_err(|e| BatchFailure::Failed(db_error(e)))?;
+                for (i, message) in messages {
+                    results[i] = Some(Ok(StoredMessage { message, created: true }));
                 }
                 Ok(results
                     .into_iter()
@@ -893,21 +905,21 @@ macro_rules! sql_store {
                     }
                     Err(e) => return Err(db_error(e)),
                 };
+                let message = Message {
+                    id: MessageId(id),
+                    channel_id: new.channel_id,
+                    seq,
+                    sender: new.sender.clone(),
+                    client_message_id: client_id.map(str::to_owned),
+                    content: new.content.as_str().to_owned(),
+                    created_at: now,
+                    edited_at: None,
+                    deleted_at: None,
+                };
+                let event = durable_event(new.channel_id, seq, now, EventPayload::MessageCreated { message: message.clone() });
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&event)).await?;
                 tx.commit().await.map_err(db_error)?;
-                Ok(StoredMessage {
-                    message: Message {
-                        id: MessageId(id),
-                        channel_id: new.channel_id,
-                        seq,
-                        sender: new.sender.clone(),
-                        client_message_id: client_id.map(str::to_owned),
-                        content: new.content.as_str().to_owned(),
-                        created_at: now,
-                        edited_at: None,
-                        deleted_at: None,
-                    },
-                    created: true,
-                })
+                Ok(StoredMessage { message, created: true })
             }
 
 
@@ -1155,8 +1167,9 @@ macro_rules! sql_store {
                 )
                 .await?;
                 let channel = Channel { last_seq: seq, ..before };
-                tx.commit().await.map_err(db_error)?;
                 let event = durable_event(id, seq, now, EventPayload::ChannelUpdated { channel: channel.clone() });
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&event)).await?;
+                tx.commit().await.map_err(db_error)?;
                 Ok((channel, event))
             }
 
@@ -1196,6 +1209,16 @@ macro_rules! sql_store {
                         .await
                         .map_err(db_error)?;
                 }
+                // Not a stored event (the channel's log is gone with it),
+                // but the application hears of it, at the channel's last seq.
+                let deleted = ChannelEvent {
+                    channel_id: id,
+                    seq: channel.last_seq,
+                    durable: false,
+                    at: now_ms(),
+                    payload: EventPayload::ChannelDeleted,
+                };
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&deleted)).await?;
                 tx.commit().await.map_err(db_error)?;
                 Ok(DeletedChannel { channel, members })
             }
@@ -1251,13 +1274,14 @@ macro_rules! sql_store {
                     Err(e) => return Err(db_error(e)),
                 }
                 let member = Self::member_in(&mut *tx, id, user).await?.ok_or(Error::NotFound(Entity::Member))?;
-                tx.commit().await.map_err(db_error)?;
                 let event = durable_event(
                     id,
                     seq,
                     now,
                     EventPayload::MemberJoined { user_id: user.clone(), role: role.clone() },
                 );
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&event)).await?;
+                tx.commit().await.map_err(db_error)?;
                 Ok(AddedMember { member, event: Some(event) })
             }
 
@@ -1281,8 +1305,10 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(db_error)?;
+                let event = durable_event(id, seq, now, EventPayload::MemberLeft { user_id: user.clone() });
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&event)).await?;
                 tx.commit().await.map_err(db_error)?;
-                Ok(durable_event(id, seq, now, EventPayload::MemberLeft { user_id: user.clone() }))
+                Ok(event)
             }
 
             async fn members(&self, id: ChannelId) -> Result<Vec<Member>> {
@@ -1434,8 +1460,9 @@ macro_rules! sql_store {
                     return Err(Error::Conflict("the message was deleted".into()));
                 }
                 let message = Self::message_in(&mut *tx, id).await?;
-                tx.commit().await.map_err(db_error)?;
                 let event = durable_event(message.channel_id, seq, now, EventPayload::MessageEdited { message: message.clone() });
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&event)).await?;
+                tx.commit().await.map_err(db_error)?;
                 Ok((message, event))
             }
 
@@ -1465,8 +1492,9 @@ macro_rules! sql_store {
                     return Ok((self.message(id).await?, None));
                 }
                 let message = Self::message_in(&mut *tx, id).await?;
-                tx.commit().await.map_err(db_error)?;
                 let event = durable_event(message.channel_id, seq, now, EventPayload::MessageDeleted { message: message.clone() });
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&event)).await?;
+                tx.commit().await.map_err(db_error)?;
                 Ok((message, Some(event)))
             }
 
