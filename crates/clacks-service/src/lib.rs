@@ -18,6 +18,8 @@ mod limits;
 mod rate_limit;
 mod service;
 mod stream;
+pub mod webhook_worker;
+mod webhooks;
 
 pub use auth::{Auth, AuthSettings, Caller, MintedToken, TokenRequest};
 pub use backfill::StoreBackfill;
@@ -25,3 +27,5 @@ pub use limits::Limits;
 pub use rate_limit::{Rate, RateLimits};
 pub use service::{ChatService, ChatServiceParts, HistoryRequest, MAX_RESUME_POINTS, MessageView};
 pub use stream::EventStream;
+pub use webhook_worker::{WebhookSettings, WebhookWorker};
+pub use webhooks::{MAX_ATTEMPTS_PAGE, WebhookChanges, WebhookInput};

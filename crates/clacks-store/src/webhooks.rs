@@ -117,6 +117,9 @@ pub trait WebhookStore: Send + Sync {
         owner: &str,
         record: &AttemptRecord,
     ) -> Result<bool>;
+    /// Gives up `owner`'s leases (a worker stopping), so the deliveries
+    /// are due again at once rather than when the leases expire.
+    async fn release_webhook_leases(&self, owner: &str) -> Result<()>;
     /// Deletes finished (delivered or failed) deliveries last changed
     /// before `before`, with their attempts; returns how many.
     async fn prune_webhook_deliveries(&self, before: i64) -> Result<u64>;
@@ -542,6 +545,15 @@ macro_rules! webhook_store {
                 .map_err(db_error)?;
                 tx.commit().await.map_err(db_error)?;
                 Ok(true)
+            }
+
+            async fn release_webhook_leases(&self, owner: &str) -> clacks_core::Result<()> {
+                sqlx::query(&q("UPDATE webhook_deliveries SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = $1"))
+                    .bind(owner)
+                    .execute(&self.write)
+                    .await
+                    .map_err(db_error)?;
+                Ok(())
             }
 
             async fn prune_webhook_deliveries(&self, before: i64) -> clacks_core::Result<u64> {
