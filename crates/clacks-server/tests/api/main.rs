@@ -9,3 +9,4 @@ mod helpers;
 mod management;
 mod ops;
 mod web;
+mod webhooks;
