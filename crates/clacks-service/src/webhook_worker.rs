@@ -246,7 +246,8 @@ impl WebhookWorker {
         };
         let delivered = error.is_none();
         let age_ms = attempted_at - delivery.created_at;
-        let too_old = age_ms >= i64::try_from(self.settings.max_age.as_millis()).unwrap_or(i64::MAX);
+        let too_old =
+            age_ms >= i64::try_from(self.settings.max_age.as_millis()).unwrap_or(i64::MAX);
         let outcome = if delivered {
             AttemptOutcome::Delivered
         } else if attempt >= self.settings.max_attempts || too_old {
@@ -266,8 +267,12 @@ impl WebhookWorker {
         };
         static SENT: std::sync::OnceLock<[metrics::Counter; 3]> = std::sync::OnceLock::new();
         let counters = SENT.get_or_init(|| {
-            [AttemptOutcome::Delivered, AttemptOutcome::Retrying, AttemptOutcome::Failed]
-                .map(|o| metrics::counter!("clacks_webhook_attempts_total", "outcome" => o.as_str()))
+            [
+                AttemptOutcome::Delivered,
+                AttemptOutcome::Retrying,
+                AttemptOutcome::Failed,
+            ]
+            .map(|o| metrics::counter!("clacks_webhook_attempts_total", "outcome" => o.as_str()))
         });
         counters[outcome as usize].increment(1);
         match self
@@ -346,7 +351,10 @@ mod tests {
         };
         for (attempts, full) in [(1u32, 1u64), (2, 2), (3, 4), (7, 60), (40, 60)] {
             let delay = backoff(&settings, attempts);
-            assert!(delay >= Duration::from_millis(full * 500), "{attempts}: {delay:?}");
+            assert!(
+                delay >= Duration::from_millis(full * 500),
+                "{attempts}: {delay:?}"
+            );
             assert!(delay <= Duration::from_secs(full), "{attempts}: {delay:?}");
         }
     }

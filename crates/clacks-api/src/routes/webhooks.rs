@@ -22,7 +22,9 @@ use crate::openapi::{BadRequest, NotFound, PayloadTooLarge, Unprocessable, Unsup
         (status = 200, description = "Every webhook", body = Vec<WebhookDto>),
     )
 )]
-pub async fn list_webhooks(State(service): State<AppState>) -> Result<Json<Vec<WebhookDto>>, ApiError> {
+pub async fn list_webhooks(
+    State(service): State<AppState>,
+) -> Result<Json<Vec<WebhookDto>>, ApiError> {
     let webhooks = service.admin_webhooks().await?;
     Ok(Json(webhooks.into_iter().map(Into::into).collect()))
 }

@@ -128,7 +128,7 @@ fn signature_ok(headers: &HeaderMap, body: &[u8]) -> bool {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    signatures.iter().any(|s| *s == expected)
+    signatures.contains(&expected)
 }
 
 async fn receive(
@@ -141,8 +141,8 @@ async fn receive(
         state.bad_signatures.fetch_add(1, Ordering::SeqCst);
         return StatusCode::BAD_REQUEST;
     }
-    let fail = state.failing.load(Ordering::SeqCst)
-        || state.fail_first.fetch_sub(1, Ordering::SeqCst) > 0;
+    let fail =
+        state.failing.load(Ordering::SeqCst) || state.fail_first.fetch_sub(1, Ordering::SeqCst) > 0;
     let status = if fail {
         StatusCode::INTERNAL_SERVER_ERROR
     } else {
@@ -264,7 +264,10 @@ async fn registration_validates_and_round_trips(backend: TestBackend) {
     assert_eq!(created["eventTypes"], json!([]));
     assert_eq!(created["channelIds"], Value::Null);
     assert_eq!(created["enabled"], true);
-    assert_eq!(get(&app, &format!("/webhooks/{id}")).await.ok(200), &created);
+    assert_eq!(
+        get(&app, &format!("/webhooks/{id}")).await.ok(200),
+        &created
+    );
 
     // A second one with filters and its own secret.
     let second = create_webhook(
@@ -364,9 +367,14 @@ async fn a_failing_receiver_gets_retries_until_it_recovers(backend: TestBackend)
     // Three requests of one delivery: the same id, attempts 1, 2, 3.
     let all = receiver.received();
     assert_eq!(all.len(), 3, "{all:#?}");
-    assert!(all.iter().all(|r| r.delivery_id == delivered[0].delivery_id));
+    assert!(
+        all.iter()
+            .all(|r| r.delivery_id == delivered[0].delivery_id)
+    );
     assert_eq!(
-        all.iter().map(|r| (r.attempt, r.status)).collect::<Vec<_>>(),
+        all.iter()
+            .map(|r| (r.attempt, r.status))
+            .collect::<Vec<_>>(),
         [(1, 500), (2, 500), (3, 200)]
     );
 
@@ -466,9 +474,13 @@ async fn webhooks_get_only_the_event_types_and_channels_they_ask_for(backend: Te
     };
     send(one, "in one").await;
     let in_two = send(two, "in two").await;
-    put(&app, &format!("/channel/{two}/users"), json!({"uid": "carol"}))
-        .await
-        .ok(200);
+    put(
+        &app,
+        &format!("/channel/{two}/users"),
+        json!({"uid": "carol"}),
+    )
+    .await
+    .ok(200);
     call(
         &app,
         Method::DELETE,
@@ -476,16 +488,17 @@ async fn webhooks_get_only_the_event_types_and_channels_they_ask_for(backend: Te
         None,
     )
     .await;
-    patch(&app, &format!("/channel/{two}"), json!({"displayName": "deux"}))
-        .await
-        .ok(200);
+    patch(
+        &app,
+        &format!("/channel/{two}"),
+        json!({"displayName": "deux"}),
+    )
+    .await
+    .ok(200);
     let removed: Reply = call(
         &app,
         Method::DELETE,
-        &format!(
-            "/channel/{two}/messages/{}",
-            in_two["id"].as_i64().unwrap()
-        ),
+        &format!("/channel/{two}/messages/{}", in_two["id"].as_i64().unwrap()),
         None,
     )
     .await;
@@ -628,7 +641,13 @@ async fn pending_deliveries_survive_restarts(backend: TestBackend) {
     // Until each delivery has a failed attempt recorded, and one retry.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let attempts = admin(&second, Method::GET, &format!("/webhooks/{id}/deliveries"), None).await;
+        let attempts = admin(
+            &second,
+            Method::GET,
+            &format!("/webhooks/{id}/deliveries"),
+            None,
+        )
+        .await;
         let ids: std::collections::HashSet<&str> = attempts
             .as_array()
             .unwrap()
