@@ -394,6 +394,8 @@ pub enum WebhookEventTypeName {
     ChannelUpdated,
     #[serde(rename = "channel.deleted")]
     ChannelDeleted,
+    #[serde(rename = "message.unread_offline")]
+    MessageUnreadOffline,
 }
 
 /// `POST /webhooks` request body.

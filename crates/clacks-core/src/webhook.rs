@@ -43,10 +43,15 @@ pub enum WebhookEventType {
     ChannelUpdated,
     #[serde(rename = "channel.deleted")]
     ChannelDeleted,
+    /// A member without a live connection has not read a message a while
+    /// after it arrived (one per member and message), for push
+    /// notifications. Not a channel event: the worker derives it.
+    #[serde(rename = "message.unread_offline")]
+    MessageUnreadOffline,
 }
 
 impl WebhookEventType {
-    pub const ALL: [WebhookEventType; 7] = [
+    pub const ALL: [WebhookEventType; 8] = [
         WebhookEventType::MessageCreated,
         WebhookEventType::MessageEdited,
         WebhookEventType::MessageDeleted,
@@ -54,6 +59,7 @@ impl WebhookEventType {
         WebhookEventType::MemberLeft,
         WebhookEventType::ChannelUpdated,
         WebhookEventType::ChannelDeleted,
+        WebhookEventType::MessageUnreadOffline,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +71,7 @@ impl WebhookEventType {
             WebhookEventType::MemberLeft => "member.left",
             WebhookEventType::ChannelUpdated => "channel.updated",
             WebhookEventType::ChannelDeleted => "channel.deleted",
+            WebhookEventType::MessageUnreadOffline => "message.unread_offline",
         }
     }
 

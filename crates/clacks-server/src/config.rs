@@ -650,6 +650,16 @@ pub struct Config {
     )]
     pub webhook_retention_days: u64,
 
+    /// Milliseconds after a message before `message.unread_offline` is
+    /// sent for each member who has not read it and is not connected.
+    #[arg(
+        long,
+        env = "CLACKS_WEBHOOK_UNREAD_DELAY_MS",
+        default_value_t = 60_000,
+        global = true
+    )]
+    pub webhook_unread_delay_ms: u64,
+
     /// Log format.
     #[arg(long, env = "CLACKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -808,6 +818,7 @@ impl Config {
             concurrency: self.webhook_concurrency,
             poll_interval: Duration::from_millis(self.webhook_poll_interval_ms),
             retention: Duration::from_secs(self.webhook_retention_days.saturating_mul(86_400)),
+            unread_delay: Duration::from_millis(self.webhook_unread_delay_ms),
         }
     }
 

@@ -366,6 +366,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
             store.clone(),
             config.webhook_settings(),
             service.webhook_wake(),
+            service.connections().clone(),
         )
         .map_err(|e| anyhow::anyhow!("starting the webhook worker failed: {e}"))?;
         tasks.push(tokio::spawn(worker.run(shutdown.clone().cancelled_owned())));

@@ -22,7 +22,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clacks_core::{AttemptOutcome, now_ms};
+use clacks_core::{AttemptOutcome, UserId, now_ms};
+use clacks_delivery::Connections;
 use clacks_store::{AttemptRecord, DueDelivery, Store};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -49,6 +50,9 @@ pub struct WebhookSettings {
     pub poll_interval: Duration,
     /// How long finished deliveries (and their attempts) are kept.
     pub retention: Duration,
+    /// How long after a message `message.unread_offline` is considered
+    /// for each member who has not read it.
+    pub unread_delay: Duration,
 }
 
 impl Default for WebhookSettings {
@@ -62,12 +66,15 @@ impl Default for WebhookSettings {
             concurrency: 16,
             poll_interval: Duration::from_secs(1),
             retention: Duration::from_secs(7 * 24 * 3600),
+            unread_delay: Duration::from_secs(60),
         }
     }
 }
 
 /// Outbox rows routed per transaction.
 const ROUTE_BATCH: u32 = 200;
+/// Unread checks taken per round.
+const UNREAD_BATCH: u32 = 100;
 /// How often finished deliveries older than the retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Longest error text kept per attempt.
@@ -115,17 +122,21 @@ pub struct WebhookWorker {
     settings: WebhookSettings,
     client: reqwest::Client,
     wake: Arc<Notify>,
+    /// Who is connected to this node, for `message.unread_offline`.
+    connections: Arc<Connections>,
     /// This worker's lease owner name: unique per start.
     owner: String,
 }
 
 impl WebhookWorker {
     /// `wake` is notified when this node commits an event
-    /// ([`crate::ChatService::webhook_wake`]).
+    /// ([`crate::ChatService::webhook_wake`]); `connections` are this
+    /// node's, whose users count as online for `message.unread_offline`.
     pub fn new(
         store: Arc<dyn Store>,
         settings: WebhookSettings,
         wake: Arc<Notify>,
+        connections: Arc<Connections>,
     ) -> clacks_core::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(settings.timeout)
@@ -145,6 +156,7 @@ impl WebhookWorker {
             settings,
             client,
             wake,
+            connections,
             owner,
         })
     }
@@ -161,6 +173,9 @@ impl WebhookWorker {
         loop {
             if let Err(e) = this.route().await {
                 tracing::warn!(error = %e, "routing webhook events failed; retrying");
+            }
+            if let Err(e) = this.unread_checks().await {
+                tracing::warn!(error = %e, "checking unread messages for webhooks failed; retrying");
             }
             if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
                 last_prune = Some(Instant::now());
@@ -197,8 +212,32 @@ impl WebhookWorker {
     }
 
     async fn route(&self) -> clacks_core::Result<()> {
-        while self.store.route_webhook_outbox(ROUTE_BATCH).await? >= ROUTE_BATCH as usize {}
+        let delay = i64::try_from(self.settings.unread_delay.as_millis()).unwrap_or(i64::MAX / 2);
+        while self.store.route_webhook_outbox(ROUTE_BATCH, delay).await? >= ROUTE_BATCH as usize {}
         Ok(())
+    }
+
+    /// `message.unread_offline`: for each due check, the members who have
+    /// not read the message and hold no connection to this node. (Presence
+    /// across nodes is not known here: with several nodes, a member
+    /// connected only to another node counts as offline.)
+    async fn unread_checks(&self) -> clacks_core::Result<()> {
+        loop {
+            let due = self.store.due_unread_checks(now_ms(), UNREAD_BATCH).await?;
+            for check in &due {
+                let offline: Vec<UserId> = self
+                    .store
+                    .unread_members(check)
+                    .await?
+                    .into_iter()
+                    .filter(|user| !self.connections.is_connected(user))
+                    .collect();
+                self.store.complete_unread_check(check, &offline).await?;
+            }
+            if due.len() < UNREAD_BATCH as usize {
+                return Ok(());
+            }
+        }
     }
 
     async fn claim(&self, limit: usize) -> clacks_core::Result<Vec<DueDelivery>> {

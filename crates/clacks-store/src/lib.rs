@@ -44,7 +44,9 @@ use clacks_core::{
 };
 
 pub use dialect::Backend;
-pub use webhooks::{AttemptRecord, DueDelivery, NewWebhook, WebhookPatch, WebhookStore};
+pub use webhooks::{
+    AttemptRecord, DueDelivery, NewWebhook, UnreadCheck, WebhookPatch, WebhookStore,
+};
 
 /// The most rows one paged read returns, whatever the caller asks for.
 pub const MAX_PAGE: u32 = 10_000;

@@ -83,6 +83,19 @@ pub struct AttemptRecord {
     pub next_attempt_at: i64,
 }
 
+/// A due `message.unread_offline` check of one message.
+#[derive(Debug, Clone)]
+pub struct UnreadCheck {
+    pub id: i64,
+    pub channel_id: ChannelId,
+    pub seq: i64,
+    pub message_id: i64,
+    /// The sender's id, `""` for a system message.
+    pub sender: String,
+    /// The `message.created` data (`{"message": ...}`).
+    pub data: String,
+}
+
 #[async_trait]
 pub trait WebhookStore: Send + Sync {
     async fn create_webhook(&self, new: &NewWebhook) -> Result<Webhook>;
@@ -98,8 +111,24 @@ pub trait WebhookStore: Send + Sync {
 
     /// Moves up to `limit` outbox rows into one delivery per webhook that
     /// wants the event (none: the row is dropped); returns how many rows
-    /// it took. Safe to run on several nodes at once.
-    async fn route_webhook_outbox(&self, limit: u32) -> Result<usize>;
+    /// it took. Safe to run on several nodes at once. A `message.created`
+    /// that some webhook wants `message.unread_offline` of also schedules
+    /// an [`UnreadCheck`], due `unread_delay_ms` after the message.
+    async fn route_webhook_outbox(&self, limit: u32, unread_delay_ms: i64) -> Result<usize>;
+    /// Up to `limit` unread checks due at `now`, oldest first.
+    async fn due_unread_checks(&self, now: i64, limit: u32) -> Result<Vec<UnreadCheck>>;
+    /// The members who have not read the check's message (its sender
+    /// excepted); none once the message is deleted.
+    async fn unread_members(&self, check: &UnreadCheck) -> Result<Vec<clacks_core::UserId>>;
+    /// Deletes the check and, in the same transaction, records a
+    /// `message.unread_offline` delivery for each of `users` to each
+    /// webhook that wants it; returns how many, 0 when another node
+    /// completed it first.
+    async fn complete_unread_check(
+        &self,
+        check: &UnreadCheck,
+        users: &[clacks_core::UserId],
+    ) -> Result<usize>;
     /// Claims up to `limit` pending deliveries that are due at `now` and
     /// leased by nobody, leasing them to `owner` until `lease_until`.
     async fn claim_webhook_deliveries(
@@ -343,7 +372,7 @@ macro_rules! webhook_store {
                     .collect()
             }
 
-            async fn route_webhook_outbox(&self, limit: u32) -> clacks_core::Result<usize> {
+            async fn route_webhook_outbox(&self, limit: u32, unread_delay_ms: i64) -> clacks_core::Result<usize> {
                 let mut tx = self.begin_write().await?;
                 // SKIP LOCKED: another node routing at the same time takes
                 // other rows instead of waiting for these (SQLite has one
@@ -377,6 +406,8 @@ macro_rules! webhook_store {
                 // (webhook, delivery id, type, channel, seq, body)
                 let mut deliveries: Vec<(i64, String, String, Option<i64>, Option<i64>, String)> = Vec::new();
                 let mut ids = Vec::with_capacity(rows.len());
+                // (channel, seq, message id, sender, data, due at)
+                let mut checks: Vec<(i64, i64, i64, String, String, i64)> = Vec::new();
                 for row in &rows {
                     ids.push(int(row, 0)?);
                     let event_type = text(row, 1)?;
@@ -387,6 +418,17 @@ macro_rules! webhook_store {
                     let Ok(parsed) = clacks_core::WebhookEventType::parse(&event_type) else {
                         continue;
                     };
+                    if parsed == clacks_core::WebhookEventType::MessageCreated
+                        && webhooks.iter().any(|w| {
+                            w.wants(clacks_core::WebhookEventType::MessageUnreadOffline, clacks_core::ChannelId(channel.unwrap_or(0)))
+                        })
+                    {
+                        let message = &data["message"];
+                        if let (Some(channel), Some(seq), Some(message_id)) = (channel, seq, message["id"].as_i64()) {
+                            let sender = message["senderId"].as_str().unwrap_or_default().to_owned();
+                            checks.push((channel, seq, message_id, sender, data.to_string(), created_at + unread_delay_ms));
+                        }
+                    }
                     for webhook in &webhooks {
                         if !webhook.wants(parsed, clacks_core::ChannelId(channel.unwrap_or(0))) {
                             continue;
@@ -424,6 +466,20 @@ macro_rules! webhook_store {
                     });
                     insert.build().execute(&mut *tx).await.map_err(db_error)?;
                 }
+                for chunk in checks.chunks(128) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO webhook_unread_checks (channel_id, seq, message_id, sender, data, due_at) ",
+                    );
+                    insert.push_values(chunk, |mut row, (channel, seq, message_id, sender, data, due_at)| {
+                        row.push_bind(*channel)
+                            .push_bind(*seq)
+                            .push_bind(*message_id)
+                            .push_bind(sender.clone())
+                            .push_bind(data.clone())
+                            .push_bind(*due_at);
+                    });
+                    insert.build().execute(&mut *tx).await.map_err(db_error)?;
+                }
                 for chunk in ids.chunks(500) {
                     let mut delete = sqlx::QueryBuilder::<$db>::new("DELETE FROM webhook_outbox WHERE id IN (");
                     let mut list = delete.separated(", ");
@@ -435,6 +491,122 @@ macro_rules! webhook_store {
                 }
                 tx.commit().await.map_err(db_error)?;
                 Ok(ids.len())
+            }
+
+            async fn due_unread_checks(&self, now: i64, limit: u32) -> clacks_core::Result<Vec<crate::webhooks::UnreadCheck>> {
+                let rows = sqlx::query(&q(
+                    "SELECT id, channel_id, seq, message_id, sender, data FROM webhook_unread_checks \
+                     WHERE due_at <= $1 ORDER BY due_at, id LIMIT $2",
+                ))
+                .bind(now)
+                .bind(i64::from(limit.max(1)))
+                .fetch_all(&self.write)
+                .await
+                .map_err(db_error)?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(crate::webhooks::UnreadCheck {
+                            id: int(row, 0)?,
+                            channel_id: clacks_core::ChannelId(int(row, 1)?),
+                            seq: int(row, 2)?,
+                            message_id: int(row, 3)?,
+                            sender: text(row, 4)?,
+                            data: text(row, 5)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn unread_members(&self, check: &crate::webhooks::UnreadCheck) -> clacks_core::Result<Vec<clacks_core::UserId>> {
+                let rows = sqlx::query(&q(
+                    "SELECT mb.user_id FROM members mb JOIN messages m ON m.channel_id = mb.channel_id \
+                     WHERE m.id = $1 AND m.deleted_at IS NULL AND mb.channel_id = $2 AND mb.last_read_seq < $3 \
+                     AND mb.user_id <> $4 ORDER BY mb.user_id",
+                ))
+                .bind(check.message_id)
+                .bind(check.channel_id.0)
+                .bind(check.seq)
+                .bind(check.sender.as_str())
+                .fetch_all(&self.write)
+                .await
+                .map_err(db_error)?;
+                rows.iter().map(|row| text(row, 0).map(clacks_core::UserId::from_trusted)).collect()
+            }
+
+            async fn complete_unread_check(
+                &self,
+                check: &crate::webhooks::UnreadCheck,
+                users: &[clacks_core::UserId],
+            ) -> clacks_core::Result<usize> {
+                let mut tx = self.begin_write().await?;
+                // Whoever deletes the check sends it: another node that
+                // read it too finds nothing to delete.
+                let taken = sqlx::query(&q("DELETE FROM webhook_unread_checks WHERE id = $1"))
+                    .bind(check.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                if taken.rows_affected() == 0 {
+                    tx.rollback().await.map_err(db_error)?;
+                    return Ok(0);
+                }
+                let webhooks = sqlx::query(concat!("SELECT ", webhook_columns!(), " FROM webhooks w WHERE w.enabled = 1 ORDER BY w.id"))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_error)?
+                    .iter()
+                    .map(webhook_row)
+                    .collect::<clacks_core::Result<Vec<_>>>()?;
+                let event_type = clacks_core::WebhookEventType::MessageUnreadOffline;
+                let wanting: Vec<i64> = webhooks
+                    .iter()
+                    .filter(|w| w.wants(event_type, check.channel_id))
+                    .map(|w| w.id)
+                    .collect();
+                let data: serde_json::Value = serde_json::from_str(&check.data).unwrap_or_default();
+                let now = clacks_core::now_ms();
+                let mut deliveries: Vec<(i64, String, String)> = Vec::new();
+                for user in users {
+                    let mut user_data = data.clone();
+                    if let Some(object) = user_data.as_object_mut() {
+                        object.insert("userId".to_owned(), serde_json::Value::from(user.as_str()));
+                    }
+                    for webhook in &wanting {
+                        let delivery_id = uuid::Uuid::new_v4().to_string();
+                        let body = clacks_core::webhook::webhook_body(
+                            &delivery_id,
+                            event_type.as_str(),
+                            now,
+                            Some(check.channel_id),
+                            Some(check.seq),
+                            user_data.clone(),
+                        );
+                        deliveries.push((*webhook, delivery_id, body));
+                    }
+                }
+                for chunk in deliveries.chunks(128) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO webhook_deliveries (webhook_id, delivery_id, event_type, channel_id, seq, body, \
+                         state, attempts, next_attempt_at, lease_until, created_at, updated_at) ",
+                    );
+                    insert.push_values(chunk, |mut row, (webhook, delivery_id, body)| {
+                        row.push_bind(*webhook)
+                            .push_bind(delivery_id.clone())
+                            .push_bind(event_type.as_str())
+                            .push_bind(check.channel_id.0)
+                            .push_bind(check.seq)
+                            .push_bind(body.clone())
+                            .push_bind("pending")
+                            .push_bind(0_i64)
+                            .push_bind(now)
+                            .push_bind(0_i64)
+                            .push_bind(now)
+                            .push_bind(now);
+                    });
+                    insert.build().execute(&mut *tx).await.map_err(db_error)?;
+                }
+                tx.commit().await.map_err(db_error)?;
+                Ok(deliveries.len())
             }
 
             async fn claim_webhook_deliveries(

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod graphql;
+pub mod graphql;
 #[allow(dead_code)]
 mod helpers;
 mod management;

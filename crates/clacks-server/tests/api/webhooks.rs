@@ -48,6 +48,7 @@ webhook_tests!(
     a_failing_receiver_gets_retries_until_it_recovers,
     webhooks_get_only_the_event_types_and_channels_they_ask_for,
     pending_deliveries_survive_restarts,
+    unread_offline_goes_to_members_not_connected_who_did_not_read,
 );
 
 /// Fast retries for tests.
@@ -561,6 +562,82 @@ async fn webhooks_get_only_the_event_types_and_channels_they_ask_for(backend: Te
     sorted_seqs.sort();
     sorted_seqs.dedup();
     assert_eq!(sorted_seqs.len(), 5, "{seqs_two:?}");
+    app.shutdown().await;
+}
+
+async fn unread_offline_goes_to_members_not_connected_who_did_not_read(backend: TestBackend) {
+    use crate::graphql::client::{MODERN, Ws};
+    let receiver = Receiver::start().await;
+    let Some(app) = TestApp::spawn_with(backend, |config| {
+        quick(config);
+        config.webhook_unread_delay_ms = 1500;
+    })
+    .await
+    else {
+        return;
+    };
+    let webhook = create_webhook(
+        &app,
+        json!({"url": format!("{}/unread", receiver.url), "secret": SECRET,
+               "eventTypes": ["message.unread_offline"]}),
+    )
+    .await;
+    let channel = create_channel(&app, "team", &["alice", "bob", "carol", "dave"]).await;
+    // dave is connected; alice (the sender), carol (who reads it) and
+    // dave get nothing, bob does.
+    let _dave = Ws::open(&app.ws_url, MODERN, &app.token("dave")).await;
+    let message = post(
+        &app,
+        &format!("/channel/{channel}/messages"),
+        json!({"content": "are you there?", "senderId": "alice"}),
+    )
+    .await
+    .ok(201)
+    .clone();
+    let read = app
+        .graphql(
+            Some(&app.token("carol")),
+            "mutation($c: ID!, $s: Int!) { markRead(channel: $c, seq: $s) { lastReadSeq } }",
+            json!({"c": channel.to_string(), "s": message["seq"]}),
+        )
+        .await;
+    assert_eq!(read["data"]["markRead"]["lastReadSeq"], message["seq"], "{read}");
+    // A message deleted before the delay is not notified.
+    let deleted = post(
+        &app,
+        &format!("/channel/{channel}/messages"),
+        json!({"content": "never mind", "senderId": "alice"}),
+    )
+    .await
+    .ok(201)
+    .clone();
+    let reply = call(
+        &app,
+        Method::DELETE,
+        &format!("/channel/{channel}/messages/{}", deleted["id"]),
+        None,
+    )
+    .await;
+    assert!(reply.status < 300, "{}", reply.text);
+
+    let delivered = receiver.wait_delivered("/unread", 1).await;
+    let body = &delivered[0].body;
+    assert_eq!(body["type"], "message.unread_offline", "{body}");
+    assert_eq!(body["channelId"], channel);
+    assert_eq!(body["seq"], message["seq"]);
+    assert_eq!(body["data"]["userId"], "bob");
+    assert_eq!(body["data"]["message"]["content"], "are you there?");
+    assert_eq!(body["data"]["message"]["senderId"], "alice");
+    // Not earlier than the delay.
+    assert!(
+        body["createdAt"].as_i64().unwrap() >= message["createdAt"].as_i64().unwrap() + 1500,
+        "{body}"
+    );
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(receiver.delivered("/unread").len(), 1, "{:#?}", receiver.received());
+    receiver.assert_signatures_valid();
+    let attempts = get(&app, &format!("/webhooks/{}/deliveries", webhook["id"])).await;
+    assert_eq!(attempts.ok(200)[0]["eventType"], "message.unread_offline");
     app.shutdown().await;
 }
 

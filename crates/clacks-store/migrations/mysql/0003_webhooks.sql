@@ -66,3 +66,19 @@ CREATE TABLE webhook_attempts (
     CONSTRAINT webhook_attempts_delivery FOREIGN KEY (delivery) REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
     CONSTRAINT webhook_attempts_webhook FOREIGN KEY (webhook_id) REFERENCES webhooks (id) ON DELETE CASCADE
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+
+-- message.unread_offline: a message.created event routed while some
+-- webhook wants unread_offline for its channel schedules one check, due
+-- the configured delay after the message; when due, the members who have
+-- not read it and have no live connection each get a delivery.
+CREATE TABLE webhook_unread_checks (
+    id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    channel_id BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
+    message_id BIGINT NOT NULL,
+    sender VARCHAR(200) NOT NULL,
+    -- The message.created `data` (JSON).
+    data MEDIUMTEXT NOT NULL,
+    due_at BIGINT NOT NULL,
+    KEY webhook_unread_checks_due (due_at)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;

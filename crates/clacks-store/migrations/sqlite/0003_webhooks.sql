@@ -63,3 +63,19 @@ CREATE TABLE webhook_attempts (
 );
 CREATE INDEX webhook_attempts_by_webhook ON webhook_attempts (webhook_id, id);
 CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts (delivery);
+
+-- message.unread_offline: a message.created event routed while some
+-- webhook wants unread_offline for its channel schedules one check, due
+-- the configured delay after the message; when due, the members who have
+-- not read it and have no live connection each get a delivery.
+CREATE TABLE webhook_unread_checks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    message_id INTEGER NOT NULL,
+    sender TEXT NOT NULL,
+    -- The message.created `data` (JSON).
+    data TEXT NOT NULL,
+    due_at INTEGER NOT NULL
+);
+CREATE INDEX webhook_unread_checks_due ON webhook_unread_checks (due_at);
