@@ -7,7 +7,11 @@
 //!   seqs are unique, increasing and gap-free under any concurrency (a
 //!   rollback rolls the counter back too; AUTO_INCREMENT would leave holes);
 //! - read watermarks only move forward;
-//! - deleting a channel removes every row that belongs to it;
+//! - deleting a channel removes every row that belongs to it (webhook
+//!   deliveries already recorded for it, `channel.deleted` among them, are
+//!   the application's and stay until sent);
+//! - a committed event has its webhook outbox row, written in its own
+//!   transaction ([`webhooks`]);
 //! - a user acts in a channel only as a member: a message, edit or delete
 //!   by a user is refused ([`Error::NotMember`]) unless they are a member
 //!   when the transaction holds the channel's seq lock. A removal takes the

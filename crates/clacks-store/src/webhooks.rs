@@ -373,7 +373,18 @@ macro_rules! webhook_store {
             }
 
             async fn route_webhook_outbox(&self, limit: u32, unread_delay_ms: i64) -> clacks_core::Result<usize> {
-                let mut tx = self.begin_write().await?;
+                let mut connection = self.write.acquire().await.map_err(db_error)?;
+                if $backend == crate::Backend::MySql {
+                    // READ COMMITTED: InnoDB then locks only the rows it
+                    // returns, not the gap after the last one, which would
+                    // hold up the INSERT of every new outbox row (the send
+                    // path) until this transaction ends.
+                    sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                        .execute(&mut *connection)
+                        .await
+                        .map_err(db_error)?;
+                }
+                let mut tx = Self::begin_batch_on(&mut connection).await?;
                 // SKIP LOCKED: another node routing at the same time takes
                 // other rows instead of waiting for these (SQLite has one
                 // writer, and no such clause).

@@ -49,6 +49,7 @@ webhook_tests!(
     webhooks_get_only_the_event_types_and_channels_they_ask_for,
     pending_deliveries_survive_restarts,
     unread_offline_goes_to_members_not_connected_who_did_not_read,
+    two_nodes_on_one_database_send_each_delivery_once,
 );
 
 /// Fast retries for tests.
@@ -601,7 +602,10 @@ async fn unread_offline_goes_to_members_not_connected_who_did_not_read(backend: 
             json!({"c": channel.to_string(), "s": message["seq"]}),
         )
         .await;
-    assert_eq!(read["data"]["markRead"]["lastReadSeq"], message["seq"], "{read}");
+    assert_eq!(
+        read["data"]["markRead"]["lastReadSeq"], message["seq"],
+        "{read}"
+    );
     // A message deleted before the delay is not notified.
     let deleted = post(
         &app,
@@ -634,7 +638,12 @@ async fn unread_offline_goes_to_members_not_connected_who_did_not_read(backend: 
         "{body}"
     );
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    assert_eq!(receiver.delivered("/unread").len(), 1, "{:#?}", receiver.received());
+    assert_eq!(
+        receiver.delivered("/unread").len(),
+        1,
+        "{:#?}",
+        receiver.received()
+    );
     receiver.assert_signatures_valid();
     let attempts = get(&app, &format!("/webhooks/{}/deliveries", webhook["id"])).await;
     assert_eq!(attempts.ok(200)[0]["eventType"], "message.unread_offline");
@@ -782,4 +791,56 @@ async fn pending_deliveries_survive_restarts(backend: TestBackend) {
         2
     );
     third.shutdown().await;
+}
+
+/// Two nodes on one database, both with a worker, events committed through
+/// both: every event is delivered, each delivery once (one node claims it).
+async fn two_nodes_on_one_database_send_each_delivery_once(backend: TestBackend) {
+    const MESSAGES: usize = 40;
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let a = start_node(&db.url, true).await;
+    let b = start_node(&db.url, true).await;
+    admin(
+        &a,
+        Method::POST,
+        "/webhooks",
+        Some(json!({"url": format!("{}/hook", receiver.url), "secret": SECRET})),
+    )
+    .await;
+    let channel = admin(
+        &a,
+        Method::POST,
+        "/channel",
+        Some(json!({"displayName": "c", "initialUsers": ["alice"]})),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let path = format!("/channel/{channel}/messages");
+    let sends = (0..MESSAGES).map(|n| {
+        let node = if n % 2 == 0 { &a } else { &b };
+        admin(
+            node,
+            Method::POST,
+            &path,
+            Some(json!({"content": format!("m{n}"), "senderId": "alice"})),
+        )
+    });
+    futures::future::join_all(sends).await;
+    let delivered = receiver.wait_delivered("/hook", MESSAGES).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all = receiver.received();
+    assert_eq!(all.len(), MESSAGES, "each delivery sent once: {all:#?}");
+    let mut seqs: Vec<i64> = delivered
+        .iter()
+        .map(|r| r.body["seq"].as_i64().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=MESSAGES as i64).collect::<Vec<_>>());
+    receiver.assert_signatures_valid();
+    a.shutdown().await;
+    b.shutdown().await;
 }
