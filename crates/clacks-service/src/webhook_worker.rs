@@ -75,6 +75,10 @@ impl Default for WebhookSettings {
 const ROUTE_BATCH: u32 = 200;
 /// Unread checks taken per round.
 const UNREAD_BATCH: u32 = 100;
+/// Least time between two rounds started by this node's commits: under a
+/// stream of sends, one round (a few reads) per this interval at most,
+/// whatever the send rate.
+const MIN_WAKE_GAP: Duration = Duration::from_millis(20);
 /// How often finished deliveries older than the retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Longest error text kept per attempt.
@@ -171,6 +175,7 @@ impl WebhookWorker {
         let concurrency = this.settings.concurrency.max(1);
         tokio::pin!(stop);
         loop {
+            let round = tokio::time::Instant::now();
             if let Err(e) = this.route().await {
                 tracing::warn!(error = %e, "routing webhook events failed; retrying");
             }
@@ -200,7 +205,12 @@ impl WebhookWorker {
             tokio::select! {
                 () = &mut stop => break,
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-                () = this.wake.notified() => {}
+                () = this.wake.notified() => {
+                    tokio::select! {
+                        () = &mut stop => break,
+                        () = tokio::time::sleep_until(round + MIN_WAKE_GAP) => {}
+                    }
+                }
                 () = tokio::time::sleep(this.settings.poll_interval) => {}
             }
         }

@@ -373,6 +373,15 @@ macro_rules! webhook_store {
             }
 
             async fn route_webhook_outbox(&self, limit: u32, unread_delay_ms: i64) -> clacks_core::Result<usize> {
+                // Looked at first without a write transaction: on SQLite
+                // that would take the one write lock every send needs.
+                let any = sqlx::query("SELECT id FROM webhook_outbox LIMIT 1")
+                    .fetch_optional(&self.read)
+                    .await
+                    .map_err(db_error)?;
+                if any.is_none() {
+                    return Ok(0);
+                }
                 let mut connection = self.write.acquire().await.map_err(db_error)?;
                 if $backend == crate::Backend::MySql {
                     // READ COMMITTED: InnoDB then locks only the rows it
@@ -511,7 +520,7 @@ macro_rules! webhook_store {
                 ))
                 .bind(now)
                 .bind(i64::from(limit.max(1)))
-                .fetch_all(&self.write)
+                .fetch_all(&self.read)
                 .await
                 .map_err(db_error)?;
                 rows.iter()
@@ -538,7 +547,7 @@ macro_rules! webhook_store {
                 .bind(check.channel_id.0)
                 .bind(check.seq)
                 .bind(check.sender.as_str())
-                .fetch_all(&self.write)
+                .fetch_all(&self.read)
                 .await
                 .map_err(db_error)?;
                 rows.iter().map(|row| text(row, 0).map(clacks_core::UserId::from_trusted)).collect()
@@ -635,7 +644,7 @@ macro_rules! webhook_store {
                 .bind(now)
                 .bind(now)
                 .bind(i64::from(limit.max(1)))
-                .fetch_all(&self.write)
+                .fetch_all(&self.read)
                 .await
                 .map_err(db_error)?;
                 let mut claimed = Vec::with_capacity(candidates.len());
@@ -664,7 +673,7 @@ macro_rules! webhook_store {
                          FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = $1",
                     ))
                     .bind(id)
-                    .fetch_optional(&self.write)
+                    .fetch_optional(&self.read)
                     .await
                     .map_err(db_error)?;
                     // Gone: its webhook was deleted meanwhile.
