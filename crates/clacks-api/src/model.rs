@@ -376,6 +376,27 @@ pub struct Health {
 
 // ----- webhooks (extension) ---------------------------------------------
 
+/// The schema of a channel id in a webhook's list: a positive integer.
+pub struct WebhookChannelIdSchema;
+
+impl PartialSchema for WebhookChannelIdSchema {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Int64,
+            )))
+            .minimum(Some(1))
+            .into()
+    }
+}
+
+impl ToSchema for WebhookChannelIdSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("PositiveChannelId")
+    }
+}
+
 /// The event types a webhook may subscribe to.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = WebhookEventType)]
@@ -417,8 +438,8 @@ pub struct CreateWebhook {
     pub event_types: Vec<String>,
     /// The channels whose events to send (at most 1000); left out or
     /// null: every channel, including channels created later.
-    #[serde(default)]
-    #[schema(max_items = 1000)]
+    #[serde(default, deserialize_with = "whole_ids")]
+    #[schema(value_type = Option<Vec<WebhookChannelIdSchema>>, max_items = 1000)]
     pub channel_ids: Option<Vec<i64>>,
     /// Default true. A disabled webhook gets nothing (events committed
     /// while it is disabled are not kept for it).
@@ -442,7 +463,7 @@ pub struct UpdateWebhook {
     pub event_types: Option<Vec<String>>,
     /// The channels to send; null: every channel; absent: unchanged.
     #[serde(default, deserialize_with = "present_ids")]
-    #[schema(value_type = Option<Vec<i64>>, max_items = 1000)]
+    #[schema(value_type = Option<Vec<WebhookChannelIdSchema>>, max_items = 1000)]
     pub channel_ids: Option<Option<Vec<i64>>>,
     #[serde(default)]
     pub enabled: Option<bool>,
@@ -555,7 +576,39 @@ fn present_ids<'de, D>(deserializer: D) -> Result<Option<Option<Vec<i64>>>, D::E
 where
     D: Deserializer<'de>,
 {
-    Ok(Some(Option::<Vec<i64>>::deserialize(deserializer)?))
+    Ok(Some(whole_ids(deserializer)?))
+}
+
+/// A list of ids given as JSON numbers without a fraction (`3` or `3.0`,
+/// as for [`whole_number`]), or null.
+fn whole_ids<'de, D>(deserializer: D) -> Result<Option<Vec<i64>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let Some(numbers) = Option::<Vec<serde_json::Number>>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    numbers
+        .into_iter()
+        .map(|number| {
+            if let Some(n) = number.as_i64() {
+                return Ok(n);
+            }
+            match number.as_f64() {
+                // Exactly representable: within ±2^53, with no fraction.
+                Some(f)
+                    if f.fract() == 0.0
+                        && (-9_007_199_254_740_992.0..9_007_199_254_740_992.0).contains(&f) =>
+                {
+                    Ok(f as i64)
+                }
+                _ => Err(serde::de::Error::custom(format!(
+                    "expected a whole number as a channel id, got {number}"
+                ))),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// `null` read as the type's default (the original clients may send

@@ -339,9 +339,10 @@ impl WebhookWorker {
                     );
                 }
             }
-            Ok(false) => tracing::warn!(
+            Ok(false) => tracing::info!(
                 delivery = %delivery.delivery_id,
-                "webhook attempt outlived its lease; another node retries it"
+                "webhook attempt not recorded: the webhook was deleted meanwhile, or the attempt \
+                 outlived its lease (another node retries it)"
             ),
             Err(e) => tracing::warn!(
                 delivery = %delivery.delivery_id,

@@ -244,6 +244,22 @@ async fn registration_validates_and_round_trips(backend: TestBackend) {
     post(&app, "/webhooks", json!({"secret": SECRET}))
         .await
         .problem(422);
+    post(
+        &app,
+        "/webhooks",
+        json!({"url": "https://example.com/", "channelIds": [1.5]}),
+    )
+    .await
+    .problem(422);
+    // Ids written with a zero fraction (as some encoders do) are ids.
+    let whole = create_webhook(
+        &app,
+        json!({"url": "https://example.com/whole", "channelIds": [5.0, 2]}),
+    )
+    .await;
+    assert_eq!(whole["channelIds"], json!([2, 5]));
+    let deleted = delete(&app, &format!("/webhooks/{}", whole["id"])).await;
+    assert_eq!(deleted.status, 204);
     let reply = app
         .http
         .post(app.api("/webhooks"))
