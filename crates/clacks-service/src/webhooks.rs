@@ -16,8 +16,7 @@ use crate::service::ChatService;
 #[derive(Debug, Clone, Default)]
 pub struct WebhookInput {
     pub url: String,
-    /// `None`: a random secret is generated (and returned once, at creation,
-    /// and on every read of the webhook).
+    /// `None`: a random secret is generated (returned with the webhook).
     pub secret: Option<String>,
     /// `None` or empty: every event type.
     pub event_types: Option<Vec<String>>,
