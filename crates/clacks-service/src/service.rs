@@ -545,14 +545,19 @@ impl ChatService {
                     .hub
                     .subscribe(caller.user_id.clone(), Interest::AllChannels(Vec::new()));
                 let channels = self.store.user_channel_seqs(&caller.user_id).await?;
-                // The list's seqs are not baselines: an event committed
-                // after the list was read and published before it was
-                // routed reached no one here. Seqs read after routing are.
                 let unbased = self.hub.add_channels(&subscription, &channels);
+                // Each channel starts after the seq it was listed at: the
+                // membership the list shows holds there, and a removal
+                // after it is delivered as an event.
+                for &(channel, listed_at) in &channels {
+                    self.hub.set_baseline(channel, listed_at);
+                }
+                // An event committed after the list was read and published
+                // before it was routed reached no one on this node: where a
+                // channel is newer now than listed, the hub reads the rest.
                 if !unbased.is_empty() {
-                    for (channel, last) in self.store.last_seqs(&unbased).await? {
-                        self.hub.set_baseline(channel, last);
-                    }
+                    let newest = self.store.last_seqs(&unbased).await?;
+                    self.hub.committed_since_listing(&newest);
                 }
                 Ok(subscription)
             }
