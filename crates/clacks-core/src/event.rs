@@ -1,7 +1,7 @@
 //! Events delivered to subscribers.
 //!
-//! Durable events (messages created / edited / deleted, members joined /
-//! left, channel updated) take the channel's next `seq` in the transaction
+//! Durable events (messages created / edited / deleted, reactions added /
+//! removed, members joined / left, channel updated) take the channel's next `seq` in the transaction
 //! that stores them, so a client that remembers the last seq it saw can
 //! resume without gaps or duplicates. Ephemeral events (typing, read
 //! receipts, channel deleted) are never stored; they carry the channel's
@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Channel, Message};
-use crate::values::{ChannelId, Role, Seq, UserId};
+use crate::values::{ChannelId, MessageId, Role, Seq, UserId};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChannelEvent {
@@ -24,15 +24,48 @@ pub struct ChannelEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EventPayload {
-    MessageCreated { message: Message },
-    MessageEdited { message: Message },
-    MessageDeleted { message: Message },
-    MemberJoined { user_id: UserId, role: Role },
-    MemberLeft { user_id: UserId },
-    ChannelUpdated { channel: Channel },
+    MessageCreated {
+        message: Message,
+    },
+    MessageEdited {
+        message: Message,
+    },
+    MessageDeleted {
+        message: Message,
+    },
+    MemberJoined {
+        user_id: UserId,
+        role: Role,
+    },
+    MemberLeft {
+        user_id: UserId,
+    },
+    ChannelUpdated {
+        channel: Channel,
+    },
     ChannelDeleted,
-    ReadReceipt { user_id: UserId, last_read_seq: Seq },
-    Typing { user_id: UserId },
+    /// A user reacted to a message; `count` is how many users have
+    /// reacted with `key` to it now (this one included).
+    ReactionAdded {
+        message_id: MessageId,
+        user_id: UserId,
+        key: String,
+        count: i64,
+    },
+    /// A user took their reaction back; `count` is how many are left.
+    ReactionRemoved {
+        message_id: MessageId,
+        user_id: UserId,
+        key: String,
+        count: i64,
+    },
+    ReadReceipt {
+        user_id: UserId,
+        last_read_seq: Seq,
+    },
+    Typing {
+        user_id: UserId,
+    },
 }
 
 impl EventPayload {
@@ -45,6 +78,8 @@ impl EventPayload {
             EventPayload::MemberJoined { .. } => "member_joined",
             EventPayload::MemberLeft { .. } => "member_left",
             EventPayload::ChannelUpdated { .. } => "channel_updated",
+            EventPayload::ReactionAdded { .. } => "reaction_added",
+            EventPayload::ReactionRemoved { .. } => "reaction_removed",
             _ => return None,
         })
     }

@@ -74,6 +74,16 @@ impl Message {
     }
 }
 
+/// One reaction key on a message as one user sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reaction {
+    pub key: String,
+    /// Users who reacted with this key (at least 1).
+    pub count: i64,
+    /// Whether the viewer is one of them.
+    pub reacted_by_me: bool,
+}
+
 /// One of the caller's channels with its read state.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChannelSummary {

@@ -238,8 +238,25 @@ impl RenderPlan {
     }
 }
 
+/// Whether a render is rendering the creation of message `id` (whose
+/// reactions and replies are known to be none, without asking the store).
+pub(crate) fn is_new_message(ctx: &Context<'_>, id: clacks_core::MessageId) -> bool {
+    ctx.data_opt::<RenderedEvent>().is_some_and(|event| {
+        matches!(&event.0.payload, EventPayload::MessageCreated { message } if message.id == id)
+    })
+}
+
 /// Field names whose value depends on who is looking.
-const VIEWER_FIELDS: [&str; 7] = ["me", "name", "claims", "seenBy", "seen_by", "seen", "time"];
+const VIEWER_FIELDS: [&str; 8] = [
+    "me",
+    "name",
+    "claims",
+    "seenBy",
+    "seen_by",
+    "seen",
+    "time",
+    "reactedByMe",
+];
 
 /// Whether a selection asks for anything that differs between viewers: a
 /// field of [`VIEWER_FIELDS`], or any field of a channel besides its id

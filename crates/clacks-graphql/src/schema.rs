@@ -14,7 +14,7 @@ use async_graphql::{
 };
 use clacks_core::{
     Channel, ChannelEvent, ChannelId, ChannelSummary, EventPayload, Member, Message, MessageId,
-    SeenBy, Sender, Seq, UserId,
+    Reaction, SeenBy, Sender, Seq, UserId,
 };
 use clacks_delivery::{Delivery, EndReason};
 use clacks_service::{Caller, ChatService, HistoryRequest};
@@ -257,6 +257,21 @@ impl MessageObj {
         self.0.client_message_id.as_deref()
     }
 
+    /// The reactions, one per key in the order keys were first used, with
+    /// how many users reacted and whether the caller did. Follow them live
+    /// with the `ReactionAdded` / `ReactionRemoved` events, which carry
+    /// the new count.
+    #[graphql(directive = cost::apply(FETCH), directive = list_size::apply(Some(ASSUMED_ROWS), None))]
+    async fn reactions(&self, ctx: &Context<'_>) -> Result<Vec<ReactionObj>> {
+        if crate::render::is_new_message(ctx, self.0.id) {
+            // Rendering its creation: nobody has reacted yet.
+            return Ok(Vec::new());
+        }
+        let (service, caller) = parts(ctx)?;
+        let reactions = service.reactions_for(caller, &self.0).await.map_err(gql)?;
+        Ok(reactions.into_iter().map(ReactionObj).collect())
+    }
+
     /// Members whose read watermark passed this message, and when (the
     /// sender excluded).
     #[graphql(directive = cost::apply(FETCH), directive = list_size::apply(Some(ASSUMED_ROWS), None))]
@@ -264,6 +279,27 @@ impl MessageObj {
         let (service, caller) = parts(ctx)?;
         let seen = service.seen_by(caller, self.0.id).await.map_err(gql)?;
         Ok(seen.into_iter().map(SeenByObj).collect())
+    }
+}
+
+/// One reaction key on a message.
+pub struct ReactionObj(Reaction);
+
+#[Object(name = "Reaction")]
+impl ReactionObj {
+    /// The emoji or short key.
+    async fn key(&self) -> &str {
+        &self.0.key
+    }
+
+    /// How many users reacted with it.
+    async fn count(&self) -> i64 {
+        self.0.count
+    }
+
+    /// Whether the caller is one of them.
+    async fn reacted_by_me(&self) -> bool {
+        self.0.reacted_by_me
     }
 }
 
@@ -780,6 +816,40 @@ impl MutationRoot {
         Ok(MessageObj(message))
     }
 
+    /// Adds the caller's reaction (an emoji or a short key: at most 64
+    /// bytes, no whitespace or control characters) to a message of one of
+    /// their channels. Idempotent: reacting again changes nothing.
+    #[graphql(directive = cost::apply(FETCH))]
+    async fn add_reaction(
+        &self,
+        ctx: &Context<'_>,
+        message_id: ID,
+        key: String,
+    ) -> Result<MessageObj> {
+        let (service, caller) = parts(ctx)?;
+        let message = service
+            .add_reaction(caller, self::message_id(&message_id)?, key)
+            .await
+            .map_err(gql)?;
+        Ok(MessageObj(message))
+    }
+
+    /// Takes back the caller's reaction. Idempotent.
+    #[graphql(directive = cost::apply(FETCH))]
+    async fn remove_reaction(
+        &self,
+        ctx: &Context<'_>,
+        message_id: ID,
+        key: String,
+    ) -> Result<MessageObj> {
+        let (service, caller) = parts(ctx)?;
+        let message = service
+            .remove_reaction(caller, self::message_id(&message_id)?, key)
+            .await
+            .map_err(gql)?;
+        Ok(MessageObj(message))
+    }
+
     /// Moves the caller's read watermark up to `seq` (never back).
     #[graphql(directive = cost::apply(FETCH))]
     async fn mark_read(&self, ctx: &Context<'_>, channel: ID, seq: Seq) -> Result<ReadState> {
@@ -866,6 +936,25 @@ event_type!(
     async fn message(&self) -> MessageObj { MessageObj(self.message.clone()) }
 );
 event_type!(
+    /// A member reacted to a message; `count` is how many members have
+    /// reacted with `key` now.
+    ReactionAdded { message: MessageId, user: UserId, key: String, count: i64 }
+    async fn message_id(&self) -> ID { id_of(self.message) }
+    async fn user(&self) -> User { User::of(&self.user) }
+    async fn user_id(&self) -> ID { ID(self.user.as_str().to_owned()) }
+    async fn key(&self) -> &str { &self.key }
+    async fn count(&self) -> i64 { self.count }
+);
+event_type!(
+    /// A member took back a reaction; `count` is how many are left.
+    ReactionRemoved { message: MessageId, user: UserId, key: String, count: i64 }
+    async fn message_id(&self) -> ID { id_of(self.message) }
+    async fn user(&self) -> User { User::of(&self.user) }
+    async fn user_id(&self) -> ID { ID(self.user.as_str().to_owned()) }
+    async fn key(&self) -> &str { &self.key }
+    async fn count(&self) -> i64 { self.count }
+);
+event_type!(
     /// A member's read watermark moved.
     ReadReceipt { user: UserId, last_read: Seq }
     async fn user(&self) -> User { User::of(&self.user) }
@@ -919,6 +1008,8 @@ pub enum EventObj {
     MessageCreated(MessageCreated),
     MessageEdited(MessageEdited),
     MessageDeleted(MessageDeleted),
+    ReactionAdded(ReactionAdded),
+    ReactionRemoved(ReactionRemoved),
     ReadReceipt(ReadReceipt),
     Typing(Typing),
     MemberJoined(MemberJoined),
@@ -962,6 +1053,30 @@ impl EventObj {
                 channel: channel.clone(),
             }),
             EventPayload::ChannelDeleted => EventObj::ChannelDeleted(ChannelDeleted { head }),
+            EventPayload::ReactionAdded {
+                message_id,
+                user_id,
+                key,
+                count,
+            } => EventObj::ReactionAdded(ReactionAdded {
+                head,
+                message: *message_id,
+                user: user_id.clone(),
+                key: key.clone(),
+                count: *count,
+            }),
+            EventPayload::ReactionRemoved {
+                message_id,
+                user_id,
+                key,
+                count,
+            } => EventObj::ReactionRemoved(ReactionRemoved {
+                head,
+                message: *message_id,
+                user: user_id.clone(),
+                key: key.clone(),
+                count: *count,
+            }),
             EventPayload::ReadReceipt {
                 user_id,
                 last_read_seq,
@@ -990,6 +1105,8 @@ pub enum EventKind {
     MemberLeft,
     ChannelUpdated,
     ChannelDeleted,
+    ReactionAdded,
+    ReactionRemoved,
 }
 
 /// Where to resume one channel: replay every durable event after
@@ -1170,6 +1287,8 @@ impl EventKind {
             EventPayload::MemberLeft { .. } => EventKind::MemberLeft,
             EventPayload::ChannelUpdated { .. } => EventKind::ChannelUpdated,
             EventPayload::ChannelDeleted => EventKind::ChannelDeleted,
+            EventPayload::ReactionAdded { .. } => EventKind::ReactionAdded,
+            EventPayload::ReactionRemoved { .. } => EventKind::ReactionRemoved,
         }
     }
 }
@@ -1186,6 +1305,8 @@ impl EventObj {
             EventObj::MemberLeft(_) => EventKind::MemberLeft,
             EventObj::ChannelUpdated(_) => EventKind::ChannelUpdated,
             EventObj::ChannelDeleted(_) => EventKind::ChannelDeleted,
+            EventObj::ReactionAdded(_) => EventKind::ReactionAdded,
+            EventObj::ReactionRemoved(_) => EventKind::ReactionRemoved,
         }
     }
 }

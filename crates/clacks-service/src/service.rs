@@ -4,7 +4,7 @@ use std::sync::{Arc, OnceLock};
 use clacks_core::{
     Channel, ChannelEvent, ChannelId, ChannelPage, ChannelSummary, ClientMessageId, DisplayName,
     Entity, Error, EventPayload, HistoryPage, Member, Message, MessageBody, MessageId, Metadata,
-    ReadMark, Result, Role, SeenBy, Sender, Seq, UserId, now_ms,
+    Reaction, ReactionKey, ReadMark, Result, Role, SeenBy, Sender, Seq, UserId, now_ms,
 };
 use clacks_delivery::{
     CloseReason, ConnectionGuard, Connections, Hub, HubStats, Interest, NatsBus, Refusal,
@@ -387,6 +387,66 @@ impl ChatService {
             store.delete_message(id, actor).await
         })
         .await
+    }
+
+    /// Adds the caller's reaction `key` (an emoji or a short key, see
+    /// [`ReactionKey`]) to a message of one of their channels, and
+    /// publishes a `reaction_added` event with the key's new count.
+    /// Idempotent per (caller, message, key): reacting again changes and
+    /// publishes nothing. A message the caller may not see is refused as
+    /// edits are (`FORBIDDEN`, whether it exists or not); a tombstone
+    /// conflicts. Charged to the edit rate.
+    pub async fn add_reaction(
+        &self,
+        caller: &Caller,
+        id: MessageId,
+        key: String,
+    ) -> Result<Message> {
+        self.change_reaction(caller, id, key, true).await
+    }
+
+    /// Takes back the caller's reaction (`reaction_removed`); the rules of
+    /// [`Self::add_reaction`].
+    pub async fn remove_reaction(
+        &self,
+        caller: &Caller,
+        id: MessageId,
+        key: String,
+    ) -> Result<Message> {
+        self.change_reaction(caller, id, key, false).await
+    }
+
+    async fn change_reaction(
+        &self,
+        caller: &Caller,
+        id: MessageId,
+        key: String,
+        add: bool,
+    ) -> Result<Message> {
+        let key = ReactionKey::parse(key)?;
+        self.rate.check(Operation::Edit, &caller.user_id)?;
+        let store = self.store.clone();
+        let user = caller.user_id.clone();
+        self.commit(async move {
+            // The store checks membership under the channel's seq lock.
+            if add {
+                store.add_reaction(id, &user, &key).await
+            } else {
+                store.remove_reaction(id, &user, &key).await
+            }
+        })
+        .await
+        .map_err(no_access_to_message)
+    }
+
+    /// The reactions on `message`, as the caller sees them (with whether
+    /// they reacted). `message` is one the service gave the caller (its
+    /// membership was checked when it was read); a tombstone has none.
+    pub async fn reactions_for(&self, caller: &Caller, message: &Message) -> Result<Vec<Reaction>> {
+        if message.is_deleted() {
+            return Ok(Vec::new());
+        }
+        self.store.reactions(message.id, &caller.user_id).await
     }
 
     /// Moves the caller's read watermark forward (never back) and tells

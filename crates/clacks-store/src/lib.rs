@@ -37,8 +37,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use clacks_core::{
     Channel, ChannelEvent, ChannelId, ChannelPage, ChannelSummary, ClientMessageId, DisplayName,
-    Error, HistoryPage, Member, Message, MessageBody, MessageId, Metadata, ReadMark, Result, Role,
-    SeenBy, Sender, Seq, UserId,
+    Error, HistoryPage, Member, Message, MessageBody, MessageId, Metadata, Reaction, ReactionKey,
+    ReadMark, Result, Role, SeenBy, Sender, Seq, UserId,
 };
 
 pub use dialect::Backend;
@@ -188,6 +188,29 @@ pub trait Store: Send + Sync + 'static {
         id: MessageId,
         by: Actor<'_>,
     ) -> Result<(Message, Option<ChannelEvent>)>;
+    /// Adds `user`'s reaction `key` to a message and records a
+    /// `reaction_added` event carrying the key's new count. Idempotent per
+    /// (user, message, key): an existing reaction records nothing (`None`).
+    /// `NotMember` unless the user is a member of the message's channel
+    /// (checked under its seq lock, as for messages); `Conflict` on a
+    /// tombstone. Changes of one channel's reactions are serialized by its
+    /// seq lock, so the counts in the events are exact.
+    async fn add_reaction(
+        &self,
+        message: MessageId,
+        user: &UserId,
+        key: &ReactionKey,
+    ) -> Result<(Message, Option<ChannelEvent>)>;
+    /// Takes back a reaction (`reaction_removed`); as [`Store::add_reaction`].
+    async fn remove_reaction(
+        &self,
+        message: MessageId,
+        user: &UserId,
+        key: &ReactionKey,
+    ) -> Result<(Message, Option<ChannelEvent>)>;
+    /// A message's reactions by key, in the order keys were first used,
+    /// each with whether `viewer` is among its users.
+    async fn reactions(&self, message: MessageId, viewer: &UserId) -> Result<Vec<Reaction>>;
     async fn message(&self, id: MessageId) -> Result<Message>;
     async fn message_by_seq(&self, channel: ChannelId, seq: Seq) -> Result<Message>;
     async fn history(

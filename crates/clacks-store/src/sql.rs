@@ -60,7 +60,7 @@ macro_rules! sql_store {
         use clacks_core::{
             now_ms, Channel, ChannelEvent, ChannelId, ChannelPage, ChannelSummary, Entity, Error,
             EventPayload, HistoryPage, Member, Message, MessageBody, MessageId, Metadata,
-            ReadMark, Result, Role, SeenBy, Sender, Seq, UserId,
+            Reaction, ReactionKey, ReadMark, Result, Role, SeenBy, Sender, Seq, UserId,
         };
         use sqlx::{Row, Transaction};
 
@@ -376,6 +376,22 @@ macro_rules! sql_store {
                 now: i64,
             ) -> Result<Seq> {
                 let seq = Self::take_seqs(tx, channel, 1).await?;
+                Self::insert_event(tx, channel, seq, kind, user, message, payload, now).await?;
+                Ok(seq)
+            }
+
+            /// Stores a durable event under a seq already taken.
+            #[allow(clippy::too_many_arguments)]
+            async fn insert_event(
+                tx: &mut Tx,
+                channel: ChannelId,
+                seq: Seq,
+                kind: &'static str,
+                user: Option<&UserId>,
+                message: Option<MessageId>,
+                payload: Option<String>,
+                now: i64,
+            ) -> Result<()> {
                 sqlx::query(&q(
                     "INSERT INTO channel_events (channel_id, seq, kind, user_id, message_id, payload, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -390,7 +406,75 @@ macro_rules! sql_store {
                 .execute(&mut **tx)
                 .await
                 .map_err(db_error)?;
-                Ok(seq)
+                Ok(())
+            }
+
+            /// Adds (`add`) or takes back `user`'s reaction `key` to a
+            /// message and records the event, with the key's new count.
+            /// Idempotent: a change that is already so records nothing.
+            async fn change_reaction(&self, id: MessageId, user: &UserId, key: &ReactionKey, add: bool) -> Result<(Message, Option<ChannelEvent>)> {
+                let now = now_ms();
+                // Only its channel is read here (it never changes); the rest
+                // is read in the transaction, after the channel's lock.
+                let channel = Self::message_in(&self.read, id).await?.channel_id;
+                let mut tx = self.begin_write().await?;
+                // The seq first: it locks the channel row, which serializes
+                // every reaction change of the channel (so each event's count
+                // is exact), orders this change with a removal of the user
+                // (as for messages), and with a delete of the message. The
+                // reads below come after it, so they see every change
+                // committed before the lock was granted (MySQL takes its
+                // snapshot at a transaction's first plain read). Refused or
+                // idempotent, the rollback gives the seq back.
+                let seq = Self::take_seqs(&mut tx, channel, 1).await?;
+                Self::require_member_in(&mut tx, channel, user).await?;
+                let message = Self::message_in(&mut *tx, id).await?;
+                if message.is_deleted() {
+                    return Err(Error::Conflict("the message was deleted".into()));
+                }
+                let exists = sqlx::query(&q(
+                    "SELECT 1 FROM reactions WHERE message_id = $1 AND reaction_key = $2 AND user_id = $3",
+                ))
+                .bind(id.0)
+                .bind(key.as_str())
+                .bind(user.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .is_some();
+                if exists == add {
+                    tx.rollback().await.map_err(db_error)?;
+                    return Ok((message, None));
+                }
+                let change = if add {
+                    q("INSERT INTO reactions (message_id, reaction_key, user_id, channel_id, created_at) \
+                       VALUES ($1, $2, $3, $4, $5)")
+                } else {
+                    q("DELETE FROM reactions WHERE message_id = $1 AND reaction_key = $2 AND user_id = $3")
+                };
+                let mut change = sqlx::query(&change).bind(id.0).bind(key.as_str()).bind(user.as_str());
+                if add {
+                    change = change.bind(channel.0).bind(now);
+                }
+                change.execute(&mut *tx).await.map_err(db_error)?;
+                let row = sqlx::query(&q("SELECT COUNT(*) FROM reactions WHERE message_id = $1 AND reaction_key = $2"))
+                    .bind(id.0)
+                    .bind(key.as_str())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                let count = int(&row, 0)?;
+                let (kind, payload) = if add {
+                    let payload = EventPayload::ReactionAdded { message_id: id, user_id: user.clone(), key: key.as_str().to_owned(), count };
+                    ("reaction_added", payload)
+                } else {
+                    let payload = EventPayload::ReactionRemoved { message_id: id, user_id: user.clone(), key: key.as_str().to_owned(), count };
+                    ("reaction_removed", payload)
+                };
+                let stored = serde_json::json!({ "key": key.as_str(), "count": count }).to_string();
+                Self::insert_event(&mut tx, channel, seq, kind, Some(user), Some(id), Some(stored), now).await?;
+                tx.commit().await.map_err(db_error)?;
+                Ok((message, Some(durable_event(channel, seq, now, payload))))
             }
 
             async fn message_in<'e>(executor: impl sqlx::Executor<'e, Database = $db>, id: MessageId) -> Result<Message> {
@@ -948,6 +1032,21 @@ macro_rules! sql_store {
                         EventPayload::MemberJoined { user_id: user.ok_or_else(missing_user)?, role }
                     }
                     "member_left" => EventPayload::MemberLeft { user_id: user.ok_or_else(missing_user)? },
+                    "reaction_added" | "reaction_removed" => {
+                        let message_id = MessageId(opt_int(row, 5)?.ok_or_else(|| Error::Internal(format!("event {seq} lost its message")))?);
+                        let user_id = user.ok_or_else(missing_user)?;
+                        let stored: serde_json::Value = payload
+                            .as_deref()
+                            .and_then(|p| serde_json::from_str(p).ok())
+                            .ok_or_else(|| Error::Internal(format!("event {seq} has a bad payload")))?;
+                        let key = stored.get("key").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
+                        let count = stored.get("count").and_then(|c| c.as_i64()).unwrap_or_default();
+                        if kind == "reaction_added" {
+                            EventPayload::ReactionAdded { message_id, user_id, key, count }
+                        } else {
+                            EventPayload::ReactionRemoved { message_id, user_id, key, count }
+                        }
+                    }
                     "channel_updated" => {
                         let snapshot: ChannelSnapshot = payload
                             .as_deref()
@@ -1185,6 +1284,7 @@ macro_rules! sql_store {
                     .collect::<Result<Vec<_>>>()?;
                 for statement in [
                     "DELETE FROM read_marks WHERE channel_id = $1",
+                    "DELETE FROM reactions WHERE channel_id = $1",
                     "DELETE FROM channel_events WHERE channel_id = $1",
                     "DELETE FROM messages WHERE channel_id = $1",
                     "DELETE FROM members WHERE channel_id = $1",
@@ -1464,10 +1564,51 @@ macro_rules! sql_store {
                     tx.rollback().await.map_err(db_error)?;
                     return Ok((self.message(id).await?, None));
                 }
+                // A tombstone keeps no content, reactions included.
+                sqlx::query(&q("DELETE FROM reactions WHERE message_id = $1"))
+                    .bind(id.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
                 let message = Self::message_in(&mut *tx, id).await?;
                 tx.commit().await.map_err(db_error)?;
                 let event = durable_event(message.channel_id, seq, now, EventPayload::MessageDeleted { message: message.clone() });
                 Ok((message, Some(event)))
+            }
+
+            async fn add_reaction(&self, id: MessageId, user: &UserId, key: &ReactionKey) -> Result<(Message, Option<ChannelEvent>)> {
+                self.change_reaction(id, user, key, true).await
+            }
+
+            async fn remove_reaction(&self, id: MessageId, user: &UserId, key: &ReactionKey) -> Result<(Message, Option<ChannelEvent>)> {
+                self.change_reaction(id, user, key, false).await
+            }
+
+            async fn reactions(&self, id: MessageId, viewer: &UserId) -> Result<Vec<Reaction>> {
+                let mut tx = self.begin_read().await?;
+                let counts = sqlx::query(&q(
+                    "SELECT reaction_key, COUNT(*), MIN(created_at) FROM reactions WHERE message_id = $1 \
+                     GROUP BY reaction_key ORDER BY 3, 1",
+                ))
+                .bind(id.0)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                let mine = sqlx::query(&q("SELECT reaction_key FROM reactions WHERE message_id = $1 AND user_id = $2"))
+                    .bind(id.0)
+                    .bind(viewer.as_str())
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                tx.commit().await.map_err(db_error)?;
+                let mine = mine.iter().map(|r| text(r, 0)).collect::<Result<std::collections::HashSet<_>>>()?;
+                counts
+                    .iter()
+                    .map(|r| {
+                        let key = text(r, 0)?;
+                        Ok(Reaction { reacted_by_me: mine.contains(&key), count: int(r, 1)?, key })
+                    })
+                    .collect()
             }
 
             async fn message(&self, id: MessageId) -> Result<Message> {
@@ -1708,6 +1849,7 @@ macro_rules! sql_store {
                     "SELECT COUNT(*) FROM messages WHERE channel_id = $1",
                     "SELECT COUNT(*) FROM channel_events WHERE channel_id = $1",
                     "SELECT COUNT(*) FROM read_marks WHERE channel_id = $1",
+                    "SELECT COUNT(*) FROM reactions WHERE channel_id = $1",
                 ] {
                     let row = sqlx::query(&q(statement))
                         .bind(channel.0)
