@@ -48,6 +48,9 @@ pub enum EventPayload {
     /// reacted with `key` to it now (this one included).
     ReactionAdded {
         message_id: MessageId,
+        /// The thread of the message (its parent), if it is a reply.
+        #[serde(default)]
+        parent_id: Option<MessageId>,
         user_id: UserId,
         key: String,
         count: i64,
@@ -55,6 +58,8 @@ pub enum EventPayload {
     /// A user took their reaction back; `count` is how many are left.
     ReactionRemoved {
         message_id: MessageId,
+        #[serde(default)]
+        parent_id: Option<MessageId>,
         user_id: UserId,
         key: String,
         count: i64,
@@ -69,6 +74,30 @@ pub enum EventPayload {
 }
 
 impl EventPayload {
+    /// The thread an event belongs to, named by its top-level message: a
+    /// message's (or a reaction's) parent, or the message itself when it
+    /// is top-level. `None` for events about no message.
+    pub fn thread(&self) -> Option<MessageId> {
+        match self {
+            EventPayload::MessageCreated { message }
+            | EventPayload::MessageEdited { message }
+            | EventPayload::MessageDeleted { message } => {
+                Some(message.parent_id.unwrap_or(message.id))
+            }
+            EventPayload::ReactionAdded {
+                message_id,
+                parent_id,
+                ..
+            }
+            | EventPayload::ReactionRemoved {
+                message_id,
+                parent_id,
+                ..
+            } => Some(parent_id.unwrap_or(*message_id)),
+            _ => None,
+        }
+    }
+
     /// The stored `kind` of a durable event other than message creation
     /// (messages are their own rows).
     pub fn stored_kind(&self) -> Option<&'static str> {

@@ -66,6 +66,17 @@ pub struct Message {
     pub created_at: i64,
     pub edited_at: Option<i64>,
     pub deleted_at: Option<i64>,
+    /// The thread this message replies in (a top-level message of the
+    /// same channel); `None` for a top-level message.
+    #[serde(default)]
+    pub parent_id: Option<MessageId>,
+    /// Replies in this message's thread, tombstones included (0 for a
+    /// reply: threads are one level deep).
+    #[serde(default)]
+    pub reply_count: i64,
+    /// When the newest reply was stored.
+    #[serde(default)]
+    pub last_reply_at: Option<i64>,
 }
 
 impl Message {

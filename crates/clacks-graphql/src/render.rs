@@ -92,6 +92,7 @@ impl RenderRoot {
         after_seq: Option<Seq>,
         resume: Option<Vec<ResumeInput>>,
         kinds: Option<Vec<EventKind>>,
+        thread: Option<ID>,
     ) -> Result<EventObj> {
         let event = ctx.data::<RenderedEvent>()?;
         Ok(EventObj::from_event(&event.0))

@@ -17,7 +17,7 @@ use clacks_core::{
     Reaction, SeenBy, Sender, Seq, UserId,
 };
 use clacks_delivery::{Delivery, EndReason};
-use clacks_service::{Caller, ChatService, HistoryRequest};
+use clacks_service::{Caller, ChatService, HistoryRequest, SendOptions};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use tokio::sync::OnceCell;
@@ -250,6 +250,23 @@ impl MessageObj {
 
     async fn deleted(&self) -> bool {
         self.0.is_deleted()
+    }
+
+    /// The message this one replies to (the root of its thread), or null
+    /// for a top-level message.
+    async fn parent_id(&self) -> Option<ID> {
+        self.0.parent_id.map(id_of)
+    }
+
+    /// Replies in this message's thread (tombstones included; 0 for a
+    /// reply: threads are one level deep).
+    async fn reply_count(&self) -> i64 {
+        self.0.reply_count
+    }
+
+    /// When the newest reply was stored (seconds), if any.
+    async fn last_reply_at(&self) -> Option<i64> {
+        self.0.last_reply_at.map(secs)
     }
 
     /// The id the sender's client gave to make sending idempotent.
@@ -744,6 +761,34 @@ impl QueryRoot {
         Ok(ChannelObj::loaded(channel, member))
     }
 
+    /// A page of the replies in the thread of `parent` (a message of one of
+    /// the caller's channels), by seq as `Channel.history`: newest first,
+    /// or oldest first with `after`. `limit` defaults to 50, at most 200.
+    #[graphql(directive = cost::apply(FETCH), directive = list_size::apply(None, slicing("limit")))]
+    async fn thread(
+        &self,
+        ctx: &Context<'_>,
+        parent: ID,
+        before: Option<Seq>,
+        after: Option<Seq>,
+        limit: Option<i32>,
+    ) -> Result<Vec<MessageObj>> {
+        let (service, caller) = parts(ctx)?;
+        let page = service
+            .thread_for(
+                caller,
+                message_id(&parent)?,
+                HistoryRequest {
+                    before,
+                    after,
+                    limit: limit.map(|l| u32::try_from(l).unwrap_or(1)),
+                },
+            )
+            .await
+            .map_err(gql)?;
+        Ok(page.into_iter().map(MessageObj).collect())
+    }
+
     /// One message of one of the caller's channels.
     #[graphql(directive = cost::apply(FETCH))]
     async fn message(&self, ctx: &Context<'_>, id: ID) -> Result<MessageObj> {
@@ -765,6 +810,9 @@ pub struct CreateMessageInput {
     /// Makes sending idempotent: a retry with the same id returns the
     /// original message instead of a duplicate.
     pub client_message_id: Option<String>,
+    /// Reply in the thread of this message: a top-level message of the
+    /// same channel (threads are one level deep), not deleted.
+    pub parent_id: Option<ID>,
 }
 
 #[derive(Default)]
@@ -782,13 +830,12 @@ impl MutationRoot {
         let (service, caller) = parts(ctx)?;
         let input =
             input.ok_or_else(|| gql(clacks_core::Error::invalid("input", "is required")))?;
+        let options = SendOptions {
+            client_message_id: input.client_message_id,
+            parent_id: input.parent_id.as_ref().map(message_id).transpose()?,
+        };
         let message = service
-            .send(
-                caller,
-                channel_id(&input.channel)?,
-                input.content,
-                input.client_message_id,
-            )
+            .send_with(caller, channel_id(&input.channel)?, input.content, options)
             .await
             .map_err(gql)?;
         Ok(Some(MessageObj(message)))
@@ -938,8 +985,10 @@ event_type!(
 event_type!(
     /// A member reacted to a message; `count` is how many members have
     /// reacted with `key` now.
-    ReactionAdded { message: MessageId, user: UserId, key: String, count: i64 }
+    ReactionAdded { message: MessageId, parent: Option<MessageId>, user: UserId, key: String, count: i64 }
     async fn message_id(&self) -> ID { id_of(self.message) }
+    /// The message's thread (its parent), if it is a reply.
+    async fn parent_id(&self) -> Option<ID> { self.parent.map(id_of) }
     async fn user(&self) -> User { User::of(&self.user) }
     async fn user_id(&self) -> ID { ID(self.user.as_str().to_owned()) }
     async fn key(&self) -> &str { &self.key }
@@ -947,8 +996,10 @@ event_type!(
 );
 event_type!(
     /// A member took back a reaction; `count` is how many are left.
-    ReactionRemoved { message: MessageId, user: UserId, key: String, count: i64 }
+    ReactionRemoved { message: MessageId, parent: Option<MessageId>, user: UserId, key: String, count: i64 }
     async fn message_id(&self) -> ID { id_of(self.message) }
+    /// The message's thread (its parent), if it is a reply.
+    async fn parent_id(&self) -> Option<ID> { self.parent.map(id_of) }
     async fn user(&self) -> User { User::of(&self.user) }
     async fn user_id(&self) -> ID { ID(self.user.as_str().to_owned()) }
     async fn key(&self) -> &str { &self.key }
@@ -1055,24 +1106,28 @@ impl EventObj {
             EventPayload::ChannelDeleted => EventObj::ChannelDeleted(ChannelDeleted { head }),
             EventPayload::ReactionAdded {
                 message_id,
+                parent_id,
                 user_id,
                 key,
                 count,
             } => EventObj::ReactionAdded(ReactionAdded {
                 head,
                 message: *message_id,
+                parent: *parent_id,
                 user: user_id.clone(),
                 key: key.clone(),
                 count: *count,
             }),
             EventPayload::ReactionRemoved {
                 message_id,
+                parent_id,
                 user_id,
                 key,
                 count,
             } => EventObj::ReactionRemoved(ReactionRemoved {
                 head,
                 message: *message_id,
+                parent: *parent_id,
                 user: user_id.clone(),
                 key: key.clone(),
                 count: *count,
@@ -1245,9 +1300,20 @@ impl SubscriptionRoot {
         after_seq: Option<Seq>,
         resume: Option<Vec<ResumeInput>>,
         #[graphql(desc = "Only these kinds (default: all).")] kinds: Option<Vec<EventKind>>,
+        #[graphql(
+            desc = "Only events of this thread (default: all): messages and reactions whose thread root, or parent, is this message id."
+        )]
+        thread: Option<ID>,
     ) -> Result<BoxStream<'static, Result<EventObj>>> {
         let (service, caller) = parts(ctx)?;
         let channel = channel.as_ref().map(channel_id).transpose()?;
+        let thread = thread.as_ref().map(message_id).transpose()?;
+        let wanted = move |event: &ChannelEvent| {
+            kinds
+                .as_ref()
+                .is_none_or(|kinds| kinds.contains(&EventKind::of(&event.payload)))
+                && thread.is_none_or(|thread| event.payload.thread() == Some(thread))
+        };
         let resume = resume_points(channel, after_seq, resume)?;
         let events = service
             .subscribe_events(caller, channel, &resume)
@@ -1256,20 +1322,13 @@ impl SubscriptionRoot {
         if let Some(slot) = ctx.data_opt::<FeedSlot>() {
             slot.put(FeedHandoff {
                 events,
-                accept: Box::new(move |event| match &kinds {
-                    Some(kinds) => kinds.contains(&EventKind::of(&event.payload)),
-                    None => true,
-                }),
+                accept: Box::new(wanted),
             });
             return Ok(futures::stream::empty().boxed());
         }
         let control = ctx.data_opt::<Control>().cloned();
         Ok(deliveries(events, control, move |event| {
-            let object = EventObj::from_event(event);
-            match &kinds {
-                Some(kinds) if !kinds.contains(&object.kind()) => None,
-                _ => Some(object),
-            }
+            wanted(event).then(|| EventObj::from_event(event))
         })
         .boxed())
     }
@@ -1289,24 +1348,6 @@ impl EventKind {
             EventPayload::ChannelDeleted => EventKind::ChannelDeleted,
             EventPayload::ReactionAdded { .. } => EventKind::ReactionAdded,
             EventPayload::ReactionRemoved { .. } => EventKind::ReactionRemoved,
-        }
-    }
-}
-
-impl EventObj {
-    fn kind(&self) -> EventKind {
-        match self {
-            EventObj::MessageCreated(_) => EventKind::MessageCreated,
-            EventObj::MessageEdited(_) => EventKind::MessageEdited,
-            EventObj::MessageDeleted(_) => EventKind::MessageDeleted,
-            EventObj::ReadReceipt(_) => EventKind::ReadReceipt,
-            EventObj::Typing(_) => EventKind::Typing,
-            EventObj::MemberJoined(_) => EventKind::MemberJoined,
-            EventObj::MemberLeft(_) => EventKind::MemberLeft,
-            EventObj::ChannelUpdated(_) => EventKind::ChannelUpdated,
-            EventObj::ChannelDeleted(_) => EventKind::ChannelDeleted,
-            EventObj::ReactionAdded(_) => EventKind::ReactionAdded,
-            EventObj::ReactionRemoved(_) => EventKind::ReactionRemoved,
         }
     }
 }

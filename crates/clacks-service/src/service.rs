@@ -34,6 +34,17 @@ pub struct HistoryRequest {
     pub limit: Option<u32>,
 }
 
+/// What a send may carry beyond its content.
+#[derive(Debug, Clone, Default)]
+pub struct SendOptions {
+    /// Makes the send idempotent: a retry with the same id returns the
+    /// original message instead of storing a duplicate.
+    pub client_message_id: Option<String>,
+    /// Reply in the thread of this message: a top-level message of the
+    /// same channel (threads are one level deep), not a tombstone.
+    pub parent_id: Option<MessageId>,
+}
+
 /// One message as seen by one member (the original schema's `MessageView`).
 #[derive(Debug, Clone)]
 pub struct MessageView {
@@ -297,6 +308,22 @@ impl ChatService {
         self.visible_message(caller, id).await
     }
 
+    /// A page of the replies to `parent` (a message of one of the caller's
+    /// channels), paged by seq as history is: newest first by default,
+    /// oldest first with `after`.
+    pub async fn thread_for(
+        &self,
+        caller: &Caller,
+        parent: MessageId,
+        request: HistoryRequest,
+    ) -> Result<Vec<Message>> {
+        self.visible_message(caller, parent).await?;
+        let page = self.history_page(request)?;
+        self.store
+            .thread(parent, page, self.limits.page(request.limit))
+            .await
+    }
+
     /// Sends a message as the caller. With a client message id, a retry
     /// returns the original message instead of storing a duplicate.
     pub async fn send(
@@ -306,29 +333,59 @@ impl ChatService {
         content: String,
         client_message_id: Option<String>,
     ) -> Result<Message> {
+        let options = SendOptions {
+            client_message_id,
+            ..SendOptions::default()
+        };
+        self.send_with(caller, channel, content, options).await
+    }
+
+    /// Sends a message as the caller, as a reply in a thread when
+    /// `options.parent_id` is given (see [`SendOptions`]).
+    pub async fn send_with(
+        &self,
+        caller: &Caller,
+        channel: ChannelId,
+        content: String,
+        options: SendOptions,
+    ) -> Result<Message> {
         let content = self.message_body(content)?;
-        let client_message_id = client_message_id.map(ClientMessageId::parse).transpose()?;
+        let client_message_id = options
+            .client_message_id
+            .map(ClientMessageId::parse)
+            .transpose()?;
         self.rate.check(Operation::Send, &caller.user_id)?;
-        // The store refuses a sender who is not a member, in the
-        // transaction that takes the message's seq.
+        // The store refuses a sender who is not a member, and a parent
+        // that breaks the thread rule, in the transaction that takes the
+        // message's seq.
         let stored = self
-            .store_message(NewMessage {
-                channel_id: channel,
-                sender: Sender::User(caller.user_id.clone()),
-                content,
-                client_message_id,
-            })
+            .store_message(
+                NewMessage {
+                    channel_id: channel,
+                    sender: Sender::User(caller.user_id.clone()),
+                    content,
+                    client_message_id,
+                },
+                options.parent_id,
+            )
             .await
             .map_err(unless_member(caller, channel))?;
         Ok(stored.message)
     }
 
-    /// Stores a message (through the store's group commit) and publishes
-    /// it when it is new.
-    async fn store_message(&self, new: NewMessage) -> Result<StoredMessage> {
+    /// Stores a message (through the store's group commit; a reply in a
+    /// transaction of its own) and publishes it when it is new.
+    async fn store_message(
+        &self,
+        new: NewMessage,
+        parent: Option<MessageId>,
+    ) -> Result<StoredMessage> {
         let store = self.store.clone();
         self.commit(async move {
-            let stored = store.create_message(&new).await?;
+            let stored = match parent {
+                Some(parent) => store.create_reply(&new, parent).await?,
+                None => store.create_message(&new).await?,
+            };
             if !stored.created {
                 return Ok((stored, None));
             }
@@ -841,20 +898,43 @@ impl ChatService {
         content: String,
         client_message_id: Option<String>,
     ) -> Result<(Message, bool)> {
+        let options = SendOptions {
+            client_message_id,
+            ..SendOptions::default()
+        };
+        self.admin_post_message_with(channel, sender, content, options)
+            .await
+    }
+
+    /// [`Self::admin_post_message`], as a reply in a thread with
+    /// `options.parent_id` (the thread rule of [`SendOptions`]).
+    pub async fn admin_post_message_with(
+        &self,
+        channel: ChannelId,
+        sender: Option<String>,
+        content: String,
+        options: SendOptions,
+    ) -> Result<(Message, bool)> {
         let content = self.message_body(content)?;
-        let client_message_id = client_message_id.map(ClientMessageId::parse).transpose()?;
+        let client_message_id = options
+            .client_message_id
+            .map(ClientMessageId::parse)
+            .transpose()?;
         let sender = match sender {
             // A member: the store checks it with the message, as for clients.
             Some(user) => Sender::User(UserId::parse(user)?),
             None => Sender::System,
         };
         let stored = self
-            .store_message(NewMessage {
-                channel_id: channel,
-                sender,
-                content,
-                client_message_id,
-            })
+            .store_message(
+                NewMessage {
+                    channel_id: channel,
+                    sender,
+                    content,
+                    client_message_id,
+                },
+                options.parent_id,
+            )
             .await?;
         Ok((stored.message, stored.created))
     }

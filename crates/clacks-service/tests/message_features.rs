@@ -11,8 +11,8 @@ use std::time::Duration;
 use clacks_core::{ChannelEvent, Error, EventPayload, MessageId, Seq};
 use clacks_delivery::{ConnectionLimits, Connections, Delivery, Hub, HubSettings};
 use clacks_service::{
-    Auth, AuthSettings, Caller, ChatService, ChatServiceParts, EventStream, Limits, Rate,
-    RateLimits, StoreBackfill,
+    Auth, AuthSettings, Caller, ChatService, ChatServiceParts, EventStream, HistoryRequest, Limits,
+    Rate, RateLimits, SendOptions, StoreBackfill,
 };
 use clacks_store::{PoolSettings, Store};
 use clacks_testkit::{TestBackend, TestDatabase};
@@ -69,6 +69,8 @@ macro_rules! backend_tests {
 backend_tests!(
     reactions_raced_from_many_users_count_exactly,
     reactions_are_refused_to_non_members_tombstones_and_bad_keys,
+    a_thread_is_followed_live_and_resumed,
+    replies_keep_the_thread_rule,
 );
 
 /// Reads durable events of `stream` until one with `seq >= last`.
@@ -299,4 +301,310 @@ async fn reactions_are_refused_to_non_members_tombstones_and_bad_keys(backend: T
             .unwrap()
             .is_empty()
     );
+}
+
+fn reply(parent: MessageId) -> SendOptions {
+    SendOptions {
+        parent_id: Some(parent),
+        ..SendOptions::default()
+    }
+}
+
+/// Replies from several members race with top-level messages and replies
+/// in another thread: the root counts its replies, the thread pages by seq
+/// both ways, and a subscriber following the thread (events filtered by
+/// `thread()`) sees exactly its replies and their reactions, live and on
+/// resume.
+async fn a_thread_is_followed_live_and_resumed(backend: TestBackend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let service = service(&db).await;
+    let channel = service
+        .admin_create_channel(
+            "threads".into(),
+            vec!["alice".into(), "bob".into(), "carol".into()],
+            None,
+        )
+        .await
+        .unwrap()
+        .id;
+    let [alice, bob, carol] = ["alice", "bob", "carol"].map(|u| caller(&service, u));
+    let root = service
+        .send(&alice, channel, "root".into(), None)
+        .await
+        .unwrap();
+    let other = service
+        .send(&alice, channel, "another root".into(), None)
+        .await
+        .unwrap();
+    let mut live = service
+        .subscribe_events(&bob, Some(channel), &[])
+        .await
+        .unwrap();
+
+    const EACH: usize = 6;
+    let writers = [&bob, &carol, &alice].map(|who| {
+        let service = service.clone();
+        async move {
+            let mut mine = Vec::new();
+            for i in 0..EACH {
+                let (content, options) = match i % 3 {
+                    0 | 1 => (
+                        format!("{} reply {i}", who.user_id.as_str()),
+                        reply(root.id),
+                    ),
+                    _ => (
+                        format!("{} elsewhere {i}", who.user_id.as_str()),
+                        reply(other.id),
+                    ),
+                };
+                let sent = service
+                    .send_with(who, channel, content, options)
+                    .await
+                    .unwrap();
+                service
+                    .send(who, channel, format!("top {i}"), None)
+                    .await
+                    .unwrap();
+                mine.push(sent);
+            }
+            mine
+        }
+    });
+    let sent: Vec<_> = join_all(writers).await.into_iter().flatten().collect();
+    let in_root: Vec<_> = sent
+        .iter()
+        .filter(|m| m.parent_id == Some(root.id))
+        .collect();
+    assert_eq!(in_root.len(), 3 * EACH * 2 / 3);
+    // A retry of a reply returns it, and is not counted again.
+    let retried = service
+        .send_with(
+            &bob,
+            channel,
+            "once".into(),
+            SendOptions {
+                client_message_id: Some("r-1".into()),
+                parent_id: Some(root.id),
+            },
+        )
+        .await
+        .unwrap();
+    let again = service
+        .send_with(
+            &bob,
+            channel,
+            "once".into(),
+            SendOptions {
+                client_message_id: Some("r-1".into()),
+                parent_id: Some(root.id),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, retried);
+    service
+        .add_reaction(&carol, retried.id, "👀".into())
+        .await
+        .unwrap();
+    let replies = in_root.len() as i64 + 1;
+
+    let root_now = service.message_for(&carol, root.id).await.unwrap();
+    assert_eq!(root_now.reply_count, replies);
+    assert_eq!(root_now.last_reply_at, Some(retried.created_at));
+    assert_eq!(
+        service
+            .message_for(&carol, other.id)
+            .await
+            .unwrap()
+            .reply_count,
+        (3 * EACH / 3) as i64
+    );
+
+    // Paged newest first, then oldest first from a cursor.
+    let newest = service
+        .thread_for(
+            &carol,
+            root.id,
+            HistoryRequest {
+                limit: Some(5),
+                ..HistoryRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(newest.len(), 5);
+    assert_eq!(newest[0].id, retried.id);
+    assert!(newest.windows(2).all(|w| w[0].seq > w[1].seq));
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = service
+            .thread_for(
+                &carol,
+                root.id,
+                HistoryRequest {
+                    after: Some(after),
+                    limit: Some(4),
+                    ..HistoryRequest::default()
+                },
+            )
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        all.extend(page);
+    }
+    assert_eq!(all.len() as i64, replies);
+    assert!(all.iter().all(|m| m.parent_id == Some(root.id)));
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+
+    // Followed live: the thread's own events, in seq order.
+    let last = service.admin_channel(channel).await.unwrap().last_seq;
+    let thread_events = |events: Vec<ChannelEvent>| -> Vec<ChannelEvent> {
+        events
+            .into_iter()
+            .filter(|e| e.payload.thread() == Some(root.id))
+            .collect()
+    };
+    let followed = thread_events(events_until(&mut live, last).await);
+    let expected: Vec<Seq> = all.iter().map(|m| m.seq).chain([last]).collect();
+    assert_eq!(
+        followed.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        expected,
+        "every reply, then the reaction on one"
+    );
+    assert!(matches!(
+        &followed.last().unwrap().payload,
+        EventPayload::ReactionAdded { parent_id: Some(p), .. } if *p == root.id
+    ));
+    for event in &followed[..followed.len() - 1] {
+        match &event.payload {
+            EventPayload::MessageCreated { message } => {
+                assert_eq!(message.parent_id, Some(root.id))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    // Resumed from the root: the same.
+    let mut resumed = service
+        .subscribe_events(&carol, Some(channel), &[(channel, root.seq)])
+        .await
+        .unwrap();
+    assert_eq!(
+        thread_events(events_until(&mut resumed, last).await),
+        followed
+    );
+}
+
+/// A reply's parent is a top-level message of the same channel, not a
+/// tombstone; threads are one level deep; non-members are refused (and
+/// learn nothing about the parent).
+async fn replies_keep_the_thread_rule(backend: TestBackend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let service = service(&db).await;
+    let channel = service
+        .admin_create_channel("a".into(), vec!["alice".into()], None)
+        .await
+        .unwrap()
+        .id;
+    let elsewhere = service
+        .admin_create_channel("b".into(), vec!["alice".into(), "eve".into()], None)
+        .await
+        .unwrap()
+        .id;
+    let alice = caller(&service, "alice");
+    let eve = caller(&service, "eve");
+    let root = service
+        .send(&alice, channel, "root".into(), None)
+        .await
+        .unwrap();
+    let first = service
+        .send_with(&alice, channel, "first".into(), reply(root.id))
+        .await
+        .unwrap();
+    let foreign = service
+        .send(&alice, elsewhere, "over there".into(), None)
+        .await
+        .unwrap();
+    let before = service.admin_channel(channel).await.unwrap().last_seq;
+
+    let invalid = |r: Result<_, Error>| {
+        matches!(
+            r,
+            Err(Error::InvalidInput {
+                field: "parentId",
+                ..
+            })
+        )
+    };
+    assert!(invalid(
+        service
+            .send_with(&alice, channel, "nested".into(), reply(first.id))
+            .await
+    ));
+    assert!(invalid(
+        service
+            .send_with(&alice, channel, "across".into(), reply(foreign.id))
+            .await
+    ));
+    assert!(invalid(
+        service
+            .send_with(
+                &alice,
+                channel,
+                "nowhere".into(),
+                reply(MessageId(foreign.id.0 + 100))
+            )
+            .await
+    ));
+    // Eve, not in the channel, is refused before the parent is looked at,
+    // and cannot read the thread.
+    let refused = service
+        .send_with(&eve, channel, "let me in".into(), reply(root.id))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::NotMember { .. })),
+        "{refused:?}"
+    );
+    let refused = service
+        .thread_for(&eve, root.id, HistoryRequest::default())
+        .await;
+    assert!(matches!(refused, Err(Error::Forbidden(_))), "{refused:?}");
+    // Replying in a channel she is in to a message of one she is not in
+    // tells her nothing more than a message that does not exist.
+    assert!(invalid(
+        service
+            .send_with(&eve, elsewhere, "sneaky".into(), reply(root.id))
+            .await
+    ));
+    assert_eq!(
+        service.admin_channel(channel).await.unwrap().last_seq,
+        before,
+        "refusals take no seq"
+    );
+
+    service.delete(&alice, root.id).await.unwrap();
+    let refused = service
+        .send_with(&alice, channel, "late".into(), reply(root.id))
+        .await;
+    assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
+    // The thread stays readable, tombstone and all.
+    let thread = service
+        .thread_for(&alice, root.id, HistoryRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(thread, vec![first.clone()]);
+
+    // The management API replies too (as the system here).
+    let (posted, created) = service
+        .admin_post_message_with(elsewhere, None, "system reply".into(), reply(foreign.id))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(posted.parent_id, Some(foreign.id));
 }

@@ -188,6 +188,22 @@ pub trait Store: Send + Sync + 'static {
         id: MessageId,
         by: Actor<'_>,
     ) -> Result<(Message, Option<ChannelEvent>)>;
+    /// Stores a reply in the thread of `parent` with the channel's next
+    /// seq (one transaction, outside the group commit), and counts it in
+    /// the parent's `reply_count` / `last_reply_at`. The rules of
+    /// [`Store::create_message`], and, under the channel's seq lock: the
+    /// parent is a message of the same channel (`InvalidInput` otherwise,
+    /// the same whether it exists elsewhere or not at all), not a reply
+    /// (`InvalidInput`: threads are one level deep), not a tombstone
+    /// (`Conflict`).
+    async fn create_reply(&self, new: &NewMessage, parent: MessageId) -> Result<StoredMessage>;
+    /// A page of the replies to `parent`, by seq as [`Store::history`].
+    async fn thread(
+        &self,
+        parent: MessageId,
+        page: HistoryPage,
+        limit: u32,
+    ) -> Result<Vec<Message>>;
     /// Adds `user`'s reaction `key` to a message and records a
     /// `reaction_added` event carrying the key's new count. Idempotent per
     /// (user, message, key): an existing reaction records nothing (`None`).

@@ -10,7 +10,8 @@
 /// Columns of `messages m`, in the order `message_row` reads them.
 macro_rules! message_columns {
     () => {
-        "m.id, m.channel_id, m.seq, m.sender, m.client_message_id, m.content, m.created_at, m.edited_at, m.deleted_at"
+        "m.id, m.channel_id, m.seq, m.sender, m.client_message_id, m.content, m.created_at, m.edited_at, m.deleted_at, \
+         m.parent_id, m.reply_count, m.last_reply_at"
     };
 }
 
@@ -119,6 +120,9 @@ macro_rules! sql_store {
                 created_at: int(row, at + 6)?,
                 edited_at: opt_int(row, at + 7)?,
                 deleted_at: opt_int(row, at + 8)?,
+                parent_id: opt_int(row, at + 9)?.map(MessageId),
+                reply_count: int(row, at + 10)?,
+                last_reply_at: opt_int(row, at + 11)?,
             })
         }
 
@@ -465,13 +469,13 @@ macro_rules! sql_store {
                     .map_err(db_error)?;
                 let count = int(&row, 0)?;
                 let (kind, payload) = if add {
-                    let payload = EventPayload::ReactionAdded { message_id: id, user_id: user.clone(), key: key.as_str().to_owned(), count };
+                    let payload = EventPayload::ReactionAdded { message_id: id, parent_id: message.parent_id, user_id: user.clone(), key: key.as_str().to_owned(), count };
                     ("reaction_added", payload)
                 } else {
-                    let payload = EventPayload::ReactionRemoved { message_id: id, user_id: user.clone(), key: key.as_str().to_owned(), count };
+                    let payload = EventPayload::ReactionRemoved { message_id: id, parent_id: message.parent_id, user_id: user.clone(), key: key.as_str().to_owned(), count };
                     ("reaction_removed", payload)
                 };
-                let stored = serde_json::json!({ "key": key.as_str(), "count": count }).to_string();
+                let stored = serde_json::json!({ "key": key.as_str(), "count": count, "parent": message.parent_id.map(|p| p.0) }).to_string();
                 Self::insert_event(&mut tx, channel, seq, kind, Some(user), Some(id), Some(stored), now).await?;
                 tx.commit().await.map_err(db_error)?;
                 Ok((message, Some(durable_event(channel, seq, now, payload))))
@@ -578,7 +582,7 @@ macro_rules! sql_store {
                         // these client ids first: one by one, each finds it.
                         let mut results = Vec::with_capacity(batch.len());
                         for pending in &batch {
-                            results.push(Self::create_message_direct(&pool, &pending.new).await);
+                            results.push(Self::create_message_direct(&pool, &pending.new, None).await);
                         }
                         results
                     }
@@ -660,6 +664,9 @@ macro_rules! sql_store {
                             created_at: now,
                             edited_at: None,
                             deleted_at: None,
+                            parent_id: None,
+                            reply_count: 0,
+                            last_reply_at: None,
                         },
                         created: true,
                     }));
@@ -928,9 +935,10 @@ macro_rules! sql_store {
                 }
                 Ok(stored)
             }
-            /// Stores one message in a transaction of its own (the fallback
-            /// when a batch hits a concurrent duplicate).
-            async fn create_message_direct(pool: &Pool, new: &NewMessage) -> Result<StoredMessage> {
+            /// Stores one message in a transaction of its own: the fallback
+            /// when a batch hits a concurrent duplicate, and replies (with
+            /// `parent`), which count themselves in their parent's row.
+            async fn create_message_direct(pool: &Pool, new: &NewMessage, parent: Option<MessageId>) -> Result<StoredMessage> {
                 let client_id = new.client_message_id.as_ref().map(|c| c.as_str());
                 if let Some(client_id) = client_id {
                     if let Some(message) = Self::message_by_client_id(pool, new, client_id).await? {
@@ -944,23 +952,30 @@ macro_rules! sql_store {
                     // Refused: the rollback gives the seq back.
                     Self::require_member_in(&mut tx, new.channel_id, user).await?;
                 }
+                if let Some(parent) = parent {
+                    // Read under the channel's lock, which a delete of the
+                    // parent takes too.
+                    Self::require_thread_root(&mut tx, new.channel_id, parent).await?;
+                }
                 let sql = if $backend.has_returning() {
-                    q("INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at) \
-                       VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
+                    q("INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at, parent_id) \
+                       VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id")
                 } else {
-                    q("INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at) \
-                       VALUES ($1, $2, $3, $4, $5, $6)")
+                    q("INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at, parent_id) \
+                       VALUES ($1, $2, $3, $4, $5, $6, $7)")
                 };
                 let insert = sqlx::query(&sql)
                     .bind(new.channel_id.0)
                     .bind(seq)
                     .bind(new.sender.display_id())
                     .bind(client_id)
-                    .bind(new.content.as_str());
+                    .bind(new.content.as_str())
+                    .bind(now)
+                    .bind(parent.map(|p| p.0));
                 let inserted = if $backend.has_returning() {
-                    insert.bind(now).fetch_one(&mut *tx).await.map(|row| int(&row, 0))
+                    insert.fetch_one(&mut *tx).await.map(|row| int(&row, 0))
                 } else {
-                    match insert.bind(now).execute(&mut *tx).await {
+                    match insert.execute(&mut *tx).await {
                         Ok(_) => Ok(Self::last_insert_id(&mut tx).await),
                         Err(e) => Err(e),
                     }
@@ -977,6 +992,16 @@ macro_rules! sql_store {
                     }
                     Err(e) => return Err(db_error(e)),
                 };
+                if let Some(parent) = parent {
+                    sqlx::query(&q(
+                        "UPDATE messages SET reply_count = reply_count + 1, last_reply_at = $1 WHERE id = $2",
+                    ))
+                    .bind(now)
+                    .bind(parent.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                }
                 tx.commit().await.map_err(db_error)?;
                 Ok(StoredMessage {
                     message: Message {
@@ -989,9 +1014,37 @@ macro_rules! sql_store {
                         created_at: now,
                         edited_at: None,
                         deleted_at: None,
+                        parent_id: parent,
+                        reply_count: 0,
+                        last_reply_at: None,
                     },
                     created: true,
                 })
+            }
+
+            /// The thread rule, read under the channel's seq lock: a reply's
+            /// parent is a message of the same channel (a message elsewhere
+            /// is refused as one that does not exist, telling nothing about
+            /// it), not itself a reply (threads are one level deep), and not
+            /// a tombstone.
+            async fn require_thread_root(tx: &mut Tx, channel: ChannelId, parent: MessageId) -> Result<()> {
+                let found = match Self::message_in(&mut **tx, parent).await {
+                    Ok(found) if found.channel_id == channel => found,
+                    Ok(_) | Err(Error::NotFound(_)) => {
+                        return Err(Error::invalid("parentId", "must be a message of the same channel"));
+                    }
+                    Err(other) => return Err(other),
+                };
+                if found.parent_id.is_some() {
+                    return Err(Error::invalid(
+                        "parentId",
+                        "is a reply: threads are one level deep, reply to its parent instead",
+                    ));
+                }
+                if found.is_deleted() {
+                    return Err(Error::Conflict("the parent message was deleted".into()));
+                }
+                Ok(())
             }
 
 
@@ -1041,10 +1094,11 @@ macro_rules! sql_store {
                             .ok_or_else(|| Error::Internal(format!("event {seq} has a bad payload")))?;
                         let key = stored.get("key").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
                         let count = stored.get("count").and_then(|c| c.as_i64()).unwrap_or_default();
+                        let parent_id = stored.get("parent").and_then(|p| p.as_i64()).map(MessageId);
                         if kind == "reaction_added" {
-                            EventPayload::ReactionAdded { message_id, user_id, key, count }
+                            EventPayload::ReactionAdded { message_id, parent_id, user_id, key, count }
                         } else {
-                            EventPayload::ReactionRemoved { message_id, user_id, key, count }
+                            EventPayload::ReactionRemoved { message_id, parent_id, user_id, key, count }
                         }
                     }
                     "channel_updated" => {
@@ -1574,6 +1628,51 @@ macro_rules! sql_store {
                 tx.commit().await.map_err(db_error)?;
                 let event = durable_event(message.channel_id, seq, now, EventPayload::MessageDeleted { message: message.clone() });
                 Ok((message, Some(event)))
+            }
+
+            async fn create_reply(&self, new: &NewMessage, parent: MessageId) -> Result<StoredMessage> {
+                Self::create_message_direct(&self.write, new, Some(parent)).await
+            }
+
+            async fn thread(&self, parent: MessageId, page: HistoryPage, limit: u32) -> Result<Vec<Message>> {
+                let (sql, above, below) = match page {
+                    HistoryPage::Before(before) => (
+                        q(concat!(
+                            "SELECT ",
+                            message_columns!(),
+                            " FROM messages m WHERE m.parent_id = $1 AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq DESC LIMIT $4"
+                        )),
+                        Seq::MIN,
+                        before.unwrap_or(Seq::MAX),
+                    ),
+                    HistoryPage::After(after) => (
+                        q(concat!(
+                            "SELECT ",
+                            message_columns!(),
+                            " FROM messages m WHERE m.parent_id = $1 AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq ASC LIMIT $4"
+                        )),
+                        after,
+                        Seq::MAX,
+                    ),
+                    HistoryPage::Between(after, before) => (
+                        q(concat!(
+                            "SELECT ",
+                            message_columns!(),
+                            " FROM messages m WHERE m.parent_id = $1 AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq ASC LIMIT $4"
+                        )),
+                        after,
+                        before,
+                    ),
+                };
+                let rows = sqlx::query(&sql)
+                    .bind(parent.0)
+                    .bind(above)
+                    .bind(below)
+                    .bind(page_limit(limit))
+                    .fetch_all(&self.read)
+                    .await
+                    .map_err(db_error)?;
+                rows.iter().map(|r| message_row(r, 0)).collect()
             }
 
             async fn add_reaction(&self, id: MessageId, user: &UserId, key: &ReactionKey) -> Result<(Message, Option<ChannelEvent>)> {

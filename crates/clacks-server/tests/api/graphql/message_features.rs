@@ -12,6 +12,7 @@ use crate::helpers::TestApp;
 backend_tests!(
     reactions_raced_over_graphql_reach_a_live_subscriber,
     non_members_are_refused_every_new_operation,
+    a_thread_is_followed_live_and_resumed_over_graphql,
 );
 
 const REACTIONS: &str = "subscription($c: ID, $after: Int) {
@@ -32,13 +33,27 @@ fn code(response: &Value) -> &str {
 }
 
 async fn send(app: &TestApp, channel: i64, from: &str, content: &str) -> (String, i64) {
+    send_reply(app, channel, from, content, None).await
+}
+
+async fn send_reply(
+    app: &TestApp,
+    channel: i64,
+    from: &str,
+    content: &str,
+    parent: Option<&str>,
+) -> (String, i64) {
     let r = app
         .graphql(
             Some(&app.token(from)),
-            "mutation($c: ID!, $t: String!) { createMessage(input: {channel: $c, content: $t}) { id seq } }",
-            json!({"c": channel.to_string(), "t": content}),
+            "mutation($c: ID!, $t: String!, $p: ID) {
+                createMessage(input: {channel: $c, content: $t, parentId: $p}) { id seq parentId }
+            }",
+            json!({"c": channel.to_string(), "t": content, "p": parent}),
         )
         .await;
+    assert!(r["errors"].is_null(), "{r}");
+    assert_eq!(r["data"]["createMessage"]["parentId"].as_str(), parent);
     let message = &r["data"]["createMessage"];
     (
         message["id"].as_str().expect("sent").to_owned(),
@@ -148,10 +163,146 @@ async fn non_members_are_refused_every_new_operation(app: TestApp) {
         assert_eq!(code(&r), "FORBIDDEN", "{r}");
         assert!(r["data"].is_null(), "{r}");
     }
+    let thread = "query($p: ID!) { thread(parent: $p) { id } }";
+    for (query, variables) in [
+        (thread, json!({"p": message})),
+        (thread, json!({"p": "999999"})),
+        (
+            "mutation($c: ID!, $p: ID) { createMessage(input: {channel: $c, content: \"hi\", parentId: $p}) { id } }",
+            json!({"c": channel.to_string(), "p": message}),
+        ),
+    ] {
+        let r = app.graphql(Some(&eve), query, variables).await;
+        assert_eq!(code(&r), "FORBIDDEN", "{r}");
+    }
+    let mut ws = Ws::open(&app.ws_url, MODERN, &eve).await;
+    ws.subscribe(
+        "t",
+        "subscription($c: ID!, $p: ID) { events(channel: $c, thread: $p) { seq } }",
+        json!({"c": channel.to_string(), "p": message}),
+    )
+    .await;
+    let frame = ws.recv().await;
+    assert_eq!(frame["type"], "error", "{frame}");
+    assert_eq!(frame["payload"][0]["extensions"]["code"], "FORBIDDEN");
+
     let alice = app.token("alice");
     let r = app
         .graphql(Some(&alice), ADD, json!({"m": message, "k": "thumbs up"}))
         .await;
     assert_eq!(code(&r), "BAD_USER_INPUT", "{r}");
+    let (reply, _) = send_reply(&app, channel, "alice", "in thread", Some(&message)).await;
+    let r = app
+        .graphql(
+            Some(&alice),
+            "mutation($c: ID!, $p: ID) { createMessage(input: {channel: $c, content: \"deeper\", parentId: $p}) { id } }",
+            json!({"c": channel.to_string(), "p": reply}),
+        )
+        .await;
+    assert_eq!(
+        code(&r),
+        "BAD_USER_INPUT",
+        "threads are one level deep: {r}"
+    );
+    app.shutdown().await;
+}
+
+const THREAD: &str = "subscription($c: ID, $t: ID, $after: Int) {
+    events(channel: $c, thread: $t, afterSeq: $after) {
+        __typename seq
+        ... on MessageCreated { message { id content parentId replyCount reactions { key } } }
+        ... on ReactionAdded { messageId parentId key count }
+    }
+}";
+
+/// A client follows one thread live over a WebSocket while the channel
+/// carries other messages and another thread, then resumes it; the thread
+/// pages over HTTP; the management API posts a reply.
+async fn a_thread_is_followed_live_and_resumed_over_graphql(app: TestApp) {
+    let channel = app.channel_with("threads", &["alice", "bob"]).await;
+    let c = channel.to_string();
+    let (root, root_seq) = send(&app, channel, "alice", "root").await;
+    let (other, _) = send(&app, channel, "alice", "another root").await;
+    let mut ws = Ws::open(&app.ws_url, MODERN, &app.token("bob")).await;
+    ws.subscribe("thread", THREAD, json!({"c": c, "t": root}))
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let mut replies = Vec::new();
+    for i in 0..4 {
+        let from = if i % 2 == 0 { "alice" } else { "bob" };
+        replies.push(send_reply(&app, channel, from, &format!("reply {i}"), Some(&root)).await);
+        send(&app, channel, from, &format!("top {i}")).await;
+        send_reply(&app, channel, from, &format!("elsewhere {i}"), Some(&other)).await;
+    }
+    let posted: Value = app
+        .http
+        .post(app.api(&format!("/channel/{channel}/messages")))
+        .json(&json!({"content": "from the server", "parentId": root.parse::<i64>().unwrap()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        posted["parentId"],
+        json!(root.parse::<i64>().unwrap()),
+        "{posted}"
+    );
+    replies.push((posted["id"].to_string(), posted["seq"].as_i64().unwrap()));
+    let r = app
+        .graphql(
+            Some(&app.token("alice")),
+            ADD,
+            json!({"m": replies[1].0, "k": "✅"}),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+
+    let live = payloads(&mut ws, replies.len() + 1).await;
+    for (event, (id, seq)) in live.iter().zip(&replies) {
+        assert_eq!(event["__typename"], "MessageCreated", "{event}");
+        assert_eq!(event["seq"], *seq);
+        assert_eq!(event["message"]["id"], id.as_str());
+        assert_eq!(event["message"]["parentId"], root.as_str());
+        assert_eq!(event["message"]["replyCount"], 0);
+        assert_eq!(event["message"]["reactions"], json!([]));
+    }
+    let reaction = &live[replies.len()];
+    assert_eq!(reaction["__typename"], "ReactionAdded", "{reaction}");
+    assert_eq!(reaction["parentId"], root.as_str());
+    assert_eq!(reaction["messageId"], replies[1].0.as_str());
+
+    let mut resumed = Ws::open(&app.ws_url, MODERN, &app.token("bob")).await;
+    resumed
+        .subscribe(
+            "again",
+            THREAD,
+            json!({"c": c, "t": root, "after": root_seq}),
+        )
+        .await;
+    assert_eq!(payloads(&mut resumed, live.len()).await, live);
+
+    let page = "query($p: ID!, $after: Int) {
+        message(id: $p) { replyCount lastReplyAt }
+        thread(parent: $p, after: $after, limit: 3) { id seq parentId }
+    }";
+    let r = app
+        .graphql(
+            Some(&app.token("alice")),
+            page,
+            json!({"p": root, "after": 0}),
+        )
+        .await;
+    assert_eq!(r["data"]["message"]["replyCount"], replies.len(), "{r}");
+    assert!(r["data"]["message"]["lastReplyAt"].is_i64(), "{r}");
+    let first: Vec<i64> = r["data"]["thread"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(first, replies[..3].iter().map(|r| r.1).collect::<Vec<_>>());
     app.shutdown().await;
 }
