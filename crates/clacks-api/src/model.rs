@@ -219,6 +219,8 @@ pub struct MessageDto {
     pub reply_count: i64,
     /// When the newest reply was stored, or null.
     pub last_reply_at: Option<i64>,
+    /// The members the message mentions.
+    pub mentions: Vec<String>,
 }
 
 impl From<Message> for MessageDto {
@@ -236,6 +238,11 @@ impl From<Message> for MessageDto {
             parent_id: message.parent_id.map(|p| p.0),
             reply_count: message.reply_count,
             last_reply_at: message.last_reply_at,
+            mentions: message
+                .mentions
+                .into_iter()
+                .map(|u| u.as_str().to_owned())
+                .collect(),
         }
     }
 }
@@ -296,6 +303,10 @@ pub struct PostMessage {
     /// of the same channel (threads are one level deep), not deleted.
     #[serde(default)]
     pub parent_id: Option<i64>,
+    /// Members to mention (at most 50), each a member of the channel.
+    #[serde(default)]
+    #[schema(value_type = Vec<UserIdSchema>, max_items = 50)]
+    pub mentions: Vec<String>,
 }
 
 /// One of a user's channels with the user's read state.

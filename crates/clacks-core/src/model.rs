@@ -77,6 +77,9 @@ pub struct Message {
     /// When the newest reply was stored.
     #[serde(default)]
     pub last_reply_at: Option<i64>,
+    /// Members the sender mentioned (none on a tombstone).
+    #[serde(default)]
+    pub mentions: Vec<UserId>,
 }
 
 impl Message {

@@ -1103,6 +1103,7 @@ mod tests {
                     parent_id: None,
                     reply_count: 0,
                     last_reply_at: None,
+                    mentions: Vec::new(),
                 },
             },
         }

@@ -248,7 +248,7 @@ pub(crate) fn is_new_message(ctx: &Context<'_>, id: clacks_core::MessageId) -> b
 }
 
 /// Field names whose value depends on who is looking.
-const VIEWER_FIELDS: [&str; 8] = [
+const VIEWER_FIELDS: [&str; 9] = [
     "me",
     "name",
     "claims",
@@ -257,6 +257,7 @@ const VIEWER_FIELDS: [&str; 8] = [
     "seen",
     "time",
     "reactedByMe",
+    "mentionedMe",
 ];
 
 /// Whether a selection asks for anything that differs between viewers: a

@@ -269,6 +269,17 @@ impl MessageObj {
         self.0.last_reply_at.map(secs)
     }
 
+    /// The members the sender mentioned (none on a tombstone).
+    async fn mentions(&self) -> Vec<User> {
+        self.0.mentions.iter().map(User::of).collect()
+    }
+
+    /// Whether the caller is among `mentions`.
+    async fn mentioned_me(&self, ctx: &Context<'_>) -> Result<bool> {
+        let caller = caller(ctx)?;
+        Ok(self.0.mentions.contains(&caller.user_id))
+    }
+
     /// The id the sender's client gave to make sending idempotent.
     async fn client_message_id(&self) -> Option<&str> {
         self.0.client_message_id.as_deref()
@@ -465,6 +476,17 @@ impl ChannelObj {
         }
         let (service, caller) = parts(ctx)?;
         service.unread_count_for(caller, self.id).await.map_err(gql)
+    }
+
+    /// Messages after the caller's read watermark that mention them (not
+    /// their own, not deleted); `markRead` clears them with the rest.
+    #[graphql(directive = cost::apply(FETCH))]
+    async fn unread_mention_count(&self, ctx: &Context<'_>) -> Result<i64> {
+        let (service, caller) = parts(ctx)?;
+        service
+            .unread_mention_count_for(caller, self.id)
+            .await
+            .map_err(gql)
     }
 
     /// The newest message, if any.
@@ -694,6 +716,15 @@ impl ReadState {
             .await
             .map_err(gql)
     }
+
+    #[graphql(directive = cost::apply(FETCH))]
+    async fn unread_mention_count(&self, ctx: &Context<'_>) -> Result<i64> {
+        let (service, caller) = parts(ctx)?;
+        service
+            .unread_mention_count_for(caller, self.0.channel_id)
+            .await
+            .map_err(gql)
+    }
 }
 
 // ----- Query --------------------------------------------------------------
@@ -813,6 +844,8 @@ pub struct CreateMessageInput {
     /// Reply in the thread of this message: a top-level message of the
     /// same channel (threads are one level deep), not deleted.
     pub parent_id: Option<ID>,
+    /// Users to mention (at most 50), each a member of the channel.
+    pub mentions: Option<Vec<ID>>,
 }
 
 #[derive(Default)]
@@ -833,6 +866,12 @@ impl MutationRoot {
         let options = SendOptions {
             client_message_id: input.client_message_id,
             parent_id: input.parent_id.as_ref().map(message_id).transpose()?,
+            mentions: input
+                .mentions
+                .unwrap_or_default()
+                .into_iter()
+                .map(|id| id.0)
+                .collect(),
         };
         let message = service
             .send_with(caller, channel_id(&input.channel)?, input.content, options)

@@ -535,6 +535,7 @@ async fn forged_and_unsigned_nats_messages_are_dropped_and_counted(backend: Test
                 parent_id: None,
                 reply_count: 0,
                 last_reply_at: None,
+                mentions: Vec::new(),
             },
         },
     };

@@ -11,7 +11,8 @@ use clacks_delivery::{
     Subscription,
 };
 use clacks_store::{
-    Actor, Backend, ChannelPatch, MarkedRead, NewMessage, PoolStats, Store, StoredMessage,
+    Actor, Backend, ChannelPatch, MarkedRead, MessageExtras, NewMessage, PoolStats, Store,
+    StoredMessage,
 };
 
 use crate::auth::{Auth, Caller, MintedToken, TokenRequest};
@@ -43,6 +44,36 @@ pub struct SendOptions {
     /// Reply in the thread of this message: a top-level message of the
     /// same channel (threads are one level deep), not a tombstone.
     pub parent_id: Option<MessageId>,
+    /// Members to mention: at most [`MAX_MENTIONS`] user ids, each a
+    /// member of the channel; repeats count once.
+    pub mentions: Vec<String>,
+}
+
+/// Most users one message may mention.
+pub const MAX_MENTIONS: usize = 50;
+
+impl SendOptions {
+    /// The extras to store: the parent, and the mentions parsed and
+    /// made distinct (in the order given).
+    fn extras(&self) -> Result<MessageExtras> {
+        if self.mentions.len() > MAX_MENTIONS {
+            return Err(Error::invalid(
+                "mentions",
+                format!("at most {MAX_MENTIONS} users may be mentioned"),
+            ));
+        }
+        let mut mentions: Vec<UserId> = Vec::with_capacity(self.mentions.len());
+        for raw in &self.mentions {
+            let user = UserId::parse(raw.clone())?;
+            if !mentions.contains(&user) {
+                mentions.push(user);
+            }
+        }
+        Ok(MessageExtras {
+            parent_id: self.parent_id,
+            mentions,
+        })
+    }
 }
 
 /// One message as seen by one member (the original schema's `MessageView`).
@@ -350,6 +381,7 @@ impl ChatService {
         options: SendOptions,
     ) -> Result<Message> {
         let content = self.message_body(content)?;
+        let extras = options.extras()?;
         let client_message_id = options
             .client_message_id
             .map(ClientMessageId::parse)
@@ -366,7 +398,7 @@ impl ChatService {
                     content,
                     client_message_id,
                 },
-                options.parent_id,
+                extras,
             )
             .await
             .map_err(unless_member(caller, channel))?;
@@ -375,16 +407,13 @@ impl ChatService {
 
     /// Stores a message (through the store's group commit; a reply in a
     /// transaction of its own) and publishes it when it is new.
-    async fn store_message(
-        &self,
-        new: NewMessage,
-        parent: Option<MessageId>,
-    ) -> Result<StoredMessage> {
+    async fn store_message(&self, new: NewMessage, extras: MessageExtras) -> Result<StoredMessage> {
         let store = self.store.clone();
         self.commit(async move {
-            let stored = match parent {
-                Some(parent) => store.create_reply(&new, parent).await?,
-                None => store.create_message(&new).await?,
+            let stored = if extras.parent_id.is_none() && extras.mentions.is_empty() {
+                store.create_message(&new).await?
+            } else {
+                store.create_message_with(&new, &extras).await?
             };
             if !stored.created {
                 return Ok((stored, None));
@@ -551,6 +580,19 @@ impl ChatService {
     pub async fn unread_count_for(&self, caller: &Caller, channel: ChannelId) -> Result<i64> {
         self.require_member(caller, channel).await?;
         self.store.unread_count(channel, &caller.user_id).await
+    }
+
+    /// Messages after the caller's read watermark that mention them (not
+    /// their own, not deleted).
+    pub async fn unread_mention_count_for(
+        &self,
+        caller: &Caller,
+        channel: ChannelId,
+    ) -> Result<i64> {
+        self.require_member(caller, channel).await?;
+        self.store
+            .unread_mention_count(channel, &caller.user_id)
+            .await
     }
 
     pub async fn unread_messages_for(
@@ -907,7 +949,8 @@ impl ChatService {
     }
 
     /// [`Self::admin_post_message`], as a reply in a thread with
-    /// `options.parent_id` (the thread rule of [`SendOptions`]).
+    /// `options.parent_id` and with `options.mentions` (the rules of
+    /// [`SendOptions`]).
     pub async fn admin_post_message_with(
         &self,
         channel: ChannelId,
@@ -916,6 +959,7 @@ impl ChatService {
         options: SendOptions,
     ) -> Result<(Message, bool)> {
         let content = self.message_body(content)?;
+        let extras = options.extras()?;
         let client_message_id = options
             .client_message_id
             .map(ClientMessageId::parse)
@@ -933,7 +977,7 @@ impl ChatService {
                     content,
                     client_message_id,
                 },
-                options.parent_id,
+                extras,
             )
             .await?;
         Ok((stored.message, stored.created))

@@ -71,6 +71,7 @@ backend_tests!(
     reactions_are_refused_to_non_members_tombstones_and_bad_keys,
     a_thread_is_followed_live_and_resumed,
     replies_keep_the_thread_rule,
+    mentions_are_counted_unread_then_read,
 );
 
 /// Reads durable events of `stream` until one with `seq >= last`.
@@ -387,6 +388,7 @@ async fn a_thread_is_followed_live_and_resumed(backend: TestBackend) {
             SendOptions {
                 client_message_id: Some("r-1".into()),
                 parent_id: Some(root.id),
+                ..SendOptions::default()
             },
         )
         .await
@@ -399,6 +401,7 @@ async fn a_thread_is_followed_live_and_resumed(backend: TestBackend) {
             SendOptions {
                 client_message_id: Some("r-1".into()),
                 parent_id: Some(root.id),
+                ..SendOptions::default()
             },
         )
         .await
@@ -607,4 +610,230 @@ async fn replies_keep_the_thread_rule(backend: TestBackend) {
         .unwrap();
     assert!(created);
     assert_eq!(posted.parent_id, Some(foreign.id));
+}
+
+fn mentioning(users: &[&str]) -> SendOptions {
+    SendOptions {
+        mentions: users.iter().map(|u| (*u).to_owned()).collect(),
+        ..SendOptions::default()
+    }
+}
+
+/// Mentions name members only; the mentioned member counts them unread
+/// until their watermark passes them, a deleted message stops counting,
+/// and the sender's own mention of themself never counts.
+async fn mentions_are_counted_unread_then_read(backend: TestBackend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let service = service(&db).await;
+    let channel = service
+        .admin_create_channel(
+            "mentions".into(),
+            vec!["alice".into(), "bob".into(), "carol".into()],
+            None,
+        )
+        .await
+        .unwrap()
+        .id;
+    let [alice, bob, carol, eve] = ["alice", "bob", "carol", "eve"].map(|u| caller(&service, u));
+    let mut live = service
+        .subscribe_events(&carol, Some(channel), &[])
+        .await
+        .unwrap();
+
+    let first = service
+        .send_with(
+            &alice,
+            channel,
+            "@bob look".into(),
+            mentioning(&["bob", "bob", "alice"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        first
+            .mentions
+            .iter()
+            .map(|u| u.as_str())
+            .collect::<Vec<_>>(),
+        ["bob", "alice"],
+        "distinct, in order"
+    );
+    service
+        .send(&alice, channel, "no mention".into(), None)
+        .await
+        .unwrap();
+    let second = service
+        .send_with(
+            &carol,
+            channel,
+            "@bob @alice".into(),
+            mentioning(&["bob", "alice"]),
+        )
+        .await
+        .unwrap();
+    let third = service
+        .send_with(&alice, channel, "@bob again".into(), mentioning(&["bob"]))
+        .await
+        .unwrap();
+    // A reply may mention too.
+    let reply = service
+        .send_with(
+            &carol,
+            channel,
+            "@bob in a thread".into(),
+            SendOptions {
+                parent_id: Some(first.id),
+                ..mentioning(&["bob"])
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.parent_id, Some(first.id));
+
+    assert_eq!(
+        service
+            .unread_mention_count_for(&bob, channel)
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(service.unread_count_for(&bob, channel).await.unwrap(), 5);
+    assert_eq!(
+        service
+            .unread_mention_count_for(&alice, channel)
+            .await
+            .unwrap(),
+        1,
+        "carol's; alice's own mention of herself is not unread"
+    );
+    assert_eq!(
+        service
+            .unread_mention_count_for(&carol, channel)
+            .await
+            .unwrap(),
+        0
+    );
+
+    // Live events carry the mentions.
+    let events = events_until(&mut live, reply.seq).await;
+    let mentioned: Vec<Vec<String>> = events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            EventPayload::MessageCreated { message } => Some(
+                message
+                    .mentions
+                    .iter()
+                    .map(|u| u.as_str().to_owned())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(mentioned[0], ["bob", "alice"]);
+    assert_eq!(mentioned[1], Vec::<String>::new());
+
+    // Reading up to the second leaves the third and the reply.
+    service.mark_read(&bob, channel, second.seq).await.unwrap();
+    assert_eq!(
+        service
+            .unread_mention_count_for(&bob, channel)
+            .await
+            .unwrap(),
+        2
+    );
+    service.delete(&alice, third.id).await.unwrap();
+    assert_eq!(
+        service
+            .unread_mention_count_for(&bob, channel)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        service
+            .message_for(&bob, third.id)
+            .await
+            .unwrap()
+            .mentions
+            .is_empty(),
+        "a tombstone keeps no mentions"
+    );
+    let last = service.admin_channel(channel).await.unwrap().last_seq;
+    service.mark_read(&bob, channel, last).await.unwrap();
+    assert_eq!(
+        service
+            .unread_mention_count_for(&bob, channel)
+            .await
+            .unwrap(),
+        0
+    );
+
+    // Only members may be mentioned; bad ids and too many are refused;
+    // nothing is stored or takes a seq.
+    let before = service.admin_channel(channel).await.unwrap().last_seq;
+    for refused in [
+        service
+            .send_with(&alice, channel, "@eve".into(), mentioning(&["bob", "eve"]))
+            .await,
+        service
+            .send_with(&alice, channel, "@nobody".into(), mentioning(&[""]))
+            .await,
+        service
+            .send_with(
+                &alice,
+                channel,
+                "@everyone".into(),
+                SendOptions {
+                    mentions: (0..51).map(|i| format!("u{i}")).collect(),
+                    ..SendOptions::default()
+                },
+            )
+            .await,
+        service
+            .admin_post_message_with(channel, None, "@eve".into(), mentioning(&["eve"]))
+            .await
+            .map(|(m, _)| m),
+    ] {
+        assert!(
+            matches!(refused, Err(Error::InvalidInput { .. })),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(
+        service.admin_channel(channel).await.unwrap().last_seq,
+        before
+    );
+    // A non-member is refused as for any send, and cannot count.
+    let refused = service
+        .send_with(&eve, channel, "@bob".into(), mentioning(&["bob"]))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::NotMember { .. })),
+        "{refused:?}"
+    );
+    let refused = service.unread_mention_count_for(&eve, channel).await;
+    assert!(
+        matches!(refused, Err(Error::NotMember { .. })),
+        "{refused:?}"
+    );
+    // The application mentions as the system.
+    let (posted, _) = service
+        .admin_post_message_with(
+            channel,
+            None,
+            "@carol deploy done".into(),
+            mentioning(&["carol"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(posted.mentions.len(), 1);
+    assert_eq!(
+        service
+            .unread_mention_count_for(&carol, channel)
+            .await
+            .unwrap(),
+        1
+    );
 }

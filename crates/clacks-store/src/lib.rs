@@ -55,6 +55,16 @@ pub struct NewMessage {
     pub client_message_id: Option<ClientMessageId>,
 }
 
+/// What a message may carry beyond a [`NewMessage`]. A message with any of
+/// it is stored in a transaction of its own, outside the group commit.
+#[derive(Debug, Clone, Default)]
+pub struct MessageExtras {
+    /// Reply in the thread of this message.
+    pub parent_id: Option<MessageId>,
+    /// Members mentioned, distinct.
+    pub mentions: Vec<UserId>,
+}
+
 /// Who changes a message.
 #[derive(Debug, Clone, Copy)]
 pub enum Actor<'a> {
@@ -188,15 +198,23 @@ pub trait Store: Send + Sync + 'static {
         id: MessageId,
         by: Actor<'_>,
     ) -> Result<(Message, Option<ChannelEvent>)>;
-    /// Stores a reply in the thread of `parent` with the channel's next
-    /// seq (one transaction, outside the group commit), and counts it in
-    /// the parent's `reply_count` / `last_reply_at`. The rules of
-    /// [`Store::create_message`], and, under the channel's seq lock: the
-    /// parent is a message of the same channel (`InvalidInput` otherwise,
-    /// the same whether it exists elsewhere or not at all), not a reply
-    /// (`InvalidInput`: threads are one level deep), not a tombstone
-    /// (`Conflict`).
-    async fn create_reply(&self, new: &NewMessage, parent: MessageId) -> Result<StoredMessage>;
+    /// Stores a message with extras with the channel's next seq (one
+    /// transaction, outside the group commit). The rules of
+    /// [`Store::create_message`], and, under the channel's seq lock: a
+    /// reply's parent is a message of the same channel (`InvalidInput`
+    /// otherwise, the same whether it exists elsewhere or not at all), not
+    /// a reply (`InvalidInput`: threads are one level deep), not a
+    /// tombstone (`Conflict`), and the reply counts in the parent's
+    /// `reply_count` / `last_reply_at`; every mentioned user is a member
+    /// (`InvalidInput`).
+    async fn create_message_with(
+        &self,
+        new: &NewMessage,
+        extras: &MessageExtras,
+    ) -> Result<StoredMessage>;
+    /// Messages after the user's watermark that mention them (not their
+    /// own, not deleted).
+    async fn unread_mention_count(&self, channel: ChannelId, user: &UserId) -> Result<i64>;
     /// A page of the replies to `parent`, by seq as [`Store::history`].
     async fn thread(
         &self,

@@ -11,7 +11,7 @@
 macro_rules! message_columns {
     () => {
         "m.id, m.channel_id, m.seq, m.sender, m.client_message_id, m.content, m.created_at, m.edited_at, m.deleted_at, \
-         m.parent_id, m.reply_count, m.last_reply_at"
+         m.parent_id, m.reply_count, m.last_reply_at, m.mentions"
     };
 }
 
@@ -68,7 +68,7 @@ macro_rules! sql_store {
         use crate::sql::READ_MARK_WINDOW_MS;
         use crate::{
             db_error, is_unique_violation, Actor, AddedMember, Backend, ChannelPatch, DeletedChannel,
-            MarkedRead, NewMessage, Store, StoredMessage, MAX_PAGE,
+            MarkedRead, MessageExtras, NewMessage, Store, StoredMessage, MAX_PAGE,
         };
 
         type DbRow = <$db as sqlx::Database>::Row;
@@ -123,6 +123,12 @@ macro_rules! sql_store {
                 parent_id: opt_int(row, at + 9)?.map(MessageId),
                 reply_count: int(row, at + 10)?,
                 last_reply_at: opt_int(row, at + 11)?,
+                mentions: opt_text(row, at + 12)?
+                    .and_then(|list| serde_json::from_str::<Vec<String>>(&list).ok())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(UserId::from_trusted)
+                    .collect(),
             })
         }
 
@@ -582,7 +588,7 @@ macro_rules! sql_store {
                         // these client ids first: one by one, each finds it.
                         let mut results = Vec::with_capacity(batch.len());
                         for pending in &batch {
-                            results.push(Self::create_message_direct(&pool, &pending.new, None).await);
+                            results.push(Self::create_message_direct(&pool, &pending.new, &MessageExtras::default()).await);
                         }
                         results
                     }
@@ -667,6 +673,7 @@ macro_rules! sql_store {
                             parent_id: None,
                             reply_count: 0,
                             last_reply_at: None,
+                            mentions: Vec::new(),
                         },
                         created: true,
                     }));
@@ -938,7 +945,8 @@ macro_rules! sql_store {
             /// Stores one message in a transaction of its own: the fallback
             /// when a batch hits a concurrent duplicate, and replies (with
             /// `parent`), which count themselves in their parent's row.
-            async fn create_message_direct(pool: &Pool, new: &NewMessage, parent: Option<MessageId>) -> Result<StoredMessage> {
+            async fn create_message_direct(pool: &Pool, new: &NewMessage, extras: &MessageExtras) -> Result<StoredMessage> {
+                let parent = extras.parent_id;
                 let client_id = new.client_message_id.as_ref().map(|c| c.as_str());
                 if let Some(client_id) = client_id {
                     if let Some(message) = Self::message_by_client_id(pool, new, client_id).await? {
@@ -957,12 +965,21 @@ macro_rules! sql_store {
                     // parent takes too.
                     Self::require_thread_root(&mut tx, new.channel_id, parent).await?;
                 }
+                if !extras.mentions.is_empty() {
+                    let pairs: Vec<(ChannelId, &UserId)> = extras.mentions.iter().map(|u| (new.channel_id, u)).collect();
+                    let found = Self::memberships(&mut tx, &pairs).await?;
+                    if let Some(stranger) = extras.mentions.iter().find(|u| !found.contains(&(new.channel_id, (*u).clone()))) {
+                        return Err(Error::invalid("mentions", format!("{stranger} is not a member of the channel")));
+                    }
+                }
+                let mentions = (!extras.mentions.is_empty())
+                    .then(|| serde_json::to_string(&extras.mentions).unwrap_or_default());
                 let sql = if $backend.has_returning() {
-                    q("INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at, parent_id) \
-                       VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id")
+                    q("INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at, parent_id, mentions) \
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id")
                 } else {
-                    q("INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at, parent_id) \
-                       VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                    q("INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at, parent_id, mentions) \
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
                 };
                 let insert = sqlx::query(&sql)
                     .bind(new.channel_id.0)
@@ -971,7 +988,8 @@ macro_rules! sql_store {
                     .bind(client_id)
                     .bind(new.content.as_str())
                     .bind(now)
-                    .bind(parent.map(|p| p.0));
+                    .bind(parent.map(|p| p.0))
+                    .bind(mentions);
                 let inserted = if $backend.has_returning() {
                     insert.fetch_one(&mut *tx).await.map(|row| int(&row, 0))
                 } else {
@@ -992,6 +1010,16 @@ macro_rules! sql_store {
                     }
                     Err(e) => return Err(db_error(e)),
                 };
+                // One row per mention to count unread ones by, none for the
+                // sender (their own message is never unread to them).
+                let counted: Vec<&UserId> = extras.mentions.iter().filter(|u| new.sender.user_id() != Some(*u)).collect();
+                if !counted.is_empty() {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new("INSERT INTO mentions (message_id, user_id, channel_id, seq) ");
+                    insert.push_values(&counted, |mut row, user| {
+                        row.push_bind(id).push_bind(user.as_str().to_owned()).push_bind(new.channel_id.0).push_bind(seq);
+                    });
+                    insert.build().execute(&mut *tx).await.map_err(db_error)?;
+                }
                 if let Some(parent) = parent {
                     sqlx::query(&q(
                         "UPDATE messages SET reply_count = reply_count + 1, last_reply_at = $1 WHERE id = $2",
@@ -1017,6 +1045,7 @@ macro_rules! sql_store {
                         parent_id: parent,
                         reply_count: 0,
                         last_reply_at: None,
+                        mentions: extras.mentions.clone(),
                     },
                     created: true,
                 })
@@ -1339,6 +1368,7 @@ macro_rules! sql_store {
                 for statement in [
                     "DELETE FROM read_marks WHERE channel_id = $1",
                     "DELETE FROM reactions WHERE channel_id = $1",
+                    "DELETE FROM mentions WHERE channel_id = $1",
                     "DELETE FROM channel_events WHERE channel_id = $1",
                     "DELETE FROM messages WHERE channel_id = $1",
                     "DELETE FROM members WHERE channel_id = $1",
@@ -1606,7 +1636,7 @@ macro_rules! sql_store {
                 // Under the channel lock; refused, the rollback gives the seq back.
                 Self::require_author(&mut tx, &before, by, "delete").await?;
                 let deleted = sqlx::query(&q(
-                    "UPDATE messages SET content = $1, deleted_at = $2 WHERE id = $3 AND deleted_at IS NULL",
+                    "UPDATE messages SET content = $1, deleted_at = $2, mentions = NULL WHERE id = $3 AND deleted_at IS NULL",
                 ))
                 .bind("")
                 .bind(now)
@@ -1618,20 +1648,33 @@ macro_rules! sql_store {
                     tx.rollback().await.map_err(db_error)?;
                     return Ok((self.message(id).await?, None));
                 }
-                // A tombstone keeps no content, reactions included.
-                sqlx::query(&q("DELETE FROM reactions WHERE message_id = $1"))
-                    .bind(id.0)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
+                // A tombstone keeps no content, reactions and mentions
+                // included.
+                for statement in ["DELETE FROM reactions WHERE message_id = $1", "DELETE FROM mentions WHERE message_id = $1"] {
+                    sqlx::query(&q(statement)).bind(id.0).execute(&mut *tx).await.map_err(db_error)?;
+                }
                 let message = Self::message_in(&mut *tx, id).await?;
                 tx.commit().await.map_err(db_error)?;
                 let event = durable_event(message.channel_id, seq, now, EventPayload::MessageDeleted { message: message.clone() });
                 Ok((message, Some(event)))
             }
 
-            async fn create_reply(&self, new: &NewMessage, parent: MessageId) -> Result<StoredMessage> {
-                Self::create_message_direct(&self.write, new, Some(parent)).await
+            async fn create_message_with(&self, new: &NewMessage, extras: &MessageExtras) -> Result<StoredMessage> {
+                Self::create_message_direct(&self.write, new, extras).await
+            }
+
+            async fn unread_mention_count(&self, channel: ChannelId, user: &UserId) -> Result<i64> {
+                let row = sqlx::query(&q(
+                    "SELECT COUNT(*) FROM mentions mn \
+                     JOIN members mb ON mb.channel_id = mn.channel_id AND mb.user_id = mn.user_id \
+                     WHERE mn.channel_id = $1 AND mn.user_id = $2 AND mn.seq > mb.last_read_seq",
+                ))
+                .bind(channel.0)
+                .bind(user.as_str())
+                .fetch_one(&self.read)
+                .await
+                .map_err(db_error)?;
+                int(&row, 0)
             }
 
             async fn thread(&self, parent: MessageId, page: HistoryPage, limit: u32) -> Result<Vec<Message>> {
@@ -1949,6 +1992,7 @@ macro_rules! sql_store {
                     "SELECT COUNT(*) FROM channel_events WHERE channel_id = $1",
                     "SELECT COUNT(*) FROM read_marks WHERE channel_id = $1",
                     "SELECT COUNT(*) FROM reactions WHERE channel_id = $1",
+                    "SELECT COUNT(*) FROM mentions WHERE channel_id = $1",
                 ] {
                     let row = sqlx::query(&q(statement))
                         .bind(channel.0)

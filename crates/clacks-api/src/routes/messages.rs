@@ -102,6 +102,7 @@ pub async fn post_message(
             SendOptions {
                 client_message_id: body.client_message_id,
                 parent_id: body.parent_id.map(MessageId),
+                mentions: body.mentions,
             },
         )
         .await?;

@@ -1,4 +1,4 @@
--- Reactions, replies and threads (issue 13). Additive only: the columns
+-- Reactions, replies and threads, mentions (issue 13). Additive only: the columns
 -- added to `messages` have defaults, so rows and statements of 0001 stay
 -- valid.
 
@@ -19,4 +19,18 @@ CREATE INDEX reactions_by_channel ON reactions (channel_id);
 ALTER TABLE messages ADD COLUMN parent_id BIGINT;
 ALTER TABLE messages ADD COLUMN reply_count BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN last_reply_at BIGINT;
+ALTER TABLE messages ADD COLUMN mentions TEXT;
 CREATE INDEX messages_by_parent ON messages (parent_id, seq);
+
+-- The members a message mentions: a JSON array in `messages.mentions` (what
+-- the message shows) and one row each here (what unread mention counts
+-- count, by the member's read watermark).
+CREATE TABLE mentions (
+    message_id BIGINT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL,
+    channel_id BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
+    PRIMARY KEY (message_id, user_id)
+);
+CREATE INDEX mentions_by_user ON mentions (user_id, channel_id, seq);
+CREATE INDEX mentions_by_channel ON mentions (channel_id);

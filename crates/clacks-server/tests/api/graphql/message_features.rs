@@ -13,6 +13,7 @@ backend_tests!(
     reactions_raced_over_graphql_reach_a_live_subscriber,
     non_members_are_refused_every_new_operation,
     a_thread_is_followed_live_and_resumed_over_graphql,
+    a_mention_is_counted_unread_then_read,
 );
 
 const REACTIONS: &str = "subscription($c: ID, $after: Int) {
@@ -171,6 +172,14 @@ async fn non_members_are_refused_every_new_operation(app: TestApp) {
             "mutation($c: ID!, $p: ID) { createMessage(input: {channel: $c, content: \"hi\", parentId: $p}) { id } }",
             json!({"c": channel.to_string(), "p": message}),
         ),
+        (
+            "mutation($c: ID!) { createMessage(input: {channel: $c, content: \"@alice\", mentions: [\"alice\"]}) { id } }",
+            json!({"c": channel.to_string()}),
+        ),
+        (
+            "query($c: ID!) { channel(id: $c) { unreadMentionCount } }",
+            json!({"c": channel.to_string()}),
+        ),
     ] {
         let r = app.graphql(Some(&eve), query, variables).await;
         assert_eq!(code(&r), "FORBIDDEN", "{r}");
@@ -304,5 +313,102 @@ async fn a_thread_is_followed_live_and_resumed_over_graphql(app: TestApp) {
         .map(|m| m["seq"].as_i64().unwrap())
         .collect();
     assert_eq!(first, replies[..3].iter().map(|r| r.1).collect::<Vec<_>>());
+    app.shutdown().await;
+}
+
+/// Alice mentions bob over GraphQL; bob's live subscription shows it as
+/// mentioning him, his channel counts it unread until he marks it read;
+/// mentioning a non-member is BAD_USER_INPUT; the management API mentions.
+async fn a_mention_is_counted_unread_then_read(app: TestApp) {
+    let channel = app.channel_with("mentions", &["alice", "bob"]).await;
+    let c = channel.to_string();
+    let bob = app.token("bob");
+    let mut ws = Ws::open(&app.ws_url, MODERN, &bob).await;
+    ws.subscribe(
+        "m",
+        "subscription($c: ID) { message(channel: $c) { seq mentions { id } mentionedMe } }",
+        json!({"c": c}),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let alice = app.token("alice");
+    let create = "mutation($c: ID!, $t: String!, $m: [ID!]) {
+        createMessage(input: {channel: $c, content: $t, mentions: $m}) { seq mentions { id } mentionedMe }
+    }";
+    let r = app
+        .graphql(
+            Some(&alice),
+            create,
+            json!({"c": c, "t": "@bob hi", "m": ["bob"]}),
+        )
+        .await;
+    assert_eq!(
+        r["data"]["createMessage"]["mentions"],
+        json!([{"id": "bob"}]),
+        "{r}"
+    );
+    assert_eq!(r["data"]["createMessage"]["mentionedMe"], false);
+    let seq = r["data"]["createMessage"]["seq"].as_i64().unwrap();
+    let r = app
+        .graphql(
+            Some(&alice),
+            create,
+            json!({"c": c, "t": "plain", "m": null}),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+
+    let (_, payload) = ws.next_payload().await;
+    assert_eq!(payload["data"]["message"]["seq"], seq);
+    assert_eq!(payload["data"]["message"]["mentionedMe"], true, "{payload}");
+    let (_, payload) = ws.next_payload().await;
+    assert_eq!(
+        payload["data"]["message"]["mentionedMe"], false,
+        "{payload}"
+    );
+
+    let counts = "query($c: ID!) {
+        channel(id: $c) { unreadCount unreadMentionCount }
+        channels { id unreadMentionCount }
+    }";
+    let r = app.graphql(Some(&bob), counts, json!({"c": c})).await;
+    assert_eq!(r["data"]["channel"]["unreadCount"], 2, "{r}");
+    assert_eq!(r["data"]["channel"]["unreadMentionCount"], 1, "{r}");
+    assert_eq!(r["data"]["channels"][0]["unreadMentionCount"], 1, "{r}");
+    let r = app
+        .graphql(
+            Some(&bob),
+            "mutation($c: ID!, $s: Int!) { markRead(channel: $c, seq: $s) { unreadCount unreadMentionCount } }",
+            json!({"c": c, "s": seq}),
+        )
+        .await;
+    assert_eq!(
+        r["data"]["markRead"],
+        json!({"unreadCount": 1, "unreadMentionCount": 0}),
+        "{r}"
+    );
+
+    let r = app
+        .graphql(
+            Some(&alice),
+            create,
+            json!({"c": c, "t": "@eve", "m": ["eve"]}),
+        )
+        .await;
+    assert_eq!(code(&r), "BAD_USER_INPUT", "{r}");
+
+    let posted: Value = app
+        .http
+        .post(app.api(&format!("/channel/{channel}/messages")))
+        .json(&json!({"content": "@bob from the app", "mentions": ["bob"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(posted["mentions"], json!(["bob"]), "{posted}");
+    let r = app.graphql(Some(&bob), counts, json!({"c": c})).await;
+    assert_eq!(r["data"]["channel"]["unreadMentionCount"], 1, "{r}");
     app.shutdown().await;
 }
