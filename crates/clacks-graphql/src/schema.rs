@@ -269,7 +269,8 @@ impl MessageObj {
         self.0.last_reply_at.map(secs)
     }
 
-    /// The members the sender mentioned (none on a tombstone).
+    /// The members the sender mentioned (none on a tombstone; at most 50).
+    #[graphql(directive = list_size::apply(Some(50), None))]
     async fn mentions(&self) -> Vec<User> {
         self.0.mentions.iter().map(User::of).collect()
     }
