@@ -234,11 +234,6 @@ impl ReactionKey {
         Ok(ReactionKey(raw))
     }
 
-    /// For values read back from the store, which only ever holds parsed keys.
-    pub fn from_trusted(raw: String) -> Self {
-        ReactionKey(raw)
-    }
-
     pub fn as_str(&self) -> &str {
         &self.0
     }
