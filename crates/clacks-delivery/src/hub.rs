@@ -1114,6 +1114,10 @@ mod tests {
                     created_at: 0,
                     edited_at: None,
                     deleted_at: None,
+                    parent_id: None,
+                    reply_count: 0,
+                    last_reply_at: None,
+                    mentions: Vec::new(),
                 },
             },
         }
