@@ -213,6 +213,14 @@ pub struct MessageDto {
     pub created_at: i64,
     pub edited_at: Option<i64>,
     pub deleted_at: Option<i64>,
+    /// The message this one replies to (its thread), or null.
+    pub parent_id: Option<i64>,
+    /// Replies in this message's thread (tombstones included).
+    pub reply_count: i64,
+    /// When the newest reply was stored, or null.
+    pub last_reply_at: Option<i64>,
+    /// The members the message mentions.
+    pub mentions: Vec<String>,
 }
 
 impl From<Message> for MessageDto {
@@ -227,6 +235,14 @@ impl From<Message> for MessageDto {
             created_at: message.created_at,
             edited_at: message.edited_at,
             deleted_at: message.deleted_at,
+            parent_id: message.parent_id.map(|p| p.0),
+            reply_count: message.reply_count,
+            last_reply_at: message.last_reply_at,
+            mentions: message
+                .mentions
+                .into_iter()
+                .map(|u| u.as_str().to_owned())
+                .collect(),
         }
     }
 }
@@ -283,6 +299,14 @@ pub struct PostMessage {
         pattern = r"^[^\s\x00-\x1F\x7F-\x9F]([^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F])?$"
     )]
     pub client_message_id: Option<String>,
+    /// Post as a reply in the thread of this message: a top-level message
+    /// of the same channel (threads are one level deep), not deleted.
+    #[serde(default)]
+    pub parent_id: Option<i64>,
+    /// Members to mention (at most 50), each a member of the channel.
+    #[serde(default)]
+    #[schema(value_type = Vec<UserIdSchema>, max_items = 50)]
+    pub mentions: Vec<String>,
 }
 
 /// One of a user's channels with the user's read state.
@@ -407,6 +431,10 @@ pub enum WebhookEventTypeName {
     MessageEdited,
     #[serde(rename = "message.deleted")]
     MessageDeleted,
+    #[serde(rename = "reaction.added")]
+    ReactionAdded,
+    #[serde(rename = "reaction.removed")]
+    ReactionRemoved,
     #[serde(rename = "member.joined")]
     MemberJoined,
     #[serde(rename = "member.left")]

@@ -35,6 +35,10 @@ pub enum WebhookEventType {
     MessageEdited,
     #[serde(rename = "message.deleted")]
     MessageDeleted,
+    #[serde(rename = "reaction.added")]
+    ReactionAdded,
+    #[serde(rename = "reaction.removed")]
+    ReactionRemoved,
     #[serde(rename = "member.joined")]
     MemberJoined,
     #[serde(rename = "member.left")]
@@ -51,10 +55,12 @@ pub enum WebhookEventType {
 }
 
 impl WebhookEventType {
-    pub const ALL: [WebhookEventType; 8] = [
+    pub const ALL: [WebhookEventType; 10] = [
         WebhookEventType::MessageCreated,
         WebhookEventType::MessageEdited,
         WebhookEventType::MessageDeleted,
+        WebhookEventType::ReactionAdded,
+        WebhookEventType::ReactionRemoved,
         WebhookEventType::MemberJoined,
         WebhookEventType::MemberLeft,
         WebhookEventType::ChannelUpdated,
@@ -67,6 +73,8 @@ impl WebhookEventType {
             WebhookEventType::MessageCreated => "message.created",
             WebhookEventType::MessageEdited => "message.edited",
             WebhookEventType::MessageDeleted => "message.deleted",
+            WebhookEventType::ReactionAdded => "reaction.added",
+            WebhookEventType::ReactionRemoved => "reaction.removed",
             WebhookEventType::MemberJoined => "member.joined",
             WebhookEventType::MemberLeft => "member.left",
             WebhookEventType::ChannelUpdated => "channel.updated",
@@ -95,6 +103,8 @@ impl WebhookEventType {
             EventPayload::MessageCreated { .. } => WebhookEventType::MessageCreated,
             EventPayload::MessageEdited { .. } => WebhookEventType::MessageEdited,
             EventPayload::MessageDeleted { .. } => WebhookEventType::MessageDeleted,
+            EventPayload::ReactionAdded { .. } => WebhookEventType::ReactionAdded,
+            EventPayload::ReactionRemoved { .. } => WebhookEventType::ReactionRemoved,
             EventPayload::MemberJoined { .. } => WebhookEventType::MemberJoined,
             EventPayload::MemberLeft { .. } => WebhookEventType::MemberLeft,
             EventPayload::ChannelUpdated { .. } => WebhookEventType::ChannelUpdated,
@@ -268,6 +278,26 @@ pub fn webhook_data(event: &ChannelEvent) -> Option<(WebhookEventType, Value)> {
         EventPayload::MessageCreated { message }
         | EventPayload::MessageEdited { message }
         | EventPayload::MessageDeleted { message } => json!({ "message": message_json(message) }),
+        EventPayload::ReactionAdded {
+            message_id,
+            parent_id,
+            user_id,
+            key,
+            count,
+        }
+        | EventPayload::ReactionRemoved {
+            message_id,
+            parent_id,
+            user_id,
+            key,
+            count,
+        } => json!({
+            "messageId": message_id.0,
+            "parentId": parent_id.map(|p| p.0),
+            "userId": user_id.as_str(),
+            "key": key,
+            "count": count,
+        }),
         EventPayload::MemberJoined { user_id, role } => {
             json!({ "userId": user_id.as_str(), "role": role.as_str() })
         }
@@ -311,6 +341,8 @@ fn message_json(message: &Message) -> Value {
         "createdAt": message.created_at,
         "editedAt": message.edited_at,
         "deletedAt": message.deleted_at,
+        "parentId": message.parent_id.map(|p| p.0),
+        "mentions": message.mentions.iter().map(UserId::as_str).collect::<Vec<_>>(),
     })
 }
 

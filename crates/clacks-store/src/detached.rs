@@ -31,12 +31,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use clacks_core::{
     Channel, ChannelEvent, ChannelId, ChannelPage, ChannelSummary, DisplayName, Error, HistoryPage,
-    Member, Message, MessageBody, MessageId, Metadata, ReadMark, Result, Role, SeenBy, Seq, UserId,
+    Member, Message, MessageBody, MessageId, Metadata, Reaction, ReactionKey, ReadMark, Result,
+    Role, SeenBy, Seq, UserId,
 };
 
 use crate::{
-    Actor, AddedMember, Backend, ChannelPatch, DeletedChannel, MarkedRead, NewMessage, PoolStats,
-    Store, StoredMessage,
+    Actor, AddedMember, Backend, ChannelPatch, DeletedChannel, MarkedRead, MessageExtras,
+    NewMessage, PoolStats, Store, StoredMessage,
 };
 
 /// A store whose operations finish even when their caller is dropped.
@@ -203,6 +204,60 @@ impl<S: Store> Store for Detached<S> {
             s.delete_message(id, actor).await
         })
         .await
+    }
+
+    async fn create_message_with(
+        &self,
+        new: &NewMessage,
+        extras: &MessageExtras,
+    ) -> Result<StoredMessage> {
+        let (new, extras) = (new.clone(), extras.clone());
+        self.run(|s| async move { s.create_message_with(&new, &extras).await })
+            .await
+    }
+
+    async fn unread_mention_count(&self, channel: ChannelId, user: &UserId) -> Result<i64> {
+        let user = user.clone();
+        self.run(|s| async move { s.unread_mention_count(channel, &user).await })
+            .await
+    }
+
+    async fn thread(
+        &self,
+        parent: MessageId,
+        page: HistoryPage,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        self.run(|s| async move { s.thread(parent, page, limit).await })
+            .await
+    }
+
+    async fn add_reaction(
+        &self,
+        message: MessageId,
+        user: &UserId,
+        key: &ReactionKey,
+    ) -> Result<(Message, Option<ChannelEvent>)> {
+        let (user, key) = (user.clone(), key.clone());
+        self.run(|s| async move { s.add_reaction(message, &user, &key).await })
+            .await
+    }
+
+    async fn remove_reaction(
+        &self,
+        message: MessageId,
+        user: &UserId,
+        key: &ReactionKey,
+    ) -> Result<(Message, Option<ChannelEvent>)> {
+        let (user, key) = (user.clone(), key.clone());
+        self.run(|s| async move { s.remove_reaction(message, &user, &key).await })
+            .await
+    }
+
+    async fn reactions(&self, message: MessageId, viewer: &UserId) -> Result<Vec<Reaction>> {
+        let viewer = viewer.clone();
+        self.run(|s| async move { s.reactions(message, &viewer).await })
+            .await
     }
 
     async fn message(&self, id: MessageId) -> Result<Message> {

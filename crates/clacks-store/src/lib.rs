@@ -43,8 +43,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use clacks_core::{
     Channel, ChannelEvent, ChannelId, ChannelPage, ChannelSummary, ClientMessageId, DisplayName,
-    Error, HistoryPage, Member, Message, MessageBody, MessageId, Metadata, ReadMark, Result, Role,
-    SeenBy, Sender, Seq, UserId,
+    Error, HistoryPage, Member, Message, MessageBody, MessageId, Metadata, Reaction, ReactionKey,
+    ReadMark, Result, Role, SeenBy, Sender, Seq, UserId,
 };
 
 pub use dialect::Backend;
@@ -62,6 +62,16 @@ pub struct NewMessage {
     pub sender: Sender,
     pub content: MessageBody,
     pub client_message_id: Option<ClientMessageId>,
+}
+
+/// What a message may carry beyond a [`NewMessage`]. A message with any of
+/// it is stored in a transaction of its own, outside the group commit.
+#[derive(Debug, Clone, Default)]
+pub struct MessageExtras {
+    /// Reply in the thread of this message.
+    pub parent_id: Option<MessageId>,
+    /// Members mentioned, distinct.
+    pub mentions: Vec<UserId>,
 }
 
 /// Who changes a message.
@@ -197,6 +207,53 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
         id: MessageId,
         by: Actor<'_>,
     ) -> Result<(Message, Option<ChannelEvent>)>;
+    /// Stores a message with extras with the channel's next seq (one
+    /// transaction, outside the group commit). The rules of
+    /// [`Store::create_message`], and, under the channel's seq lock: a
+    /// reply's parent is a message of the same channel (`InvalidInput`
+    /// otherwise, the same whether it exists elsewhere or not at all), not
+    /// a reply (`InvalidInput`: threads are one level deep), not a
+    /// tombstone (`Conflict`), and the reply counts in the parent's
+    /// `reply_count` / `last_reply_at`; every mentioned user is a member
+    /// (`InvalidInput`).
+    async fn create_message_with(
+        &self,
+        new: &NewMessage,
+        extras: &MessageExtras,
+    ) -> Result<StoredMessage>;
+    /// Messages after the user's watermark that mention them (not their
+    /// own, not deleted).
+    async fn unread_mention_count(&self, channel: ChannelId, user: &UserId) -> Result<i64>;
+    /// A page of the replies to `parent`, by seq as [`Store::history`].
+    async fn thread(
+        &self,
+        parent: MessageId,
+        page: HistoryPage,
+        limit: u32,
+    ) -> Result<Vec<Message>>;
+    /// Adds `user`'s reaction `key` to a message and records a
+    /// `reaction_added` event carrying the key's new count. Idempotent per
+    /// (user, message, key): an existing reaction records nothing (`None`).
+    /// `NotMember` unless the user is a member of the message's channel
+    /// (checked under its seq lock, as for messages); `Conflict` on a
+    /// tombstone. Changes of one channel's reactions are serialized by its
+    /// seq lock, so the counts in the events are exact.
+    async fn add_reaction(
+        &self,
+        message: MessageId,
+        user: &UserId,
+        key: &ReactionKey,
+    ) -> Result<(Message, Option<ChannelEvent>)>;
+    /// Takes back a reaction (`reaction_removed`); as [`Store::add_reaction`].
+    async fn remove_reaction(
+        &self,
+        message: MessageId,
+        user: &UserId,
+        key: &ReactionKey,
+    ) -> Result<(Message, Option<ChannelEvent>)>;
+    /// A message's reactions by key, in the order keys were first used,
+    /// each with whether `viewer` is among its users.
+    async fn reactions(&self, message: MessageId, viewer: &UserId) -> Result<Vec<Reaction>>;
     async fn message(&self, id: MessageId) -> Result<Message>;
     async fn message_by_seq(&self, channel: ChannelId, seq: Seq) -> Result<Message>;
     async fn history(

@@ -10,6 +10,7 @@ mod delivery;
 mod http;
 #[path = "graphql/limits.rs"]
 mod limits;
+mod message_features;
 mod races;
 mod rate_limits;
 #[path = "graphql/schema.rs"]

@@ -476,6 +476,12 @@ async fn webhooks_get_only_the_event_types_and_channels_they_ask_for(backend: Te
                "eventTypes": ["member.joined", "member.left"]}),
     )
     .await;
+    create_webhook(
+        &app,
+        json!({"url": format!("{}/reactions", receiver.url), "secret": SECRET,
+               "eventTypes": ["reaction.added", "reaction.removed"], "channelIds": [one]}),
+    )
+    .await;
 
     let send = |channel: i64, content: &'static str| {
         let app = &app;
@@ -490,7 +496,18 @@ async fn webhooks_get_only_the_event_types_and_channels_they_ask_for(backend: Te
             .clone()
         }
     };
-    send(one, "in one").await;
+    let first = send(one, "in one").await;
+    let bob = app.token("bob");
+    for mutation in ["addReaction", "removeReaction"] {
+        let reply = app
+            .graphql(
+                Some(&bob),
+                &format!("mutation($m: ID!) {{ {mutation}(messageId: $m, key: \"👍\") {{ id }} }}"),
+                json!({"m": first["id"].to_string()}),
+            )
+            .await;
+        assert!(reply["errors"].is_null(), "{reply}");
+    }
     let in_two = send(two, "in two").await;
     put(
         &app,
@@ -524,7 +541,7 @@ async fn webhooks_get_only_the_event_types_and_channels_they_ask_for(backend: Te
     delete(&app, &format!("/channel/{two}")).await.ok(200);
     send(one, "again in one").await;
 
-    let everything = receiver.wait_delivered("/everything", 8).await;
+    let everything = receiver.wait_delivered("/everything", 10).await;
     let types: Vec<(String, i64)> = everything
         .iter()
         .map(|r| {
@@ -538,6 +555,8 @@ async fn webhooks_get_only_the_event_types_and_channels_they_ask_for(backend: Te
     sorted.sort();
     let mut expected = vec![
         ("message.created".to_owned(), one),
+        ("reaction.added".to_owned(), one),
+        ("reaction.removed".to_owned(), one),
         ("message.created".to_owned(), two),
         ("member.joined".to_owned(), two),
         ("member.left".to_owned(), two),
@@ -552,7 +571,38 @@ async fn webhooks_get_only_the_event_types_and_channels_they_ask_for(backend: Te
     let in_one = receiver.wait_delivered("/messages-in-one", 2).await;
     // Give stray deliveries time to arrive, then count exactly.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(receiver.delivered("/everything").len(), 8);
+    assert_eq!(receiver.delivered("/everything").len(), 10);
+    let reactions = receiver.wait_delivered("/reactions", 2).await;
+    let mut changes: Vec<(String, Value, Value, Value)> = reactions
+        .iter()
+        .map(|r| {
+            let data = &r.body["data"];
+            (
+                r.body["type"].as_str().unwrap().to_owned(),
+                data["messageId"].clone(),
+                data["key"].clone(),
+                data["count"].clone(),
+            )
+        })
+        .collect();
+    changes.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        changes,
+        [
+            (
+                "reaction.added".to_owned(),
+                first["id"].clone(),
+                json!("👍"),
+                json!(1)
+            ),
+            (
+                "reaction.removed".to_owned(),
+                first["id"].clone(),
+                json!("👍"),
+                json!(0)
+            ),
+        ]
+    );
     assert_eq!(receiver.delivered("/membership").len(), 2);
     assert_eq!(
         membership
