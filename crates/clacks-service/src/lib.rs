@@ -18,6 +18,8 @@ mod limits;
 mod rate_limit;
 mod service;
 mod stream;
+pub mod webhook_worker;
+mod webhooks;
 
 pub use auth::{Auth, AuthSettings, Caller, MintedToken, TokenRequest};
 pub use backfill::StoreBackfill;
@@ -28,3 +30,5 @@ pub use service::{
     SendOptions,
 };
 pub use stream::EventStream;
+pub use webhook_worker::{WebhookSettings, WebhookWorker};
+pub use webhooks::{MAX_ATTEMPTS_PAGE, WebhookChanges, WebhookInput};

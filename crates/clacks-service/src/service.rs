@@ -138,6 +138,7 @@ impl ChatService {
             publisher: Arc::new(Publisher {
                 hub: parts.hub.clone(),
                 bus: parts.bus.clone(),
+                webhook_wake: Arc::new(tokio::sync::Notify::new()),
             }),
             hub: parts.hub,
             connections: parts.connections,
@@ -154,6 +155,17 @@ impl ChatService {
 
     pub fn auth(&self) -> &Auth {
         &self.auth
+    }
+
+    /// The store, for the use cases in this crate's other modules.
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Notified whenever this node commits a durable event: what wakes
+    /// the webhook worker at once (other nodes' events it finds by polling).
+    pub fn webhook_wake(&self) -> Arc<tokio::sync::Notify> {
+        self.publisher.webhook_wake.clone()
     }
 
     pub fn connections(&self) -> &Arc<Connections> {
@@ -1037,6 +1049,7 @@ impl ChatService {
 struct Publisher {
     hub: Arc<Hub>,
     bus: Option<Arc<NatsBus>>,
+    webhook_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Publisher {
@@ -1049,6 +1062,10 @@ impl Publisher {
             .increment(1);
         if let Some(bus) = &self.bus {
             bus.publish(&event);
+        }
+        if event.durable || matches!(event.payload, EventPayload::ChannelDeleted) {
+            // Its outbox row committed with it.
+            self.webhook_wake.notify_one();
         }
         self.hub.publish(event);
     }

@@ -7,7 +7,11 @@
 //!   seqs are unique, increasing and gap-free under any concurrency (a
 //!   rollback rolls the counter back too; AUTO_INCREMENT would leave holes);
 //! - read watermarks only move forward;
-//! - deleting a channel removes every row that belongs to it;
+//! - deleting a channel removes every row that belongs to it (webhook
+//!   deliveries already recorded for it, `channel.deleted` among them, are
+//!   the application's and stay until sent);
+//! - a committed event has its webhook outbox row, written in its own
+//!   transaction ([`webhooks`]);
 //! - a user acts in a channel only as a member: a message, edit or delete
 //!   by a user is refused ([`Error::NotMember`]) unless they are a member
 //!   when the transaction holds the channel's seq lock. A removal takes the
@@ -27,6 +31,8 @@ mod detached;
 mod dialect;
 #[macro_use]
 mod sql;
+#[macro_use]
+pub mod webhooks;
 
 pub mod mysql;
 pub mod postgres;
@@ -42,6 +48,9 @@ use clacks_core::{
 };
 
 pub use dialect::Backend;
+pub use webhooks::{
+    AttemptRecord, DueDelivery, NewWebhook, UnreadCheck, WebhookPatch, WebhookStore,
+};
 
 /// The most rows one paged read returns, whatever the caller asks for.
 pub const MAX_PAGE: u32 = 10_000;
@@ -128,7 +137,7 @@ pub struct DeletedChannel {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: WebhookStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Applies the embedded migrations of this backend.

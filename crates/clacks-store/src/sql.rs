@@ -483,8 +483,10 @@ macro_rules! sql_store {
                 };
                 let stored = serde_json::json!({ "key": key.as_str(), "count": count, "parent": message.parent_id.map(|p| p.0) }).to_string();
                 Self::insert_event(&mut tx, channel, seq, kind, Some(user), Some(id), Some(stored), now).await?;
+                let event = durable_event(channel, seq, now, payload);
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&event)).await?;
                 tx.commit().await.map_err(db_error)?;
-                Ok((message, Some(durable_event(channel, seq, now, payload))))
+                Ok((message, Some(event)))
             }
 
             async fn message_in<'e>(executor: impl sqlx::Executor<'e, Database = $db>, id: MessageId) -> Result<Message> {
@@ -655,12 +657,11 @@ macro_rules! sql_store {
                         return Err(failure);
                     }
                 };
-                stage.committing();
-                tx.commit().await.map_err(|e| BatchFailure::Failed(db_error(e)))?;
-                for (i, seq, id) in stored {
-                    let new = &batch[i].new;
-                    results[i] = Some(Ok(StoredMessage {
-                        message: Message {
+                let messages: Vec<(usize, Message)> = stored
+                    .into_iter()
+                    .map(|(i, seq, id)| {
+                        let new = &batch[i].new;
+                        let message = Message {
                             id: MessageId(id),
                             channel_id: new.channel_id,
                             seq,
@@ -674,9 +675,22 @@ macro_rules! sql_store {
                             reply_count: 0,
                             last_reply_at: None,
                             mentions: Vec::new(),
-                        },
-                        created: true,
-                    }));
+                        };
+                        (i, message)
+                    })
+                    .collect();
+                let events: Vec<ChannelEvent> = messages
+                    .iter()
+                    .map(|(_, m)| durable_event(m.channel_id, m.seq, now, EventPayload::MessageCreated { message: m.clone() }))
+                    .collect();
+                if let Err(e) = Self::webhook_outbox(&mut tx, &events).await {
+                    let _ = tx.rollback().await;
+                    return Err(BatchFailure::Failed(e));
+                }
+                stage.committing();
+                tx.commit().await.map_err(|e| BatchFailure::Failed(db_error(e)))?;
+                for (i, message) in messages {
+                    results[i] = Some(Ok(StoredMessage { message, created: true }));
                 }
                 Ok(results
                     .into_iter()
@@ -1030,25 +1044,25 @@ macro_rules! sql_store {
                     .await
                     .map_err(db_error)?;
                 }
+                let message = Message {
+                    id: MessageId(id),
+                    channel_id: new.channel_id,
+                    seq,
+                    sender: new.sender.clone(),
+                    client_message_id: client_id.map(str::to_owned),
+                    content: new.content.as_str().to_owned(),
+                    created_at: now,
+                    edited_at: None,
+                    deleted_at: None,
+                    parent_id: parent,
+                    reply_count: 0,
+                    last_reply_at: None,
+                    mentions: extras.mentions.clone(),
+                };
+                let event = durable_event(new.channel_id, seq, now, EventPayload::MessageCreated { message: message.clone() });
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&event)).await?;
                 tx.commit().await.map_err(db_error)?;
-                Ok(StoredMessage {
-                    message: Message {
-                        id: MessageId(id),
-                        channel_id: new.channel_id,
-                        seq,
-                        sender: new.sender.clone(),
-                        client_message_id: client_id.map(str::to_owned),
-                        content: new.content.as_str().to_owned(),
-                        created_at: now,
-                        edited_at: None,
-                        deleted_at: None,
-                        parent_id: parent,
-                        reply_count: 0,
-                        last_reply_at: None,
-                        mentions: extras.mentions.clone(),
-                    },
-                    created: true,
-                })
+                Ok(StoredMessage { message, created: true })
             }
 
             /// The thread rule, read under the channel's seq lock: a reply's
@@ -1337,8 +1351,9 @@ macro_rules! sql_store {
                 )
                 .await?;
                 let channel = Channel { last_seq: seq, ..before };
-                tx.commit().await.map_err(db_error)?;
                 let event = durable_event(id, seq, now, EventPayload::ChannelUpdated { channel: channel.clone() });
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&event)).await?;
+                tx.commit().await.map_err(db_error)?;
                 Ok((channel, event))
             }
 
@@ -1380,6 +1395,16 @@ macro_rules! sql_store {
                         .await
                         .map_err(db_error)?;
                 }
+                // Not a stored event (the channel's log is gone with it),
+                // but the application hears of it, at the channel's last seq.
+                let deleted = ChannelEvent {
+                    channel_id: id,
+                    seq: channel.last_seq,
+                    durable: false,
+                    at: now_ms(),
+                    payload: EventPayload::ChannelDeleted,
+                };
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&deleted)).await?;
                 tx.commit().await.map_err(db_error)?;
                 Ok(DeletedChannel { channel, members })
             }
@@ -1435,13 +1460,14 @@ macro_rules! sql_store {
                     Err(e) => return Err(db_error(e)),
                 }
                 let member = Self::member_in(&mut *tx, id, user).await?.ok_or(Error::NotFound(Entity::Member))?;
-                tx.commit().await.map_err(db_error)?;
                 let event = durable_event(
                     id,
                     seq,
                     now,
                     EventPayload::MemberJoined { user_id: user.clone(), role: role.clone() },
                 );
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&event)).await?;
+                tx.commit().await.map_err(db_error)?;
                 Ok(AddedMember { member, event: Some(event) })
             }
 
@@ -1465,8 +1491,10 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(db_error)?;
+                let event = durable_event(id, seq, now, EventPayload::MemberLeft { user_id: user.clone() });
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&event)).await?;
                 tx.commit().await.map_err(db_error)?;
-                Ok(durable_event(id, seq, now, EventPayload::MemberLeft { user_id: user.clone() }))
+                Ok(event)
             }
 
             async fn members(&self, id: ChannelId) -> Result<Vec<Member>> {
@@ -1618,8 +1646,9 @@ macro_rules! sql_store {
                     return Err(Error::Conflict("the message was deleted".into()));
                 }
                 let message = Self::message_in(&mut *tx, id).await?;
-                tx.commit().await.map_err(db_error)?;
                 let event = durable_event(message.channel_id, seq, now, EventPayload::MessageEdited { message: message.clone() });
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&event)).await?;
+                tx.commit().await.map_err(db_error)?;
                 Ok((message, event))
             }
 
@@ -1654,8 +1683,9 @@ macro_rules! sql_store {
                     sqlx::query(&q(statement)).bind(id.0).execute(&mut *tx).await.map_err(db_error)?;
                 }
                 let message = Self::message_in(&mut *tx, id).await?;
-                tx.commit().await.map_err(db_error)?;
                 let event = durable_event(message.channel_id, seq, now, EventPayload::MessageDeleted { message: message.clone() });
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&event)).await?;
+                tx.commit().await.map_err(db_error)?;
                 Ok((message, Some(event)))
             }
 

@@ -2,7 +2,7 @@
 
 mod auth;
 #[path = "graphql/client.rs"]
-mod client;
+pub mod client;
 #[path = "graphql/connections.rs"]
 mod connections;
 mod delivery;
