@@ -32,7 +32,7 @@ use utoipa_axum::routes;
 use crate::auth::{ManagementToken, require_token};
 use crate::openapi::{ApiDoc, Documents};
 use crate::routes::AppState;
-use crate::routes::{channels, health, members, messages, tokens, users};
+use crate::routes::{channels, health, members, messages, tokens, users, webhooks};
 
 /// The prefix of every management endpoint.
 pub const API_PREFIX: &str = "/api/v1";
@@ -75,7 +75,14 @@ fn api_routes(token: Option<ManagementToken>, bulk_body_limit: usize) -> OpenApi
         .routes(routes!(users::user_channels))
         .routes(routes!(users::disconnect_user))
         .routes(routes!(tokens::get_token))
-        .routes(routes!(tokens::mint_token));
+        .routes(routes!(tokens::mint_token))
+        .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
+        .routes(routes!(
+            webhooks::get_webhook,
+            webhooks::update_webhook,
+            webhooks::delete_webhook
+        ))
+        .routes(routes!(webhooks::list_webhook_deliveries));
     if let Some(token) = token {
         protected =
             protected.route_layer(axum::middleware::from_fn_with_state(token, require_token));

@@ -327,6 +327,14 @@ pub struct MessageDto {
     pub created_at: i64,
     pub edited_at: Option<i64>,
     pub deleted_at: Option<i64>,
+    /// The message this one replies to (its thread), or null.
+    pub parent_id: Option<i64>,
+    /// Replies in this message's thread (tombstones included).
+    pub reply_count: i64,
+    /// When the newest reply was stored, or null.
+    pub last_reply_at: Option<i64>,
+    /// The members the message mentions.
+    pub mentions: Vec<String>,
 }
 
 impl From<Message> for MessageDto {
@@ -341,6 +349,14 @@ impl From<Message> for MessageDto {
             created_at: message.created_at,
             edited_at: message.edited_at,
             deleted_at: message.deleted_at,
+            parent_id: message.parent_id.map(|p| p.0),
+            reply_count: message.reply_count,
+            last_reply_at: message.last_reply_at,
+            mentions: message
+                .mentions
+                .into_iter()
+                .map(|u| u.as_str().to_owned())
+                .collect(),
         }
     }
 }
@@ -397,6 +413,14 @@ pub struct PostMessage {
         pattern = r"^[^\s\x00-\x1F\x7F-\x9F]([^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F])?$"
     )]
     pub client_message_id: Option<String>,
+    /// Post as a reply in the thread of this message: a top-level message
+    /// of the same channel (threads are one level deep), not deleted.
+    #[serde(default)]
+    pub parent_id: Option<i64>,
+    /// Members to mention (at most 50), each a member of the channel.
+    #[serde(default)]
+    #[schema(value_type = Vec<UserIdSchema>, max_items = 50)]
+    pub mentions: Vec<String>,
 }
 
 /// One of a user's channels with the user's read state.
@@ -486,6 +510,247 @@ pub struct Disconnected {
 pub struct Health {
     #[schema(example = "ok")]
     pub status: String,
+}
+
+// ----- webhooks (extension) ---------------------------------------------
+
+/// The schema of a channel id in a webhook's list: a positive integer.
+pub struct WebhookChannelIdSchema;
+
+impl PartialSchema for WebhookChannelIdSchema {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Int64,
+            )))
+            .minimum(Some(1))
+            .into()
+    }
+}
+
+impl ToSchema for WebhookChannelIdSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("PositiveChannelId")
+    }
+}
+
+/// The event types a webhook may subscribe to.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = WebhookEventType)]
+pub enum WebhookEventTypeName {
+    #[serde(rename = "message.created")]
+    MessageCreated,
+    #[serde(rename = "message.edited")]
+    MessageEdited,
+    #[serde(rename = "message.deleted")]
+    MessageDeleted,
+    #[serde(rename = "reaction.added")]
+    ReactionAdded,
+    #[serde(rename = "reaction.removed")]
+    ReactionRemoved,
+    #[serde(rename = "member.joined")]
+    MemberJoined,
+    #[serde(rename = "member.left")]
+    MemberLeft,
+    #[serde(rename = "channel.updated")]
+    ChannelUpdated,
+    #[serde(rename = "channel.deleted")]
+    ChannelDeleted,
+    #[serde(rename = "message.unread_offline")]
+    MessageUnreadOffline,
+}
+
+/// `POST /webhooks` request body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateWebhook {
+    /// Where events are POSTed: an absolute `http://` or `https://` URL
+    /// (at most 2048 characters, no credentials, no fragment).
+    #[schema(min_length = 1, max_length = 2048, format = "uri")]
+    pub url: String,
+    /// The HMAC-SHA256 key of the `Clacks-Signature` header: 16 to 256
+    /// printable ASCII characters. Left out: a random one is generated.
+    #[serde(default)]
+    #[schema(min_length = 16, max_length = 256, pattern = r"^[!-~]+$")]
+    pub secret: Option<String>,
+    /// The event types to send; left out, null or empty: every type.
+    #[serde(default, deserialize_with = "null_as_default")]
+    #[schema(value_type = Option<Vec<WebhookEventTypeName>>)]
+    pub event_types: Vec<String>,
+    /// The channels whose events to send (at most 1000); left out or
+    /// null: every channel, including channels created later.
+    #[serde(default, deserialize_with = "whole_ids")]
+    #[schema(value_type = Option<Vec<WebhookChannelIdSchema>>, max_items = 1000)]
+    pub channel_ids: Option<Vec<i64>>,
+    /// Default true. A disabled webhook gets nothing (events committed
+    /// while it is disabled are not kept for it).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// `PATCH /webhooks/{webhookId}` request body: the fields to change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateWebhook {
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 2048, format = "uri")]
+    pub url: Option<String>,
+    #[serde(default)]
+    #[schema(min_length = 16, max_length = 256, pattern = r"^[!-~]+$")]
+    pub secret: Option<String>,
+    /// The event types to send; empty: every type.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<WebhookEventTypeName>>)]
+    pub event_types: Option<Vec<String>>,
+    /// The channels to send; null: every channel; absent: unchanged.
+    #[serde(default, deserialize_with = "present_ids")]
+    #[schema(value_type = Option<Vec<WebhookChannelIdSchema>>, max_items = 1000)]
+    pub channel_ids: Option<Option<Vec<i64>>>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// A webhook.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Webhook)]
+pub struct WebhookDto {
+    pub id: i64,
+    pub url: String,
+    /// The signing key (the management API is the application's alone).
+    pub secret: String,
+    /// Empty: every event type.
+    #[schema(value_type = Vec<WebhookEventTypeName>)]
+    pub event_types: Vec<String>,
+    /// Null: every channel.
+    pub channel_ids: Option<Vec<i64>>,
+    pub enabled: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<clacks_core::Webhook> for WebhookDto {
+    fn from(webhook: clacks_core::Webhook) -> Self {
+        WebhookDto {
+            id: webhook.id,
+            url: webhook.url,
+            secret: webhook.secret.as_str().to_owned(),
+            event_types: webhook
+                .event_types
+                .iter()
+                .map(|t| t.as_str().to_owned())
+                .collect(),
+            channel_ids: webhook
+                .channel_ids
+                .map(|ids| ids.into_iter().map(|c| c.0).collect()),
+            enabled: webhook.enabled,
+            created_at: webhook.created_at,
+            updated_at: webhook.updated_at,
+        }
+    }
+}
+
+/// What an attempt led to.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AttemptOutcomeName {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// It failed; another attempt is scheduled.
+    Retrying,
+    /// It failed for good (max attempts or max age reached).
+    Failed,
+}
+
+/// One attempt to deliver one event.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = WebhookAttempt)]
+pub struct WebhookAttemptDto {
+    /// The `Clacks-Delivery` header: the same on every attempt of a delivery.
+    pub delivery_id: String,
+    #[schema(value_type = WebhookEventTypeName)]
+    pub event_type: String,
+    pub channel_id: Option<i64>,
+    pub seq: Option<i64>,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub attempted_at: i64,
+    /// The receiver's HTTP status, when it answered.
+    pub status_code: Option<u16>,
+    /// Why it failed (no answer, or a non-2xx status).
+    pub error: Option<String>,
+    pub duration_ms: i64,
+    #[schema(value_type = AttemptOutcomeName)]
+    pub outcome: clacks_core::AttemptOutcome,
+}
+
+impl From<clacks_core::WebhookAttempt> for WebhookAttemptDto {
+    fn from(attempt: clacks_core::WebhookAttempt) -> Self {
+        WebhookAttemptDto {
+            delivery_id: attempt.delivery_id,
+            event_type: attempt.event_type,
+            channel_id: attempt.channel_id.map(|c| c.0),
+            seq: attempt.seq,
+            attempt: attempt.attempt,
+            attempted_at: attempt.attempted_at,
+            status_code: attempt.status_code,
+            error: attempt.error,
+            duration_ms: attempt.duration_ms,
+            outcome: attempt.outcome,
+        }
+    }
+}
+
+/// `GET /webhooks/{webhookId}/deliveries` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AttemptsQuery {
+    /// Most attempts to return, newest first: default 50; a value outside
+    /// 1 to 200 is brought into that range.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
+    pub limit: Option<u32>,
+}
+
+/// Tells an absent list (`None`) from an explicit `null` (`Some(None)`).
+fn present_ids<'de, D>(deserializer: D) -> Result<Option<Option<Vec<i64>>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Ok(Some(whole_ids(deserializer)?))
+}
+
+/// A list of ids given as JSON numbers without a fraction (`3` or `3.0`,
+/// as for [`whole_number`]), or null.
+fn whole_ids<'de, D>(deserializer: D) -> Result<Option<Vec<i64>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let Some(numbers) = Option::<Vec<serde_json::Number>>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    numbers
+        .into_iter()
+        .map(|number| {
+            if let Some(n) = number.as_i64() {
+                return Ok(n);
+            }
+            match number.as_f64() {
+                // Exactly representable: within ±2^53, with no fraction.
+                Some(f)
+                    if f.fract() == 0.0
+                        && (-9_007_199_254_740_992.0..9_007_199_254_740_992.0).contains(&f) =>
+                {
+                    Ok(f as i64)
+                }
+                _ => Err(serde::de::Error::custom(format!(
+                    "expected a whole number as a channel id, got {number}"
+                ))),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// `null` read as the type's default (the original clients may send

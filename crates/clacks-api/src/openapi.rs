@@ -90,6 +90,7 @@ fn problem_response(description: &str) -> utoipa::openapi::Response {
         (name = "messages", description = "A channel's messages (extensions)"),
         (name = "users", description = "A user's channels and sessions (extensions)"),
         (name = "tokens", description = "Client JWTs"),
+        (name = "webhooks", description = "Signed HTTP POSTs of channel events to the application's server (extensions)"),
     )
 )]
 pub struct ApiDoc;

@@ -91,6 +91,7 @@ pub enum Entity {
     Channel,
     Member,
     Message,
+    Webhook,
 }
 
 impl fmt::Display for Entity {
@@ -99,6 +100,7 @@ impl fmt::Display for Entity {
             Entity::Channel => "channel",
             Entity::Member => "member",
             Entity::Message => "message",
+            Entity::Webhook => "webhook",
         })
     }
 }

@@ -1,7 +1,7 @@
 //! Events delivered to subscribers.
 //!
-//! Durable events (messages created / edited / deleted, members joined /
-//! left, channel updated) take the channel's next `seq` in the transaction
+//! Durable events (messages created / edited / deleted, reactions added /
+//! removed, members joined / left, channel updated) take the channel's next `seq` in the transaction
 //! that stores them, so a client that remembers the last seq it saw can
 //! resume without gaps or duplicates. Ephemeral events (typing, read
 //! receipts, channel deleted) are never stored; they carry the channel's
@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Channel, Message};
-use crate::values::{ChannelId, Role, Seq, UserId};
+use crate::values::{ChannelId, MessageId, Role, Seq, UserId};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChannelEvent {
@@ -24,18 +24,80 @@ pub struct ChannelEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EventPayload {
-    MessageCreated { message: Message },
-    MessageEdited { message: Message },
-    MessageDeleted { message: Message },
-    MemberJoined { user_id: UserId, role: Role },
-    MemberLeft { user_id: UserId },
-    ChannelUpdated { channel: Channel },
+    MessageCreated {
+        message: Message,
+    },
+    MessageEdited {
+        message: Message,
+    },
+    MessageDeleted {
+        message: Message,
+    },
+    MemberJoined {
+        user_id: UserId,
+        role: Role,
+    },
+    MemberLeft {
+        user_id: UserId,
+    },
+    ChannelUpdated {
+        channel: Channel,
+    },
     ChannelDeleted,
-    ReadReceipt { user_id: UserId, last_read_seq: Seq },
-    Typing { user_id: UserId },
+    /// A user reacted to a message; `count` is how many users have
+    /// reacted with `key` to it now (this one included).
+    ReactionAdded {
+        message_id: MessageId,
+        /// The thread of the message (its parent), if it is a reply.
+        #[serde(default)]
+        parent_id: Option<MessageId>,
+        user_id: UserId,
+        key: String,
+        count: i64,
+    },
+    /// A user took their reaction back; `count` is how many are left.
+    ReactionRemoved {
+        message_id: MessageId,
+        #[serde(default)]
+        parent_id: Option<MessageId>,
+        user_id: UserId,
+        key: String,
+        count: i64,
+    },
+    ReadReceipt {
+        user_id: UserId,
+        last_read_seq: Seq,
+    },
+    Typing {
+        user_id: UserId,
+    },
 }
 
 impl EventPayload {
+    /// The thread an event belongs to, named by its top-level message: a
+    /// message's (or a reaction's) parent, or the message itself when it
+    /// is top-level. `None` for events about no message.
+    pub fn thread(&self) -> Option<MessageId> {
+        match self {
+            EventPayload::MessageCreated { message }
+            | EventPayload::MessageEdited { message }
+            | EventPayload::MessageDeleted { message } => {
+                Some(message.parent_id.unwrap_or(message.id))
+            }
+            EventPayload::ReactionAdded {
+                message_id,
+                parent_id,
+                ..
+            }
+            | EventPayload::ReactionRemoved {
+                message_id,
+                parent_id,
+                ..
+            } => Some(parent_id.unwrap_or(*message_id)),
+            _ => None,
+        }
+    }
+
     /// The stored `kind` of a durable event other than message creation
     /// (messages are their own rows).
     pub fn stored_kind(&self) -> Option<&'static str> {
@@ -45,6 +107,8 @@ impl EventPayload {
             EventPayload::MemberJoined { .. } => "member_joined",
             EventPayload::MemberLeft { .. } => "member_left",
             EventPayload::ChannelUpdated { .. } => "channel_updated",
+            EventPayload::ReactionAdded { .. } => "reaction_added",
+            EventPayload::ReactionRemoved { .. } => "reaction_removed",
             _ => return None,
         })
     }

@@ -13,12 +13,16 @@ pub mod event;
 pub mod model;
 pub mod redact;
 pub mod values;
+pub mod webhook;
 
 pub use error::{Entity, Error, Result};
 pub use event::{ChannelEvent, EventPayload};
 pub use model::*;
 pub use redact::redact_url;
 pub use values::*;
+pub use webhook::{
+    AttemptOutcome, Webhook, WebhookAttempt, WebhookEventType, WebhookSecret, WebhookUrl,
+};
 
 /// Milliseconds since the Unix epoch: the one time representation stored in
 /// every backend (portable across SQLite, MySQL and PostgreSQL, and exact).

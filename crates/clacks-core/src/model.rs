@@ -66,12 +66,36 @@ pub struct Message {
     pub created_at: i64,
     pub edited_at: Option<i64>,
     pub deleted_at: Option<i64>,
+    /// The thread this message replies in (a top-level message of the
+    /// same channel); `None` for a top-level message.
+    #[serde(default)]
+    pub parent_id: Option<MessageId>,
+    /// Replies in this message's thread, tombstones included (0 for a
+    /// reply: threads are one level deep).
+    #[serde(default)]
+    pub reply_count: i64,
+    /// When the newest reply was stored.
+    #[serde(default)]
+    pub last_reply_at: Option<i64>,
+    /// Members the sender mentioned (none on a tombstone).
+    #[serde(default)]
+    pub mentions: Vec<UserId>,
 }
 
 impl Message {
     pub fn is_deleted(&self) -> bool {
         self.deleted_at.is_some()
     }
+}
+
+/// One reaction key on a message as one user sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reaction {
+    pub key: String,
+    /// Users who reacted with this key (at least 1).
+    pub count: i64,
+    /// Whether the viewer is one of them.
+    pub reacted_by_me: bool,
 }
 
 /// One of the caller's channels with its read state.

@@ -59,6 +59,9 @@ pub const USER_ID_MAX_CHARS: usize = 200;
 pub const DISPLAY_NAME_MAX_CHARS: usize = 150;
 pub const CLIENT_MESSAGE_ID_MAX_CHARS: usize = 100;
 pub const ROLE_MAX_CHARS: usize = 32;
+/// Longest reaction key, in bytes: room for any emoji sequence (a family
+/// with skin tones is about 40 bytes) or a short name like `thumbs_up`.
+pub const REACTION_KEY_MAX_BYTES: usize = 64;
 /// Default limit on message content, in bytes of UTF-8.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// Metadata is a small JSON document, not a blob store.
@@ -187,6 +190,48 @@ impl ClientMessageId {
         let raw = raw.into();
         check_identifier("client message id", &raw, CLIENT_MESSAGE_ID_MAX_CHARS)?;
         Ok(ClientMessageId(raw))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A reaction: an emoji or a short key (`+1`, `thumbs_up`). 1 to
+/// [`REACTION_KEY_MAX_BYTES`] bytes of UTF-8, no whitespace and no control
+/// or format characters anywhere (so a key cannot hide padding). Compared
+/// byte for byte: `👍` and `+1` are different reactions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ReactionKey(String);
+
+impl ReactionKey {
+    pub fn parse(raw: impl Into<String>) -> Result<Self> {
+        let raw = raw.into();
+        if raw.is_empty() {
+            return Err(Error::invalid("key", "must not be empty"));
+        }
+        if raw.len() > REACTION_KEY_MAX_BYTES {
+            return Err(Error::invalid(
+                "key",
+                format!("must be at most {REACTION_KEY_MAX_BYTES} bytes"),
+            ));
+        }
+        // ZERO WIDTH JOINER and the variation selectors are what emoji
+        // sequences are made of; other format characters (bidi overrides,
+        // zero-width spaces) only hide what a key is.
+        let hidden = |c: char| {
+            c.is_whitespace()
+                || c.is_control()
+                || matches!(c, '\u{200b}' | '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
+        };
+        if raw.chars().any(hidden) {
+            return Err(Error::invalid(
+                "key",
+                "must not contain whitespace, control or invisible characters",
+            ));
+        }
+        Ok(ReactionKey(raw))
     }
 
     pub fn as_str(&self) -> &str {

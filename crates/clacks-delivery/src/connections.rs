@@ -239,6 +239,14 @@ impl Connections {
         }
     }
 
+    /// Whether `user` holds an authenticated connection to this node.
+    pub fn is_connected(&self, user: &UserId) -> bool {
+        self.lock()
+            .by_user
+            .get(user)
+            .is_some_and(|ids| !ids.is_empty())
+    }
+
     /// Connections open now (authenticated or not).
     pub fn count(&self) -> usize {
         self.lock().open.len()

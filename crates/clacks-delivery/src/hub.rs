@@ -642,12 +642,13 @@ impl Hub {
     /// A channel whose `member_left` (a later seq) arrived in between is
     /// left out: it was delivered before the subscription was routed there.
     ///
-    /// Returns the channels that have no baseline yet. The seqs they were
-    /// listed at cannot be theirs: an event committed after the list was
-    /// read and published before this call found no route here and was
-    /// dropped, so the caller reads their seqs again (after this call) and
-    /// passes them to [`Hub::set_baseline`].
-    #[must_use = "channels without a baseline need one read after routing"]
+    /// Returns the channels that had no baseline. Their baseline is the
+    /// seq they were listed at, set by the caller, but an event committed
+    /// after the list was read and published before this call found no
+    /// route here and was dropped: the caller reads their seqs again
+    /// (after this call) and passes them to
+    /// [`Hub::committed_since_listing`].
+    #[must_use = "channels without a baseline may have missed events"]
     pub fn add_channels(
         &self,
         subscription: &Subscription,
@@ -886,6 +887,19 @@ impl Hub {
     /// slower than the announcement): a lost publish of a channel's last
     /// event shows no gap, as nothing comes after it.
     pub fn announced(&self, tails: &[(ChannelId, Seq)]) {
+        self.fill_up_to(tails, self.settings.gap_timeout);
+    }
+
+    /// Newest seqs read from the store, after [`Hub::add_channels`], for
+    /// the channels it returned without a baseline. Their baseline is the
+    /// seq the channel list was read at (the membership it reflects), so
+    /// an event committed between the list and the routing found no route
+    /// here and was dropped: what lies between is read back now.
+    pub fn committed_since_listing(&self, tails: &[(ChannelId, Seq)]) {
+        self.fill_up_to(tails, Duration::ZERO);
+    }
+
+    fn fill_up_to(&self, tails: &[(ChannelId, Seq)], delay: Duration) {
         let mut behind = Vec::new();
         {
             let mut registry = self.write();
@@ -899,7 +913,7 @@ impl Hub {
             }
         }
         for channel in behind {
-            self.schedule_backfill(channel, self.settings.gap_timeout);
+            self.schedule_backfill(channel, delay);
         }
     }
 
@@ -1100,6 +1114,10 @@ mod tests {
                     created_at: 0,
                     edited_at: None,
                     deleted_at: None,
+                    parent_id: None,
+                    reply_count: 0,
+                    last_reply_at: None,
+                    mentions: Vec::new(),
                 },
             },
         }
@@ -1618,9 +1636,10 @@ mod tests {
 
     /// An event committed after an all-channels subscription read its
     /// channel list, and published before the list was routed, finds no
-    /// route and is dropped. The channel comes back without a baseline, so
-    /// its seq is read again after routing: the event is history to the
-    /// new baseline, which a resume replays.
+    /// route and is dropped. The channel comes back without a baseline; its
+    /// baseline stays the listed seq (the membership the list reflects)
+    /// and, its seq read again after routing being newer, what lies
+    /// between is read back and delivered.
     #[tokio::test]
     async fn an_event_between_the_channel_list_and_its_routing_is_replayed() {
         let log = Log::with([]);
@@ -1632,8 +1651,9 @@ mod tests {
         hub.publish(message(1, 1));
         let unbased = hub.add_channels(&all, &[(ChannelId(1), 0)]);
         assert_eq!(unbased, vec![ChannelId(1)]);
-        hub.set_baseline(ChannelId(1), 1);
-        assert_eq!(hub.resume(&mut all, ChannelId(1), 0), Some(1));
+        hub.set_baseline(ChannelId(1), 0);
+        hub.committed_since_listing(&[(ChannelId(1), 1)]);
+        assert_eq!(hub.resume(&mut all, ChannelId(1), 0), Some(0));
         assert_eq!(seq_of(next_within(&mut all).await.unwrap()), 1);
         hub.publish(message(1, 2));
         assert_eq!(seq_of(next_within(&mut all).await.unwrap()), 2);

@@ -92,6 +92,7 @@ impl RenderRoot {
         after_seq: Option<Seq>,
         resume: Option<Vec<ResumeInput>>,
         kinds: Option<Vec<EventKind>>,
+        thread: Option<ID>,
     ) -> Result<EventObj> {
         let event = ctx.data::<RenderedEvent>()?;
         Ok(EventObj::from_event(&event.0))
@@ -238,8 +239,26 @@ impl RenderPlan {
     }
 }
 
+/// Whether a render is rendering the creation of message `id` (whose
+/// reactions and replies are known to be none, without asking the store).
+pub(crate) fn is_new_message(ctx: &Context<'_>, id: clacks_core::MessageId) -> bool {
+    ctx.data_opt::<RenderedEvent>().is_some_and(|event| {
+        matches!(&event.0.payload, EventPayload::MessageCreated { message } if message.id == id)
+    })
+}
+
 /// Field names whose value depends on who is looking.
-const VIEWER_FIELDS: [&str; 7] = ["me", "name", "claims", "seenBy", "seen_by", "seen", "time"];
+const VIEWER_FIELDS: [&str; 9] = [
+    "me",
+    "name",
+    "claims",
+    "seenBy",
+    "seen_by",
+    "seen",
+    "time",
+    "reactedByMe",
+    "mentionedMe",
+];
 
 /// Whether a selection asks for anything that differs between viewers: a
 /// field of [`VIEWER_FIELDS`], or any field of a channel besides its id

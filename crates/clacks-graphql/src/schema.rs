@@ -14,10 +14,10 @@ use async_graphql::{
 };
 use clacks_core::{
     Channel, ChannelEvent, ChannelId, ChannelSummary, EventPayload, Member, Message, MessageId,
-    SeenBy, Sender, Seq, UserId,
+    Reaction, SeenBy, Sender, Seq, UserId,
 };
 use clacks_delivery::{Delivery, EndReason};
-use clacks_service::{Caller, ChatService, HistoryRequest};
+use clacks_service::{Caller, ChatService, HistoryRequest, SendOptions};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use tokio::sync::OnceCell;
@@ -252,9 +252,53 @@ impl MessageObj {
         self.0.is_deleted()
     }
 
+    /// The message this one replies to (the root of its thread), or null
+    /// for a top-level message.
+    async fn parent_id(&self) -> Option<ID> {
+        self.0.parent_id.map(id_of)
+    }
+
+    /// Replies in this message's thread (tombstones included; 0 for a
+    /// reply: threads are one level deep).
+    async fn reply_count(&self) -> i64 {
+        self.0.reply_count
+    }
+
+    /// When the newest reply was stored (seconds), if any.
+    async fn last_reply_at(&self) -> Option<i64> {
+        self.0.last_reply_at.map(secs)
+    }
+
+    /// The members the sender mentioned (none on a tombstone; at most 50).
+    #[graphql(directive = list_size::apply(Some(50), None))]
+    async fn mentions(&self) -> Vec<User> {
+        self.0.mentions.iter().map(User::of).collect()
+    }
+
+    /// Whether the caller is among `mentions`.
+    async fn mentioned_me(&self, ctx: &Context<'_>) -> Result<bool> {
+        let caller = caller(ctx)?;
+        Ok(self.0.mentions.contains(&caller.user_id))
+    }
+
     /// The id the sender's client gave to make sending idempotent.
     async fn client_message_id(&self) -> Option<&str> {
         self.0.client_message_id.as_deref()
+    }
+
+    /// The reactions, one per key in the order keys were first used, with
+    /// how many users reacted and whether the caller did. Follow them live
+    /// with the `ReactionAdded` / `ReactionRemoved` events, which carry
+    /// the new count.
+    #[graphql(directive = cost::apply(FETCH), directive = list_size::apply(Some(ASSUMED_ROWS), None))]
+    async fn reactions(&self, ctx: &Context<'_>) -> Result<Vec<ReactionObj>> {
+        if crate::render::is_new_message(ctx, self.0.id) {
+            // Rendering its creation: nobody has reacted yet.
+            return Ok(Vec::new());
+        }
+        let (service, caller) = parts(ctx)?;
+        let reactions = service.reactions_for(caller, &self.0).await.map_err(gql)?;
+        Ok(reactions.into_iter().map(ReactionObj).collect())
     }
 
     /// Members whose read watermark passed this message, and when (the
@@ -264,6 +308,27 @@ impl MessageObj {
         let (service, caller) = parts(ctx)?;
         let seen = service.seen_by(caller, self.0.id).await.map_err(gql)?;
         Ok(seen.into_iter().map(SeenByObj).collect())
+    }
+}
+
+/// One reaction key on a message.
+pub struct ReactionObj(Reaction);
+
+#[Object(name = "Reaction")]
+impl ReactionObj {
+    /// The emoji or short key.
+    async fn key(&self) -> &str {
+        &self.0.key
+    }
+
+    /// How many users reacted with it.
+    async fn count(&self) -> i64 {
+        self.0.count
+    }
+
+    /// Whether the caller is one of them.
+    async fn reacted_by_me(&self) -> bool {
+        self.0.reacted_by_me
     }
 }
 
@@ -436,6 +501,17 @@ impl ChannelObj {
         }
         let (service, caller) = parts(ctx)?;
         service.unread_count_for(caller, self.id).await.map_err(gql)
+    }
+
+    /// Messages after the caller's read watermark that mention them (not
+    /// their own, not deleted); `markRead` clears them with the rest.
+    #[graphql(directive = cost::apply(FETCH))]
+    async fn unread_mention_count(&self, ctx: &Context<'_>) -> Result<i64> {
+        let (service, caller) = parts(ctx)?;
+        service
+            .unread_mention_count_for(caller, self.id)
+            .await
+            .map_err(gql)
     }
 
     /// The newest message, if any.
@@ -665,6 +741,15 @@ impl ReadState {
             .await
             .map_err(gql)
     }
+
+    #[graphql(directive = cost::apply(FETCH))]
+    async fn unread_mention_count(&self, ctx: &Context<'_>) -> Result<i64> {
+        let (service, caller) = parts(ctx)?;
+        service
+            .unread_mention_count_for(caller, self.0.channel_id)
+            .await
+            .map_err(gql)
+    }
 }
 
 // ----- Query --------------------------------------------------------------
@@ -732,6 +817,34 @@ impl QueryRoot {
         Ok(ChannelObj::loaded(channel, member))
     }
 
+    /// A page of the replies in the thread of `parent` (a message of one of
+    /// the caller's channels), by seq as `Channel.history`: newest first,
+    /// or oldest first with `after`. `limit` defaults to 50, at most 200.
+    #[graphql(directive = cost::apply(FETCH), directive = list_size::apply(None, slicing("limit")))]
+    async fn thread(
+        &self,
+        ctx: &Context<'_>,
+        parent: ID,
+        before: Option<Seq>,
+        after: Option<Seq>,
+        limit: Option<i32>,
+    ) -> Result<Vec<MessageObj>> {
+        let (service, caller) = parts(ctx)?;
+        let page = service
+            .thread_for(
+                caller,
+                message_id(&parent)?,
+                HistoryRequest {
+                    before,
+                    after,
+                    limit: limit.map(|l| u32::try_from(l).unwrap_or(1)),
+                },
+            )
+            .await
+            .map_err(gql)?;
+        Ok(page.into_iter().map(MessageObj).collect())
+    }
+
     /// One message of one of the caller's channels.
     #[graphql(directive = cost::apply(FETCH))]
     async fn message(&self, ctx: &Context<'_>, id: ID) -> Result<MessageObj> {
@@ -753,6 +866,11 @@ pub struct CreateMessageInput {
     /// Makes sending idempotent: a retry with the same id returns the
     /// original message instead of a duplicate.
     pub client_message_id: Option<String>,
+    /// Reply in the thread of this message: a top-level message of the
+    /// same channel (threads are one level deep), not deleted.
+    pub parent_id: Option<ID>,
+    /// Users to mention (at most 50), each a member of the channel.
+    pub mentions: Option<Vec<ID>>,
 }
 
 #[derive(Default)]
@@ -770,13 +888,18 @@ impl MutationRoot {
         let (service, caller) = parts(ctx)?;
         let input =
             input.ok_or_else(|| gql(clacks_core::Error::invalid("input", "is required")))?;
+        let options = SendOptions {
+            client_message_id: input.client_message_id,
+            parent_id: input.parent_id.as_ref().map(message_id).transpose()?,
+            mentions: input
+                .mentions
+                .unwrap_or_default()
+                .into_iter()
+                .map(|id| id.0)
+                .collect(),
+        };
         let message = service
-            .send(
-                caller,
-                channel_id(&input.channel)?,
-                input.content,
-                input.client_message_id,
-            )
+            .send_with(caller, channel_id(&input.channel)?, input.content, options)
             .await
             .map_err(gql)?;
         Ok(Some(MessageObj(message)))
@@ -799,6 +922,40 @@ impl MutationRoot {
         let (service, caller) = parts(ctx)?;
         let message = service
             .delete(caller, message_id(&id)?)
+            .await
+            .map_err(gql)?;
+        Ok(MessageObj(message))
+    }
+
+    /// Adds the caller's reaction (an emoji or a short key: at most 64
+    /// bytes, no whitespace or control characters) to a message of one of
+    /// their channels. Idempotent: reacting again changes nothing.
+    #[graphql(directive = cost::apply(FETCH))]
+    async fn add_reaction(
+        &self,
+        ctx: &Context<'_>,
+        message_id: ID,
+        key: String,
+    ) -> Result<MessageObj> {
+        let (service, caller) = parts(ctx)?;
+        let message = service
+            .add_reaction(caller, self::message_id(&message_id)?, key)
+            .await
+            .map_err(gql)?;
+        Ok(MessageObj(message))
+    }
+
+    /// Takes back the caller's reaction. Idempotent.
+    #[graphql(directive = cost::apply(FETCH))]
+    async fn remove_reaction(
+        &self,
+        ctx: &Context<'_>,
+        message_id: ID,
+        key: String,
+    ) -> Result<MessageObj> {
+        let (service, caller) = parts(ctx)?;
+        let message = service
+            .remove_reaction(caller, self::message_id(&message_id)?, key)
             .await
             .map_err(gql)?;
         Ok(MessageObj(message))
@@ -890,6 +1047,29 @@ event_type!(
     async fn message(&self) -> MessageObj { MessageObj(self.message.clone()) }
 );
 event_type!(
+    /// A member reacted to a message; `count` is how many members have
+    /// reacted with `key` now.
+    ReactionAdded { message: MessageId, parent: Option<MessageId>, user: UserId, key: String, count: i64 }
+    async fn message_id(&self) -> ID { id_of(self.message) }
+    /// The message's thread (its parent), if it is a reply.
+    async fn parent_id(&self) -> Option<ID> { self.parent.map(id_of) }
+    async fn user(&self) -> User { User::of(&self.user) }
+    async fn user_id(&self) -> ID { ID(self.user.as_str().to_owned()) }
+    async fn key(&self) -> &str { &self.key }
+    async fn count(&self) -> i64 { self.count }
+);
+event_type!(
+    /// A member took back a reaction; `count` is how many are left.
+    ReactionRemoved { message: MessageId, parent: Option<MessageId>, user: UserId, key: String, count: i64 }
+    async fn message_id(&self) -> ID { id_of(self.message) }
+    /// The message's thread (its parent), if it is a reply.
+    async fn parent_id(&self) -> Option<ID> { self.parent.map(id_of) }
+    async fn user(&self) -> User { User::of(&self.user) }
+    async fn user_id(&self) -> ID { ID(self.user.as_str().to_owned()) }
+    async fn key(&self) -> &str { &self.key }
+    async fn count(&self) -> i64 { self.count }
+);
+event_type!(
     /// A member's read watermark moved.
     ReadReceipt { user: UserId, last_read: Seq }
     async fn user(&self) -> User { User::of(&self.user) }
@@ -943,6 +1123,8 @@ pub enum EventObj {
     MessageCreated(MessageCreated),
     MessageEdited(MessageEdited),
     MessageDeleted(MessageDeleted),
+    ReactionAdded(ReactionAdded),
+    ReactionRemoved(ReactionRemoved),
     ReadReceipt(ReadReceipt),
     Typing(Typing),
     MemberJoined(MemberJoined),
@@ -986,6 +1168,34 @@ impl EventObj {
                 channel: channel.clone(),
             }),
             EventPayload::ChannelDeleted => EventObj::ChannelDeleted(ChannelDeleted { head }),
+            EventPayload::ReactionAdded {
+                message_id,
+                parent_id,
+                user_id,
+                key,
+                count,
+            } => EventObj::ReactionAdded(ReactionAdded {
+                head,
+                message: *message_id,
+                parent: *parent_id,
+                user: user_id.clone(),
+                key: key.clone(),
+                count: *count,
+            }),
+            EventPayload::ReactionRemoved {
+                message_id,
+                parent_id,
+                user_id,
+                key,
+                count,
+            } => EventObj::ReactionRemoved(ReactionRemoved {
+                head,
+                message: *message_id,
+                parent: *parent_id,
+                user: user_id.clone(),
+                key: key.clone(),
+                count: *count,
+            }),
             EventPayload::ReadReceipt {
                 user_id,
                 last_read_seq,
@@ -1014,6 +1224,8 @@ pub enum EventKind {
     MemberLeft,
     ChannelUpdated,
     ChannelDeleted,
+    ReactionAdded,
+    ReactionRemoved,
 }
 
 /// Where to resume one channel: replay every durable event after
@@ -1152,9 +1364,20 @@ impl SubscriptionRoot {
         after_seq: Option<Seq>,
         resume: Option<Vec<ResumeInput>>,
         #[graphql(desc = "Only these kinds (default: all).")] kinds: Option<Vec<EventKind>>,
+        #[graphql(
+            desc = "Only events of this thread (default: all): messages and reactions whose thread root, or parent, is this message id."
+        )]
+        thread: Option<ID>,
     ) -> Result<BoxStream<'static, Result<EventObj>>> {
         let (service, caller) = parts(ctx)?;
         let channel = channel.as_ref().map(channel_id).transpose()?;
+        let thread = thread.as_ref().map(message_id).transpose()?;
+        let wanted = move |event: &ChannelEvent| {
+            kinds
+                .as_ref()
+                .is_none_or(|kinds| kinds.contains(&EventKind::of(&event.payload)))
+                && thread.is_none_or(|thread| event.payload.thread() == Some(thread))
+        };
         let resume = resume_points(channel, after_seq, resume)?;
         let events = service
             .subscribe_events(caller, channel, &resume)
@@ -1163,20 +1386,13 @@ impl SubscriptionRoot {
         if let Some(slot) = ctx.data_opt::<FeedSlot>() {
             slot.put(FeedHandoff {
                 events,
-                accept: Box::new(move |event| match &kinds {
-                    Some(kinds) => kinds.contains(&EventKind::of(&event.payload)),
-                    None => true,
-                }),
+                accept: Box::new(wanted),
             });
             return Ok(futures::stream::empty().boxed());
         }
         let control = ctx.data_opt::<Control>().cloned();
         Ok(deliveries(events, control, move |event| {
-            let object = EventObj::from_event(event);
-            match &kinds {
-                Some(kinds) if !kinds.contains(&object.kind()) => None,
-                _ => Some(object),
-            }
+            wanted(event).then(|| EventObj::from_event(event))
         })
         .boxed())
     }
@@ -1194,22 +1410,8 @@ impl EventKind {
             EventPayload::MemberLeft { .. } => EventKind::MemberLeft,
             EventPayload::ChannelUpdated { .. } => EventKind::ChannelUpdated,
             EventPayload::ChannelDeleted => EventKind::ChannelDeleted,
-        }
-    }
-}
-
-impl EventObj {
-    fn kind(&self) -> EventKind {
-        match self {
-            EventObj::MessageCreated(_) => EventKind::MessageCreated,
-            EventObj::MessageEdited(_) => EventKind::MessageEdited,
-            EventObj::MessageDeleted(_) => EventKind::MessageDeleted,
-            EventObj::ReadReceipt(_) => EventKind::ReadReceipt,
-            EventObj::Typing(_) => EventKind::Typing,
-            EventObj::MemberJoined(_) => EventKind::MemberJoined,
-            EventObj::MemberLeft(_) => EventKind::MemberLeft,
-            EventObj::ChannelUpdated(_) => EventKind::ChannelUpdated,
-            EventObj::ChannelDeleted(_) => EventKind::ChannelDeleted,
+            EventPayload::ReactionAdded { .. } => EventKind::ReactionAdded,
+            EventPayload::ReactionRemoved { .. } => EventKind::ReactionRemoved,
         }
     }
 }

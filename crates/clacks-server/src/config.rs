@@ -566,6 +566,105 @@ pub struct Config {
     )]
     pub shutdown_grace: u64,
 
+    /// Run the webhook worker on this node: it sends the deliveries of
+    /// every node sharing the database (each attempt by one node). Off: this
+    /// node still records webhook events; a node with the worker sends them.
+    #[arg(
+        long,
+        env = "CLACKS_WEBHOOK_WORKER",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        global = true
+    )]
+    pub webhook_worker: bool,
+
+    /// Attempts per webhook delivery (the first included) before it is
+    /// marked failed.
+    #[arg(
+        long,
+        env = "CLACKS_WEBHOOK_MAX_ATTEMPTS",
+        default_value_t = 12,
+        global = true
+    )]
+    pub webhook_max_attempts: u32,
+
+    /// Seconds after which a webhook delivery that still fails is marked
+    /// failed, whatever its attempt count.
+    #[arg(
+        long,
+        env = "CLACKS_WEBHOOK_MAX_AGE",
+        default_value_t = 86_400,
+        global = true
+    )]
+    pub webhook_max_age: u64,
+
+    /// Milliseconds before the first retry of a webhook delivery; each
+    /// retry waits twice as long as the previous one (with jitter).
+    #[arg(
+        long,
+        env = "CLACKS_WEBHOOK_BACKOFF_BASE_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub webhook_backoff_base_ms: u64,
+
+    /// Seconds a webhook retry waits at most.
+    #[arg(
+        long,
+        env = "CLACKS_WEBHOOK_BACKOFF_MAX",
+        default_value_t = 3600,
+        global = true
+    )]
+    pub webhook_backoff_max: u64,
+
+    /// Seconds one webhook request may take (connecting included).
+    #[arg(
+        long,
+        env = "CLACKS_WEBHOOK_TIMEOUT",
+        default_value_t = 10,
+        global = true
+    )]
+    pub webhook_timeout: u64,
+
+    /// Webhook requests in flight at once on this node.
+    #[arg(
+        long,
+        env = "CLACKS_WEBHOOK_CONCURRENCY",
+        default_value_t = 16,
+        global = true
+    )]
+    pub webhook_concurrency: usize,
+
+    /// Milliseconds between the worker's looks for deliveries made by other
+    /// nodes (this node's own events wake it at once).
+    #[arg(
+        long,
+        env = "CLACKS_WEBHOOK_POLL_INTERVAL_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub webhook_poll_interval_ms: u64,
+
+    /// Days finished webhook deliveries and their attempts are kept.
+    #[arg(
+        long,
+        env = "CLACKS_WEBHOOK_RETENTION_DAYS",
+        default_value_t = 7,
+        global = true
+    )]
+    pub webhook_retention_days: u64,
+
+    /// Milliseconds after a message before `message.unread_offline` is
+    /// sent for each member who has not read it and is not connected.
+    #[arg(
+        long,
+        env = "CLACKS_WEBHOOK_UNREAD_DELAY_MS",
+        default_value_t = 60_000,
+        global = true
+    )]
+    pub webhook_unread_delay_ms: u64,
+
     /// Log format.
     #[arg(long, env = "CLACKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -691,6 +790,18 @@ impl Config {
                 "{name} must be at least 1 (0 would refuse every request)"
             ));
         }
+        if self.webhook_max_attempts == 0
+            || self.webhook_timeout == 0
+            || self.webhook_concurrency == 0
+            || self.webhook_poll_interval_ms == 0
+            || self.webhook_backoff_base_ms == 0
+            || self.webhook_backoff_max == 0
+        {
+            return Err("CLACKS_WEBHOOK_MAX_ATTEMPTS, CLACKS_WEBHOOK_TIMEOUT, CLACKS_WEBHOOK_CONCURRENCY, \
+                 CLACKS_WEBHOOK_POLL_INTERVAL_MS, CLACKS_WEBHOOK_BACKOFF_BASE_MS and CLACKS_WEBHOOK_BACKOFF_MAX \
+                 must be at least 1"
+                .into());
+        }
         if self.connection_queue_bytes == 0
             || self.max_connections == 0
             || self.max_connections_per_user == 0
@@ -701,6 +812,22 @@ impl Config {
                 .into());
         }
         Ok(())
+    }
+
+    /// The webhook worker's settings, as configured.
+    pub fn webhook_settings(&self) -> clacks_service::WebhookSettings {
+        use std::time::Duration;
+        clacks_service::WebhookSettings {
+            max_attempts: self.webhook_max_attempts,
+            max_age: Duration::from_secs(self.webhook_max_age),
+            backoff_base: Duration::from_millis(self.webhook_backoff_base_ms),
+            backoff_max: Duration::from_secs(self.webhook_backoff_max),
+            timeout: Duration::from_secs(self.webhook_timeout),
+            concurrency: self.webhook_concurrency,
+            poll_interval: Duration::from_millis(self.webhook_poll_interval_ms),
+            retention: Duration::from_secs(self.webhook_retention_days.saturating_mul(86_400)),
+            unread_delay: Duration::from_millis(self.webhook_unread_delay_ms),
+        }
     }
 
     /// The GraphQL request limits, as configured.

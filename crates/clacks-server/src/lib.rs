@@ -362,6 +362,17 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         }
     }));
 
+    if config.webhook_worker {
+        let worker = clacks_service::WebhookWorker::new(
+            store.clone(),
+            config.webhook_settings(),
+            service.webhook_wake(),
+            service.connections().clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("starting the webhook worker failed: {e}"))?;
+        tasks.push(tokio::spawn(worker.run(shutdown.clone().cancelled_owned())));
+    }
+
     tracing::info!(
         client = %client_addr,
         management = %management_addr,

@@ -532,6 +532,10 @@ async fn forged_and_unsigned_nats_messages_are_dropped_and_counted(backend: Test
                 created_at: clacks_core::now_ms(),
                 edited_at: None,
                 deleted_at: None,
+                parent_id: None,
+                reply_count: 0,
+                last_reply_at: None,
+                mentions: Vec::new(),
             },
         },
     };

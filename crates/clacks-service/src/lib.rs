@@ -18,11 +18,18 @@ mod limits;
 mod rate_limit;
 mod service;
 mod stream;
+pub mod webhook_worker;
+mod webhooks;
 
 pub use auth::{Auth, AuthSettings, Caller, MintedToken, TokenRequest};
 pub use backfill::StoreBackfill;
 pub use clacks_store::MembershipChange;
 pub use limits::{DEFAULT_MAX_BULK_MEMBERS, Limits};
 pub use rate_limit::{Rate, RateLimits};
-pub use service::{ChatService, ChatServiceParts, HistoryRequest, MAX_RESUME_POINTS, MessageView};
+pub use service::{
+    ChatService, ChatServiceParts, HistoryRequest, MAX_MENTIONS, MAX_RESUME_POINTS, MessageView,
+    SendOptions,
+};
 pub use stream::EventStream;
+pub use webhook_worker::{WebhookSettings, WebhookWorker};
+pub use webhooks::{MAX_ATTEMPTS_PAGE, WebhookChanges, WebhookInput};

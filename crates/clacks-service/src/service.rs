@@ -4,15 +4,15 @@ use std::sync::{Arc, OnceLock};
 use clacks_core::{
     Channel, ChannelEvent, ChannelId, ChannelPage, ChannelSummary, ClientMessageId, DisplayName,
     Entity, Error, EventPayload, HistoryPage, Member, Message, MessageBody, MessageId, Metadata,
-    ReadMark, Result, Role, SeenBy, Sender, Seq, UserId, now_ms,
+    Reaction, ReactionKey, ReadMark, Result, Role, SeenBy, Sender, Seq, UserId, now_ms,
 };
 use clacks_delivery::{
     CloseReason, ConnectionGuard, Connections, Hub, HubStats, Interest, NatsBus, Refusal,
     Subscription,
 };
 use clacks_store::{
-    Actor, Backend, ChannelPatch, MarkedRead, MembershipChange, NewMessage, PoolStats, Store,
-    StoredMessage,
+    Actor, Backend, ChannelPatch, MarkedRead, MembershipChange, MessageExtras, NewMessage,
+    PoolStats, Store, StoredMessage,
 };
 
 use crate::auth::{Auth, Caller, MintedToken, TokenRequest};
@@ -33,6 +33,47 @@ pub struct HistoryRequest {
     pub before: Option<Seq>,
     pub after: Option<Seq>,
     pub limit: Option<u32>,
+}
+
+/// What a send may carry beyond its content.
+#[derive(Debug, Clone, Default)]
+pub struct SendOptions {
+    /// Makes the send idempotent: a retry with the same id returns the
+    /// original message instead of storing a duplicate.
+    pub client_message_id: Option<String>,
+    /// Reply in the thread of this message: a top-level message of the
+    /// same channel (threads are one level deep), not a tombstone.
+    pub parent_id: Option<MessageId>,
+    /// Members to mention: at most [`MAX_MENTIONS`] user ids, each a
+    /// member of the channel; repeats count once.
+    pub mentions: Vec<String>,
+}
+
+/// Most users one message may mention.
+pub const MAX_MENTIONS: usize = 50;
+
+impl SendOptions {
+    /// The extras to store: the parent, and the mentions parsed and
+    /// made distinct (in the order given).
+    fn extras(&self) -> Result<MessageExtras> {
+        if self.mentions.len() > MAX_MENTIONS {
+            return Err(Error::invalid(
+                "mentions",
+                format!("at most {MAX_MENTIONS} users may be mentioned"),
+            ));
+        }
+        let mut mentions: Vec<UserId> = Vec::with_capacity(self.mentions.len());
+        for raw in &self.mentions {
+            let user = UserId::parse(raw.clone())?;
+            if !mentions.contains(&user) {
+                mentions.push(user);
+            }
+        }
+        Ok(MessageExtras {
+            parent_id: self.parent_id,
+            mentions,
+        })
+    }
 }
 
 /// One message as seen by one member (the original schema's `MessageView`).
@@ -97,6 +138,7 @@ impl ChatService {
             publisher: Arc::new(Publisher {
                 hub: parts.hub.clone(),
                 bus: parts.bus.clone(),
+                webhook_wake: Arc::new(tokio::sync::Notify::new()),
             }),
             hub: parts.hub,
             connections: parts.connections,
@@ -113,6 +155,17 @@ impl ChatService {
 
     pub fn auth(&self) -> &Auth {
         &self.auth
+    }
+
+    /// The store, for the use cases in this crate's other modules.
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Notified whenever this node commits a durable event: what wakes
+    /// the webhook worker at once (other nodes' events it finds by polling).
+    pub fn webhook_wake(&self) -> Arc<tokio::sync::Notify> {
+        self.publisher.webhook_wake.clone()
     }
 
     pub fn connections(&self) -> &Arc<Connections> {
@@ -315,6 +368,22 @@ impl ChatService {
         self.visible_message(caller, id).await
     }
 
+    /// A page of the replies to `parent` (a message of one of the caller's
+    /// channels), paged by seq as history is: newest first by default,
+    /// oldest first with `after`.
+    pub async fn thread_for(
+        &self,
+        caller: &Caller,
+        parent: MessageId,
+        request: HistoryRequest,
+    ) -> Result<Vec<Message>> {
+        self.visible_message(caller, parent).await?;
+        let page = self.history_page(request)?;
+        self.store
+            .thread(parent, page, self.limits.page(request.limit))
+            .await
+    }
+
     /// Sends a message as the caller. With a client message id, a retry
     /// returns the original message instead of storing a duplicate.
     pub async fn send(
@@ -324,29 +393,57 @@ impl ChatService {
         content: String,
         client_message_id: Option<String>,
     ) -> Result<Message> {
+        let options = SendOptions {
+            client_message_id,
+            ..SendOptions::default()
+        };
+        self.send_with(caller, channel, content, options).await
+    }
+
+    /// Sends a message as the caller, as a reply in a thread when
+    /// `options.parent_id` is given (see [`SendOptions`]).
+    pub async fn send_with(
+        &self,
+        caller: &Caller,
+        channel: ChannelId,
+        content: String,
+        options: SendOptions,
+    ) -> Result<Message> {
         let content = self.message_body(content)?;
-        let client_message_id = client_message_id.map(ClientMessageId::parse).transpose()?;
+        let extras = options.extras()?;
+        let client_message_id = options
+            .client_message_id
+            .map(ClientMessageId::parse)
+            .transpose()?;
         self.rate.check(Operation::Send, &caller.user_id)?;
-        // The store refuses a sender who is not a member, in the
-        // transaction that takes the message's seq.
+        // The store refuses a sender who is not a member, and a parent
+        // that breaks the thread rule, in the transaction that takes the
+        // message's seq.
         let stored = self
-            .store_message(NewMessage {
-                channel_id: channel,
-                sender: Sender::User(caller.user_id.clone()),
-                content,
-                client_message_id,
-            })
+            .store_message(
+                NewMessage {
+                    channel_id: channel,
+                    sender: Sender::User(caller.user_id.clone()),
+                    content,
+                    client_message_id,
+                },
+                extras,
+            )
             .await
             .map_err(unless_member(caller, channel))?;
         Ok(stored.message)
     }
 
-    /// Stores a message (through the store's group commit) and publishes
-    /// it when it is new.
-    async fn store_message(&self, new: NewMessage) -> Result<StoredMessage> {
+    /// Stores a message (through the store's group commit; a reply in a
+    /// transaction of its own) and publishes it when it is new.
+    async fn store_message(&self, new: NewMessage, extras: MessageExtras) -> Result<StoredMessage> {
         let store = self.store.clone();
         self.commit(async move {
-            let stored = store.create_message(&new).await?;
+            let stored = if extras.parent_id.is_none() && extras.mentions.is_empty() {
+                store.create_message(&new).await?
+            } else {
+                store.create_message_with(&new, &extras).await?
+            };
             if !stored.created {
                 return Ok((stored, None));
             }
@@ -407,6 +504,66 @@ impl ChatService {
         .await
     }
 
+    /// Adds the caller's reaction `key` (an emoji or a short key, see
+    /// [`ReactionKey`]) to a message of one of their channels, and
+    /// publishes a `reaction_added` event with the key's new count.
+    /// Idempotent per (caller, message, key): reacting again changes and
+    /// publishes nothing. A message the caller may not see is refused as
+    /// edits are (`FORBIDDEN`, whether it exists or not); a tombstone
+    /// conflicts. Charged to the edit rate.
+    pub async fn add_reaction(
+        &self,
+        caller: &Caller,
+        id: MessageId,
+        key: String,
+    ) -> Result<Message> {
+        self.change_reaction(caller, id, key, true).await
+    }
+
+    /// Takes back the caller's reaction (`reaction_removed`); the rules of
+    /// [`Self::add_reaction`].
+    pub async fn remove_reaction(
+        &self,
+        caller: &Caller,
+        id: MessageId,
+        key: String,
+    ) -> Result<Message> {
+        self.change_reaction(caller, id, key, false).await
+    }
+
+    async fn change_reaction(
+        &self,
+        caller: &Caller,
+        id: MessageId,
+        key: String,
+        add: bool,
+    ) -> Result<Message> {
+        let key = ReactionKey::parse(key)?;
+        self.rate.check(Operation::Edit, &caller.user_id)?;
+        let store = self.store.clone();
+        let user = caller.user_id.clone();
+        self.commit(async move {
+            // The store checks membership under the channel's seq lock.
+            if add {
+                store.add_reaction(id, &user, &key).await
+            } else {
+                store.remove_reaction(id, &user, &key).await
+            }
+        })
+        .await
+        .map_err(no_access_to_message)
+    }
+
+    /// The reactions on `message`, as the caller sees them (with whether
+    /// they reacted). `message` is one the service gave the caller (its
+    /// membership was checked when it was read); a tombstone has none.
+    pub async fn reactions_for(&self, caller: &Caller, message: &Message) -> Result<Vec<Reaction>> {
+        if message.is_deleted() {
+            return Ok(Vec::new());
+        }
+        self.store.reactions(message.id, &caller.user_id).await
+    }
+
     /// Moves the caller's read watermark forward (never back) and tells
     /// the other members.
     pub async fn mark_read(&self, caller: &Caller, channel: ChannelId, seq: Seq) -> Result<Member> {
@@ -452,6 +609,19 @@ impl ChatService {
     pub async fn unread_count_for(&self, caller: &Caller, channel: ChannelId) -> Result<i64> {
         self.require_member(caller, channel).await?;
         self.store.unread_count(channel, &caller.user_id).await
+    }
+
+    /// Messages after the caller's read watermark that mention them (not
+    /// their own, not deleted).
+    pub async fn unread_mention_count_for(
+        &self,
+        caller: &Caller,
+        channel: ChannelId,
+    ) -> Result<i64> {
+        self.require_member(caller, channel).await?;
+        self.store
+            .unread_mention_count(channel, &caller.user_id)
+            .await
     }
 
     pub async fn unread_messages_for(
@@ -563,14 +733,19 @@ impl ChatService {
                     .hub
                     .subscribe(caller.user_id.clone(), Interest::AllChannels(Vec::new()));
                 let channels = self.store.user_channel_seqs(&caller.user_id).await?;
-                // The list's seqs are not baselines: an event committed
-                // after the list was read and published before it was
-                // routed reached no one here. Seqs read after routing are.
                 let unbased = self.hub.add_channels(&subscription, &channels);
+                // Each channel starts after the seq it was listed at: the
+                // membership the list shows holds there, and a removal
+                // after it is delivered as an event.
+                for &(channel, listed_at) in &channels {
+                    self.hub.set_baseline(channel, listed_at);
+                }
+                // An event committed after the list was read and published
+                // before it was routed reached no one on this node: where a
+                // channel is newer now than listed, the hub reads the rest.
                 if !unbased.is_empty() {
-                    for (channel, last) in self.store.last_seqs(&unbased).await? {
-                        self.hub.set_baseline(channel, last);
-                    }
+                    let newest = self.store.last_seqs(&unbased).await?;
+                    self.hub.committed_since_listing(&newest);
                 }
                 Ok(subscription)
             }
@@ -865,20 +1040,45 @@ impl ChatService {
         content: String,
         client_message_id: Option<String>,
     ) -> Result<(Message, bool)> {
+        let options = SendOptions {
+            client_message_id,
+            ..SendOptions::default()
+        };
+        self.admin_post_message_with(channel, sender, content, options)
+            .await
+    }
+
+    /// [`Self::admin_post_message`], as a reply in a thread with
+    /// `options.parent_id` and with `options.mentions` (the rules of
+    /// [`SendOptions`]).
+    pub async fn admin_post_message_with(
+        &self,
+        channel: ChannelId,
+        sender: Option<String>,
+        content: String,
+        options: SendOptions,
+    ) -> Result<(Message, bool)> {
         let content = self.message_body(content)?;
-        let client_message_id = client_message_id.map(ClientMessageId::parse).transpose()?;
+        let extras = options.extras()?;
+        let client_message_id = options
+            .client_message_id
+            .map(ClientMessageId::parse)
+            .transpose()?;
         let sender = match sender {
             // A member: the store checks it with the message, as for clients.
             Some(user) => Sender::User(UserId::parse(user)?),
             None => Sender::System,
         };
         let stored = self
-            .store_message(NewMessage {
-                channel_id: channel,
-                sender,
-                content,
-                client_message_id,
-            })
+            .store_message(
+                NewMessage {
+                    channel_id: channel,
+                    sender,
+                    content,
+                    client_message_id,
+                },
+                extras,
+            )
             .await?;
         Ok((stored.message, stored.created))
     }
@@ -932,6 +1132,7 @@ impl ChatService {
 struct Publisher {
     hub: Arc<Hub>,
     bus: Option<Arc<NatsBus>>,
+    webhook_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Publisher {
@@ -944,6 +1145,10 @@ impl Publisher {
             .increment(1);
         if let Some(bus) = &self.bus {
             bus.publish(&event);
+        }
+        if event.durable || matches!(event.payload, EventPayload::ChannelDeleted) {
+            // Its outbox row committed with it.
+            self.webhook_wake.notify_one();
         }
         self.hub.publish(event);
     }

@@ -31,12 +31,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use clacks_core::{
     Channel, ChannelEvent, ChannelId, ChannelPage, ChannelSummary, DisplayName, Error, HistoryPage,
-    Member, Message, MessageBody, MessageId, Metadata, ReadMark, Result, Role, SeenBy, Seq, UserId,
+    Member, Message, MessageBody, MessageId, Metadata, Reaction, ReactionKey, ReadMark, Result,
+    Role, SeenBy, Seq, UserId,
 };
 
 use crate::{
     Actor, AddedMember, Backend, ChannelPatch, DeletedChannel, MarkedRead, MembershipChange,
-    NewMessage, PoolStats, Store, StoredMessage,
+    MessageExtras, NewMessage, PoolStats, Store, StoredMessage,
 };
 
 /// A store whose operations finish even when their caller is dropped.
@@ -228,6 +229,60 @@ impl<S: Store> Store for Detached<S> {
         .await
     }
 
+    async fn create_message_with(
+        &self,
+        new: &NewMessage,
+        extras: &MessageExtras,
+    ) -> Result<StoredMessage> {
+        let (new, extras) = (new.clone(), extras.clone());
+        self.run(|s| async move { s.create_message_with(&new, &extras).await })
+            .await
+    }
+
+    async fn unread_mention_count(&self, channel: ChannelId, user: &UserId) -> Result<i64> {
+        let user = user.clone();
+        self.run(|s| async move { s.unread_mention_count(channel, &user).await })
+            .await
+    }
+
+    async fn thread(
+        &self,
+        parent: MessageId,
+        page: HistoryPage,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        self.run(|s| async move { s.thread(parent, page, limit).await })
+            .await
+    }
+
+    async fn add_reaction(
+        &self,
+        message: MessageId,
+        user: &UserId,
+        key: &ReactionKey,
+    ) -> Result<(Message, Option<ChannelEvent>)> {
+        let (user, key) = (user.clone(), key.clone());
+        self.run(|s| async move { s.add_reaction(message, &user, &key).await })
+            .await
+    }
+
+    async fn remove_reaction(
+        &self,
+        message: MessageId,
+        user: &UserId,
+        key: &ReactionKey,
+    ) -> Result<(Message, Option<ChannelEvent>)> {
+        let (user, key) = (user.clone(), key.clone());
+        self.run(|s| async move { s.remove_reaction(message, &user, &key).await })
+            .await
+    }
+
+    async fn reactions(&self, message: MessageId, viewer: &UserId) -> Result<Vec<Reaction>> {
+        let viewer = viewer.clone();
+        self.run(|s| async move { s.reactions(message, &viewer).await })
+            .await
+    }
+
     async fn message(&self, id: MessageId) -> Result<Message> {
         self.run(|s| async move { s.message(id).await }).await
     }
@@ -288,6 +343,117 @@ impl<S: Store> Store for Detached<S> {
 
     async fn rows_referencing(&self, channel: ChannelId) -> Result<i64> {
         self.run(|s| async move { s.rows_referencing(channel).await })
+            .await
+    }
+}
+
+#[async_trait]
+impl<S: Store> crate::webhooks::WebhookStore for Detached<S> {
+    async fn create_webhook(
+        &self,
+        new: &crate::webhooks::NewWebhook,
+    ) -> Result<clacks_core::Webhook> {
+        let new = new.clone();
+        self.run(|s| async move { s.create_webhook(&new).await })
+            .await
+    }
+
+    async fn webhooks(&self) -> Result<Vec<clacks_core::Webhook>> {
+        self.run(|s| async move { s.webhooks().await }).await
+    }
+
+    async fn webhook(&self, id: i64) -> Result<clacks_core::Webhook> {
+        self.run(|s| async move { s.webhook(id).await }).await
+    }
+
+    async fn update_webhook(
+        &self,
+        id: i64,
+        patch: &crate::webhooks::WebhookPatch,
+    ) -> Result<clacks_core::Webhook> {
+        let patch = patch.clone();
+        self.run(|s| async move { s.update_webhook(id, &patch).await })
+            .await
+    }
+
+    async fn delete_webhook(&self, id: i64) -> Result<()> {
+        self.run(|s| async move { s.delete_webhook(id).await })
+            .await
+    }
+
+    async fn webhook_attempts(
+        &self,
+        id: i64,
+        limit: u32,
+    ) -> Result<Vec<clacks_core::WebhookAttempt>> {
+        self.run(|s| async move { s.webhook_attempts(id, limit).await })
+            .await
+    }
+
+    async fn route_webhook_outbox(&self, limit: u32, unread_delay_ms: i64) -> Result<usize> {
+        self.run(|s| async move { s.route_webhook_outbox(limit, unread_delay_ms).await })
+            .await
+    }
+
+    async fn due_unread_checks(
+        &self,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::webhooks::UnreadCheck>> {
+        self.run(|s| async move { s.due_unread_checks(now, limit).await })
+            .await
+    }
+
+    async fn unread_members(&self, check: &crate::webhooks::UnreadCheck) -> Result<Vec<UserId>> {
+        let check = check.clone();
+        self.run(|s| async move { s.unread_members(&check).await })
+            .await
+    }
+
+    async fn complete_unread_check(
+        &self,
+        check: &crate::webhooks::UnreadCheck,
+        users: &[UserId],
+    ) -> Result<usize> {
+        let (check, users) = (check.clone(), users.to_vec());
+        self.run(|s| async move { s.complete_unread_check(&check, &users).await })
+            .await
+    }
+
+    async fn claim_webhook_deliveries(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::webhooks::DueDelivery>> {
+        let owner = owner.to_owned();
+        self.run(|s| async move {
+            s.claim_webhook_deliveries(&owner, now, lease_until, limit)
+                .await
+        })
+        .await
+    }
+
+    async fn finish_webhook_attempt(
+        &self,
+        delivery: i64,
+        owner: &str,
+        record: &crate::webhooks::AttemptRecord,
+    ) -> Result<bool> {
+        let (owner, record) = (owner.to_owned(), record.clone());
+        self.run(|s| async move { s.finish_webhook_attempt(delivery, &owner, &record).await })
+            .await
+    }
+
+    async fn release_webhook_leases(&self, owner: &str) -> Result<()> {
+        let owner = owner.to_owned();
+        self.run(|s| async move { s.release_webhook_leases(&owner).await })
+            .await
+    }
+
+    async fn prune_webhook_deliveries(&self, before: i64) -> Result<u64> {
+        self.run(|s| async move { s.prune_webhook_deliveries(before).await })
             .await
     }
 }

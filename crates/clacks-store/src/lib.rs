@@ -7,7 +7,11 @@
 //!   seqs are unique, increasing and gap-free under any concurrency (a
 //!   rollback rolls the counter back too; AUTO_INCREMENT would leave holes);
 //! - read watermarks only move forward;
-//! - deleting a channel removes every row that belongs to it;
+//! - deleting a channel removes every row that belongs to it (webhook
+//!   deliveries already recorded for it, `channel.deleted` among them, are
+//!   the application's and stay until sent);
+//! - a committed event has its webhook outbox row, written in its own
+//!   transaction ([`webhooks`]);
 //! - a user acts in a channel only as a member: a message, edit or delete
 //!   by a user is refused ([`Error::NotMember`]) unless they are a member
 //!   when the transaction holds the channel's seq lock. A removal takes the
@@ -27,6 +31,8 @@ mod detached;
 mod dialect;
 #[macro_use]
 mod sql;
+#[macro_use]
+pub mod webhooks;
 
 pub mod mysql;
 pub mod postgres;
@@ -37,11 +43,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use clacks_core::{
     Channel, ChannelEvent, ChannelId, ChannelPage, ChannelSummary, ClientMessageId, DisplayName,
-    Error, HistoryPage, Member, Message, MessageBody, MessageId, Metadata, ReadMark, Result, Role,
-    SeenBy, Sender, Seq, UserId,
+    Error, HistoryPage, Member, Message, MessageBody, MessageId, Metadata, Reaction, ReactionKey,
+    ReadMark, Result, Role, SeenBy, Sender, Seq, UserId,
 };
 
 pub use dialect::Backend;
+pub use webhooks::{
+    AttemptRecord, DueDelivery, NewWebhook, UnreadCheck, WebhookPatch, WebhookStore,
+};
 
 /// The most rows one paged read returns, whatever the caller asks for.
 pub const MAX_PAGE: u32 = 10_000;
@@ -53,6 +62,16 @@ pub struct NewMessage {
     pub sender: Sender,
     pub content: MessageBody,
     pub client_message_id: Option<ClientMessageId>,
+}
+
+/// What a message may carry beyond a [`NewMessage`]. A message with any of
+/// it is stored in a transaction of its own, outside the group commit.
+#[derive(Debug, Clone, Default)]
+pub struct MessageExtras {
+    /// Reply in the thread of this message.
+    pub parent_id: Option<MessageId>,
+    /// Members mentioned, distinct.
+    pub mentions: Vec<UserId>,
 }
 
 /// Who changes a message.
@@ -138,7 +157,7 @@ pub struct DeletedChannel {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: WebhookStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Applies the embedded migrations of this backend.
@@ -229,6 +248,53 @@ pub trait Store: Send + Sync + 'static {
         id: MessageId,
         by: Actor<'_>,
     ) -> Result<(Message, Option<ChannelEvent>)>;
+    /// Stores a message with extras with the channel's next seq (one
+    /// transaction, outside the group commit). The rules of
+    /// [`Store::create_message`], and, under the channel's seq lock: a
+    /// reply's parent is a message of the same channel (`InvalidInput`
+    /// otherwise, the same whether it exists elsewhere or not at all), not
+    /// a reply (`InvalidInput`: threads are one level deep), not a
+    /// tombstone (`Conflict`), and the reply counts in the parent's
+    /// `reply_count` / `last_reply_at`; every mentioned user is a member
+    /// (`InvalidInput`).
+    async fn create_message_with(
+        &self,
+        new: &NewMessage,
+        extras: &MessageExtras,
+    ) -> Result<StoredMessage>;
+    /// Messages after the user's watermark that mention them (not their
+    /// own, not deleted).
+    async fn unread_mention_count(&self, channel: ChannelId, user: &UserId) -> Result<i64>;
+    /// A page of the replies to `parent`, by seq as [`Store::history`].
+    async fn thread(
+        &self,
+        parent: MessageId,
+        page: HistoryPage,
+        limit: u32,
+    ) -> Result<Vec<Message>>;
+    /// Adds `user`'s reaction `key` to a message and records a
+    /// `reaction_added` event carrying the key's new count. Idempotent per
+    /// (user, message, key): an existing reaction records nothing (`None`).
+    /// `NotMember` unless the user is a member of the message's channel
+    /// (checked under its seq lock, as for messages); `Conflict` on a
+    /// tombstone. Changes of one channel's reactions are serialized by its
+    /// seq lock, so the counts in the events are exact.
+    async fn add_reaction(
+        &self,
+        message: MessageId,
+        user: &UserId,
+        key: &ReactionKey,
+    ) -> Result<(Message, Option<ChannelEvent>)>;
+    /// Takes back a reaction (`reaction_removed`); as [`Store::add_reaction`].
+    async fn remove_reaction(
+        &self,
+        message: MessageId,
+        user: &UserId,
+        key: &ReactionKey,
+    ) -> Result<(Message, Option<ChannelEvent>)>;
+    /// A message's reactions by key, in the order keys were first used,
+    /// each with whether `viewer` is among its users.
+    async fn reactions(&self, message: MessageId, viewer: &UserId) -> Result<Vec<Reaction>>;
     async fn message(&self, id: MessageId) -> Result<Message>;
     async fn message_by_seq(&self, channel: ChannelId, seq: Seq) -> Result<Message>;
     async fn history(

@@ -94,3 +94,5 @@ sql_store!(
     MIGRATOR,
     "START TRANSACTION READ ONLY"
 );
+
+webhook_store!(MySqlStore, sqlx::MySql, Backend::MySql);

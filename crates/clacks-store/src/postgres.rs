@@ -63,3 +63,5 @@ sql_store!(
     MIGRATOR,
     "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 );
+
+webhook_store!(PgStore, sqlx::Postgres, Backend::Postgres);

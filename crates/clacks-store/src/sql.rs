@@ -10,7 +10,8 @@
 /// Columns of `messages m`, in the order `message_row` reads them.
 macro_rules! message_columns {
     () => {
-        "m.id, m.channel_id, m.seq, m.sender, m.client_message_id, m.content, m.created_at, m.edited_at, m.deleted_at"
+        "m.id, m.channel_id, m.seq, m.sender, m.client_message_id, m.content, m.created_at, m.edited_at, m.deleted_at, \
+         m.parent_id, m.reply_count, m.last_reply_at, m.mentions"
     };
 }
 
@@ -60,14 +61,14 @@ macro_rules! sql_store {
         use clacks_core::{
             now_ms, Channel, ChannelEvent, ChannelId, ChannelPage, ChannelSummary, Entity, Error,
             EventPayload, HistoryPage, Member, Message, MessageBody, MessageId, Metadata,
-            ReadMark, Result, Role, SeenBy, Sender, Seq, UserId,
+            Reaction, ReactionKey, ReadMark, Result, Role, SeenBy, Sender, Seq, UserId,
         };
         use sqlx::{Row, Transaction};
 
         use crate::sql::READ_MARK_WINDOW_MS;
         use crate::{
             db_error, is_unique_violation, Actor, AddedMember, Backend, ChannelPatch, DeletedChannel,
-            MarkedRead, MembershipChange, NewMessage, Store, StoredMessage, BULK_CHUNK, MAX_PAGE,
+            MarkedRead, MembershipChange, MessageExtras, NewMessage, Store, StoredMessage, BULK_CHUNK, MAX_PAGE,
         };
 
         type DbRow = <$db as sqlx::Database>::Row;
@@ -119,6 +120,15 @@ macro_rules! sql_store {
                 created_at: int(row, at + 6)?,
                 edited_at: opt_int(row, at + 7)?,
                 deleted_at: opt_int(row, at + 8)?,
+                parent_id: opt_int(row, at + 9)?.map(MessageId),
+                reply_count: int(row, at + 10)?,
+                last_reply_at: opt_int(row, at + 11)?,
+                mentions: opt_text(row, at + 12)?
+                    .and_then(|list| serde_json::from_str::<Vec<String>>(&list).ok())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(UserId::from_trusted)
+                    .collect(),
             })
         }
 
@@ -376,6 +386,22 @@ macro_rules! sql_store {
                 now: i64,
             ) -> Result<Seq> {
                 let seq = Self::take_seqs(tx, channel, 1).await?;
+                Self::insert_event(tx, channel, seq, kind, user, message, payload, now).await?;
+                Ok(seq)
+            }
+
+            /// Stores a durable event under a seq already taken.
+            #[allow(clippy::too_many_arguments)]
+            async fn insert_event(
+                tx: &mut Tx,
+                channel: ChannelId,
+                seq: Seq,
+                kind: &'static str,
+                user: Option<&UserId>,
+                message: Option<MessageId>,
+                payload: Option<String>,
+                now: i64,
+            ) -> Result<()> {
                 sqlx::query(&q(
                     "INSERT INTO channel_events (channel_id, seq, kind, user_id, message_id, payload, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -390,7 +416,77 @@ macro_rules! sql_store {
                 .execute(&mut **tx)
                 .await
                 .map_err(db_error)?;
-                Ok(seq)
+                Ok(())
+            }
+
+            /// Adds (`add`) or takes back `user`'s reaction `key` to a
+            /// message and records the event, with the key's new count.
+            /// Idempotent: a change that is already so records nothing.
+            async fn change_reaction(&self, id: MessageId, user: &UserId, key: &ReactionKey, add: bool) -> Result<(Message, Option<ChannelEvent>)> {
+                let now = now_ms();
+                // Only its channel is read here (it never changes); the rest
+                // is read in the transaction, after the channel's lock.
+                let channel = Self::message_in(&self.read, id).await?.channel_id;
+                let mut tx = self.begin_write().await?;
+                // The seq first: it locks the channel row, which serializes
+                // every reaction change of the channel (so each event's count
+                // is exact), orders this change with a removal of the user
+                // (as for messages), and with a delete of the message. The
+                // reads below come after it, so they see every change
+                // committed before the lock was granted (MySQL takes its
+                // snapshot at a transaction's first plain read). Refused or
+                // idempotent, the rollback gives the seq back.
+                let seq = Self::take_seqs(&mut tx, channel, 1).await?;
+                Self::require_member_in(&mut tx, channel, user).await?;
+                let message = Self::message_in(&mut *tx, id).await?;
+                if message.is_deleted() {
+                    return Err(Error::Conflict("the message was deleted".into()));
+                }
+                let exists = sqlx::query(&q(
+                    "SELECT 1 FROM reactions WHERE message_id = $1 AND reaction_key = $2 AND user_id = $3",
+                ))
+                .bind(id.0)
+                .bind(key.as_str())
+                .bind(user.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .is_some();
+                if exists == add {
+                    tx.rollback().await.map_err(db_error)?;
+                    return Ok((message, None));
+                }
+                let change = if add {
+                    q("INSERT INTO reactions (message_id, reaction_key, user_id, channel_id, created_at) \
+                       VALUES ($1, $2, $3, $4, $5)")
+                } else {
+                    q("DELETE FROM reactions WHERE message_id = $1 AND reaction_key = $2 AND user_id = $3")
+                };
+                let mut change = sqlx::query(&change).bind(id.0).bind(key.as_str()).bind(user.as_str());
+                if add {
+                    change = change.bind(channel.0).bind(now);
+                }
+                change.execute(&mut *tx).await.map_err(db_error)?;
+                let row = sqlx::query(&q("SELECT COUNT(*) FROM reactions WHERE message_id = $1 AND reaction_key = $2"))
+                    .bind(id.0)
+                    .bind(key.as_str())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                let count = int(&row, 0)?;
+                let (kind, payload) = if add {
+                    let payload = EventPayload::ReactionAdded { message_id: id, parent_id: message.parent_id, user_id: user.clone(), key: key.as_str().to_owned(), count };
+                    ("reaction_added", payload)
+                } else {
+                    let payload = EventPayload::ReactionRemoved { message_id: id, parent_id: message.parent_id, user_id: user.clone(), key: key.as_str().to_owned(), count };
+                    ("reaction_removed", payload)
+                };
+                let stored = serde_json::json!({ "key": key.as_str(), "count": count, "parent": message.parent_id.map(|p| p.0) }).to_string();
+                Self::insert_event(&mut tx, channel, seq, kind, Some(user), Some(id), Some(stored), now).await?;
+                let event = durable_event(channel, seq, now, payload);
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&event)).await?;
+                tx.commit().await.map_err(db_error)?;
+                Ok((message, Some(event)))
             }
 
             async fn message_in<'e>(executor: impl sqlx::Executor<'e, Database = $db>, id: MessageId) -> Result<Message> {
@@ -494,7 +590,7 @@ macro_rules! sql_store {
                         // these client ids first: one by one, each finds it.
                         let mut results = Vec::with_capacity(batch.len());
                         for pending in &batch {
-                            results.push(Self::create_message_direct(&pool, &pending.new).await);
+                            results.push(Self::create_message_direct(&pool, &pending.new, &MessageExtras::default()).await);
                         }
                         results
                     }
@@ -561,12 +657,11 @@ macro_rules! sql_store {
                         return Err(failure);
                     }
                 };
-                stage.committing();
-                tx.commit().await.map_err(|e| BatchFailure::Failed(db_error(e)))?;
-                for (i, seq, id) in stored {
-                    let new = &batch[i].new;
-                    results[i] = Some(Ok(StoredMessage {
-                        message: Message {
+                let messages: Vec<(usize, Message)> = stored
+                    .into_iter()
+                    .map(|(i, seq, id)| {
+                        let new = &batch[i].new;
+                        let message = Message {
                             id: MessageId(id),
                             channel_id: new.channel_id,
                             seq,
@@ -576,9 +671,26 @@ macro_rules! sql_store {
                             created_at: now,
                             edited_at: None,
                             deleted_at: None,
-                        },
-                        created: true,
-                    }));
+                            parent_id: None,
+                            reply_count: 0,
+                            last_reply_at: None,
+                            mentions: Vec::new(),
+                        };
+                        (i, message)
+                    })
+                    .collect();
+                let events: Vec<ChannelEvent> = messages
+                    .iter()
+                    .map(|(_, m)| durable_event(m.channel_id, m.seq, now, EventPayload::MessageCreated { message: m.clone() }))
+                    .collect();
+                if let Err(e) = Self::webhook_outbox(&mut tx, &events).await {
+                    let _ = tx.rollback().await;
+                    return Err(BatchFailure::Failed(e));
+                }
+                stage.committing();
+                tx.commit().await.map_err(|e| BatchFailure::Failed(db_error(e)))?;
+                for (i, message) in messages {
+                    results[i] = Some(Ok(StoredMessage { message, created: true }));
                 }
                 Ok(results
                     .into_iter()
@@ -844,9 +956,11 @@ macro_rules! sql_store {
                 }
                 Ok(stored)
             }
-            /// Stores one message in a transaction of its own (the fallback
-            /// when a batch hits a concurrent duplicate).
-            async fn create_message_direct(pool: &Pool, new: &NewMessage) -> Result<StoredMessage> {
+            /// Stores one message in a transaction of its own: the fallback
+            /// when a batch hits a concurrent duplicate, and replies (with
+            /// `parent`), which count themselves in their parent's row.
+            async fn create_message_direct(pool: &Pool, new: &NewMessage, extras: &MessageExtras) -> Result<StoredMessage> {
+                let parent = extras.parent_id;
                 let client_id = new.client_message_id.as_ref().map(|c| c.as_str());
                 if let Some(client_id) = client_id {
                     if let Some(message) = Self::message_by_client_id(pool, new, client_id).await? {
@@ -860,23 +974,40 @@ macro_rules! sql_store {
                     // Refused: the rollback gives the seq back.
                     Self::require_member_in(&mut tx, new.channel_id, user).await?;
                 }
+                if let Some(parent) = parent {
+                    // Read under the channel's lock, which a delete of the
+                    // parent takes too.
+                    Self::require_thread_root(&mut tx, new.channel_id, parent).await?;
+                }
+                if !extras.mentions.is_empty() {
+                    let pairs: Vec<(ChannelId, &UserId)> = extras.mentions.iter().map(|u| (new.channel_id, u)).collect();
+                    let found = Self::memberships(&mut tx, &pairs).await?;
+                    if let Some(stranger) = extras.mentions.iter().find(|u| !found.contains(&(new.channel_id, (*u).clone()))) {
+                        return Err(Error::invalid("mentions", format!("{stranger} is not a member of the channel")));
+                    }
+                }
+                let mentions = (!extras.mentions.is_empty())
+                    .then(|| serde_json::to_string(&extras.mentions).unwrap_or_default());
                 let sql = if $backend.has_returning() {
-                    q("INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at) \
-                       VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
+                    q("INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at, parent_id, mentions) \
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id")
                 } else {
-                    q("INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at) \
-                       VALUES ($1, $2, $3, $4, $5, $6)")
+                    q("INSERT INTO messages (channel_id, seq, sender, client_message_id, content, created_at, parent_id, mentions) \
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
                 };
                 let insert = sqlx::query(&sql)
                     .bind(new.channel_id.0)
                     .bind(seq)
                     .bind(new.sender.display_id())
                     .bind(client_id)
-                    .bind(new.content.as_str());
+                    .bind(new.content.as_str())
+                    .bind(now)
+                    .bind(parent.map(|p| p.0))
+                    .bind(mentions);
                 let inserted = if $backend.has_returning() {
-                    insert.bind(now).fetch_one(&mut *tx).await.map(|row| int(&row, 0))
+                    insert.fetch_one(&mut *tx).await.map(|row| int(&row, 0))
                 } else {
-                    match insert.bind(now).execute(&mut *tx).await {
+                    match insert.execute(&mut *tx).await {
                         Ok(_) => Ok(Self::last_insert_id(&mut tx).await),
                         Err(e) => Err(e),
                     }
@@ -893,21 +1024,70 @@ macro_rules! sql_store {
                     }
                     Err(e) => return Err(db_error(e)),
                 };
+                // One row per mention to count unread ones by, none for the
+                // sender (their own message is never unread to them).
+                let counted: Vec<&UserId> = extras.mentions.iter().filter(|u| new.sender.user_id() != Some(*u)).collect();
+                if !counted.is_empty() {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new("INSERT INTO mentions (message_id, user_id, channel_id, seq) ");
+                    insert.push_values(&counted, |mut row, user| {
+                        row.push_bind(id).push_bind(user.as_str().to_owned()).push_bind(new.channel_id.0).push_bind(seq);
+                    });
+                    insert.build().execute(&mut *tx).await.map_err(db_error)?;
+                }
+                if let Some(parent) = parent {
+                    sqlx::query(&q(
+                        "UPDATE messages SET reply_count = reply_count + 1, last_reply_at = $1 WHERE id = $2",
+                    ))
+                    .bind(now)
+                    .bind(parent.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                }
+                let message = Message {
+                    id: MessageId(id),
+                    channel_id: new.channel_id,
+                    seq,
+                    sender: new.sender.clone(),
+                    client_message_id: client_id.map(str::to_owned),
+                    content: new.content.as_str().to_owned(),
+                    created_at: now,
+                    edited_at: None,
+                    deleted_at: None,
+                    parent_id: parent,
+                    reply_count: 0,
+                    last_reply_at: None,
+                    mentions: extras.mentions.clone(),
+                };
+                let event = durable_event(new.channel_id, seq, now, EventPayload::MessageCreated { message: message.clone() });
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&event)).await?;
                 tx.commit().await.map_err(db_error)?;
-                Ok(StoredMessage {
-                    message: Message {
-                        id: MessageId(id),
-                        channel_id: new.channel_id,
-                        seq,
-                        sender: new.sender.clone(),
-                        client_message_id: client_id.map(str::to_owned),
-                        content: new.content.as_str().to_owned(),
-                        created_at: now,
-                        edited_at: None,
-                        deleted_at: None,
-                    },
-                    created: true,
-                })
+                Ok(StoredMessage { message, created: true })
+            }
+
+            /// The thread rule, read under the channel's seq lock: a reply's
+            /// parent is a message of the same channel (a message elsewhere
+            /// is refused as one that does not exist, telling nothing about
+            /// it), not itself a reply (threads are one level deep), and not
+            /// a tombstone.
+            async fn require_thread_root(tx: &mut Tx, channel: ChannelId, parent: MessageId) -> Result<()> {
+                let found = match Self::message_in(&mut **tx, parent).await {
+                    Ok(found) if found.channel_id == channel => found,
+                    Ok(_) | Err(Error::NotFound(_)) => {
+                        return Err(Error::invalid("parentId", "must be a message of the same channel"));
+                    }
+                    Err(other) => return Err(other),
+                };
+                if found.parent_id.is_some() {
+                    return Err(Error::invalid(
+                        "parentId",
+                        "is a reply: threads are one level deep, reply to its parent instead",
+                    ));
+                }
+                if found.is_deleted() {
+                    return Err(Error::Conflict("the parent message was deleted".into()));
+                }
+                Ok(())
             }
 
 
@@ -948,6 +1128,22 @@ macro_rules! sql_store {
                         EventPayload::MemberJoined { user_id: user.ok_or_else(missing_user)?, role }
                     }
                     "member_left" => EventPayload::MemberLeft { user_id: user.ok_or_else(missing_user)? },
+                    "reaction_added" | "reaction_removed" => {
+                        let message_id = MessageId(opt_int(row, 5)?.ok_or_else(|| Error::Internal(format!("event {seq} lost its message")))?);
+                        let user_id = user.ok_or_else(missing_user)?;
+                        let stored: serde_json::Value = payload
+                            .as_deref()
+                            .and_then(|p| serde_json::from_str(p).ok())
+                            .ok_or_else(|| Error::Internal(format!("event {seq} has a bad payload")))?;
+                        let key = stored.get("key").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
+                        let count = stored.get("count").and_then(|c| c.as_i64()).unwrap_or_default();
+                        let parent_id = stored.get("parent").and_then(|p| p.as_i64()).map(MessageId);
+                        if kind == "reaction_added" {
+                            EventPayload::ReactionAdded { message_id, parent_id, user_id, key, count }
+                        } else {
+                            EventPayload::ReactionRemoved { message_id, parent_id, user_id, key, count }
+                        }
+                    }
                     "channel_updated" => {
                         let snapshot: ChannelSnapshot = payload
                             .as_deref()
@@ -1155,8 +1351,9 @@ macro_rules! sql_store {
                 )
                 .await?;
                 let channel = Channel { last_seq: seq, ..before };
-                tx.commit().await.map_err(db_error)?;
                 let event = durable_event(id, seq, now, EventPayload::ChannelUpdated { channel: channel.clone() });
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&event)).await?;
+                tx.commit().await.map_err(db_error)?;
                 Ok((channel, event))
             }
 
@@ -1185,6 +1382,8 @@ macro_rules! sql_store {
                     .collect::<Result<Vec<_>>>()?;
                 for statement in [
                     "DELETE FROM read_marks WHERE channel_id = $1",
+                    "DELETE FROM reactions WHERE channel_id = $1",
+                    "DELETE FROM mentions WHERE channel_id = $1",
                     "DELETE FROM channel_events WHERE channel_id = $1",
                     "DELETE FROM messages WHERE channel_id = $1",
                     "DELETE FROM members WHERE channel_id = $1",
@@ -1196,6 +1395,16 @@ macro_rules! sql_store {
                         .await
                         .map_err(db_error)?;
                 }
+                // Not a stored event (the channel's log is gone with it),
+                // but the application hears of it, at the channel's last seq.
+                let deleted = ChannelEvent {
+                    channel_id: id,
+                    seq: channel.last_seq,
+                    durable: false,
+                    at: now_ms(),
+                    payload: EventPayload::ChannelDeleted,
+                };
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&deleted)).await?;
                 tx.commit().await.map_err(db_error)?;
                 Ok(DeletedChannel { channel, members })
             }
@@ -1251,13 +1460,14 @@ macro_rules! sql_store {
                     Err(e) => return Err(db_error(e)),
                 }
                 let member = Self::member_in(&mut *tx, id, user).await?.ok_or(Error::NotFound(Entity::Member))?;
-                tx.commit().await.map_err(db_error)?;
                 let event = durable_event(
                     id,
                     seq,
                     now,
                     EventPayload::MemberJoined { user_id: user.clone(), role: role.clone() },
                 );
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&event)).await?;
+                tx.commit().await.map_err(db_error)?;
                 Ok(AddedMember { member, event: Some(event) })
             }
 
@@ -1281,8 +1491,10 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(db_error)?;
+                let event = durable_event(id, seq, now, EventPayload::MemberLeft { user_id: user.clone() });
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&event)).await?;
                 tx.commit().await.map_err(db_error)?;
-                Ok(durable_event(id, seq, now, EventPayload::MemberLeft { user_id: user.clone() }))
+                Ok(event)
             }
 
             async fn change_members(
@@ -1603,8 +1815,9 @@ macro_rules! sql_store {
                     return Err(Error::Conflict("the message was deleted".into()));
                 }
                 let message = Self::message_in(&mut *tx, id).await?;
-                tx.commit().await.map_err(db_error)?;
                 let event = durable_event(message.channel_id, seq, now, EventPayload::MessageEdited { message: message.clone() });
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&event)).await?;
+                tx.commit().await.map_err(db_error)?;
                 Ok((message, event))
             }
 
@@ -1621,7 +1834,7 @@ macro_rules! sql_store {
                 // Under the channel lock; refused, the rollback gives the seq back.
                 Self::require_author(&mut tx, &before, by, "delete").await?;
                 let deleted = sqlx::query(&q(
-                    "UPDATE messages SET content = $1, deleted_at = $2 WHERE id = $3 AND deleted_at IS NULL",
+                    "UPDATE messages SET content = $1, deleted_at = $2, mentions = NULL WHERE id = $3 AND deleted_at IS NULL",
                 ))
                 .bind("")
                 .bind(now)
@@ -1633,10 +1846,110 @@ macro_rules! sql_store {
                     tx.rollback().await.map_err(db_error)?;
                     return Ok((self.message(id).await?, None));
                 }
+                // A tombstone keeps no content, reactions and mentions
+                // included.
+                for statement in ["DELETE FROM reactions WHERE message_id = $1", "DELETE FROM mentions WHERE message_id = $1"] {
+                    sqlx::query(&q(statement)).bind(id.0).execute(&mut *tx).await.map_err(db_error)?;
+                }
                 let message = Self::message_in(&mut *tx, id).await?;
-                tx.commit().await.map_err(db_error)?;
                 let event = durable_event(message.channel_id, seq, now, EventPayload::MessageDeleted { message: message.clone() });
+                Self::webhook_outbox(&mut tx, std::slice::from_ref(&event)).await?;
+                tx.commit().await.map_err(db_error)?;
                 Ok((message, Some(event)))
+            }
+
+            async fn create_message_with(&self, new: &NewMessage, extras: &MessageExtras) -> Result<StoredMessage> {
+                Self::create_message_direct(&self.write, new, extras).await
+            }
+
+            async fn unread_mention_count(&self, channel: ChannelId, user: &UserId) -> Result<i64> {
+                let row = sqlx::query(&q(
+                    "SELECT COUNT(*) FROM mentions mn \
+                     JOIN members mb ON mb.channel_id = mn.channel_id AND mb.user_id = mn.user_id \
+                     WHERE mn.channel_id = $1 AND mn.user_id = $2 AND mn.seq > mb.last_read_seq",
+                ))
+                .bind(channel.0)
+                .bind(user.as_str())
+                .fetch_one(&self.read)
+                .await
+                .map_err(db_error)?;
+                int(&row, 0)
+            }
+
+            async fn thread(&self, parent: MessageId, page: HistoryPage, limit: u32) -> Result<Vec<Message>> {
+                let (sql, above, below) = match page {
+                    HistoryPage::Before(before) => (
+                        q(concat!(
+                            "SELECT ",
+                            message_columns!(),
+                            " FROM messages m WHERE m.parent_id = $1 AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq DESC LIMIT $4"
+                        )),
+                        Seq::MIN,
+                        before.unwrap_or(Seq::MAX),
+                    ),
+                    HistoryPage::After(after) => (
+                        q(concat!(
+                            "SELECT ",
+                            message_columns!(),
+                            " FROM messages m WHERE m.parent_id = $1 AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq ASC LIMIT $4"
+                        )),
+                        after,
+                        Seq::MAX,
+                    ),
+                    HistoryPage::Between(after, before) => (
+                        q(concat!(
+                            "SELECT ",
+                            message_columns!(),
+                            " FROM messages m WHERE m.parent_id = $1 AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq ASC LIMIT $4"
+                        )),
+                        after,
+                        before,
+                    ),
+                };
+                let rows = sqlx::query(&sql)
+                    .bind(parent.0)
+                    .bind(above)
+                    .bind(below)
+                    .bind(page_limit(limit))
+                    .fetch_all(&self.read)
+                    .await
+                    .map_err(db_error)?;
+                rows.iter().map(|r| message_row(r, 0)).collect()
+            }
+
+            async fn add_reaction(&self, id: MessageId, user: &UserId, key: &ReactionKey) -> Result<(Message, Option<ChannelEvent>)> {
+                self.change_reaction(id, user, key, true).await
+            }
+
+            async fn remove_reaction(&self, id: MessageId, user: &UserId, key: &ReactionKey) -> Result<(Message, Option<ChannelEvent>)> {
+                self.change_reaction(id, user, key, false).await
+            }
+
+            async fn reactions(&self, id: MessageId, viewer: &UserId) -> Result<Vec<Reaction>> {
+                let mut tx = self.begin_read().await?;
+                let counts = sqlx::query(&q(
+                    "SELECT reaction_key, COUNT(*), MIN(created_at) FROM reactions WHERE message_id = $1 \
+                     GROUP BY reaction_key ORDER BY 3, 1",
+                ))
+                .bind(id.0)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                let mine = sqlx::query(&q("SELECT reaction_key FROM reactions WHERE message_id = $1 AND user_id = $2"))
+                    .bind(id.0)
+                    .bind(viewer.as_str())
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                tx.commit().await.map_err(db_error)?;
+                let mine = mine.iter().map(|r| text(r, 0)).collect::<Result<std::collections::HashSet<_>>>()?;
+                counts
+                    .iter()
+                    .map(|r| {
+                        let key = text(r, 0)?;
+                        Ok(Reaction { reacted_by_me: mine.contains(&key), count: int(r, 1)?, key })
+                    })
+                    .collect()
             }
 
             async fn message(&self, id: MessageId) -> Result<Message> {
@@ -1877,6 +2190,8 @@ macro_rules! sql_store {
                     "SELECT COUNT(*) FROM messages WHERE channel_id = $1",
                     "SELECT COUNT(*) FROM channel_events WHERE channel_id = $1",
                     "SELECT COUNT(*) FROM read_marks WHERE channel_id = $1",
+                    "SELECT COUNT(*) FROM reactions WHERE channel_id = $1",
+                    "SELECT COUNT(*) FROM mentions WHERE channel_id = $1",
                 ] {
                     let row = sqlx::query(&q(statement))
                         .bind(channel.0)

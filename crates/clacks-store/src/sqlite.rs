@@ -175,3 +175,5 @@ mod tests {
         }
     }
 }
+
+webhook_store!(SqliteStore, sqlx::Sqlite, Backend::Sqlite);

@@ -92,6 +92,7 @@ storage_tests!(
     membership_is_checked_in_the_storing_transaction,
     edits_and_deletes_need_the_sender_as_a_member,
     no_message_from_a_removed_member_after_member_left,
+    webhook_outbox_rows_commit_with_their_events,
 );
 
 /// Two store instances on one database (two nodes) racing on one client
@@ -1226,4 +1227,113 @@ async fn requests_dropped_midway_leave_their_connections_whole_mysql() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn requests_dropped_midway_leave_their_connections_whole_postgres() {
     requests_dropped_midway_leave_their_connections_whole(TestBackend::Postgres).await;
+}
+
+/// The webhook outbox: rows only for committed events (a refused send
+/// writes none), none while no webhook is enabled; routing moves them into
+/// deliveries once; a claimed delivery is leased to one owner.
+async fn webhook_outbox_rows_commit_with_their_events(store: Arc<dyn Store>) {
+    use clacks_core::{AttemptOutcome, WebhookEventType, WebhookSecret, WebhookUrl, now_ms};
+    use clacks_store::{AttemptRecord, NewWebhook};
+
+    let channel = channel_with(&store, &["alice"]).await;
+    let other = channel_with(&store, &["alice"]).await;
+    send(&store, channel, "alice", "before any webhook").await;
+    assert_eq!(store.route_webhook_outbox(100, 0).await.unwrap(), 0);
+
+    store
+        .create_webhook(&NewWebhook {
+            url: WebhookUrl::parse("http://127.0.0.1:9/hook").unwrap(),
+            secret: WebhookSecret::parse("0123456789abcdef").unwrap(),
+            event_types: vec![WebhookEventType::MessageCreated],
+            channel_ids: Some(vec![channel]),
+            enabled: true,
+        })
+        .await
+        .unwrap();
+    // Ten stored, five refused (not a member), in concurrent batches; and
+    // one in a channel the webhook does not want.
+    let sends = (0..15).map(|n| {
+        let store = store.clone();
+        async move {
+            let from = if n % 3 == 0 { "mallory" } else { "alice" };
+            store
+                .create_message(&NewMessage {
+                    channel_id: channel,
+                    sender: Sender::User(user(from)),
+                    content: body(&format!("m{n}")),
+                    client_message_id: None,
+                })
+                .await
+        }
+    });
+    let results = futures::future::join_all(sends).await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 10);
+    send(&store, other, "alice", "elsewhere").await;
+    assert_eq!(store.route_webhook_outbox(100, 0).await.unwrap(), 11);
+    assert_eq!(store.route_webhook_outbox(100, 0).await.unwrap(), 0);
+
+    let now = now_ms();
+    let claimed = store
+        .claim_webhook_deliveries("node-1", now, now + 60_000, 100)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 10);
+    assert!(claimed.iter().all(|d| d.attempts == 0));
+    let ids: HashSet<&str> = claimed.iter().map(|d| d.delivery_id.as_str()).collect();
+    assert_eq!(ids.len(), 10);
+    // Leased: another node gets none of them.
+    assert!(
+        store
+            .claim_webhook_deliveries("node-2", now, now + 60_000, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let record = AttemptRecord {
+        attempt: 1,
+        attempted_at: now,
+        status_code: Some(503),
+        error: Some("HTTP 503".into()),
+        duration_ms: 3,
+        outcome: AttemptOutcome::Retrying,
+        next_attempt_at: now - 1,
+    };
+    // Only the lease holder records an attempt.
+    assert!(
+        !store
+            .finish_webhook_attempt(claimed[0].id, "node-2", &record)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .finish_webhook_attempt(claimed[0].id, "node-1", &record)
+            .await
+            .unwrap()
+    );
+    let again = store
+        .claim_webhook_deliveries("node-2", now, now + 60_000, 100)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery_id, claimed[0].delivery_id);
+    assert_eq!(again[0].attempts, 1);
+    let attempts = store
+        .webhook_attempts(claimed[0].webhook_id, 10)
+        .await
+        .unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].status_code, Some(503));
+    assert_eq!(attempts[0].outcome, AttemptOutcome::Retrying);
+    // A stopping node gives its leases back.
+    store.release_webhook_leases("node-1").await.unwrap();
+    assert_eq!(
+        store
+            .claim_webhook_deliveries("node-3", now, now + 60_000, 100)
+            .await
+            .unwrap()
+            .len(),
+        9
+    );
 }

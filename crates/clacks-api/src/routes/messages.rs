@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use clacks_core::{ChannelId, MessageId};
-use clacks_service::HistoryRequest;
+use clacks_service::{HistoryRequest, SendOptions};
 
 use super::AppState;
 use crate::error::ApiError;
@@ -62,7 +62,8 @@ pub async fn list_messages(
 
 /// Post a message as a member, or as the system when `senderId` is absent
 /// (extension). With a `clientMessageId`, a retry returns the original
-/// message with status 200 instead of storing a duplicate.
+/// message with status 200 instead of storing a duplicate. With a
+/// `parentId`, the message is a reply in that message's thread.
 #[utoipa::path(
     post,
     path = "/channel/{channelId}/messages",
@@ -94,11 +95,15 @@ pub async fn post_message(
     JsonBody(body): JsonBody<PostMessage>,
 ) -> Result<(StatusCode, Json<MessageDto>), ApiError> {
     let (message, created) = service
-        .admin_post_message(
+        .admin_post_message_with(
             ChannelId(channel_id),
             body.sender_id,
             body.content,
-            body.client_message_id,
+            SendOptions {
+                client_message_id: body.client_message_id,
+                parent_id: body.parent_id.map(MessageId),
+                mentions: body.mentions,
+            },
         )
         .await?;
     let status = if created {

@@ -8,6 +8,7 @@ pub mod members;
 pub mod messages;
 pub mod tokens;
 pub mod users;
+pub mod webhooks;
 
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 
 mod auth;
 #[path = "graphql/client.rs"]
-mod client;
+pub mod client;
 #[path = "graphql/connections.rs"]
 mod connections;
 mod delivery;
@@ -10,6 +10,7 @@ mod delivery;
 mod http;
 #[path = "graphql/limits.rs"]
 mod limits;
+mod message_features;
 mod races;
 mod rate_limits;
 #[path = "graphql/schema.rs"]

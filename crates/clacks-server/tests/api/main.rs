@@ -3,9 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod graphql;
+pub mod graphql;
 #[allow(dead_code)]
 mod helpers;
 mod management;
 mod ops;
 mod web;
+mod webhooks;
