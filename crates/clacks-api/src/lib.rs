@@ -41,6 +41,10 @@ pub const API_PREFIX: &str = "/api/v1";
 /// message size so a maximal message always fits).
 pub const MIN_BODY_LIMIT: usize = 1024 * 1024;
 
+/// Request body room per user of a bulk membership change: a user id of
+/// the longest kind (200 characters of up to 4 bytes) quoted, with a comma.
+pub const BULK_BYTES_PER_USER: usize = 803;
+
 /// Settings of the management API.
 #[derive(Debug, Clone, Default)]
 pub struct ManagementConfig {
@@ -50,8 +54,12 @@ pub struct ManagementConfig {
 }
 
 /// The routes, with their OpenAPI description, before state is attached.
-/// `token` puts the protected routes behind the bearer check.
-fn api_routes(token: Option<ManagementToken>) -> OpenApiRouter<AppState> {
+/// `token` puts the protected routes behind the bearer check;
+/// `bulk_body_limit` bounds the body of a bulk membership change, which
+/// alone may be larger than every other request.
+fn api_routes(token: Option<ManagementToken>, bulk_body_limit: usize) -> OpenApiRouter<AppState> {
+    let (schemas, paths, change_members) = routes!(members::change_members);
+    let change_members = change_members.layer(DefaultBodyLimit::max(bulk_body_limit));
     let mut protected = OpenApiRouter::new()
         .routes(routes!(channels::list_channels, channels::create_channel))
         .routes(routes!(
@@ -60,6 +68,7 @@ fn api_routes(token: Option<ManagementToken>) -> OpenApiRouter<AppState> {
             channels::delete_channel
         ))
         .routes(routes!(members::list_members, members::add_member))
+        .routes((schemas, paths, change_members))
         .routes(routes!(members::remove_member))
         .routes(routes!(messages::list_messages, messages::post_message))
         .routes(routes!(messages::delete_message))
@@ -87,7 +96,7 @@ fn api_routes(token: Option<ManagementToken>) -> OpenApiRouter<AppState> {
 /// The OpenAPI document of the management API, as served (JSON) by a
 /// server with a management token (`secured`) or without one.
 pub fn openapi(secured: bool) -> serde_json::Value {
-    let mut openapi = api_routes(None).into_openapi();
+    let mut openapi = api_routes(None, MIN_BODY_LIMIT).into_openapi();
     openapi::finish(&mut openapi, secured);
     openapi::to_value(&openapi)
 }
@@ -99,9 +108,12 @@ pub fn router(service: Arc<ChatService>, config: ManagementConfig) -> Router {
         .token
         .filter(|t| !t.is_empty())
         .map(|t| ManagementToken(t.into()));
-    let body_limit = MIN_BODY_LIMIT.max(service.limits().max_message_bytes.saturating_mul(2));
+    let limits = service.limits();
+    let body_limit = MIN_BODY_LIMIT.max(limits.max_message_bytes.saturating_mul(2));
+    let bulk_body_limit =
+        body_limit.max(limits.max_bulk_members.saturating_mul(BULK_BYTES_PER_USER));
     let secured = token.is_some();
-    let (api, mut document) = api_routes(token).split_for_parts();
+    let (api, mut document) = api_routes(token, bulk_body_limit).split_for_parts();
     openapi::finish(&mut document, secured);
     let documents = Documents::render(&document);
     let json = documents.clone();

@@ -110,6 +110,120 @@ pub struct AddMember {
 
 // ----- extension shapes -------------------------------------------------
 
+/// `PATCH /channel/{channelId}/users` request body: users to add and
+/// users to remove, together at most the configured maximum
+/// (`CLACKS_MAX_BULK_MEMBERS`, default 10,000). A user may not be in both.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkMembers {
+    /// Users to add; those already members are left as they are.
+    #[serde(default)]
+    #[schema(value_type = Vec<UserIdSchema>)]
+    pub add: Vec<String>,
+    /// Users to remove; those who are not members are skipped.
+    #[serde(default)]
+    #[schema(value_type = Vec<UserIdSchema>)]
+    pub remove: Vec<String>,
+    /// The role of the added members (free-form, 1 to 32 characters,
+    /// default `member`).
+    #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[^\s\x00-\x1F\x7F-\x9F]([^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F])?$"
+    )]
+    pub role: Option<String>,
+}
+
+/// What a bulk membership change did.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkMembersResult {
+    /// Users who became members.
+    pub added: usize,
+    /// Users to add who already were members.
+    pub already_members: usize,
+    /// Members who were removed.
+    pub removed: usize,
+    /// Users to remove who were not members.
+    pub not_members: usize,
+}
+
+impl From<clacks_service::MembershipChange> for BulkMembersResult {
+    fn from(change: clacks_service::MembershipChange) -> Self {
+        BulkMembersResult {
+            added: change.added,
+            already_members: change.already_members,
+            removed: change.removed,
+            not_members: change.not_members,
+        }
+    }
+}
+
+/// Paging of `GET /channel/{channelId}/users`. Giving either parameter
+/// switches the answer from the original bare array to a [`MemberPage`].
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MemberListQuery {
+    /// Page size: default 50; a value outside 1 to 200 is brought into
+    /// that range.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
+    pub limit: Option<u32>,
+    /// Only members whose user id sorts after this one (the previous
+    /// page's `nextAfter`).
+    #[param(value_type = Option<UserIdSchema>)]
+    pub after: Option<String>,
+}
+
+impl MemberListQuery {
+    pub fn is_paged(&self) -> bool {
+        self.limit.is_some() || self.after.is_some()
+    }
+}
+
+/// A member of a channel.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberDto {
+    #[schema(value_type = UserIdSchema)]
+    pub uid: String,
+    pub role: String,
+    /// When they joined (ms since the epoch).
+    pub joined_at: i64,
+    /// Their read watermark: every seq up to it is read.
+    pub last_read_seq: i64,
+}
+
+impl From<clacks_core::Member> for MemberDto {
+    fn from(member: clacks_core::Member) -> Self {
+        MemberDto {
+            uid: member.user_id.into_string(),
+            role: member.role.as_str().to_owned(),
+            joined_at: member.joined_at,
+            last_read_seq: member.last_read_seq,
+        }
+    }
+}
+
+/// A page of members, ordered by user id.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberPage {
+    pub items: Vec<MemberDto>,
+    /// Pass as `after` for the next page; null on the last page.
+    #[schema(value_type = Option<UserIdSchema>)]
+    pub next_after: Option<String>,
+}
+
+/// `GET /channel/{channelId}/users`: the original bare array of user ids,
+/// or a page when a paging parameter was given.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum MemberList {
+    All(Vec<String>),
+    Page(MemberPage),
+}
+
 /// A channel, as the extension endpoints return it.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

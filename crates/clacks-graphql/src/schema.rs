@@ -454,6 +454,30 @@ impl ChannelObj {
         Ok(members.into_iter().map(MemberObj).collect())
     }
 
+    /// A page of the members, ordered by user id: those whose id sorts
+    /// after `after` (the last `user.id` of the previous page), at most
+    /// `limit` (default 50, at most 200). For channels too large for
+    /// `members`: follow pages until one comes back shorter than `limit`.
+    #[graphql(directive = cost::apply(FETCH), directive = list_size::apply(None, slicing("limit")))]
+    async fn members_page(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<ID>,
+        limit: Option<i32>,
+    ) -> Result<Vec<MemberObj>> {
+        let (service, caller) = parts(ctx)?;
+        let members = service
+            .members_page_for(
+                caller,
+                self.id,
+                after.map(|a| a.0),
+                limit.map(|l| u32::try_from(l).unwrap_or(1)),
+            )
+            .await
+            .map_err(gql)?;
+        Ok(members.into_iter().map(MemberObj).collect())
+    }
+
     /// The caller's role in the channel.
     async fn role(&self, ctx: &Context<'_>) -> Result<&str> {
         Ok(self.member(ctx).await?.role.as_str())

@@ -253,6 +253,11 @@ pub struct Config {
     #[arg(long, env = "CLACKS_MAX_MESSAGE_BYTES", default_value_t = clacks_core::DEFAULT_MAX_MESSAGE_BYTES, global = true)]
     pub max_message_bytes: usize,
 
+    /// Most users one bulk membership change (`PATCH
+    /// /channel/{channelId}/users`) may add and remove together.
+    #[arg(long, env = "CLACKS_MAX_BULK_MEMBERS", default_value_t = clacks_service::DEFAULT_MAX_BULK_MEMBERS, global = true)]
+    pub max_bulk_members: usize,
+
     /// Sustained messages per second one user may send.
     #[arg(long, env = "CLACKS_SEND_RATE", default_value_t = 10, global = true)]
     pub send_rate: u32,
@@ -747,6 +752,9 @@ impl Config {
         }
         if self.connection_init_timeout == 0 || self.keepalive_interval == 0 {
             return Err("CLACKS_CONNECTION_INIT_TIMEOUT and CLACKS_KEEPALIVE_INTERVAL must be at least 1 second".into());
+        }
+        if self.max_bulk_members == 0 {
+            return Err("CLACKS_MAX_BULK_MEMBERS must be at least 1".into());
         }
         if self.max_message_bytes == 0 {
             return Err("CLACKS_MAX_MESSAGE_BYTES must be at least 1".into());

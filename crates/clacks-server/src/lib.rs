@@ -133,6 +133,7 @@ fn auth(config: &Config, secret: &[u8]) -> Auth {
 fn limits(config: &Config) -> Result<Limits, StartupError> {
     Ok(Limits {
         max_message_bytes: config.max_message_bytes,
+        max_bulk_members: config.max_bulk_members,
         rates: config.rate_limits().map_err(StartupError::Config)?,
         default_token_ttl: Duration::from_secs(config.token_ttl.max(1)),
         ..Limits::default()

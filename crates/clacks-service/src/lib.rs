@@ -23,7 +23,8 @@ mod webhooks;
 
 pub use auth::{Auth, AuthSettings, Caller, MintedToken, TokenRequest};
 pub use backfill::StoreBackfill;
-pub use limits::Limits;
+pub use clacks_store::MembershipChange;
+pub use limits::{DEFAULT_MAX_BULK_MEMBERS, Limits};
 pub use rate_limit::{Rate, RateLimits};
 pub use service::{
     ChatService, ChatServiceParts, HistoryRequest, MAX_MENTIONS, MAX_RESUME_POINTS, MessageView,

@@ -4,6 +4,9 @@ use clacks_core::DEFAULT_MAX_MESSAGE_BYTES;
 
 use crate::rate_limit::RateLimits;
 
+/// Default of [`Limits::max_bulk_members`].
+pub const DEFAULT_MAX_BULK_MEMBERS: usize = 10_000;
+
 /// Limits enforced for every transport.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -11,6 +14,9 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Most users a channel may be created with in one request.
     pub max_initial_users: usize,
+    /// Most users one bulk membership change may name (added and removed
+    /// together).
+    pub max_bulk_members: usize,
     /// Largest page of history, channels or unread messages.
     pub max_page: u32,
     /// Page size when the caller gives none.
@@ -28,6 +34,7 @@ impl Default for Limits {
         Limits {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_initial_users: 1000,
+            max_bulk_members: DEFAULT_MAX_BULK_MEMBERS,
             max_page: 200,
             default_page: 50,
             rates: RateLimits::default(),

@@ -11,8 +11,8 @@ use clacks_delivery::{
     Subscription,
 };
 use clacks_store::{
-    Actor, Backend, ChannelPatch, MarkedRead, MessageExtras, NewMessage, PoolStats, Store,
-    StoredMessage,
+    Actor, Backend, ChannelPatch, MarkedRead, MembershipChange, MessageExtras, NewMessage,
+    PoolStats, Store, StoredMessage,
 };
 
 use crate::auth::{Auth, Caller, MintedToken, TokenRequest};
@@ -332,6 +332,23 @@ impl ChatService {
     pub async fn members_for(&self, caller: &Caller, channel: ChannelId) -> Result<Vec<Member>> {
         self.require_member(caller, channel).await?;
         self.store.members(channel).await
+    }
+
+    /// A page of the members of a channel the caller is in, by user id:
+    /// those after `after`, at most `limit` (defaulted and bounded like
+    /// every page).
+    pub async fn members_page_for(
+        &self,
+        caller: &Caller,
+        channel: ChannelId,
+        after: Option<String>,
+        limit: Option<u32>,
+    ) -> Result<Vec<Member>> {
+        self.require_member(caller, channel).await?;
+        let after = after.map(UserId::parse).transpose()?;
+        self.store
+            .members_page(channel, after.as_ref(), self.limits.page(limit))
+            .await
     }
 
     pub async fn history_for(
@@ -918,6 +935,72 @@ impl ChatService {
 
     pub async fn admin_members(&self, channel: ChannelId) -> Result<Vec<Member>> {
         self.store.members(channel).await
+    }
+
+    /// A page of a channel's members by user id (see `members_page_for`).
+    pub async fn admin_members_page(
+        &self,
+        channel: ChannelId,
+        after: Option<String>,
+        limit: Option<u32>,
+    ) -> Result<Vec<Member>> {
+        let after = after.map(UserId::parse).transpose()?;
+        self.store
+            .members_page(channel, after.as_ref(), self.limits.page(limit))
+            .await
+    }
+
+    /// Adds and removes many members in one transaction. Idempotent: users
+    /// already members (to add) or not members (to remove) are counted, not
+    /// refused. At most `max_bulk_members` users in all; a user may not be
+    /// both added and removed. Every change is a durable `member_joined` /
+    /// `member_left` event at consecutive seqs, published after commit like
+    /// a single add or removal, so live subscriptions follow at once.
+    pub async fn admin_change_members(
+        &self,
+        channel: ChannelId,
+        add: Vec<String>,
+        remove: Vec<String>,
+        role: Option<String>,
+    ) -> Result<MembershipChange> {
+        let max = self.limits.max_bulk_members;
+        if add.len().saturating_add(remove.len()) > max {
+            return Err(Error::invalid(
+                "add",
+                format!("at most {max} users may be added and removed in one request"),
+            ));
+        }
+        let parse = |field: &'static str, users: Vec<String>| {
+            users
+                .into_iter()
+                .enumerate()
+                .map(|(n, user)| {
+                    UserId::parse(user).map_err(|e| {
+                        Error::invalid(
+                            field,
+                            format!("user {n} of `{field}` is not a valid id: {e}"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        };
+        let add = parse("add", add)?;
+        let remove = parse("remove", remove)?;
+        let adding: std::collections::HashSet<&str> = add.iter().map(UserId::as_str).collect();
+        if let Some(both) = remove.iter().find(|u| adding.contains(u.as_str())) {
+            return Err(Error::invalid(
+                "remove",
+                format!("user {:?} is both added and removed", both.as_str()),
+            ));
+        }
+        let role = role.map(Role::parse).transpose()?.unwrap_or_default();
+        let store = self.store.clone();
+        self.commit(async move {
+            let mut change = store.change_members(channel, &add, &remove, &role).await?;
+            let events = std::mem::take(&mut change.events);
+            Ok((change, events))
+        })
+        .await
     }
 
     /// Adds a member (idempotent); returns the member and whether it is new.

@@ -36,8 +36,8 @@ use clacks_core::{
 };
 
 use crate::{
-    Actor, AddedMember, Backend, ChannelPatch, DeletedChannel, MarkedRead, MessageExtras,
-    NewMessage, PoolStats, Store, StoredMessage,
+    Actor, AddedMember, Backend, ChannelPatch, DeletedChannel, MarkedRead, MembershipChange,
+    MessageExtras, NewMessage, PoolStats, Store, StoredMessage,
 };
 
 /// A store whose operations finish even when their caller is dropped.
@@ -146,6 +146,29 @@ impl<S: Store> Store for Detached<S> {
     async fn remove_member(&self, id: ChannelId, user: &UserId) -> Result<ChannelEvent> {
         let user = user.clone();
         self.run(|s| async move { s.remove_member(id, &user).await })
+            .await
+    }
+
+    async fn change_members(
+        &self,
+        id: ChannelId,
+        add: &[UserId],
+        remove: &[UserId],
+        role: &Role,
+    ) -> Result<MembershipChange> {
+        let (add, remove, role) = (add.to_vec(), remove.to_vec(), role.clone());
+        self.run(|s| async move { s.change_members(id, &add, &remove, &role).await })
+            .await
+    }
+
+    async fn members_page(
+        &self,
+        id: ChannelId,
+        after: Option<&UserId>,
+        limit: u32,
+    ) -> Result<Vec<Member>> {
+        let after = after.cloned();
+        self.run(|s| async move { s.members_page(id, after.as_ref(), limit).await })
             .await
     }
 

@@ -120,6 +120,26 @@ pub struct AddedMember {
     pub event: Option<ChannelEvent>,
 }
 
+/// The outcome of a bulk membership change ([`Store::change_members`]).
+#[derive(Debug, Clone, Default)]
+pub struct MembershipChange {
+    /// Users added (they were not members).
+    pub added: usize,
+    /// Users asked to be added who already were members (left as they were).
+    pub already_members: usize,
+    /// Users removed (they were members).
+    pub removed: usize,
+    /// Users asked to be removed who were not members.
+    pub not_members: usize,
+    /// One `member_joined` per added user, then one `member_left` per
+    /// removed user, at consecutive seqs taken in the change's transaction.
+    pub events: Vec<ChannelEvent>,
+}
+
+/// Most rows one multi-row statement of a bulk membership change carries
+/// (7 parameters a row stays under every backend's parameter limit).
+pub const BULK_CHUNK: usize = 500;
+
 /// The outcome of moving a read watermark.
 #[derive(Debug, Clone)]
 pub struct MarkedRead {
@@ -175,6 +195,27 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
     async fn add_member(&self, id: ChannelId, user: &UserId, role: &Role) -> Result<AddedMember>;
     /// Removes the member and records a `member_left` event.
     async fn remove_member(&self, id: ChannelId, user: &UserId) -> Result<ChannelEvent>;
+    /// Adds the users of `add` who are not members (with `role`) and removes
+    /// the members of `remove`, in one transaction under the channel's seq
+    /// lock, with chunked multi-row statements. Idempotent: users already in
+    /// the wanted state are counted, not refused. The two lists must not
+    /// share a user (the service refuses that). `NotFound(Channel)` when the
+    /// channel does not exist.
+    async fn change_members(
+        &self,
+        id: ChannelId,
+        add: &[UserId],
+        remove: &[UserId],
+        role: &Role,
+    ) -> Result<MembershipChange>;
+    /// Members by user id, at most `limit`, only those whose id sorts after
+    /// `after`. `NotFound(Channel)` when the channel does not exist.
+    async fn members_page(
+        &self,
+        id: ChannelId,
+        after: Option<&UserId>,
+        limit: u32,
+    ) -> Result<Vec<Member>>;
     /// Members by user id. `NotFound(Channel)` when the channel does not exist.
     async fn members(&self, id: ChannelId) -> Result<Vec<Member>>;
     async fn member(&self, id: ChannelId, user: &UserId) -> Result<Option<Member>>;

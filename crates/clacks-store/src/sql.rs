@@ -68,7 +68,7 @@ macro_rules! sql_store {
         use crate::sql::READ_MARK_WINDOW_MS;
         use crate::{
             db_error, is_unique_violation, Actor, AddedMember, Backend, ChannelPatch, DeletedChannel,
-            MarkedRead, MessageExtras, NewMessage, Store, StoredMessage, MAX_PAGE,
+            MarkedRead, MembershipChange, MessageExtras, NewMessage, Store, StoredMessage, BULK_CHUNK, MAX_PAGE,
         };
 
         type DbRow = <$db as sqlx::Database>::Row;
@@ -1495,6 +1495,175 @@ macro_rules! sql_store {
                 Self::webhook_outbox(&mut tx, std::slice::from_ref(&event)).await?;
                 tx.commit().await.map_err(db_error)?;
                 Ok(event)
+            }
+
+            async fn change_members(
+                &self,
+                id: ChannelId,
+                add: &[UserId],
+                remove: &[UserId],
+                role: &Role,
+            ) -> Result<MembershipChange> {
+                let now = now_ms();
+                let mut seen = std::collections::HashSet::with_capacity(add.len() + remove.len());
+                let add: Vec<&UserId> = add.iter().filter(|u| seen.insert(u.as_str())).collect();
+                let remove: Vec<&UserId> = remove.iter().filter(|u| seen.insert(u.as_str())).collect();
+                let mut tx = self.begin_write().await?;
+                // Taking no seq still locks the channel row (and finds it):
+                // every membership writer queues behind it from here on, so
+                // the memberships read next stay true until commit.
+                Self::take_seqs(&mut tx, id, 0).await?;
+                let mut members = std::collections::HashSet::new();
+                let candidates: Vec<&UserId> = add.iter().chain(remove.iter()).copied().collect();
+                // PostgreSQL: one statement joining a JSON array of the ids.
+                // The chunked `IN (...)` lists get a generic plan once
+                // prepared, and while the members table grows unanalyzed
+                // that plan scans it whole for every chunk: measured,
+                // 100,000 members in 10 requests took 94 s instead of 1 s.
+                let by_json = $backend == Backend::Postgres;
+                let ids_json = |users: &[&UserId]| {
+                    serde_json::to_string(&users.iter().map(|u| u.as_str()).collect::<Vec<_>>())
+                        .map_err(|e| Error::Internal(e.to_string()))
+                };
+                if by_json {
+                    let rows = sqlx::query(&q(
+                        "SELECT m.user_id FROM json_array_elements_text($2::json) AS u(id) \
+                         JOIN members m ON m.channel_id = $1 AND m.user_id = u.id",
+                    ))
+                    .bind(id.0)
+                    .bind(ids_json(&candidates)?)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                    for row in rows {
+                        members.insert(text(&row, 0)?);
+                    }
+                }
+                for chunk in candidates.chunks(BULK_CHUNK).filter(|_| !by_json) {
+                    let mut select = sqlx::QueryBuilder::<$db>::new("SELECT user_id FROM members WHERE channel_id = ");
+                    select.push_bind(id.0).push(" AND user_id IN (");
+                    let mut ids = select.separated(", ");
+                    for user in chunk {
+                        ids.push_bind(user.as_str().to_owned());
+                    }
+                    select.push(")").push($backend.latest_rows());
+                    for row in select.build().fetch_all(&mut *tx).await.map_err(db_error)? {
+                        members.insert(text(&row, 0)?);
+                    }
+                }
+                let joining: Vec<&UserId> = add.iter().copied().filter(|u| !members.contains(u.as_str())).collect();
+                let leaving: Vec<&UserId> = remove.iter().copied().filter(|u| members.contains(u.as_str())).collect();
+                let mut change = MembershipChange {
+                    added: joining.len(),
+                    already_members: add.len() - joining.len(),
+                    removed: leaving.len(),
+                    not_members: remove.len() - leaving.len(),
+                    events: Vec::with_capacity(joining.len() + leaving.len()),
+                };
+                let count = joining.len() + leaving.len();
+                if count == 0 {
+                    tx.rollback().await.map_err(db_error)?;
+                    return Ok(change);
+                }
+                let first = Self::take_seqs(&mut tx, id, i64::try_from(count).map_err(|_| Error::invalid("users", "too many"))?).await?;
+                let join_payload = serde_json::json!({ "role": role.as_str() }).to_string();
+                // Joins take the first seqs, in the order given; leaves follow.
+                let changes: Vec<(Seq, &UserId, bool)> = joining
+                    .iter()
+                    .map(|u| (*u, true))
+                    .chain(leaving.iter().map(|u| (*u, false)))
+                    .enumerate()
+                    .map(|(n, (user, joins))| (first + n as i64, user, joins))
+                    .collect();
+                for chunk in changes.chunks(BULK_CHUNK) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO channel_events (channel_id, seq, kind, user_id, message_id, payload, created_at) ",
+                    );
+                    insert.push_values(chunk, |mut row, (seq, user, joins)| {
+                        row.push_bind(id.0)
+                            .push_bind(*seq)
+                            .push_bind(if *joins { "member_joined" } else { "member_left" })
+                            .push_bind(user.as_str().to_owned())
+                            .push_bind(None::<i64>)
+                            .push_bind(joins.then(|| join_payload.clone()))
+                            .push_bind(now);
+                    });
+                    insert.build().execute(&mut *tx).await.map_err(db_error)?;
+                }
+                let joins: Vec<(Seq, &UserId)> = changes.iter().filter(|c| c.2).map(|c| (c.0, c.1)).collect();
+                for chunk in joins.chunks(BULK_CHUNK) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO members (channel_id, user_id, role, joined_at, last_read_seq) ",
+                    );
+                    insert.push_values(chunk, |mut row, (seq, user)| {
+                        row.push_bind(id.0)
+                            .push_bind(user.as_str().to_owned())
+                            .push_bind(role.as_str().to_owned())
+                            .push_bind(now)
+                            .push_bind(*seq);
+                    });
+                    insert.build().execute(&mut *tx).await.map_err(db_error)?;
+                }
+                if by_json && !leaving.is_empty() {
+                    let ids = ids_json(&leaving)?;
+                    for statement in [
+                        "DELETE FROM members m USING json_array_elements_text($2::json) AS u(id) \
+                         WHERE m.channel_id = $1 AND m.user_id = u.id",
+                        "DELETE FROM read_marks r USING json_array_elements_text($2::json) AS u(id) \
+                         WHERE r.channel_id = $1 AND r.user_id = u.id",
+                    ] {
+                        sqlx::query(&q(statement))
+                            .bind(id.0)
+                            .bind(ids.as_str())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_error)?;
+                    }
+                }
+                for chunk in leaving.chunks(BULK_CHUNK).filter(|_| !by_json) {
+                    for table in ["DELETE FROM members WHERE channel_id = ", "DELETE FROM read_marks WHERE channel_id = "] {
+                        let mut delete = sqlx::QueryBuilder::<$db>::new(table);
+                        delete.push_bind(id.0).push(" AND user_id IN (");
+                        let mut ids = delete.separated(", ");
+                        for user in chunk {
+                            ids.push_bind(user.as_str().to_owned());
+                        }
+                        delete.push(")");
+                        delete.build().execute(&mut *tx).await.map_err(db_error)?;
+                    }
+                }
+                tx.commit().await.map_err(db_error)?;
+                change.events = changes
+                    .into_iter()
+                    .map(|(seq, user, joins)| {
+                        let payload = if joins {
+                            EventPayload::MemberJoined { user_id: user.clone(), role: role.clone() }
+                        } else {
+                            EventPayload::MemberLeft { user_id: user.clone() }
+                        };
+                        durable_event(id, seq, now, payload)
+                    })
+                    .collect();
+                Ok(change)
+            }
+
+            async fn members_page(&self, id: ChannelId, after: Option<&UserId>, limit: u32) -> Result<Vec<Member>> {
+                let mut tx = self.begin_read().await?;
+                Self::channel_in(&mut *tx, id).await?;
+                let rows = sqlx::query(&q(concat!(
+                    "SELECT ",
+                    member_columns!(),
+                    " FROM members mb WHERE mb.channel_id = $1 AND mb.user_id > $2 ORDER BY mb.user_id LIMIT $3"
+                )))
+                .bind(id.0)
+                // No user id is empty: "" sorts before every one.
+                .bind(after.map_or("", UserId::as_str))
+                .bind(page_limit(limit))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                tx.commit().await.map_err(db_error)?;
+                rows.iter().map(|r| member_row(r, 0)).collect()
             }
 
             async fn members(&self, id: ChannelId) -> Result<Vec<Member>> {

@@ -7,34 +7,95 @@ use clacks_core::ChannelId;
 
 use super::AppState;
 use crate::error::ApiError;
-use crate::extract::{JsonBody, PathParams};
-use crate::model::AddMember;
+use crate::extract::{JsonBody, PathParams, QueryParams};
+use crate::model::{
+    AddMember, BulkMembers, BulkMembersResult, MemberList, MemberListQuery, MemberPage,
+};
 use crate::openapi::{BadRequest, NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType};
 
-/// A channel's member ids (original endpoint).
+/// A channel's members.
+///
+/// Original endpoint: without paging parameters, every member's id as a
+/// bare array. Extension: with `limit` and/or `after`, a page of members
+/// ordered by user id (follow `nextAfter` to list a large channel).
 #[utoipa::path(
     get,
     path = "/channel/{channelId}/users",
     tag = "members",
     operation_id = "listMembers",
-    params(("channelId" = i64, Path, description = "Numeric channel id")),
+    params(("channelId" = i64, Path, description = "Numeric channel id"), MemberListQuery),
     responses(
-        (status = 200, description = "Ids of the members", body = Vec<String>),
+        (status = 200, description = "Ids of all members (no paging parameter), or one page", body = MemberList),
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
     )
 )]
 pub async fn list_members(
     State(service): State<AppState>,
     PathParams(channel_id): PathParams<i64>,
-) -> Result<Json<Vec<String>>, ApiError> {
-    let members = service.admin_members(ChannelId(channel_id)).await?;
-    Ok(Json(
-        members
-            .into_iter()
-            .map(|m| m.user_id.into_string())
-            .collect(),
-    ))
+    QueryParams(query): QueryParams<MemberListQuery>,
+) -> Result<Json<MemberList>, ApiError> {
+    if !query.is_paged() {
+        let members = service.admin_members(ChannelId(channel_id)).await?;
+        return Ok(Json(MemberList::All(
+            members
+                .into_iter()
+                .map(|m| m.user_id.into_string())
+                .collect(),
+        )));
+    }
+    let limit = service.limits().page(query.limit);
+    let members = service
+        .admin_members_page(ChannelId(channel_id), query.after, Some(limit))
+        .await?;
+    let full = members.len() >= limit as usize;
+    let next_after = members
+        .last()
+        .filter(|_| full)
+        .map(|m| m.user_id.as_str().to_owned());
+    Ok(Json(MemberList::Page(MemberPage {
+        items: members.into_iter().map(Into::into).collect(),
+        next_after,
+    })))
+}
+
+/// Add and remove many members in one request (extension).
+///
+/// PATCH of the member collection (a path of its own under `users/` would
+/// shadow a user of that name in `DELETE /channel/{channelId}/users/{uid}`).
+/// One transaction: either every change is made or none. Idempotent: users
+/// already members (in `add`) or not members (in `remove`) are counted, not
+/// refused. Each change is a `member_joined` / `member_left` event with its
+/// own seq, consecutive within the request; live subscriptions follow it as
+/// they follow single adds and removals. At most `CLACKS_MAX_BULK_MEMBERS`
+/// users (default 10,000) in `add` and `remove` together: more, an invalid
+/// user id, or a user in both lists is a 422 and changes nothing.
+#[utoipa::path(
+    patch,
+    path = "/channel/{channelId}/users",
+    tag = "members",
+    operation_id = "changeMembers",
+    params(("channelId" = i64, Path, description = "Numeric channel id")),
+    request_body = BulkMembers,
+    responses(
+        (status = 200, description = "What changed", body = BulkMembersResult),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+    )
+)]
+pub async fn change_members(
+    State(service): State<AppState>,
+    PathParams(channel_id): PathParams<i64>,
+    JsonBody(body): JsonBody<BulkMembers>,
+) -> Result<Json<BulkMembersResult>, ApiError> {
+    let change = service
+        .admin_change_members(ChannelId(channel_id), body.add, body.remove, body.role)
+        .await?;
+    Ok(Json(change.into()))
 }
 
 /// Add a member (original endpoint). Idempotent: adding a member again

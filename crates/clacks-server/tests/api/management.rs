@@ -3,6 +3,7 @@
 //! the OpenAPI snapshot.
 
 mod auth;
+mod bulk;
 mod conformance;
 mod endpoints;
 mod errors;
