@@ -61,6 +61,7 @@ trap stop_server EXIT
 run_schemathesis() {
   local base=$1 token=$2
   local args=(
+    --config-file scripts/schemathesis.toml
     run "$base/openapi.json"
     --url "$base"
     --checks all

@@ -416,6 +416,7 @@ pub struct PostMessage {
     /// Post as a reply in the thread of this message: a top-level message
     /// of the same channel (threads are one level deep), not deleted.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub parent_id: Option<i64>,
     /// Members to mention (at most 50), each a member of the channel.
     #[serde(default)]
