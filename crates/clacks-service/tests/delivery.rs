@@ -4,71 +4,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+#[macro_use]
+mod common;
+
 use std::time::Duration;
 
 use clacks_core::{ChannelId, EventPayload, Seq};
-use clacks_delivery::{ConnectionLimits, Connections, Delivery, EndReason, Hub, HubSettings};
-use clacks_service::{
-    Auth, AuthSettings, Caller, ChatService, ChatServiceParts, Limits, Rate, RateLimits,
-    StoreBackfill,
-};
-use clacks_store::{PoolSettings, Store};
+use clacks_delivery::{Delivery, EndReason, HubSettings};
+use clacks_service::{Caller, ChatService, Limits};
 use clacks_testkit::{TestBackend, TestDatabase};
+use common::{caller, service, service_with};
 use futures::StreamExt;
 use rand::Rng;
 
-async fn service(db: &TestDatabase) -> Arc<ChatService> {
-    service_with_queue(db, 100_000).await
-}
-
-async fn service_with_queue(db: &TestDatabase, queue_capacity: usize) -> Arc<ChatService> {
-    let store: Arc<dyn Store> = clacks_store::connect(&db.url, &PoolSettings::default())
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    ChatService::new(ChatServiceParts {
-        hub: Hub::new(
-            HubSettings {
-                queue_capacity,
-                ..HubSettings::default()
-            },
-            Arc::new(StoreBackfill(store.clone())),
-        ),
-        store,
-        connections: Connections::new(ConnectionLimits::default()),
-        auth: Auth::new(b"0123456789abcdef0123456789abcdef", AuthSettings::default()),
-        limits: Limits {
-            rates: RateLimits {
-                send: Rate::new(1_000_000, 1_000_000).unwrap(),
-                subscribe: Rate::new(1_000_000, 1_000_000).unwrap(),
-                // Replays are charged to it, one unit per event.
-                query_cost: Rate::new(1_000_000, 1_000_000).unwrap(),
-                ..RateLimits::default()
-            },
-            ..Limits::default()
-        },
-        bus: None,
-    })
-}
-
-fn caller(service: &ChatService, user: &str) -> Caller {
-    let token = service
-        .admin_mint_token(user.into(), Default::default())
-        .unwrap()
-        .token;
-    service.authenticate(&token).unwrap()
-}
-
-macro_rules! delivery_tests {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(clacks_testkit::TestBackend::Sqlite).await })* }
-        mod mysql { $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(clacks_testkit::TestBackend::MySql).await })* }
-        mod postgres { $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(clacks_testkit::TestBackend::Postgres).await })* }
-    };
-}
-
-delivery_tests!(
+backend_tests!(
     resume_seam_is_exact_under_concurrent_writers,
     removed_member_receives_nothing_after_removal,
     a_resume_far_behind_streams_in_pages_while_live_sends_continue,
@@ -333,7 +282,7 @@ async fn a_resume_far_behind_streams_in_pages_while_live_sends_continue(backend:
     let Some(db) = TestDatabase::create(backend).await else {
         return;
     };
-    let service = service_with_queue(&db, 64).await;
+    let service = service_with(&db, 64, Limits::default()).await;
     let channel = service
         .admin_create_channel("far behind".into(), vec!["reader".into()], None)
         .await

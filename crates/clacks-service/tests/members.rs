@@ -5,18 +5,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
+mod common;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clacks_core::{ChannelId, Error, EventPayload, Seq};
-use clacks_delivery::{ConnectionLimits, Connections, Delivery, EndReason, Hub, HubSettings};
-use clacks_service::{
-    Auth, AuthSettings, Caller, ChatService, ChatServiceParts, EventStream, Limits, Rate,
-    RateLimits, StoreBackfill,
-};
-use clacks_store::{PoolSettings, Store};
+use clacks_delivery::{Delivery, EndReason};
+use clacks_service::{ChatService, EventStream, Limits};
 use clacks_testkit::{TestBackend, TestDatabase};
+use common::caller;
 use futures::StreamExt;
 
 async fn service(db: &TestDatabase, max_bulk_members: usize) -> Arc<ChatService> {
@@ -28,41 +28,11 @@ async fn service_with_queue(
     max_bulk_members: usize,
     queue_capacity: usize,
 ) -> Arc<ChatService> {
-    let store: Arc<dyn Store> = clacks_store::connect(&db.url, &PoolSettings::default())
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    ChatService::new(ChatServiceParts {
-        hub: Hub::new(
-            HubSettings {
-                queue_capacity,
-                ..HubSettings::default()
-            },
-            Arc::new(StoreBackfill(store.clone())),
-        ),
-        store,
-        connections: Connections::new(ConnectionLimits::default()),
-        auth: Auth::new(b"0123456789abcdef0123456789abcdef", AuthSettings::default()),
-        limits: Limits {
-            max_bulk_members,
-            rates: RateLimits {
-                send: Rate::new(1_000_000, 1_000_000).unwrap(),
-                subscribe: Rate::new(1_000_000, 1_000_000).unwrap(),
-                query_cost: Rate::new(1_000_000, 1_000_000).unwrap(),
-                ..RateLimits::default()
-            },
-            ..Limits::default()
-        },
-        bus: None,
-    })
-}
-
-fn caller(service: &ChatService, user: &str) -> Caller {
-    let token = service
-        .admin_mint_token(user.into(), Default::default())
-        .unwrap()
-        .token;
-    service.authenticate(&token).unwrap()
+    let limits = Limits {
+        max_bulk_members,
+        ..Limits::default()
+    };
+    common::service_with(db, queue_capacity, limits).await
 }
 
 fn users(prefix: &str, count: usize) -> Vec<String> {
@@ -93,14 +63,6 @@ async fn all_pages(service: &ChatService, channel: ChannelId, limit: u32) -> Vec
             return all;
         }
     }
-}
-
-macro_rules! backend_tests {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(clacks_testkit::TestBackend::Sqlite).await })* }
-        mod mysql { $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(clacks_testkit::TestBackend::MySql).await })* }
-        mod postgres { $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(clacks_testkit::TestBackend::Postgres).await })* }
-    };
 }
 
 backend_tests!(

@@ -4,67 +4,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
+mod common;
+
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clacks_core::{ChannelEvent, Error, EventPayload, MessageId, Seq};
-use clacks_delivery::{ConnectionLimits, Connections, Delivery, Hub, HubSettings};
-use clacks_service::{
-    Auth, AuthSettings, Caller, ChatService, ChatServiceParts, EventStream, HistoryRequest, Limits,
-    Rate, RateLimits, SendOptions, StoreBackfill,
-};
-use clacks_store::{PoolSettings, Store};
+use clacks_delivery::Delivery;
+use clacks_service::{Caller, EventStream, HistoryRequest, SendOptions};
 use clacks_testkit::{TestBackend, TestDatabase};
+use common::{caller, service};
 use futures::StreamExt;
 use futures::future::join_all;
-
-async fn service(db: &TestDatabase) -> Arc<ChatService> {
-    let store: Arc<dyn Store> = clacks_store::connect(&db.url, &PoolSettings::default())
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    let generous = Rate::new(1_000_000, 1_000_000).unwrap();
-    ChatService::new(ChatServiceParts {
-        hub: Hub::new(
-            HubSettings {
-                queue_capacity: 100_000,
-                ..HubSettings::default()
-            },
-            Arc::new(StoreBackfill(store.clone())),
-        ),
-        store,
-        connections: Connections::new(ConnectionLimits::default()),
-        auth: Auth::new(b"0123456789abcdef0123456789abcdef", AuthSettings::default()),
-        limits: Limits {
-            rates: RateLimits {
-                send: generous,
-                edit: generous,
-                subscribe: generous,
-                query_cost: generous,
-                ..RateLimits::default()
-            },
-            ..Limits::default()
-        },
-        bus: None,
-    })
-}
-
-fn caller(service: &ChatService, user: &str) -> Caller {
-    let token = service
-        .admin_mint_token(user.into(), Default::default())
-        .unwrap()
-        .token;
-    service.authenticate(&token).unwrap()
-}
-
-macro_rules! backend_tests {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(clacks_testkit::TestBackend::Sqlite).await })* }
-        mod mysql { $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(clacks_testkit::TestBackend::MySql).await })* }
-        mod postgres { $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(clacks_testkit::TestBackend::Postgres).await })* }
-    };
-}
 
 backend_tests!(
     reactions_raced_from_many_users_count_exactly,
