@@ -260,18 +260,40 @@ test("the image's ENTRYPOINT, CMD and HEALTHCHECK run the release binary", async
 const NODES = ["127.0.0.2", "127.0.0.3"];
 let cluster;
 
+/**
+ * Starts nats-server with the deployment's config on a free port; returns
+ * the port. A port found free can be taken before the server binds it (an
+ * outgoing connection's local port, from the same range): then it exits,
+ * and another port is tried.
+ */
+async function startNats() {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort("127.0.0.1");
+    const nats = start(`nats-${attempt}`, "nats-server", ["--config", join(root, "deploy", "nats.conf"), "-a", "127.0.0.1", "-p", String(port)], {
+      env: { ...cleanEnv(), NATS_PASSWORD: compose.services.nats.environment.NATS_PASSWORD },
+    });
+    let exited = false;
+    try {
+      await eventually("NATS", async () => {
+        exited = nats.exitCode !== null || nats.signalCode !== null;
+        if (exited) throw new assert.AssertionError({ message: "nats-server exited" });
+        return tcpOpen("127.0.0.1", port);
+      });
+      return port;
+    } catch (error) {
+      error.message += `\nnats-server on port ${port} (exit ${nats.exitCode ?? nats.signalCode}), its log:\n${nats.output()}`;
+      if (!exited || attempt === 3) throw error;
+    }
+  }
+}
+
 async function startCluster() {
   const nodeEnv = compose.services["clacks-1"].environment;
   const haproxyEnv = compose.services.haproxy.environment;
   const [clientPort, managementPort] = [await freePort(...NODES), await freePort(...NODES)];
-  const natsPort = await freePort("127.0.0.1");
-
-  start("nats", "nats-server", ["--config", join(root, "deploy", "nats.conf"), "-a", "127.0.0.1", "-p", String(natsPort)], {
-    env: { ...cleanEnv(), NATS_PASSWORD: compose.services.nats.environment.NATS_PASSWORD },
-  });
   database = `clacks_deploy_${randomBytes(4).toString("hex")}`;
   execFileSync("mariadb", ["-h", "127.0.0.1", "-u", "root", "-e", `CREATE DATABASE \`${database}\``]);
-  await eventually("NATS", () => tcpOpen("127.0.0.1", natsPort));
+  const natsPort = await startNats();
 
   // The compose file's node settings, with local addresses for the ones
   // that name containers.
