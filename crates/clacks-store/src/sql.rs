@@ -29,6 +29,29 @@ macro_rules! member_columns {
     };
 }
 
+/// The two statements of a page of messages by seq where `m.$column = $1`,
+/// newest first and oldest first, for `message_page`.
+macro_rules! seq_page_statements {
+    ($column:literal) => {
+        [
+            concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages m WHERE m.",
+                $column,
+                " = $1 AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq DESC LIMIT $4"
+            ),
+            concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages m WHERE m.",
+                $column,
+                " = $1 AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq ASC LIMIT $4"
+            ),
+        ]
+    };
+}
+
 /// How long a read mark keeps absorbing later moves of the same member's
 /// watermark. "Seen at" is then exact to within this window (never earlier
 /// than the truth), and a member reading message by message adds one row
@@ -169,6 +192,26 @@ macro_rules! sql_store {
         }
 
         impl $store {
+            /// One page, by seq, of the messages that `seq_page_statements!`
+            /// selects by `key` (a channel's history, a parent's thread): the
+            /// newest before a seq, or the oldest after one.
+            async fn message_page(&self, [newest_first, oldest_first]: [&'static str; 2], key: i64, page: HistoryPage, limit: u32) -> Result<Vec<Message>> {
+                let (statement, above, below) = match page {
+                    HistoryPage::Before(before) => (newest_first, Seq::MIN, before.unwrap_or(Seq::MAX)),
+                    HistoryPage::After(after) => (oldest_first, after, Seq::MAX),
+                    HistoryPage::Between(after, before) => (oldest_first, after, before),
+                };
+                let rows = sqlx::query(&q(statement))
+                    .bind(key)
+                    .bind(above)
+                    .bind(below)
+                    .bind(page_limit(limit))
+                    .fetch_all(&self.read)
+                    .await
+                    .map_err(db_error)?;
+                rows.iter().map(|r| message_row(r, 0)).collect()
+            }
+
             async fn begin_write(&self) -> Result<Tx> {
                 Self::begin_write_on(&self.write).await
             }
@@ -1877,44 +1920,7 @@ macro_rules! sql_store {
             }
 
             async fn thread(&self, parent: MessageId, page: HistoryPage, limit: u32) -> Result<Vec<Message>> {
-                let (sql, above, below) = match page {
-                    HistoryPage::Before(before) => (
-                        q(concat!(
-                            "SELECT ",
-                            message_columns!(),
-                            " FROM messages m WHERE m.parent_id = $1 AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq DESC LIMIT $4"
-                        )),
-                        Seq::MIN,
-                        before.unwrap_or(Seq::MAX),
-                    ),
-                    HistoryPage::After(after) => (
-                        q(concat!(
-                            "SELECT ",
-                            message_columns!(),
-                            " FROM messages m WHERE m.parent_id = $1 AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq ASC LIMIT $4"
-                        )),
-                        after,
-                        Seq::MAX,
-                    ),
-                    HistoryPage::Between(after, before) => (
-                        q(concat!(
-                            "SELECT ",
-                            message_columns!(),
-                            " FROM messages m WHERE m.parent_id = $1 AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq ASC LIMIT $4"
-                        )),
-                        after,
-                        before,
-                    ),
-                };
-                let rows = sqlx::query(&sql)
-                    .bind(parent.0)
-                    .bind(above)
-                    .bind(below)
-                    .bind(page_limit(limit))
-                    .fetch_all(&self.read)
-                    .await
-                    .map_err(db_error)?;
-                rows.iter().map(|r| message_row(r, 0)).collect()
+                self.message_page(seq_page_statements!("parent_id"), parent.0, page, limit).await
             }
 
             async fn add_reaction(&self, id: MessageId, user: &UserId, key: &ReactionKey) -> Result<(Message, Option<ChannelEvent>)> {
@@ -1972,44 +1978,7 @@ macro_rules! sql_store {
             }
 
             async fn history(&self, channel: ChannelId, page: HistoryPage, limit: u32) -> Result<Vec<Message>> {
-                let (sql, above, below) = match page {
-                    HistoryPage::Before(before) => (
-                        q(concat!(
-                            "SELECT ",
-                            message_columns!(),
-                            " FROM messages m WHERE m.channel_id = $1 AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq DESC LIMIT $4"
-                        )),
-                        Seq::MIN,
-                        before.unwrap_or(Seq::MAX),
-                    ),
-                    HistoryPage::After(after) => (
-                        q(concat!(
-                            "SELECT ",
-                            message_columns!(),
-                            " FROM messages m WHERE m.channel_id = $1 AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq ASC LIMIT $4"
-                        )),
-                        after,
-                        Seq::MAX,
-                    ),
-                    HistoryPage::Between(after, before) => (
-                        q(concat!(
-                            "SELECT ",
-                            message_columns!(),
-                            " FROM messages m WHERE m.channel_id = $1 AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq ASC LIMIT $4"
-                        )),
-                        after,
-                        before,
-                    ),
-                };
-                let rows = sqlx::query(&sql)
-                    .bind(channel.0)
-                    .bind(above)
-                    .bind(below)
-                    .bind(page_limit(limit))
-                    .fetch_all(&self.read)
-                    .await
-                    .map_err(db_error)?;
-                rows.iter().map(|r| message_row(r, 0)).collect()
+                self.message_page(seq_page_statements!("channel_id"), channel.0, page, limit).await
             }
 
             async fn events_after(&self, channel: ChannelId, after: Seq, limit: u32) -> Result<Vec<ChannelEvent>> {
