@@ -255,6 +255,7 @@ impl Ceiling {
             }],
             jwt_secret: Some("ceiling-does-not-check-tokens-0123456789".into()),
             management_token: None,
+            ..Default::default()
         }
     }
 

@@ -8,6 +8,8 @@
 //!
 //! - [`ceiling`]: the minimal broadcast server Clacks is compared with
 //!   (`--compare-ceiling`).
+//! - [`balancer`]: HAProxy and a NATS server of the run's own in front of
+//!   several spawned nodes (`--nodes N --balancer`).
 //! - [`target`]: where the server is and how to talk to its two APIs.
 //! - [`spawn`]: starts `clacks` processes on free loopback ports over a
 //!   fresh database.
@@ -22,6 +24,7 @@
 //! connects have timeouts, the binary wraps a whole run in `--timeout`.
 //! Traffic only ever goes to the URLs given (loopback by default).
 
+pub mod balancer;
 pub mod ceiling;
 pub mod metrics;
 pub mod report;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use clacks_bench::balancer;
 use clacks_bench::ceiling::{self, CeilingOpts};
 use clacks_bench::report::Report;
 use clacks_bench::scenarios::{Ctx, durable, fanout, resume, rooms};
@@ -53,6 +54,14 @@ struct Global {
     /// Keep spawned servers' logs in this directory.
     #[arg(long, global = true)]
     server_log_dir: Option<PathBuf>,
+    /// Spawned nodes sharing the database, over NATS (two-nodes: 2).
+    #[arg(long, default_value_t = 1, global = true)]
+    nodes: usize,
+    /// Put the spawned nodes behind HAProxy (routing WebSockets by room)
+    /// over a NATS server of the run's own, and report what each node
+    /// received from NATS (its `/connz`). Needs haproxy and nats-server.
+    #[arg(long, global = true)]
+    balancer: bool,
 
     /// Client port of a running server (http://host:port).
     #[arg(long, default_value = "http://127.0.0.1:8000", global = true)]
@@ -187,8 +196,22 @@ async fn run(cli: &Cli, nofile: u64) -> anyhow::Result<Report> {
     let nodes = if matches!(cli.scenario, Scenario::TwoNodes(_)) {
         2
     } else {
-        1
+        g.nodes.max(1)
     };
+    if matches!(cli.scenario, Scenario::TwoNodes(_)) {
+        if g.balancer || g.nodes > 1 {
+            bail!(
+                "two-nodes picks its two nodes itself; use fanout or latency with --nodes N --balancer"
+            );
+        }
+    } else if g.nodes > 1 && !g.balancer {
+        bail!("--nodes above 1 needs --balancer (or the two-nodes scenario)");
+    }
+    if g.balancer && (g.spawn.is_none() || g.compare_ceiling) {
+        bail!(
+            "--balancer starts the nodes itself (it needs --spawn) and has no ceiling to compare with"
+        );
+    }
     let mut spawned = None;
     let (target, database) = match &g.spawn {
         Some(binary) => {
@@ -200,6 +223,7 @@ async fn run(cli: &Cli, nofile: u64) -> anyhow::Result<Report> {
                 nats_url: Some(g.nats_url.clone()),
                 env: g.server_env.clone(),
                 log_dir: g.server_log_dir.clone(),
+                balancer: g.balancer,
             })
             .await?;
             let t = s.target.clone();
@@ -227,11 +251,12 @@ async fn run(cli: &Cli, nofile: u64) -> anyhow::Result<Report> {
                 nodes: list,
                 jwt_secret: g.jwt_secret.clone(),
                 management_token: g.management_token.clone(),
+                ..Default::default()
             };
             (t, g.database_url.clone())
         }
     };
-    if nodes == 2 && target.nodes.len() < 2 {
+    if matches!(cli.scenario, Scenario::TwoNodes(_)) && target.nodes.len() < 2 {
         bail!("two-nodes needs --spawn or --client-url-b/--management-url-b");
     }
     if g.compare_ceiling
@@ -242,13 +267,33 @@ async fn run(cli: &Cli, nofile: u64) -> anyhow::Result<Report> {
     {
         bail!("--compare-ceiling applies to fanout and many-channels");
     }
-    let result = scenario(cli, target, nodes, database.as_deref(), nofile).await;
+    let monitor = spawned.as_ref().and_then(|s| s.nats_monitor);
+    let nats_before = match monitor {
+        Some(port) => Some(balancer::nats_traffic(port).await?),
+        None => None,
+    };
+    // Only two-nodes splits senders from receivers by node index; behind
+    // the balancer every client goes through its one address.
+    let node_roles = if g.balancer { 1 } else { nodes };
+    let result = scenario(cli, target, node_roles, database.as_deref(), nofile).await;
+    let nats_traffic = match (monitor, &nats_before) {
+        (Some(port), Some(before)) => match balancer::nats_traffic(port).await {
+            Ok(after) => balancer::traffic_between(before, &after),
+            Err(e) => {
+                eprintln!("[clacks-bench] {e:#}");
+                Vec::new()
+            }
+        },
+        _ => Vec::new(),
+    };
     if let Some(s) = spawned.as_mut()
         && let Err(why) = s.check_alive()
     {
         eprintln!("[clacks-bench] {why}");
     }
     let mut report = result?;
+    report.nodes = nodes;
+    report.nats_traffic = nats_traffic;
     // Clacks is stopped before the ceiling starts: each runs alone.
     drop(spawned);
     if g.compare_ceiling {

@@ -104,6 +104,10 @@ pub struct Report {
     /// With `--compare-ceiling`: Clacks' figures over the ceiling's.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub ratios: BTreeMap<String, f64>,
+    /// With `--balancer` and several nodes: what each node's NATS
+    /// connection received and published during the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nats_traffic: Vec<crate::balancer::NatsTraffic>,
     /// With `--compare-ceiling`: the same scenario against the ceiling.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ceiling: Option<Box<Report>>,
@@ -130,6 +134,7 @@ impl Report {
             targets: Vec::new(),
             notes: Vec::new(),
             ratios: BTreeMap::new(),
+            nats_traffic: Vec::new(),
             ceiling: None,
         }
     }
@@ -222,6 +227,12 @@ impl Report {
                 t.unit,
                 t.goal,
                 if t.met { "MET" } else { "NOT MET" }
+            ));
+        }
+        for t in &self.nats_traffic {
+            out.push_str(&format!(
+                "nats {}: received {}, published {}\n",
+                t.name, t.received, t.published
             ));
         }
         for n in &self.notes {

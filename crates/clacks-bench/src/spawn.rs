@@ -36,6 +36,9 @@ pub struct SpawnOptions {
     pub env: Vec<(String, String)>,
     /// Where server logs go (default: a file in the run's temp dir).
     pub log_dir: Option<PathBuf>,
+    /// Run the nodes behind HAProxy, over a NATS server of this run's own
+    /// (see [`crate::balancer`]).
+    pub balancer: bool,
 }
 
 /// Running server processes and what they need to stay alive.
@@ -44,6 +47,8 @@ pub struct Spawned {
     pub database: String,
     children: Vec<tokio::process::Child>,
     logs: Vec<PathBuf>,
+    /// Monitoring port of the run's own NATS server, if it has one.
+    pub nats_monitor: Option<u16>,
     _db: Option<TestDatabase>,
     _dir: tempfile::TempDir,
 }
@@ -95,6 +100,21 @@ impl Spawned {
             .log_dir
             .clone()
             .unwrap_or_else(|| dir.path().to_owned());
+        let mut nats_url = opts
+            .nats_url
+            .clone()
+            .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
+        let mut nats_monitor = None;
+        let mut client_ports = Vec::new();
+        if opts.balancer && opts.nodes > 1 {
+            let (port, monitor) = (free_port()?, free_port()?);
+            let nats = crate::balancer::start_nats(port, monitor, &log_dir).await?;
+            children.push(nats.child);
+            logs.push(nats.log);
+            nats_url = format!("nats://127.0.0.1:{port}");
+            nats_monitor = Some(monitor);
+        }
+        let first_node = children.len();
         for i in 0..opts.nodes.max(1) {
             let client = free_port()?;
             let management = free_port()?;
@@ -119,11 +139,7 @@ impl Spawned {
                 .stderr(log_file)
                 .kill_on_drop(true);
             if opts.nodes > 1 {
-                let nats = opts
-                    .nats_url
-                    .clone()
-                    .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
-                cmd.env("CLACKS_NATS_URL", nats)
+                cmd.env("CLACKS_NATS_URL", &nats_url)
                     .env("CLACKS_NATS_SUBJECT_PREFIX", &nats_prefix);
             }
             for (k, v) in &opts.env {
@@ -139,27 +155,49 @@ impl Spawned {
             });
             children.push(child);
             logs.push(log);
+            client_ports.push(client);
             // Nodes migrate the shared database one after the other.
             let spawned_one = Target {
                 nodes: vec![nodes[i].clone()],
                 jwt_secret: None,
                 management_token: None,
+                ..Default::default()
             };
             let api = Api::new(spawned_one, 2)?;
             if let Err(e) = api.wait_ready(Duration::from_secs(60)).await {
-                let tail = log_tail(&logs[i]);
+                let tail = log_tail(&logs[first_node + i]);
                 bail!("server node {i} did not become ready: {e}\n--- log ---\n{tail}");
             }
         }
+        let mut target = Target {
+            nodes,
+            jwt_secret: Some(jwt_secret),
+            management_token: None,
+            ..Default::default()
+        };
+        if opts.balancer {
+            let port = free_port()?;
+            let haproxy = crate::balancer::start_haproxy(port, &client_ports, &log_dir).await?;
+            children.push(haproxy.child);
+            logs.push(haproxy.log);
+            target = Target {
+                nodes: vec![Node {
+                    client_url: format!("http://127.0.0.1:{port}"),
+                    // The management API is not balanced: any node will do.
+                    management_url: target.nodes[0].management_url.clone(),
+                    pid: None,
+                }],
+                backend_pids: target.nodes.iter().filter_map(|n| n.pid).collect(),
+                room_affinity: true,
+                ..target
+            };
+        }
         Ok(Spawned {
-            target: Target {
-                nodes,
-                jwt_secret: Some(jwt_secret),
-                management_token: None,
-            },
+            target,
             database: clacks_core::redact_url(&url),
             children,
             logs,
+            nats_monitor,
             _db: db,
             _dir: dir,
         })
@@ -199,6 +237,7 @@ impl Spawned {
             nodes: vec![node],
             jwt_secret: Some(secret()),
             management_token: None,
+            ..Default::default()
         };
         let api = Api::new(target.clone(), 2)?;
         if let Err(e) = api.wait_ready(Duration::from_secs(20)).await {
@@ -212,6 +251,7 @@ impl Spawned {
             database: "none (ceiling)".into(),
             children: vec![child],
             logs: vec![log],
+            nats_monitor: None,
             _db: None,
             _dir: dir,
         })
@@ -223,7 +263,8 @@ impl Spawned {
         for (i, child) in self.children.iter_mut().enumerate() {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(format!(
-                    "server node {i} exited ({status})\n--- log ---\n{}",
+                    "process {i} ({}) exited ({status})\n--- log ---\n{}",
+                    self.logs[i].display(),
                     log_tail(&self.logs[i])
                 ));
             }

@@ -37,7 +37,7 @@ impl Node {
 }
 
 /// The deployment under test: one node, or several sharing a database.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Target {
     pub nodes: Vec<Node>,
     /// HS256 key shared with the server, to mint tokens locally. Without
@@ -45,15 +45,34 @@ pub struct Target {
     pub jwt_secret: Option<String>,
     /// Bearer token for the management API, if the server requires one.
     pub management_token: Option<String>,
+    /// Behind a balancer that routes by room: subscribers of a channel add
+    /// `?room={channel}` to the WebSocket URL.
+    pub room_affinity: bool,
+    /// Server processes behind a balancer (`nodes` is then the balancer).
+    pub backend_pids: Vec<u32>,
 }
 
 impl Target {
+    /// The WebSocket URL for a subscriber of `channel` on node `i`.
+    pub fn ws_url_for(&self, i: usize, channel: i64) -> String {
+        let url = self.node(i).ws_url();
+        if self.room_affinity {
+            format!("{url}?room={channel}")
+        } else {
+            url
+        }
+    }
+
     pub fn node(&self, i: usize) -> &Node {
         &self.nodes[i.min(self.nodes.len().saturating_sub(1))]
     }
 
     pub fn pids(&self) -> Vec<u32> {
-        self.nodes.iter().filter_map(|n| n.pid).collect()
+        self.nodes
+            .iter()
+            .filter_map(|n| n.pid)
+            .chain(self.backend_pids.iter().copied())
+            .collect()
     }
 }
 

@@ -60,6 +60,7 @@ impl Server {
                 nodes: list,
                 jwt_secret: Some(SECRET.to_owned()),
                 management_token: None,
+                ..Default::default()
             },
         }
     }

@@ -182,7 +182,6 @@ pub async fn connect_members(
     counters: &Arc<Counters>,
     subscribe: bool,
 ) -> anyhow::Result<Subscribers> {
-    let ws_url = ctx.target.node(ctx.recv_node).ws_url();
     let list: Vec<(usize, User, i64)> = rooms
         .iter()
         .enumerate()
@@ -197,12 +196,12 @@ pub async fn connect_members(
     let results: Vec<anyhow::Result<Connected>> =
         futures::stream::iter(list.into_iter().enumerate())
             .map(|(key, (ri, user, channel))| {
-                let ws_url = &ws_url;
+                let ws_url = ctx.target.ws_url_for(ctx.recv_node, channel);
                 let stop = stop.clone();
                 let counters = counters.clone();
                 let done = &done;
                 async move {
-                    let mut sock = ws::connect(ws_url, &user.token)
+                    let mut sock = ws::connect(&ws_url, &user.token)
                         .await
                         .with_context(|| format!("connection {key} ({})", user.id))?;
                     if subscribe {
