@@ -62,6 +62,10 @@ pub const ROLE_MAX_CHARS: usize = 32;
 /// Longest reaction key, in bytes: room for any emoji sequence (a family
 /// with skin tones is about 40 bytes) or a short name like `thumbs_up`.
 pub const REACTION_KEY_MAX_BYTES: usize = 64;
+/// Most different reaction keys one message carries. Without a cap, one
+/// member could pile keys onto a message until every reader of it pays
+/// for them; chat apps show a handful (Discord allows 20, Slack 23).
+pub const MAX_REACTION_KEYS_PER_MESSAGE: i64 = 50;
 /// Default limit on message content, in bytes of UTF-8.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// Metadata is a small JSON document, not a blob store.

@@ -929,7 +929,9 @@ impl MutationRoot {
 
     /// Adds the caller's reaction (an emoji or a short key: at most 64
     /// bytes, no whitespace or control characters) to a message of one of
-    /// their channels. Idempotent: reacting again changes nothing.
+    /// their channels. Idempotent: reacting again changes nothing. A
+    /// message carries at most 50 different keys (`CONFLICT` for a new one
+    /// past that).
     #[graphql(directive = cost::apply(FETCH))]
     async fn add_reaction(
         &self,

@@ -21,6 +21,7 @@ use futures::future::join_all;
 backend_tests!(
     reactions_raced_from_many_users_count_exactly,
     reactions_are_refused_to_non_members_tombstones_and_bad_keys,
+    a_message_carries_a_bounded_number_of_reaction_keys,
     a_thread_is_followed_live_and_resumed,
     replies_keep_the_thread_rule,
     mentions_are_counted_unread_then_read,
@@ -253,6 +254,67 @@ async fn reactions_are_refused_to_non_members_tombstones_and_bad_keys(backend: T
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// One member cannot pile keys onto a message: past the cap a new key is
+/// refused (and takes no seq), while the keys already there stay open to
+/// everyone, and taking one back makes room.
+async fn a_message_carries_a_bounded_number_of_reaction_keys(backend: TestBackend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let service = service(&db).await;
+    let channel = service
+        .admin_create_channel("keys".into(), vec!["alice".into(), "bob".into()], None)
+        .await
+        .unwrap()
+        .id;
+    let alice = caller(&service, "alice");
+    let bob = caller(&service, "bob");
+    let message = service
+        .send(&alice, channel, "react to me".into(), None)
+        .await
+        .unwrap();
+    let cap = clacks_core::MAX_REACTION_KEYS_PER_MESSAGE;
+    for n in 0..cap {
+        service
+            .add_reaction(&alice, message.id, format!("k{n}"))
+            .await
+            .unwrap();
+    }
+    let before = service.admin_channel(channel).await.unwrap().last_seq;
+    for who in [&alice, &bob] {
+        let refused = service
+            .add_reaction(who, message.id, "one_more".into())
+            .await;
+        assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
+    }
+    assert_eq!(
+        service.admin_channel(channel).await.unwrap().last_seq,
+        before,
+        "a refused reaction takes no seq"
+    );
+    // An existing key is still anyone's to add.
+    service
+        .add_reaction(&bob, message.id, "k0".into())
+        .await
+        .unwrap();
+    let reactions = service.reactions_for(&bob, &message).await.unwrap();
+    assert_eq!(reactions.len() as i64, cap);
+    assert_eq!(reactions[0].count, 2);
+    // Taking the last user's reaction back frees its key's place.
+    service
+        .remove_reaction(&alice, message.id, "k1".into())
+        .await
+        .unwrap();
+    service
+        .add_reaction(&bob, message.id, "one_more".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        service.reactions_for(&bob, &message).await.unwrap().len() as i64,
+        cap
     );
 }
 

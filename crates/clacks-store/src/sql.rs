@@ -83,7 +83,7 @@ macro_rules! sql_store {
         use async_trait::async_trait;
         use clacks_core::{
             now_ms, Channel, ChannelEvent, ChannelId, ChannelPage, ChannelSummary, Entity, Error,
-            EventPayload, HistoryPage, Member, Message, MessageBody, MessageId, Metadata,
+            EventPayload, HistoryPage, MAX_REACTION_KEYS_PER_MESSAGE, Member, Message, MessageBody, MessageId, Metadata,
             Reaction, ReactionKey, ReadMark, Result, Role, SeenBy, Sender, Seq, UserId,
         };
         use sqlx::{Row, Transaction};
@@ -465,6 +465,28 @@ macro_rules! sql_store {
             /// Adds (`add`) or takes back `user`'s reaction `key` to a
             /// message and records the event, with the key's new count.
             /// Idempotent: a change that is already so records nothing.
+            /// Whether `key` would be a new key on the message when it has
+            /// [`MAX_REACTION_KEYS_PER_MESSAGE`] already. Read under the
+            /// channel's seq lock, so racing adds cannot pass the cap.
+            async fn reaction_key_is_new_and_over_cap(tx: &mut Tx, id: MessageId, key: &ReactionKey) -> Result<bool> {
+                let used = sqlx::query(&q("SELECT 1 FROM reactions WHERE message_id = $1 AND reaction_key = $2 LIMIT 1"))
+                    .bind(id.0)
+                    .bind(key.as_str())
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(db_error)?
+                    .is_some();
+                if used {
+                    return Ok(false);
+                }
+                let row = sqlx::query(&q("SELECT COUNT(DISTINCT reaction_key) FROM reactions WHERE message_id = $1"))
+                    .bind(id.0)
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(db_error)?;
+                Ok(int(&row, 0)? >= MAX_REACTION_KEYS_PER_MESSAGE)
+            }
+
             async fn change_reaction(&self, id: MessageId, user: &UserId, key: &ReactionKey, add: bool) -> Result<(Message, Option<ChannelEvent>)> {
                 let now = now_ms();
                 // Only its channel is read here (it never changes); the rest
@@ -498,6 +520,13 @@ macro_rules! sql_store {
                 if exists == add {
                     tx.rollback().await.map_err(db_error)?;
                     return Ok((message, None));
+                }
+                if add && Self::reaction_key_is_new_and_over_cap(&mut tx, id, key).await? {
+                    tx.rollback().await.map_err(db_error)?;
+                    return Err(Error::Conflict(format!(
+                        "the message already has {MAX_REACTION_KEYS_PER_MESSAGE} different reactions; \
+                         add one of those instead"
+                    )));
                 }
                 let change = if add {
                     q("INSERT INTO reactions (message_id, reaction_key, user_id, channel_id, created_at) \
