@@ -7,4 +7,6 @@ if [ -z "${CLACKS_BIN:-}" ]; then
   (cd .. && cargo build -q -p clacks-server --bin clacks)
 fi
 ./npm-ci.sh
+# Runs every *.test.mjs here (chat.test.mjs, features.test.mjs, ...);
+# node_modules is skipped.
 node --test
