@@ -307,8 +307,8 @@ pub fn webhook_data(event: &ChannelEvent) -> Option<(WebhookEventType, Value)> {
         EventPayload::ChannelUpdated { channel } => json!({ "channel": channel_json(channel) }),
         EventPayload::ChannelDeleted => json!({}),
         EventPayload::ReadReceipt { .. }
-            | EventPayload::Typing { .. }
-            | EventPayload::Presence { .. } => return None,
+        | EventPayload::Typing { .. }
+        | EventPayload::Presence { .. } => return None,
     };
     Some((event_type, data))
 }

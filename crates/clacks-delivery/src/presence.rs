@@ -354,7 +354,10 @@ mod tests {
         assert!(presence.is_online(&bob));
         assert!(changes.try_recv().unwrap().online);
         tokio::time::sleep(Duration::from_millis(40)).await;
-        assert!(!presence.is_online(&bob), "past its TTL even before a sweep");
+        assert!(
+            !presence.is_online(&bob),
+            "past its TTL even before a sweep"
+        );
         presence.expire();
         assert_eq!(presence.online_count(), 0);
         let change = changes.try_recv().unwrap();
@@ -375,7 +378,11 @@ mod tests {
         presence.heartbeat();
         let sent = sent.lock().unwrap();
         assert!(matches!(&sent[0], Outgoing::Online(u) if u.as_str() == "ann"));
-        assert_eq!(sent[1], Outgoing::Heartbeat(vec![user("ann")]), "own users only");
+        assert_eq!(
+            sent[1],
+            Outgoing::Heartbeat(vec![user("ann")]),
+            "own users only"
+        );
         assert!(matches!(&sent[2], Outgoing::Offline(u, _) if u.as_str() == "ann"));
         assert_eq!(sent.len(), 3, "an empty heartbeat sends nothing");
     }

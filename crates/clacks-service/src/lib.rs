@@ -24,8 +24,8 @@ mod webhooks;
 
 pub use auth::{Auth, AuthSettings, Caller, MintedToken, TokenRequest};
 pub use backfill::StoreBackfill;
-pub use clacks_store::MembershipChange;
 pub use clacks_delivery::PresenceStatus;
+pub use clacks_store::MembershipChange;
 pub use limits::{DEFAULT_MAX_BULK_MEMBERS, Limits};
 pub use presence::{DEFAULT_PRESENCE_EVENTS_MAX_MEMBERS, MAX_PRESENCE_CHANNELS};
 pub use rate_limit::{Rate, RateLimits};

@@ -1169,7 +1169,11 @@ impl Publisher {
 }
 
 /// A live-only event, positioned at the channel's newest seq on this node.
-pub(crate) fn ephemeral_event(hub: &Hub, channel: ChannelId, payload: EventPayload) -> ChannelEvent {
+pub(crate) fn ephemeral_event(
+    hub: &Hub,
+    channel: ChannelId,
+    payload: EventPayload,
+) -> ChannelEvent {
     ChannelEvent {
         channel_id: channel,
         seq: hub.last_seq(channel),

@@ -97,7 +97,11 @@ async fn online_members_of_a_channel_for_members_only(backend: TestBackend) {
         .online_members_for(&ann, channel, None, None)
         .await
         .unwrap();
-    assert_eq!(names(all), ["ann", "cat", "dan"], "eve is online, not a member");
+    assert_eq!(
+        names(all),
+        ["ann", "cat", "dan"],
+        "eve is online, not a member"
+    );
     let first = service
         .online_members_for(&ann, channel, None, Some(2))
         .await
@@ -110,11 +114,17 @@ async fn online_members_of_a_channel_for_members_only(backend: TestBackend) {
     assert_eq!(names(rest), ["dan"]);
 
     let refused = service.online_members_for(&eve, channel, None, None).await;
-    assert!(matches!(refused, Err(Error::NotMember { .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(Error::NotMember { .. })),
+        "{refused:?}"
+    );
     let missing = service
         .online_members_for(&eve, ChannelId(i64::from(i32::MAX)), None, None)
         .await;
-    assert!(matches!(missing, Err(Error::NotMember { .. })), "{missing:?}");
+    assert!(
+        matches!(missing, Err(Error::NotMember { .. })),
+        "{missing:?}"
+    );
     assert_eq!(
         names(
             service
@@ -131,7 +141,9 @@ async fn online_members_of_a_channel_for_members_only(backend: TestBackend) {
 async fn next_presence(stream: &mut EventStream, wait: Duration) -> Option<(String, bool)> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let delivery = tokio::time::timeout_at(deadline, stream.next()).await.ok()??;
+        let delivery = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .ok()??;
         if let Delivery::Event(event) = delivery
             && let EventPayload::Presence {
                 user_id, online, ..
@@ -159,7 +171,10 @@ async fn presence_events_reach_small_channels_only(backend: TestBackend) {
         .subscribe_events(&bob, Some(small), &[])
         .await
         .unwrap();
-    let mut in_big = service.subscribe_events(&bob, Some(big), &[]).await.unwrap();
+    let mut in_big = service
+        .subscribe_events(&bob, Some(big), &[])
+        .await
+        .unwrap();
 
     let ann = caller(&service, "ann");
     let first = connect(&service, &ann);

@@ -216,13 +216,25 @@ async fn small_channels_of_a_user_count_members_up_to_the_limit(store: Arc<dyn S
         store.small_channels_of(&ann, 3, 100).await.unwrap(),
         vec![pair, trio]
     );
-    assert_eq!(store.small_channels_of(&ann, 2, 100).await.unwrap(), vec![pair]);
+    assert_eq!(
+        store.small_channels_of(&ann, 2, 100).await.unwrap(),
+        vec![pair]
+    );
     assert_eq!(
         store.small_channels_of(&ann, 5, 100).await.unwrap(),
         vec![pair, trio, crowd]
     );
-    assert_eq!(store.small_channels_of(&ann, 5, 2).await.unwrap(), vec![pair, trio]);
-    assert!(store.small_channels_of(&ann, 1, 100).await.unwrap().is_empty());
+    assert_eq!(
+        store.small_channels_of(&ann, 5, 2).await.unwrap(),
+        vec![pair, trio]
+    );
+    assert!(
+        store
+            .small_channels_of(&ann, 1, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(
         store
             .small_channels_of(&user("zed"), 100, 100)
