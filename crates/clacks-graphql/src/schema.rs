@@ -1435,7 +1435,10 @@ impl SubscriptionRoot {
         channel: Option<ID>,
         after_seq: Option<Seq>,
         resume: Option<Vec<ResumeInput>>,
-        #[graphql(desc = "Only these kinds (default: all).")] kinds: Option<Vec<EventKind>>,
+        #[graphql(
+            desc = "Only these kinds (default: all but PRESENCE_CHANGED, which is delivered only when asked for here)."
+        )]
+        kinds: Option<Vec<EventKind>>,
         #[graphql(
             desc = "Only events of this thread (default: all): messages and reactions whose thread root, or parent, is this message id."
         )]
@@ -1445,10 +1448,14 @@ impl SubscriptionRoot {
         let channel = channel.as_ref().map(channel_id).transpose()?;
         let thread = thread.as_ref().map(message_id).transpose()?;
         let wanted = move |event: &ChannelEvent| {
-            kinds
-                .as_ref()
-                .is_none_or(|kinds| kinds.contains(&EventKind::of(&event.payload)))
-                && thread.is_none_or(|thread| event.payload.thread() == Some(thread))
+            let kind = EventKind::of(&event.payload);
+            let asked = match &kinds {
+                Some(kinds) => kinds.contains(&kind),
+                // Presence is asked for by name: a stream written before it
+                // existed would see its events as bare seqs.
+                None => kind != EventKind::PresenceChanged,
+            };
+            asked && thread.is_none_or(|thread| event.payload.thread() == Some(thread))
         };
         let resume = resume_points(channel, after_seq, resume)?;
         let events = service
