@@ -178,11 +178,18 @@ impl User {
     }
 
     /// Whether the user is online (holds a live connection to any node),
-    /// and when they were last seen.
+    /// and when they were last seen (the system, sender of system
+    /// messages, is never online).
     async fn presence(&self, ctx: &Context<'_>) -> Result<PresenceObj> {
         caller(ctx)?;
-        let user = UserId::parse(self.id.clone()).map_err(gql)?;
-        Ok(PresenceObj(service(ctx)?.presence_of(&user)))
+        let status = match UserId::parse(self.id.clone()) {
+            Ok(user) => service(ctx)?.presence_of(&user),
+            Err(_) => PresenceStatus {
+                online: false,
+                last_seen_at: None,
+            },
+        };
+        Ok(PresenceObj(status))
     }
 }
 

@@ -112,6 +112,29 @@ async fn presence_follows_sockets_over_both_apis(app: TestApp) {
     let ms = rest["lastSeenAt"].as_i64().expect("lastSeenAt in ms");
     assert_eq!(ms.div_euclid(1000), seconds);
 
+    // The sender of a system message is never online.
+    app.service
+        .admin_post_message(
+            clacks_core::ChannelId(channel),
+            None,
+            "welcome".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let system = app
+        .graphql(
+            Some(&app.token("bob")),
+            "query($c: ID!) { channel(id: $c) { history(limit: 1) { sender { presence { online lastSeenAt } } } } }",
+            json!({"c": channel.to_string()}),
+        )
+        .await;
+    assert_eq!(
+        system["data"]["channel"]["history"][0]["sender"]["presence"],
+        json!({"online": false, "lastSeenAt": null}),
+        "{system}"
+    );
+
     // The channel's online members, for its members only.
     assert_eq!(
         online_members(&app, "bob", channel).await["data"]["presence"],
