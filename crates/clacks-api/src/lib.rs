@@ -32,7 +32,7 @@ use utoipa_axum::routes;
 use crate::auth::{ManagementToken, require_token};
 use crate::openapi::{ApiDoc, Documents};
 use crate::routes::AppState;
-use crate::routes::{channels, health, members, messages, tokens, users, webhooks};
+use crate::routes::{channels, health, members, messages, presence, tokens, users, webhooks};
 
 /// The prefix of every management endpoint.
 pub const API_PREFIX: &str = "/api/v1";
@@ -74,6 +74,8 @@ fn api_routes(token: Option<ManagementToken>, bulk_body_limit: usize) -> OpenApi
         .routes(routes!(messages::delete_message))
         .routes(routes!(users::user_channels))
         .routes(routes!(users::disconnect_user))
+        .routes(routes!(presence::user_presence))
+        .routes(routes!(presence::channel_presence))
         .routes(routes!(tokens::get_token))
         .routes(routes!(tokens::mint_token))
         .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))

@@ -506,6 +506,51 @@ pub struct Disconnected {
     pub closed: u64,
 }
 
+/// `GET /users/{uid}/presence` response.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceDto {
+    /// Holds a live connection to any node.
+    pub online: bool,
+    /// When their last connection closed (ms since the epoch); null while
+    /// online, and when not seen since the server started.
+    pub last_seen_at: Option<i64>,
+}
+
+impl From<clacks_service::PresenceStatus> for PresenceDto {
+    fn from(status: clacks_service::PresenceStatus) -> Self {
+        PresenceDto {
+            online: status.online,
+            last_seen_at: status.last_seen_at,
+        }
+    }
+}
+
+/// Paging of `GET /channel/{channelId}/presence`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PresenceQuery {
+    /// Page size: default 50; a value outside 1 to 200 is brought into
+    /// that range.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
+    pub limit: Option<u32>,
+    /// Only members whose user id sorts after this one (the previous
+    /// page's `nextAfter`).
+    #[param(value_type = Option<UserIdSchema>)]
+    pub after: Option<String>,
+}
+
+/// A page of a channel's online members, ordered by user id.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OnlinePage {
+    #[schema(value_type = Vec<UserIdSchema>)]
+    pub items: Vec<String>,
+    /// Pass as `after` for the next page; null on the last page.
+    #[schema(value_type = Option<UserIdSchema>)]
+    pub next_after: Option<String>,
+}
+
 /// `GET /healthz` response.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {

@@ -4,7 +4,7 @@
 //! removed, members joined / left, channel updated) take the channel's next `seq` in the transaction
 //! that stores them, so a client that remembers the last seq it saw can
 //! resume without gaps or duplicates. Ephemeral events (typing, read
-//! receipts, channel deleted) are never stored; they carry the channel's
+//! receipts, presence, channel deleted) are never stored; they carry the channel's
 //! current seq as a position marker and `durable == false`.
 
 use serde::{Deserialize, Serialize};
@@ -70,6 +70,17 @@ pub enum EventPayload {
     },
     Typing {
         user_id: UserId,
+    },
+    /// A member came online (their first live connection in the cluster)
+    /// or went offline (their last one closed, or the node holding it went
+    /// silent). Ephemeral, sent only to channels of up to the configured
+    /// member count.
+    Presence {
+        user_id: UserId,
+        online: bool,
+        /// When their last connection closed (ms), when offline.
+        #[serde(default)]
+        last_seen_at: Option<i64>,
     },
 }
 

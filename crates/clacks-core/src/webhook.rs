@@ -97,7 +97,7 @@ impl WebhookEventType {
     }
 
     /// The webhook type of a channel event; `None` for the ephemeral ones
-    /// (typing, read receipts), which are never sent.
+    /// (typing, read receipts, presence), which are never sent.
     pub fn of(payload: &EventPayload) -> Option<Self> {
         Some(match payload {
             EventPayload::MessageCreated { .. } => WebhookEventType::MessageCreated,
@@ -109,7 +109,9 @@ impl WebhookEventType {
             EventPayload::MemberLeft { .. } => WebhookEventType::MemberLeft,
             EventPayload::ChannelUpdated { .. } => WebhookEventType::ChannelUpdated,
             EventPayload::ChannelDeleted => WebhookEventType::ChannelDeleted,
-            EventPayload::ReadReceipt { .. } | EventPayload::Typing { .. } => return None,
+            EventPayload::ReadReceipt { .. }
+            | EventPayload::Typing { .. }
+            | EventPayload::Presence { .. } => return None,
         })
     }
 }
@@ -304,7 +306,9 @@ pub fn webhook_data(event: &ChannelEvent) -> Option<(WebhookEventType, Value)> {
         EventPayload::MemberLeft { user_id } => json!({ "userId": user_id.as_str() }),
         EventPayload::ChannelUpdated { channel } => json!({ "channel": channel_json(channel) }),
         EventPayload::ChannelDeleted => json!({}),
-        EventPayload::ReadReceipt { .. } | EventPayload::Typing { .. } => return None,
+        EventPayload::ReadReceipt { .. }
+        | EventPayload::Typing { .. }
+        | EventPayload::Presence { .. } => return None,
     };
     Some((event_type, data))
 }

@@ -18,6 +18,8 @@ use clacks_core::UserId;
 use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 
+use crate::Presence;
+
 /// Why the server closes a live connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -149,6 +151,8 @@ pub struct Connections {
     next_id: AtomicU64,
     /// Woken when the last connection is gone.
     all_closed: Notify,
+    /// Who is online: told of each user's first and last connection here.
+    presence: Arc<Presence>,
 }
 
 impl Connections {
@@ -158,7 +162,13 @@ impl Connections {
             limits,
             next_id: AtomicU64::new(0),
             all_closed: Notify::new(),
+            presence: Arc::new(Presence::default()),
         })
+    }
+
+    /// The presence table this node's connections feed.
+    pub fn presence(&self) -> &Arc<Presence> {
+        &self.presence
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -280,11 +290,11 @@ impl ConnectionGuard {
         if registry.by_user.get(&user).map_or(0, Vec::len) >= limit {
             return Err(Refusal::UserFull { limit });
         }
-        registry
-            .by_user
-            .entry(user.clone())
-            .or_default()
-            .push(self.id);
+        let ids = registry.by_user.entry(user.clone()).or_default();
+        ids.push(self.id);
+        if ids.len() == 1 {
+            connections.presence.local_online(&user);
+        }
         self.user = Some(user);
         Ok(())
     }
@@ -318,6 +328,7 @@ impl Drop for ConnectionGuard {
             ids.retain(|id| *id != self.id);
             if ids.is_empty() {
                 registry.by_user.remove(user);
+                connections.presence.local_offline(user);
             }
         }
         if let Some(key) = self.address

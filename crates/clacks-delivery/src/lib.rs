@@ -20,6 +20,7 @@
 mod connections;
 mod hub;
 mod nats;
+mod presence;
 mod queue;
 mod shared;
 mod signing;
@@ -28,6 +29,7 @@ mod subscription;
 pub use connections::{CloseReason, ConnectionGuard, ConnectionLimits, Connections, Refusal};
 pub use hub::{Backfill, Delivery, EndReason, Hub, HubSettings, HubStats, Interest};
 pub use nats::{NatsBus, NatsSettings};
+pub use presence::{Presence, PresenceChange, PresenceStatus};
 pub use shared::SharedEvent;
 pub use signing::ClusterKey;
 pub use subscription::{ReplayStats, Subscription};

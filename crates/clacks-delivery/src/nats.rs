@@ -10,6 +10,9 @@
 //!   of every channel it published to recently, in one message.
 //! - `{prefix}.ctl.disconnect`: close a user's connections everywhere;
 //!   the replies come back on the asking node's inbox, `{prefix}.inbox.*`.
+//! - `{prefix}.presence`: a node's users that came online or went offline,
+//!   at once, and every third of the presence TTL a heartbeat listing all
+//!   its online users (see [`crate::presence`]).
 //!
 //! The prefix separates deployments (and tests) sharing a NATS server.
 //! Every payload is signed with the cluster key and dated (see
@@ -38,6 +41,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::presence::Outgoing;
 use crate::signing::{ClusterKey, Rejected, is_fresh};
 use crate::{CloseReason, Connections, Hub};
 
@@ -48,6 +52,8 @@ const PUBLISH_QUEUE: usize = 65_536;
 /// receiving hub's short wait and one database read, a lost tail reaches
 /// other nodes' subscribers well within a second.
 const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(250);
+/// Shortest interval between presence heartbeats, whatever the TTL.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
 /// Announcements a channel stays in after its last publish, so that one
 /// lost announcement is covered by the next.
 const ANNOUNCEMENTS_PER_PUBLISH: u8 = 3;
@@ -72,6 +78,24 @@ struct Announcement {
     node: u64,
     at: i64,
     tails: Vec<(ChannelId, Seq)>,
+}
+
+/// A node's presence news: users it now holds (a change or a heartbeat)
+/// and users it no longer holds, since `at`.
+#[derive(Serialize, Deserialize)]
+struct PresenceMessage {
+    node: u64,
+    at: i64,
+    #[serde(default)]
+    online: Vec<UserId>,
+    #[serde(default)]
+    offline: Vec<UserId>,
+}
+
+impl Dated for PresenceMessage {
+    fn sent_at(&self) -> i64 {
+        self.at
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -120,6 +144,9 @@ pub struct NatsSettings<'a> {
     /// A `.creds` file (a user JWT and its nkey seed).
     pub credentials: Option<&'a Path>,
     pub key: ClusterKey,
+    /// How long another node's user counts as online without news of
+    /// them from that node (heartbeats are sent every third of it).
+    pub presence_ttl: Duration,
 }
 
 /// Faults a test can switch on to show that nothing depends on NATS.
@@ -256,6 +283,7 @@ impl NatsBus {
             prefix,
             credentials,
             key,
+            presence_ttl,
         } = settings;
         let node: u64 = rand::random();
         let connected = Arc::new(AtomicBool::new(false));
@@ -334,6 +362,7 @@ impl NatsBus {
         let mut events = subscribe(format!("{prefix}.ch.*")).await?;
         let mut tails = subscribe(format!("{prefix}.tails")).await?;
         let mut control = subscribe(format!("{prefix}.ctl.disconnect")).await?;
+        let mut presence_news = subscribe(format!("{prefix}.presence")).await?;
 
         let recent = Arc::new(Recent::default());
         let (outbox, mut outbox_rx) = mpsc::channel::<(String, Bytes)>(PUBLISH_QUEUE);
@@ -363,6 +392,74 @@ impl NatsBus {
                         metrics::counter!("clacks_nats_publish_failed_total").increment(1);
                         tracing::warn!(error = %e, "NATS publish failed; other nodes will backfill");
                     }
+                }
+            }
+        });
+
+        let presence = connections.presence().clone();
+        let presence_subject = format!("{prefix}.presence");
+        let presence_outbox = outbox.clone();
+        let presence_key = key.clone();
+        presence.send_to(Box::new(move |news| {
+            let mut message = PresenceMessage {
+                node,
+                at: now_ms(),
+                online: Vec::new(),
+                offline: Vec::new(),
+            };
+            match news {
+                Outgoing::Online(user) => message.online.push(user),
+                Outgoing::Offline(user, at) => {
+                    message.at = at;
+                    message.offline.push(user);
+                }
+                Outgoing::Heartbeat(users) => message.online = users,
+            }
+            let Ok(body) = serde_json::to_vec(&message) else {
+                return;
+            };
+            let payload = presence_key.seal(&presence_subject, &body);
+            if presence_outbox
+                .try_send((presence_subject.clone(), payload))
+                .is_err()
+            {
+                metrics::counter!("clacks_nats_publish_dropped_total").increment(1);
+            }
+        }));
+        let beating = Arc::downgrade(&presence);
+        let beat_connected = connected.clone();
+        tokio::spawn(async move {
+            let mut beat = tokio::time::interval((presence_ttl / 3).max(MIN_HEARTBEAT));
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                beat.tick().await;
+                let Some(presence) = beating.upgrade() else {
+                    return;
+                };
+                if beat_connected.load(Ordering::Acquire) {
+                    presence.heartbeat();
+                }
+                presence.expire();
+            }
+        });
+        let news_presence = Arc::downgrade(&presence);
+        let news_key = key.clone();
+        tokio::spawn(async move {
+            while let Some(message) = presence_news.next().await {
+                let Some(presence) = news_presence.upgrade() else {
+                    return;
+                };
+                let Some(news) =
+                    open::<PresenceMessage>(&news_key, &message.subject, &message.payload)
+                else {
+                    continue;
+                };
+                if news.node == node {
+                    continue;
+                }
+                presence.remote_online(news.node, &news.online, presence_ttl);
+                for user in &news.offline {
+                    presence.remote_offline(news.node, user, news.at);
                 }
             }
         });

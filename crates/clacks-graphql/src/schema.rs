@@ -17,7 +17,7 @@ use clacks_core::{
     Reaction, SeenBy, Sender, Seq, UserId,
 };
 use clacks_delivery::{Delivery, EndReason};
-use clacks_service::{Caller, ChatService, HistoryRequest, SendOptions};
+use clacks_service::{Caller, ChatService, HistoryRequest, PresenceStatus, SendOptions};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use tokio::sync::OnceCell;
@@ -175,6 +175,38 @@ impl User {
     /// Every claim of the caller's token (null for other users).
     async fn claims(&self) -> Option<Json<serde_json::Map<String, serde_json::Value>>> {
         self.me.as_ref().map(|c| Json(c.claims()))
+    }
+
+    /// Whether the user is online (holds a live connection to any node),
+    /// and when they were last seen (the system, sender of system
+    /// messages, is never online).
+    async fn presence(&self, ctx: &Context<'_>) -> Result<PresenceObj> {
+        caller(ctx)?;
+        let status = match UserId::parse(self.id.clone()) {
+            Ok(user) => service(ctx)?.presence_of(&user),
+            Err(_) => PresenceStatus {
+                online: false,
+                last_seen_at: None,
+            },
+        };
+        Ok(PresenceObj(status))
+    }
+}
+
+/// A user's presence.
+pub struct PresenceObj(PresenceStatus);
+
+#[Object(name = "Presence")]
+impl PresenceObj {
+    /// Holds a live (authenticated WebSocket) connection to any node.
+    async fn online(&self) -> bool {
+        self.0.online
+    }
+
+    /// When their last connection closed (seconds); null while online, and
+    /// when not seen since the server started.
+    async fn last_seen_at(&self) -> Option<i64> {
+        self.0.last_seen_at.map(secs)
     }
 }
 
@@ -845,6 +877,31 @@ impl QueryRoot {
         Ok(page.into_iter().map(MessageObj).collect())
     }
 
+    /// A page of the online members of one of the caller's channels
+    /// (`FORBIDDEN` for any other id), ordered by user id: those after
+    /// `after` (the last `id` of the previous page), at most `limit`
+    /// (default 50, at most 200). A page shorter than `limit` is the last.
+    #[graphql(directive = cost::apply(FETCH), directive = list_size::apply(None, slicing("limit")))]
+    async fn presence(
+        &self,
+        ctx: &Context<'_>,
+        channel: ID,
+        after: Option<ID>,
+        limit: Option<i32>,
+    ) -> Result<Vec<User>> {
+        let (service, caller) = parts(ctx)?;
+        let online = service
+            .online_members_for(
+                caller,
+                channel_id(&channel)?,
+                after.map(|a| a.0),
+                limit.map(|l| u32::try_from(l).unwrap_or(1)),
+            )
+            .await
+            .map_err(gql)?;
+        Ok(online.iter().map(User::of).collect())
+    }
+
     /// One message of one of the caller's channels.
     #[graphql(directive = cost::apply(FETCH))]
     async fn message(&self, ctx: &Context<'_>, id: ID) -> Result<MessageObj> {
@@ -1085,6 +1142,16 @@ event_type!(
     async fn user_id(&self) -> ID { ID(self.user.as_str().to_owned()) }
 );
 event_type!(
+    /// A member came online or went offline (ephemeral; sent only to
+    /// channels of at most `CLACKS_PRESENCE_EVENTS_MAX_MEMBERS` members).
+    PresenceChanged { user: UserId, online: bool, last_seen: Option<i64> }
+    async fn user(&self) -> User { User::of(&self.user) }
+    async fn user_id(&self) -> ID { ID(self.user.as_str().to_owned()) }
+    async fn online(&self) -> bool { self.online }
+    /// When their last connection closed (seconds), when offline.
+    async fn last_seen_at(&self) -> Option<i64> { self.last_seen.map(secs) }
+);
+event_type!(
     /// A member joined the channel.
     MemberJoined { user: UserId, role: String }
     async fn user(&self) -> User { User::of(&self.user) }
@@ -1129,6 +1196,7 @@ pub enum EventObj {
     ReactionRemoved(ReactionRemoved),
     ReadReceipt(ReadReceipt),
     Typing(Typing),
+    PresenceChanged(PresenceChanged),
     MemberJoined(MemberJoined),
     MemberLeft(MemberLeft),
     ChannelUpdated(ChannelUpdated),
@@ -1210,6 +1278,16 @@ impl EventObj {
                 head,
                 user: user_id.clone(),
             }),
+            EventPayload::Presence {
+                user_id,
+                online,
+                last_seen_at,
+            } => EventObj::PresenceChanged(PresenceChanged {
+                head,
+                user: user_id.clone(),
+                online: *online,
+                last_seen: *last_seen_at,
+            }),
         }
     }
 }
@@ -1228,6 +1306,7 @@ pub enum EventKind {
     ChannelDeleted,
     ReactionAdded,
     ReactionRemoved,
+    PresenceChanged,
 }
 
 /// Where to resume one channel: replay every durable event after
@@ -1365,7 +1444,10 @@ impl SubscriptionRoot {
         channel: Option<ID>,
         after_seq: Option<Seq>,
         resume: Option<Vec<ResumeInput>>,
-        #[graphql(desc = "Only these kinds (default: all).")] kinds: Option<Vec<EventKind>>,
+        #[graphql(
+            desc = "Only these kinds (default: all but PRESENCE_CHANGED, which is delivered only when asked for here)."
+        )]
+        kinds: Option<Vec<EventKind>>,
         #[graphql(
             desc = "Only events of this thread (default: all): messages and reactions whose thread root, or parent, is this message id."
         )]
@@ -1375,10 +1457,14 @@ impl SubscriptionRoot {
         let channel = channel.as_ref().map(channel_id).transpose()?;
         let thread = thread.as_ref().map(message_id).transpose()?;
         let wanted = move |event: &ChannelEvent| {
-            kinds
-                .as_ref()
-                .is_none_or(|kinds| kinds.contains(&EventKind::of(&event.payload)))
-                && thread.is_none_or(|thread| event.payload.thread() == Some(thread))
+            let kind = EventKind::of(&event.payload);
+            let asked = match &kinds {
+                Some(kinds) => kinds.contains(&kind),
+                // Presence is asked for by name: a stream written before it
+                // existed would see its events as bare seqs.
+                None => kind != EventKind::PresenceChanged,
+            };
+            asked && thread.is_none_or(|thread| event.payload.thread() == Some(thread))
         };
         let resume = resume_points(channel, after_seq, resume)?;
         let events = service
@@ -1414,6 +1500,7 @@ impl EventKind {
             EventPayload::ChannelDeleted => EventKind::ChannelDeleted,
             EventPayload::ReactionAdded { .. } => EventKind::ReactionAdded,
             EventPayload::ReactionRemoved { .. } => EventKind::ReactionRemoved,
+            EventPayload::Presence { .. } => EventKind::PresenceChanged,
         }
     }
 }

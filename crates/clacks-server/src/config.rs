@@ -249,6 +249,30 @@ pub struct Config {
     )]
     pub nats_subject_prefix: String,
 
+    /// Seconds another node's user stays online here without news of them
+    /// from that node: each node sends its online users every third of it,
+    /// so the users of a node that crashed or lost NATS go offline on the
+    /// others within about this long.
+    #[arg(
+        long,
+        env = "CLACKS_PRESENCE_TTL",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3600),
+        global = true
+    )]
+    pub presence_ttl: u64,
+
+    /// Channels of at most this many members get a `PresenceChanged` event
+    /// when a member comes online or goes offline (0: none do); larger ones
+    /// answer the `presence` query only.
+    #[arg(
+        long,
+        env = "CLACKS_PRESENCE_EVENTS_MAX_MEMBERS",
+        default_value_t = 100,
+        global = true
+    )]
+    pub presence_events_max_members: u32,
+
     /// Largest message content, in bytes.
     #[arg(long, env = "CLACKS_MAX_MESSAGE_BYTES", default_value_t = clacks_core::DEFAULT_MAX_MESSAGE_BYTES, global = true)]
     pub max_message_bytes: usize,

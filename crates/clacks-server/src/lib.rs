@@ -136,6 +136,7 @@ fn limits(config: &Config) -> Result<Limits, StartupError> {
         max_bulk_members: config.max_bulk_members,
         rates: config.rate_limits().map_err(StartupError::Config)?,
         default_token_ttl: Duration::from_secs(config.token_ttl.max(1)),
+        presence_events_max_members: config.presence_events_max_members,
         ..Limits::default()
     })
 }
@@ -256,6 +257,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
                 prefix: &config.nats_subject_prefix,
                 credentials: config.nats_credentials.as_deref(),
                 key,
+                presence_ttl: Duration::from_secs(config.presence_ttl.max(1)),
             };
             Some(
                 NatsBus::start(settings, hub.clone(), connections.clone())

@@ -154,6 +154,7 @@ async fn nodes(db: &TestDatabase, urls: [String; 2]) -> (RunningServer, RunningS
         let mut config = test_config(&db.url);
         config.nats_url = Some(nats_url);
         config.nats_subject_prefix = prefix.clone();
+        config.presence_ttl = PRESENCE_TTL.as_secs();
         let store = clacks_server::connect_store(&config, &Default::default())
             .await
             .unwrap();
@@ -213,8 +214,13 @@ cluster_tests!(
     force_disconnect_reaches_every_node,
     a_nats_restart_does_not_close_a_subscriber_that_reads,
     a_lost_publish_of_a_channels_last_message_arrives_within_a_second,
-    forged_and_unsigned_nats_messages_are_dropped_and_counted
+    forged_and_unsigned_nats_messages_are_dropped_and_counted,
+    presence_crosses_nodes_and_a_silent_nodes_users_expire
 );
+
+/// The nodes' presence TTL: short, so that a silent node's users expire
+/// within the test.
+const PRESENCE_TTL: Duration = Duration::from_secs(2);
 
 const EVENTS: &str = "subscription($c: ID) { events(channel: $c) { seq ... on MessageCreated { message { content } } } }";
 
@@ -595,6 +601,107 @@ async fn forged_and_unsigned_nats_messages_are_dropped_and_counted(backend: Test
 
 /// A counter's value in a node's `/metrics` (0 when absent). Shared by
 /// every node of the test process: compare before and after.
+const PRESENCE_EVENTS: &str =
+    "subscription($c: ID) { events(channel: $c, kinds: [PRESENCE_CHANGED]) {
+    ... on PresenceChanged { userId online lastSeenAt }
+} }";
+
+/// The next presence event of `ws` about `user`: (online, lastSeenAt).
+async fn presence_of(ws: &mut Ws, user: &str) -> (bool, serde_json::Value) {
+    loop {
+        let (_, payload) = ws.next_payload().await;
+        let event = &payload["data"]["events"];
+        if event["userId"] == user {
+            return (
+                event["online"].as_bool().unwrap(),
+                event["lastSeenAt"].clone(),
+            );
+        }
+    }
+}
+
+/// Waits until `check` holds, for at most `within`.
+async fn eventually(within: Duration, what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Ann connects to B: A sees her online, and A's subscriber of their small
+/// channel is told. Her socket on A closing keeps her online (B holds
+/// her). B's NATS link cut, with no goodbye: A forgets her within the TTL
+/// (B still has her); restored, B's heartbeat brings her back; her socket
+/// on B closing makes her offline on A at once.
+async fn presence_crosses_nodes_and_a_silent_nodes_users_expire(backend: TestBackend) {
+    let Some(cluster) = cluster(backend).await else {
+        return;
+    };
+    let channel: ChannelId = cluster
+        .a
+        .service
+        .admin_create_channel("presence".into(), vec!["ann".into(), "eve".into()], None)
+        .await
+        .unwrap()
+        .id;
+    let ann = clacks_core::UserId::parse("ann").unwrap();
+    let mut eve = Ws::open(&ws_url(&cluster.a), MODERN, &token("eve")).await;
+    eve.subscribe(
+        "p",
+        PRESENCE_EVENTS,
+        serde_json::json!({"c": channel.to_string()}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let ann_on_b = Ws::open(&ws_url(&cluster.b), MODERN, &token("ann")).await;
+    assert_eq!(
+        presence_of(&mut eve, "ann").await,
+        (true, serde_json::Value::Null)
+    );
+    assert!(cluster.a.service.presence_of(&ann).online);
+
+    let ann_on_a = Ws::open(&ws_url(&cluster.a), MODERN, &token("ann")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(ann_on_a);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        cluster.a.service.presence_of(&ann).online,
+        "B still holds her"
+    );
+
+    let cut_at = Instant::now();
+    cluster.b_proxy.cut();
+    let (online, last_seen) = presence_of(&mut eve, "ann").await;
+    assert!(!online);
+    assert!(last_seen.is_i64(), "{last_seen}");
+    let took = cut_at.elapsed();
+    assert!(
+        took <= PRESENCE_TTL + Duration::from_secs(1),
+        "offline {took:?} after the cut"
+    );
+    assert!(!cluster.a.service.presence_of(&ann).online);
+    assert!(cluster.b.service.presence_of(&ann).online, "B holds her");
+
+    cluster.b_proxy.restore();
+    eventually(Duration::from_secs(15), "ann online on A again", || {
+        cluster.a.service.presence_of(&ann).online
+    })
+    .await;
+    assert!(presence_of(&mut eve, "ann").await.0);
+
+    drop(ann_on_b);
+    let closed_at = Instant::now();
+    assert!(!presence_of(&mut eve, "ann").await.0);
+    assert!(
+        closed_at.elapsed() < PRESENCE_TTL,
+        "a close is sent at once, not left to expire"
+    );
+    cluster.a.shutdown().await;
+    cluster.b.shutdown().await;
+}
+
 async fn metric(node: &RunningServer, series: &str) -> f64 {
     let text = reqwest::get(format!("http://{}/metrics", node.management_addr))
         .await

@@ -15,6 +15,7 @@
 pub mod auth;
 mod backfill;
 mod limits;
+mod presence;
 mod rate_limit;
 mod service;
 mod stream;
@@ -23,8 +24,10 @@ mod webhooks;
 
 pub use auth::{Auth, AuthSettings, Caller, MintedToken, TokenRequest};
 pub use backfill::StoreBackfill;
+pub use clacks_delivery::PresenceStatus;
 pub use clacks_store::MembershipChange;
 pub use limits::{DEFAULT_MAX_BULK_MEMBERS, Limits};
+pub use presence::{DEFAULT_PRESENCE_EVENTS_MAX_MEMBERS, MAX_PRESENCE_CHANNELS};
 pub use rate_limit::{Rate, RateLimits};
 pub use service::{
     ChatService, ChatServiceParts, HistoryRequest, MAX_MENTIONS, MAX_RESUME_POINTS, MessageView,

@@ -27,6 +27,9 @@ pub struct Limits {
     pub default_token_ttl: Duration,
     /// Longest lifetime a minted token may have.
     pub max_token_ttl: Duration,
+    /// Channels of at most this many members get `presence` events when a
+    /// member comes online or goes offline; 0: none do.
+    pub presence_events_max_members: u32,
 }
 
 impl Default for Limits {
@@ -40,6 +43,7 @@ impl Default for Limits {
             rates: RateLimits::default(),
             default_token_ttl: Duration::from_secs(24 * 3600),
             max_token_ttl: Duration::from_secs(365 * 24 * 3600),
+            presence_events_max_members: crate::DEFAULT_PRESENCE_EVENTS_MAX_MEMBERS,
         }
     }
 }

@@ -133,6 +133,16 @@ fn unless_member(caller: &Caller, channel: ChannelId) -> impl FnOnce(Error) -> E
 
 impl ChatService {
     pub fn new(parts: ChatServiceParts) -> Arc<Self> {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && let Some(changes) = parts.connections.presence().watch()
+        {
+            runtime.spawn(crate::presence::tell_small_channels(
+                changes,
+                parts.store.clone(),
+                parts.hub.clone(),
+                parts.limits.presence_events_max_members,
+            ));
+        }
         Arc::new(ChatService {
             store: parts.store,
             publisher: Arc::new(Publisher {
@@ -286,7 +296,11 @@ impl ChatService {
     /// The caller's membership of `channel`, for reading it. A non-member
     /// learns nothing, not even whether the channel exists. (Writes check
     /// membership in their transaction instead: see clacks-store.)
-    async fn require_member(&self, caller: &Caller, channel: ChannelId) -> Result<Member> {
+    pub(crate) async fn require_member(
+        &self,
+        caller: &Caller,
+        channel: ChannelId,
+    ) -> Result<Member> {
         self.store
             .member(channel, &caller.user_id)
             .await?
@@ -1155,7 +1169,11 @@ impl Publisher {
 }
 
 /// A live-only event, positioned at the channel's newest seq on this node.
-fn ephemeral_event(hub: &Hub, channel: ChannelId, payload: EventPayload) -> ChannelEvent {
+pub(crate) fn ephemeral_event(
+    hub: &Hub,
+    channel: ChannelId,
+    payload: EventPayload,
+) -> ChannelEvent {
     ChannelEvent {
         channel_id: channel,
         seq: hub.last_seq(channel),

@@ -193,6 +193,17 @@ impl<S: Store> Store for Detached<S> {
             .await
     }
 
+    async fn small_channels_of(
+        &self,
+        user: &UserId,
+        max_members: u32,
+        limit: u32,
+    ) -> Result<Vec<ChannelId>> {
+        let user = user.clone();
+        self.run(move |s| async move { s.small_channels_of(&user, max_members, limit).await })
+            .await
+    }
+
     async fn last_seqs(&self, channels: &[ChannelId]) -> Result<Vec<(ChannelId, Seq)>> {
         let channels = channels.to_vec();
         self.run(|s| async move { s.last_seqs(&channels).await })

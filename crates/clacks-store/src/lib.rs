@@ -224,6 +224,16 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
     /// The user's channels by ascending id, each with its newest seq: what
     /// an all-channels subscription follows, without the summaries' cost.
     async fn user_channel_seqs(&self, user: &UserId) -> Result<Vec<(ChannelId, Seq)>>;
+    /// The user's channels of at most `max_members` members, by ascending
+    /// id, at most `limit` of them: where their presence changes are told.
+    /// Counts at most `max_members + 1` members of each of the user's
+    /// channels, so a huge channel costs no more than a small one.
+    async fn small_channels_of(
+        &self,
+        user: &UserId,
+        max_members: u32,
+        limit: u32,
+    ) -> Result<Vec<ChannelId>>;
     /// The newest seq of each of `channels` that exists.
     async fn last_seqs(&self, channels: &[ChannelId]) -> Result<Vec<(ChannelId, Seq)>>;
 

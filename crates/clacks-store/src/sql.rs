@@ -1770,6 +1770,25 @@ macro_rules! sql_store {
                 rows.iter().map(|row| Ok((ChannelId(int(row, 0)?), int(row, 1)?))).collect()
             }
 
+            async fn small_channels_of(&self, user: &UserId, max_members: u32, limit: u32) -> Result<Vec<ChannelId>> {
+                // A channel is small when it has no (max_members + 1)-th
+                // member: the scalar subquery reads at most that many
+                // index entries (MySQL refuses LIMIT only in IN subqueries).
+                let rows = sqlx::query(&q(
+                    "SELECT mb.channel_id FROM members mb WHERE mb.user_id = $1 AND \
+                     (SELECT m2.user_id FROM members m2 WHERE m2.channel_id = mb.channel_id \
+                      ORDER BY m2.user_id LIMIT 1 OFFSET $2) IS NULL \
+                     ORDER BY mb.channel_id LIMIT $3",
+                ))
+                .bind(user.as_str())
+                .bind(i64::from(max_members))
+                .bind(i64::from(limit))
+                .fetch_all(&self.read)
+                .await
+                .map_err(db_error)?;
+                rows.iter().map(|row| Ok(ChannelId(int(row, 0)?))).collect()
+            }
+
             async fn last_seqs(&self, channels: &[ChannelId]) -> Result<Vec<(ChannelId, Seq)>> {
                 let mut seqs = Vec::with_capacity(channels.len());
                 for chunk in channels.chunks(500) {

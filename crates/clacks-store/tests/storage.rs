@@ -93,6 +93,7 @@ storage_tests!(
     edits_and_deletes_need_the_sender_as_a_member,
     no_message_from_a_removed_member_after_member_left,
     webhook_outbox_rows_commit_with_their_events,
+    small_channels_of_a_user_count_members_up_to_the_limit,
 );
 
 /// Two store instances on one database (two nodes) racing on one client
@@ -203,6 +204,44 @@ async fn channel_with(store: &Arc<dyn Store>, members: &[&str]) -> ChannelId {
         .await
         .unwrap()
         .id
+}
+
+async fn small_channels_of_a_user_count_members_up_to_the_limit(store: Arc<dyn Store>) {
+    let pair = channel_with(&store, &["ann", "bob"]).await;
+    let trio = channel_with(&store, &["ann", "bob", "cat"]).await;
+    let crowd = channel_with(&store, &["ann", "bob", "cat", "dan", "eve"]).await;
+    let _without_ann = channel_with(&store, &["bob"]).await;
+    let ann = user("ann");
+    assert_eq!(
+        store.small_channels_of(&ann, 3, 100).await.unwrap(),
+        vec![pair, trio]
+    );
+    assert_eq!(
+        store.small_channels_of(&ann, 2, 100).await.unwrap(),
+        vec![pair]
+    );
+    assert_eq!(
+        store.small_channels_of(&ann, 5, 100).await.unwrap(),
+        vec![pair, trio, crowd]
+    );
+    assert_eq!(
+        store.small_channels_of(&ann, 5, 2).await.unwrap(),
+        vec![pair, trio]
+    );
+    assert!(
+        store
+            .small_channels_of(&ann, 1, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .small_channels_of(&user("zed"), 100, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn send(

@@ -11,6 +11,7 @@ mod http;
 #[path = "graphql/limits.rs"]
 mod limits;
 mod message_features;
+mod presence;
 mod races;
 mod rate_limits;
 #[path = "graphql/schema.rs"]

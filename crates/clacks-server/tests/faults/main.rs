@@ -27,4 +27,5 @@ mod database_outage;
 mod nats_outage;
 mod node_loss;
 mod overload;
+mod presence;
 mod shutdown;

@@ -1,0 +1,184 @@
+// End-to-end presence: the real `clacks` binary and the stock graphql-ws
+// client. A member subscribed to a small channel sees another member come
+// online when their client connects and go offline when it closes; the
+// `presence` query lists the online members for members only; the
+// management API answers `GET /users/{uid}/presence`.
+//
+// Starts target/debug/clacks on free ports with a temporary SQLite
+// database (override the binary with CLACKS_BIN).
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createClient } from "graphql-ws";
+import WebSocket from "ws";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const BIN = process.env.CLACKS_BIN ?? join(here, "..", "target", "debug", "clacks");
+const SECRET = "e2e-secret-0123456789abcdef0123456789";
+
+let server;
+let dir;
+let client;
+let mgmt;
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitFor(url) {
+  for (let i = 0; i < 100; i++) {
+    try {
+      if ((await fetch(url)).ok) return;
+    } catch {}
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${url} did not come up`);
+}
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), "clacks-e2e-presence-"));
+  const [c, m] = [await freePort(), await freePort()];
+  client = `127.0.0.1:${c}`;
+  mgmt = `127.0.0.1:${m}`;
+  server = spawn(BIN, [], {
+    env: {
+      ...process.env,
+      DATABASE_URL: `sqlite://${join(dir, "clacks.db")}?mode=rwc`,
+      JWT_SECRET: SECRET,
+      CLACKS_CLIENT_ADDR: client,
+      CLACKS_MANAGEMENT_ADDR: mgmt,
+      CLACKS_LOG: "warn",
+    },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  await waitFor(`http://${client}/healthz`);
+  await waitFor(`http://${mgmt}/healthz`);
+});
+
+after(async () => {
+  if (server) {
+    server.kill("SIGTERM");
+    await new Promise((r) => server.once("exit", r));
+  }
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+async function api(method, path, body) {
+  const res = await fetch(`http://${mgmt}/api/v1${path}`, {
+    method,
+    headers: body ? { "content-type": "application/json" } : {},
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  assert.ok(res.ok, `${method} ${path}: ${res.status} ${await res.clone().text()}`);
+  return res.json();
+}
+
+const token = (uid) => api("GET", `/jwt/${encodeURIComponent(uid)}`);
+
+async function gql(tok, query, variables = {}) {
+  const res = await fetch(`http://${client}/graphql`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${tok}` },
+    body: JSON.stringify({ query, variables }),
+  });
+  return res.json();
+}
+
+/** A graphql-ws client, resolved once the server acknowledged it. */
+function connected(tok) {
+  return new Promise((resolve, reject) => {
+    const c = createClient({
+      url: `ws://${client}/graphql`,
+      webSocketImpl: WebSocket,
+      connectionParams: { authorization: `Bearer ${tok}` },
+      retryAttempts: 0,
+      lazy: false,
+      onNonLazyError: reject,
+      on: { connected: () => resolve(c) },
+    });
+  });
+}
+
+/** The presence events of one user, as a queue you can await. */
+function presenceOf(user) {
+  const items = [];
+  const waiters = [];
+  return {
+    push(result) {
+      const event = result.data?.events;
+      if (!event || event.userId !== user) return;
+      const w = waiters.shift();
+      if (w) w(event);
+      else items.push(event);
+    },
+    next(ms = 5000) {
+      if (items.length) return Promise.resolve(items.shift());
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`no presence event of ${user}`)), ms);
+        waiters.push((item) => {
+          clearTimeout(t);
+          resolve(item);
+        });
+      });
+    },
+  };
+}
+
+test("a member's client connecting and closing is seen live, by query and by the management API", async () => {
+  const { id } = await api("POST", "/channel", { displayName: "presence", initialUsers: ["alice", "bob"] });
+  const channel = String(id);
+  const [alice, bob, mallory] = [await token("alice"), await token("bob"), await token("mallory")];
+
+  assert.deepEqual(await api("GET", "/users/alice/presence"), { online: false, lastSeenAt: null });
+
+  const b = await connected(bob);
+  const aliceEvents = presenceOf("alice");
+  const stop = b.subscribe(
+    {
+      query: `subscription($c: ID) { events(channel: $c, kinds: [PRESENCE_CHANGED]) {
+        __typename durable ... on PresenceChanged { userId online lastSeenAt } } }`,
+      variables: { c: channel },
+    },
+    { next: (r) => aliceEvents.push(r), error: (e) => assert.fail(JSON.stringify(e)), complete: () => {} },
+  );
+  await new Promise((r) => setTimeout(r, 300));
+
+  const a = await connected(alice);
+  let event = await aliceEvents.next();
+  assert.equal(event.__typename, "PresenceChanged");
+  assert.equal(event.durable, false);
+  assert.equal(event.online, true);
+  assert.equal((await api("GET", "/users/alice/presence")).online, true);
+  const online = await gql(bob, "query($c: ID!) { presence(channel: $c) { id presence { online } } }", { c: channel });
+  assert.deepEqual(online.data.presence, [
+    { id: "alice", presence: { online: true } },
+    { id: "bob", presence: { online: true } },
+  ]);
+
+  await a.dispose();
+  event = await aliceEvents.next();
+  assert.equal(event.online, false);
+  assert.equal(typeof event.lastSeenAt, "number");
+  const rest = await api("GET", "/users/alice/presence");
+  assert.equal(rest.online, false);
+  assert.equal(Math.floor(rest.lastSeenAt / 1000), event.lastSeenAt);
+
+  const denied = await gql(mallory, "query($c: ID!) { presence(channel: $c) { id } }", { c: channel });
+  assert.equal(denied.errors[0].extensions.code, "FORBIDDEN", JSON.stringify(denied));
+
+  stop();
+  await b.dispose();
+});
