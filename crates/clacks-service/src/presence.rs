@@ -25,6 +25,12 @@ use crate::service::{ChatService, ephemeral_event};
 pub const MAX_PRESENCE_CHANNELS: u32 = 1_000;
 /// Members read at once while looking for a channel's online ones.
 const SCAN_PAGE: u32 = 1_000;
+/// Query-cost units a client pays for each page of members read beyond
+/// the first: a fetch (10) and its rows, as a 1,000-row list costs in a
+/// GraphQL query. Without it, one member of a huge channel with few
+/// members online could make each cheap-looking `presence(channel)` read
+/// the whole member list, again and again.
+const SCAN_PAGE_COST: u64 = 10 + SCAN_PAGE as u64;
 
 /// Tells the small channels of each user whose presence changed, on this
 /// node (every node sees every change, so none is sent over NATS).
@@ -81,7 +87,8 @@ impl ChatService {
         limit: Option<u32>,
     ) -> Result<Vec<UserId>> {
         self.require_member(caller, channel).await?;
-        self.online_members(channel, after, limit).await
+        self.online_members(channel, after, limit, Some(caller))
+            .await
     }
 
     /// A user's presence (management API).
@@ -97,23 +104,32 @@ impl ChatService {
         after: Option<String>,
         limit: Option<u32>,
     ) -> Result<Vec<UserId>> {
-        self.online_members(channel, after, limit).await
+        self.online_members(channel, after, limit, None).await
     }
 
     /// Reads the members after `after` a thousand at a time, keeping the
     /// online ones, until the page is full or the members end: on demand,
-    /// O(members after the cursor) in the worst case (few online).
+    /// O(members after the cursor) in the worst case (few online). A
+    /// client `payer` pays [`SCAN_PAGE_COST`] of its query-cost budget for
+    /// every page after the first, and is refused (`RATE_LIMITED`) when
+    /// the budget runs out.
     async fn online_members(
         &self,
         channel: ChannelId,
         after: Option<String>,
         limit: Option<u32>,
+        payer: Option<&Caller>,
     ) -> Result<Vec<UserId>> {
         let limit = self.limits().page(limit) as usize;
         let mut cursor = after.map(UserId::parse).transpose()?;
         let presence = self.connections().presence();
         let mut online = Vec::new();
-        loop {
+        for page in 0usize.. {
+            if page > 0
+                && let Some(caller) = payer
+            {
+                self.charge_query_cost(caller, SCAN_PAGE_COST)?;
+            }
             let members = self
                 .store()
                 .members_page(channel, cursor.as_ref(), SCAN_PAGE)
@@ -129,9 +145,10 @@ impl ChatService {
                 cursor = Some(member.user_id);
             }
             if last_page {
-                return Ok(online);
+                break;
             }
         }
+        Ok(online)
     }
 }
 

@@ -228,9 +228,8 @@ impl WebhookWorker {
     }
 
     /// `message.unread_offline`: for each due check, the members who have
-    /// not read the message and hold no connection to this node. (Presence
-    /// across nodes is not known here: with several nodes, a member
-    /// connected only to another node counts as offline.)
+    /// not read the message and are not online on any node (presence, as
+    /// this node sees it).
     async fn unread_checks(&self) -> clacks_core::Result<()> {
         loop {
             let due = self.store.due_unread_checks(now_ms(), UNREAD_BATCH).await?;
@@ -240,7 +239,7 @@ impl WebhookWorker {
                     .unread_members(check)
                     .await?
                     .into_iter()
-                    .filter(|user| !self.connections.is_connected(user))
+                    .filter(|user| !self.connections.presence().is_online(user))
                     .collect();
                 self.store.complete_unread_check(check, &offline).await?;
             }

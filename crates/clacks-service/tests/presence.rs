@@ -15,13 +15,14 @@ use clacks_core::{ChannelId, Error, EventPayload};
 use clacks_delivery::{ConnectionGuard, Delivery};
 use clacks_service::{Caller, ChatService, EventStream, Limits};
 use clacks_testkit::{TestBackend, TestDatabase};
-use common::{caller, service_with};
+use common::{caller, service_exactly, service_with};
 use futures::StreamExt;
 
 backend_tests!(
     online_until_the_last_connection_closes,
     online_members_of_a_channel_for_members_only,
-    presence_events_reach_small_channels_only
+    presence_events_reach_small_channels_only,
+    a_members_scan_for_presence_is_paid_from_the_query_budget,
 );
 
 fn connect(service: &ChatService, who: &Caller) -> ConnectionGuard {
@@ -199,4 +200,46 @@ async fn presence_events_reach_small_channels_only(backend: TestBackend) {
         None,
         "a channel over the limit gets no presence events"
     );
+}
+
+/// A huge channel with few members online makes `presence(channel)` read
+/// many member pages; a client pays for each page after the first from its
+/// query-cost budget and is refused when it runs out, so repeating a
+/// cheap-looking query cannot keep the database reading member lists. The
+/// management API is not metered.
+async fn a_members_scan_for_presence_is_paid_from_the_query_budget(backend: TestBackend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let mut limits = Limits::default();
+    // Room for one page after the first (1,010 units), not two.
+    limits.rates.query_cost = clacks_service::Rate::new(1, 1_500).unwrap();
+    let service = service_exactly(&db, 1_000, limits).await;
+    let channel = channel(&service, &["ann"]).await;
+    let others: Vec<String> = (0..2_500).map(|n| format!("user{n:05}")).collect();
+    service
+        .admin_change_members(channel, others, Vec::new(), None)
+        .await
+        .unwrap();
+    let ann = caller(&service, "ann");
+    let _ann = connect(&service, &ann);
+    let _last = connect(&service, &caller(&service, "user02499"));
+
+    // From near the end: one page, free.
+    let tail = service
+        .online_members_for(&ann, channel, Some("user02000".into()), None)
+        .await
+        .unwrap();
+    assert_eq!(tail.len(), 1);
+    // From the start: three pages, the budget pays for one.
+    let refused = service.online_members_for(&ann, channel, None, None).await;
+    assert!(
+        matches!(refused, Err(Error::RateLimited { .. })),
+        "{refused:?}"
+    );
+    let all = service
+        .admin_online_members(channel, None, None)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2, "{all:?}");
 }

@@ -36,11 +36,32 @@ pub async fn service_with(
     queue_capacity: usize,
     limits: Limits,
 ) -> Arc<ChatService> {
+    let generous = Rate::new(1_000_000, 1_000_000).unwrap();
+    let limits = Limits {
+        rates: RateLimits {
+            send: generous,
+            edit: generous,
+            subscribe: generous,
+            // Replays are charged to it, one unit per event.
+            query_cost: generous,
+            ..limits.rates
+        },
+        ..limits
+    };
+    service_exactly(db, queue_capacity, limits).await
+}
+
+/// A service with exactly the given queue capacity and limits.
+#[allow(dead_code)]
+pub async fn service_exactly(
+    db: &TestDatabase,
+    queue_capacity: usize,
+    limits: Limits,
+) -> Arc<ChatService> {
     let store: Arc<dyn Store> = clacks_store::connect(&db.url, &PoolSettings::default())
         .await
         .unwrap();
     store.migrate().await.unwrap();
-    let generous = Rate::new(1_000_000, 1_000_000).unwrap();
     ChatService::new(ChatServiceParts {
         hub: Hub::new(
             HubSettings {
@@ -52,17 +73,7 @@ pub async fn service_with(
         store,
         connections: Connections::new(ConnectionLimits::default()),
         auth: Auth::new(b"0123456789abcdef0123456789abcdef", AuthSettings::default()),
-        limits: Limits {
-            rates: RateLimits {
-                send: generous,
-                edit: generous,
-                subscribe: generous,
-                // Replays are charged to it, one unit per event.
-                query_cost: generous,
-                ..limits.rates
-            },
-            ..limits
-        },
+        limits,
         bus: None,
     })
 }
