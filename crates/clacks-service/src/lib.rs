@@ -28,7 +28,7 @@ pub use limits::{DEFAULT_MAX_BULK_MEMBERS, Limits};
 pub use rate_limit::{Rate, RateLimits};
 pub use service::{
     ChatService, ChatServiceParts, HistoryRequest, MAX_MENTIONS, MAX_RESUME_POINTS, MessageView,
-    SendOptions,
+    SearchHit, SearchRequest, SearchResults, SendOptions,
 };
 pub use stream::EventStream;
 pub use webhook_worker::{WebhookSettings, WebhookWorker};

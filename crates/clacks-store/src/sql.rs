@@ -61,14 +61,15 @@ macro_rules! sql_store {
         use clacks_core::{
             now_ms, Channel, ChannelEvent, ChannelId, ChannelPage, ChannelSummary, Entity, Error,
             EventPayload, HistoryPage, Member, Message, MessageBody, MessageId, Metadata,
-            Reaction, ReactionKey, ReadMark, Result, Role, SeenBy, Sender, Seq, UserId,
+            Reaction, ReactionKey, ReadMark, Result, Role, SearchQuery, SeenBy, Sender, Seq, UserId,
         };
         use sqlx::{Row, Transaction};
 
         use crate::sql::READ_MARK_WINDOW_MS;
         use crate::{
             db_error, is_unique_violation, Actor, AddedMember, Backend, ChannelPatch, DeletedChannel,
-            MarkedRead, MembershipChange, MessageExtras, NewMessage, Store, StoredMessage, BULK_CHUNK, MAX_PAGE,
+            MarkedRead, MembershipChange, MessageExtras, NewMessage, SearchHit, SearchPageRequest, SearchScope,
+            Store, StoredMessage, BULK_CHUNK, MAX_PAGE,
         };
 
         type DbRow = <$db as sqlx::Database>::Row;
@@ -2010,6 +2011,36 @@ macro_rules! sql_store {
                     .await
                     .map_err(db_error)?;
                 rows.iter().map(|r| message_row(r, 0)).collect()
+            }
+
+            async fn search_messages(&self, query: &SearchQuery, scope: &SearchScope, page: SearchPageRequest) -> Result<Vec<SearchHit>> {
+                let Some(terms) = crate::search::engine_query($backend, query) else {
+                    return Ok(Vec::new());
+                };
+                let sql = crate::search::statement($backend, scope);
+                let mut statement = sqlx::query(&sql).bind(terms.clone());
+                if $backend == Backend::MySql {
+                    statement = statement.bind(terms);
+                }
+                statement = match scope {
+                    SearchScope::Channel(channel) => statement.bind(channel.0),
+                    SearchScope::MemberOf(user) => statement.bind(user.as_str()),
+                    SearchScope::All => statement,
+                };
+                let rows = statement
+                    .bind(page_limit(page.limit))
+                    .bind(i64::from(page.offset))
+                    .fetch_all(&self.read)
+                    .await
+                    .map_err(db_error)?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(SearchHit {
+                            message: message_row(row, 0)?,
+                            score: row.try_get::<f64, _>(13).map_err(db_error)?,
+                        })
+                    })
+                    .collect()
             }
 
             async fn events_after(&self, channel: ChannelId, after: Seq, limit: u32) -> Result<Vec<ChannelEvent>> {
