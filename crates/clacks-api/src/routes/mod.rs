@@ -6,6 +6,7 @@ pub mod channels;
 pub mod health;
 pub mod members;
 pub mod messages;
+pub mod search;
 pub mod tokens;
 pub mod users;
 pub mod webhooks;
