@@ -32,7 +32,9 @@ use utoipa_axum::routes;
 use crate::auth::{ManagementToken, require_token};
 use crate::openapi::{ApiDoc, Documents};
 use crate::routes::AppState;
-use crate::routes::{channels, health, members, messages, presence, tokens, users, webhooks};
+use crate::routes::{
+    channels, health, members, messages, presence, search, tokens, users, webhooks,
+};
 
 /// The prefix of every management endpoint.
 pub const API_PREFIX: &str = "/api/v1";
@@ -72,6 +74,7 @@ fn api_routes(token: Option<ManagementToken>, bulk_body_limit: usize) -> OpenApi
         .routes(routes!(members::remove_member))
         .routes(routes!(messages::list_messages, messages::post_message))
         .routes(routes!(messages::delete_message))
+        .routes(routes!(search::search_messages))
         .routes(routes!(users::user_channels))
         .routes(routes!(users::disconnect_user))
         .routes(routes!(presence::user_presence))

@@ -392,6 +392,70 @@ pub struct MessagePage {
     pub next_after: Option<i64>,
 }
 
+/// Parameters of `GET /search`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SearchParams {
+    /// The words to find; every one must match. Letters and digits make
+    /// words, every other character separates them (none is an operator).
+    /// At most 256 characters and 16 words.
+    #[param(min_length = 1, max_length = 256)]
+    pub q: String,
+    /// Only this channel's messages.
+    #[param(minimum = 1)]
+    pub channel: Option<i64>,
+    /// Only the messages of channels this user is a member of (with
+    /// `channel`: that channel, which the user must be a member of).
+    #[param(value_type = Option<UserIdSchema>)]
+    pub user: Option<String>,
+    /// Hits per page: default 20, 1 to 100 (others are refused).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    /// The previous page's `next`.
+    #[param(max_length = 16)]
+    pub after: Option<String>,
+}
+
+/// A message found by `GET /search`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchHitDto {
+    /// The message (its `channelId` is its channel).
+    pub message: MessageDto,
+    /// Relevance, higher is better; each database engine scores its own
+    /// way, so a score only orders the hits of one search.
+    pub score: f64,
+    /// Pass as `after` for the hits ranked below this one.
+    pub cursor: String,
+}
+
+/// A page of `GET /search`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchPage {
+    /// Best match first, equal matches newest first.
+    pub items: Vec<SearchHitDto>,
+    /// Pass as `after` for the next page; null on the last one.
+    pub next: Option<String>,
+}
+
+impl From<clacks_service::SearchResults> for SearchPage {
+    fn from(results: clacks_service::SearchResults) -> Self {
+        SearchPage {
+            items: results
+                .hits
+                .into_iter()
+                .map(|hit| SearchHitDto {
+                    message: hit.message.into(),
+                    score: hit.score,
+                    cursor: hit.cursor,
+                })
+                .collect(),
+            next: results.next,
+        }
+    }
+}
+
 /// `POST /channel/{channelId}/messages` request body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -88,6 +88,7 @@ fn problem_response(description: &str) -> utoipa::openapi::Response {
         (name = "channels", description = "Channels (original and extensions)"),
         (name = "members", description = "Channel membership (original)"),
         (name = "messages", description = "A channel's messages (extensions)"),
+        (name = "search", description = "Full-text search of messages (extension)"),
         (name = "users", description = "A user's channels and sessions (extensions)"),
         (name = "tokens", description = "Client JWTs"),
         (name = "webhooks", description = "Signed HTTP POSTs of channel events to the application's server (extensions)"),

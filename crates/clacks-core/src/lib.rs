@@ -12,6 +12,7 @@ pub mod error;
 pub mod event;
 pub mod model;
 pub mod redact;
+pub mod search;
 pub mod values;
 pub mod webhook;
 
@@ -19,6 +20,9 @@ pub use error::{Entity, Error, Result};
 pub use event::{ChannelEvent, EventPayload};
 pub use model::*;
 pub use redact::redact_url;
+pub use search::{
+    SEARCH_MAX_DEPTH, SEARCH_MAX_WORDS, SEARCH_QUERY_MAX_CHARS, SearchCursor, SearchQuery,
+};
 pub use values::*;
 pub use webhook::{
     AttemptOutcome, Webhook, WebhookAttempt, WebhookEventType, WebhookSecret, WebhookUrl,

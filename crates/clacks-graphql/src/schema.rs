@@ -17,7 +17,9 @@ use clacks_core::{
     Reaction, SeenBy, Sender, Seq, UserId,
 };
 use clacks_delivery::{Delivery, EndReason};
-use clacks_service::{Caller, ChatService, HistoryRequest, PresenceStatus, SendOptions};
+use clacks_service::{
+    Caller, ChatService, HistoryRequest, PresenceStatus, SearchRequest, SendOptions,
+};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use tokio::sync::OnceCell;
@@ -784,6 +786,36 @@ impl ReadState {
     }
 }
 
+// ----- Search -------------------------------------------------------------
+
+/// A message found by `search`, with its channel and its place in the
+/// result list.
+pub struct SearchHitObj(clacks_service::SearchHit);
+
+#[Object(name = "SearchHit")]
+impl SearchHitObj {
+    async fn message(&self) -> MessageObj {
+        MessageObj(self.0.message.clone())
+    }
+
+    // Loaded only if more than its id is asked for; costed as if it were.
+    #[graphql(directive = cost::apply(FETCH))]
+    async fn channel(&self) -> ChannelObj {
+        ChannelObj::lazy(self.0.message.channel_id)
+    }
+
+    /// Relevance, higher is better. Each database engine scores its own way,
+    /// so a score only orders the hits of one search.
+    async fn score(&self) -> f64 {
+        self.0.score
+    }
+
+    /// Pass as `after` for the hits ranked below this one.
+    async fn cursor(&self) -> &str {
+        &self.0.cursor
+    }
+}
+
 // ----- Query --------------------------------------------------------------
 
 #[derive(Default)]
@@ -900,6 +932,36 @@ impl QueryRoot {
             .await
             .map_err(gql)?;
         Ok(online.iter().map(User::of).collect())
+    }
+
+    /// Full-text search of the messages of the caller's channels, or of
+    /// `channel` (one of them: `FORBIDDEN` for any other id). A message
+    /// matches when it holds every word of `query` (letters and digits;
+    /// everything else separates words, so no character is an operator;
+    /// at most 256 characters and 16 words). Best match first, equal
+    /// matches newest first; deleted messages are never found, edited ones
+    /// by their current content. Paged: pass the last hit's `cursor` as
+    /// `after` until a page comes back shorter than `limit` (default 20,
+    /// 1 to 100; at most 1,000 hits in all). What counts as a word differs
+    /// by database (README, "Search").
+    #[graphql(directive = cost::apply(FETCH), directive = list_size::apply(None, slicing("limit")))]
+    async fn search(
+        &self,
+        ctx: &Context<'_>,
+        query: String,
+        channel: Option<ID>,
+        limit: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Vec<SearchHitObj>> {
+        let (service, caller) = parts(ctx)?;
+        let request = SearchRequest {
+            query,
+            channel: channel.as_ref().map(channel_id).transpose()?,
+            limit: limit.map(i64::from),
+            after,
+        };
+        let results = service.search_for(caller, &request).await.map_err(gql)?;
+        Ok(results.hits.into_iter().map(SearchHitObj).collect())
     }
 
     /// One message of one of the caller's channels.

@@ -31,7 +31,7 @@ pub use presence::{DEFAULT_PRESENCE_EVENTS_MAX_MEMBERS, MAX_PRESENCE_CHANNELS};
 pub use rate_limit::{Rate, RateLimits};
 pub use service::{
     ChatService, ChatServiceParts, HistoryRequest, MAX_MENTIONS, MAX_RESUME_POINTS, MessageView,
-    SendOptions,
+    SearchHit, SearchRequest, SearchResults, SendOptions,
 };
 pub use stream::EventStream;
 pub use webhook_worker::{WebhookSettings, WebhookWorker};

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use clacks_core::DEFAULT_MAX_MESSAGE_BYTES;
+use clacks_core::{DEFAULT_MAX_MESSAGE_BYTES, Error, Result};
 
 use crate::rate_limit::RateLimits;
 
@@ -21,6 +21,10 @@ pub struct Limits {
     pub max_page: u32,
     /// Page size when the caller gives none.
     pub default_page: u32,
+    /// Most hits one search page returns.
+    pub max_search_page: u32,
+    /// Search page size when the caller gives none.
+    pub default_search_page: u32,
     /// Per-user rate limits of the client operations.
     pub rates: RateLimits,
     /// Default lifetime of tokens minted by the management API.
@@ -40,6 +44,8 @@ impl Default for Limits {
             max_bulk_members: DEFAULT_MAX_BULK_MEMBERS,
             max_page: 200,
             default_page: 50,
+            max_search_page: 100,
+            default_search_page: 20,
             rates: RateLimits::default(),
             default_token_ttl: Duration::from_secs(24 * 3600),
             max_token_ttl: Duration::from_secs(365 * 24 * 3600),
@@ -54,5 +60,23 @@ impl Limits {
         requested
             .unwrap_or(self.default_page)
             .clamp(1, self.max_page)
+    }
+
+    /// A requested search page size: defaulted, and refused outside 1 to
+    /// `max_search_page` (a search is costly: a bad size is a mistake to
+    /// report, not to round).
+    pub fn search_page(&self, requested: Option<i64>) -> Result<u32> {
+        let Some(requested) = requested else {
+            return Ok(self.default_search_page);
+        };
+        u32::try_from(requested)
+            .ok()
+            .filter(|limit| (1..=self.max_search_page).contains(limit))
+            .ok_or_else(|| {
+                Error::invalid(
+                    "limit",
+                    format!("must be 1 to {}, not {requested}", self.max_search_page),
+                )
+            })
     }
 }

@@ -4,7 +4,8 @@ use std::sync::{Arc, OnceLock};
 use clacks_core::{
     Channel, ChannelEvent, ChannelId, ChannelPage, ChannelSummary, ClientMessageId, DisplayName,
     Entity, Error, EventPayload, HistoryPage, Member, Message, MessageBody, MessageId, Metadata,
-    Reaction, ReactionKey, ReadMark, Result, Role, SeenBy, Sender, Seq, UserId, now_ms,
+    Reaction, ReactionKey, ReadMark, Result, Role, SEARCH_MAX_DEPTH, SearchCursor, SearchQuery,
+    SeenBy, Sender, Seq, UserId, now_ms,
 };
 use clacks_delivery::{
     CloseReason, ConnectionGuard, Connections, Hub, HubStats, Interest, NatsBus, Refusal,
@@ -12,7 +13,7 @@ use clacks_delivery::{
 };
 use clacks_store::{
     Actor, Backend, ChannelPatch, MarkedRead, MembershipChange, MessageExtras, NewMessage,
-    PoolStats, Store, StoredMessage,
+    PoolStats, SearchPageRequest, SearchScope, Store, StoredMessage,
 };
 
 use crate::auth::{Auth, Caller, MintedToken, TokenRequest};
@@ -33,6 +34,40 @@ pub struct HistoryRequest {
     pub before: Option<Seq>,
     pub after: Option<Seq>,
     pub limit: Option<u32>,
+}
+
+/// A full-text search, as either API receives it.
+#[derive(Debug, Clone, Default)]
+pub struct SearchRequest {
+    /// The words to find (every one must match); see
+    /// [`clacks_core::SearchQuery`].
+    pub query: String,
+    /// Only this channel; else every channel in scope.
+    pub channel: Option<ChannelId>,
+    /// Hits per page: default [`Limits::default_search_page`], at most
+    /// [`Limits::max_search_page`] (outside 1 to that: `InvalidInput`).
+    pub limit: Option<i64>,
+    /// The `cursor` of the last hit of the previous page.
+    pub after: Option<String>,
+}
+
+/// One message found, with where it stands in the result list.
+#[derive(Debug, Clone)]
+pub struct SearchHit {
+    pub message: Message,
+    /// Relevance, higher is better (engine-specific scale).
+    pub score: f64,
+    /// Pass as `after` for the hits ranked below this one.
+    pub cursor: String,
+}
+
+/// A page of search hits, best first (ties newest first).
+#[derive(Debug, Clone)]
+pub struct SearchResults {
+    pub hits: Vec<SearchHit>,
+    /// The cursor of the next page: `None` when this page is the last one
+    /// (shorter than asked, or at [`SEARCH_MAX_DEPTH`]).
+    pub next: Option<String>,
 }
 
 /// What a send may carry beyond its content.
@@ -327,7 +362,75 @@ impl ChatService {
         }
     }
 
+    /// A search request's input, parsed: the rules of both APIs (query,
+    /// page size, cursor) checked here once, before any database work.
+    fn search_input(&self, request: &SearchRequest) -> Result<(SearchQuery, u32, u32)> {
+        let query = SearchQuery::parse(&request.query)?;
+        let limit = self.limits.search_page(request.limit)?;
+        let offset = match request.after.as_deref() {
+            Some(raw) => SearchCursor::parse(raw)?.offset,
+            None => 0,
+        };
+        Ok((query, limit, offset))
+    }
+
+    /// Runs a parsed search in `scope`, paging at most [`SEARCH_MAX_DEPTH`]
+    /// hits deep.
+    async fn search_in(
+        &self,
+        scope: SearchScope,
+        (query, limit, offset): (SearchQuery, u32, u32),
+    ) -> Result<SearchResults> {
+        // Paging stops at SEARCH_MAX_DEPTH hits: past it, an empty last page.
+        let limit = limit.min(SEARCH_MAX_DEPTH.saturating_sub(offset));
+        if limit == 0 {
+            return Ok(SearchResults {
+                hits: Vec::new(),
+                next: None,
+            });
+        }
+        let found = self
+            .store
+            .search_messages(&query, &scope, SearchPageRequest { offset, limit })
+            .await?;
+        let full = found.len() >= limit as usize;
+        let hits: Vec<SearchHit> = found
+            .into_iter()
+            .zip(offset..)
+            .map(|(hit, at)| SearchHit {
+                message: hit.message,
+                score: hit.score,
+                cursor: SearchCursor::after_hit(at).encode(),
+            })
+            .collect();
+        let next = hits
+            .last()
+            .filter(|_| full && offset.saturating_add(limit) < SEARCH_MAX_DEPTH)
+            .map(|hit| hit.cursor.clone());
+        Ok(SearchResults { hits, next })
+    }
+
     // ----- client operations (an authenticated end user) ---------------
+
+    /// Full-text search of the messages of the caller's channels (or of
+    /// one of them: a channel the caller is not in is refused as every
+    /// read of it is, exists or not). Tombstones are never found; an
+    /// edited message is found by its current content only.
+    pub async fn search_for(
+        &self,
+        caller: &Caller,
+        request: &SearchRequest,
+    ) -> Result<SearchResults> {
+        let input = self.search_input(request)?;
+        let scope = match request.channel {
+            Some(channel) => {
+                self.require_member(caller, channel).await?;
+                SearchScope::Channel(channel)
+            }
+            None => SearchScope::MemberOf(caller.user_id.clone()),
+        };
+        self.search_in(scope, input).await
+    }
 
     /// The caller's channels with unread counts and last messages.
     pub async fn my_channels(&self, caller: &Caller) -> Result<Vec<ChannelSummary>> {
@@ -1107,6 +1210,35 @@ impl ChatService {
         self.store
             .history(channel, page, self.limits.page(request.limit))
             .await
+    }
+
+    /// Full-text search for the application: in one channel, in the
+    /// channels of one user (`user`: as that user would search), or
+    /// everywhere. A channel and a user together: that channel, which the
+    /// user must be a member of (`NotMember`).
+    pub async fn admin_search(
+        &self,
+        request: &SearchRequest,
+        user: Option<String>,
+    ) -> Result<SearchResults> {
+        let input = self.search_input(request)?;
+        let user = user.map(UserId::parse).transpose()?;
+        let scope = match (request.channel, user) {
+            (Some(channel), Some(user)) => {
+                self.store.channel(channel).await?;
+                if self.store.member(channel, &user).await?.is_none() {
+                    return Err(Error::NotMember { user, channel });
+                }
+                SearchScope::Channel(channel)
+            }
+            (Some(channel), None) => {
+                self.store.channel(channel).await?;
+                SearchScope::Channel(channel)
+            }
+            (None, Some(user)) => SearchScope::MemberOf(user),
+            (None, None) => SearchScope::All,
+        };
+        self.search_in(scope, input).await
     }
 
     pub async fn admin_delete_message(&self, channel: ChannelId, id: MessageId) -> Result<Message> {

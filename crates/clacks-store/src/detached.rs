@@ -32,12 +32,13 @@ use async_trait::async_trait;
 use clacks_core::{
     Channel, ChannelEvent, ChannelId, ChannelPage, ChannelSummary, DisplayName, Error, HistoryPage,
     Member, Message, MessageBody, MessageId, Metadata, Reaction, ReactionKey, ReadMark, Result,
-    Role, SeenBy, Seq, UserId,
+    Role, SearchQuery, SeenBy, Seq, UserId,
 };
 
 use crate::{
     Actor, AddedMember, Backend, ChannelPatch, DeletedChannel, MarkedRead, MembershipChange,
-    MessageExtras, NewMessage, PoolStats, Store, StoredMessage,
+    MessageExtras, NewMessage, PoolStats, SearchHit, SearchPageRequest, SearchScope, Store,
+    StoredMessage,
 };
 
 /// A store whose operations finish even when their caller is dropped.
@@ -300,6 +301,17 @@ impl<S: Store> Store for Detached<S> {
 
     async fn message_by_seq(&self, channel: ChannelId, seq: Seq) -> Result<Message> {
         self.run(|s| async move { s.message_by_seq(channel, seq).await })
+            .await
+    }
+
+    async fn search_messages(
+        &self,
+        query: &SearchQuery,
+        scope: &SearchScope,
+        page: SearchPageRequest,
+    ) -> Result<Vec<SearchHit>> {
+        let (query, scope) = (query.clone(), scope.clone());
+        self.run(|s| async move { s.search_messages(&query, &scope, page).await })
             .await
     }
 

@@ -36,6 +36,7 @@ pub mod webhooks;
 
 pub mod mysql;
 pub mod postgres;
+pub mod search;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -44,7 +45,7 @@ use async_trait::async_trait;
 use clacks_core::{
     Channel, ChannelEvent, ChannelId, ChannelPage, ChannelSummary, ClientMessageId, DisplayName,
     Error, HistoryPage, Member, Message, MessageBody, MessageId, Metadata, Reaction, ReactionKey,
-    ReadMark, Result, Role, SeenBy, Sender, Seq, UserId,
+    ReadMark, Result, Role, SearchQuery, SeenBy, Sender, Seq, UserId,
 };
 
 pub use dialect::Backend;
@@ -146,6 +147,37 @@ pub struct MarkedRead {
     pub member: Member,
     /// False when the watermark already was at or past the requested seq.
     pub moved: bool,
+}
+
+/// Which channels a search looks in. Who may search where is the
+/// service's rule; the store only filters.
+#[derive(Debug, Clone)]
+pub enum SearchScope {
+    /// One channel.
+    Channel(ChannelId),
+    /// Every channel `user` is a member of when the search runs.
+    MemberOf(UserId),
+    /// Every channel (the application's server).
+    All,
+}
+
+/// One page of a search ([`Store::search_messages`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SearchPageRequest {
+    /// Hits to skip (those of the pages before).
+    pub offset: u32,
+    /// Hits to return at most.
+    pub limit: u32,
+}
+
+/// A message that matched a search, with its engine's relevance.
+#[derive(Debug, Clone)]
+pub struct SearchHit {
+    pub message: Message,
+    /// Higher is better. Each engine scores its own way (SQLite: bm25,
+    /// negated; MariaDB: InnoDB's TF-IDF relevance; PostgreSQL: ts_rank), so
+    /// scores order one result list and mean nothing across backends.
+    pub score: f64,
 }
 
 /// The outcome of deleting a channel.
@@ -333,6 +365,17 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
     async fn seen_by(&self, channel: ChannelId, seq: Seq) -> Result<Vec<SeenBy>>;
     /// The moves of one member's watermark, ascending.
     async fn read_marks(&self, channel: ChannelId, user: &UserId) -> Result<Vec<ReadMark>>;
+
+    /// Messages in `scope` holding every word of `query` (tombstones
+    /// never), best match first, ties newest (highest id) first; the page
+    /// `page` of that order. See [`crate::search`] for what each backend's
+    /// engine counts as a word.
+    async fn search_messages(
+        &self,
+        query: &SearchQuery,
+        scope: &SearchScope,
+        page: SearchPageRequest,
+    ) -> Result<Vec<SearchHit>>;
 
     /// Rows in any table that still belong to `channel`: 0 after a delete.
     /// For tests and consistency checks.

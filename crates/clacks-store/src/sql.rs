@@ -84,14 +84,15 @@ macro_rules! sql_store {
         use clacks_core::{
             now_ms, Channel, ChannelEvent, ChannelId, ChannelPage, ChannelSummary, Entity, Error,
             EventPayload, HistoryPage, MAX_REACTION_KEYS_PER_MESSAGE, Member, Message, MessageBody, MessageId, Metadata,
-            Reaction, ReactionKey, ReadMark, Result, Role, SeenBy, Sender, Seq, UserId,
+            Reaction, ReactionKey, ReadMark, Result, Role, SearchQuery, SeenBy, Sender, Seq, UserId,
         };
         use sqlx::{Row, Transaction};
 
         use crate::sql::READ_MARK_WINDOW_MS;
         use crate::{
             db_error, is_unique_violation, Actor, AddedMember, Backend, ChannelPatch, DeletedChannel,
-            MarkedRead, MembershipChange, MessageExtras, NewMessage, Store, StoredMessage, BULK_CHUNK, MAX_PAGE,
+            MarkedRead, MembershipChange, MessageExtras, NewMessage, SearchHit, SearchPageRequest, SearchScope,
+            Store, StoredMessage, BULK_CHUNK, MAX_PAGE,
         };
 
         type DbRow = <$db as sqlx::Database>::Row;
@@ -2027,6 +2028,36 @@ macro_rules! sql_store {
 
             async fn history(&self, channel: ChannelId, page: HistoryPage, limit: u32) -> Result<Vec<Message>> {
                 self.message_page(seq_page_statements!("channel_id"), channel.0, page, limit).await
+            }
+
+            async fn search_messages(&self, query: &SearchQuery, scope: &SearchScope, page: SearchPageRequest) -> Result<Vec<SearchHit>> {
+                let Some(terms) = crate::search::engine_query($backend, query) else {
+                    return Ok(Vec::new());
+                };
+                let sql = crate::search::statement($backend, scope);
+                let mut statement = sqlx::query(&sql).bind(terms.clone());
+                if $backend == Backend::MySql {
+                    statement = statement.bind(terms);
+                }
+                statement = match scope {
+                    SearchScope::Channel(channel) => statement.bind(channel.0),
+                    SearchScope::MemberOf(user) => statement.bind(user.as_str()),
+                    SearchScope::All => statement,
+                };
+                let rows = statement
+                    .bind(page_limit(page.limit))
+                    .bind(i64::from(page.offset))
+                    .fetch_all(&self.read)
+                    .await
+                    .map_err(db_error)?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(SearchHit {
+                            message: message_row(row, 0)?,
+                            score: row.try_get::<f64, _>(13).map_err(db_error)?,
+                        })
+                    })
+                    .collect()
             }
 
             async fn events_after(&self, channel: ChannelId, after: Seq, limit: u32) -> Result<Vec<ChannelEvent>> {

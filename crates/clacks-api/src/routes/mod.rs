@@ -7,6 +7,7 @@ pub mod health;
 pub mod members;
 pub mod messages;
 pub mod presence;
+pub mod search;
 pub mod tokens;
 pub mod users;
 pub mod webhooks;

@@ -8,5 +8,6 @@ pub mod graphql;
 mod helpers;
 mod management;
 mod ops;
+mod search;
 mod web;
 mod webhooks;
