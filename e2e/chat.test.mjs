@@ -6,98 +6,17 @@
 // Starts target/debug/clacks on free ports with a temporary SQLite
 // database (override the binary with CLACKS_BIN).
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
 import { createClient } from "graphql-ws";
 import WebSocket from "ws";
 import pkg from "subscriptions-transport-ws";
+import { useClacks, node, api, token, gql } from "./harness.mjs";
 
 const { SubscriptionClient } = pkg;
-const here = dirname(fileURLToPath(import.meta.url));
-const BIN = process.env.CLACKS_BIN ?? join(here, "..", "target", "debug", "clacks");
-const SECRET = "e2e-secret-0123456789abcdef0123456789";
 
-let server;
-let dir;
-let client;
-let mgmt;
+useClacks("chat");
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitFor(url) {
-  for (let i = 0; i < 100; i++) {
-    try {
-      if ((await fetch(url)).ok) return;
-    } catch {}
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${url} did not come up`);
-}
-
-before(async () => {
-  dir = mkdtempSync(join(tmpdir(), "clacks-e2e-"));
-  const [c, m] = [await freePort(), await freePort()];
-  client = `127.0.0.1:${c}`;
-  mgmt = `127.0.0.1:${m}`;
-  server = spawn(BIN, [], {
-    env: {
-      ...process.env,
-      DATABASE_URL: `sqlite://${join(dir, "clacks.db")}?mode=rwc`,
-      JWT_SECRET: SECRET,
-      CLACKS_CLIENT_ADDR: client,
-      CLACKS_MANAGEMENT_ADDR: mgmt,
-      CLACKS_LOG: "warn",
-    },
-    stdio: ["ignore", "inherit", "inherit"],
-  });
-  await waitFor(`http://${client}/healthz`);
-  await waitFor(`http://${mgmt}/healthz`);
-});
-
-after(async () => {
-  if (server) {
-    server.kill("SIGTERM");
-    await new Promise((r) => server.once("exit", r));
-  }
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
-
-async function api(method, path, body) {
-  const res = await fetch(`http://${mgmt}/api/v1${path}`, {
-    method,
-    headers: body ? { "content-type": "application/json" } : {},
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  assert.ok(res.ok, `${method} ${path}: ${res.status} ${await res.clone().text()}`);
-  return res.json();
-}
-
-/** A token from the management API (the original `GET /jwt/{uid}`). */
-const token = (uid) => api("GET", `/jwt/${encodeURIComponent(uid)}`);
-
-async function gql(tok, query, variables = {}) {
-  const res = await fetch(`http://${client}/graphql`, {
-    method: "POST",
-    headers: { "content-type": "application/json", authorization: `Bearer ${tok}` },
-    body: JSON.stringify({ query, variables }),
-  });
-  return res.json();
-}
 
 /** Collects the results of a subscription into a queue you can await. */
 function inbox() {
@@ -124,7 +43,7 @@ function inbox() {
 
 const modern = (tok) =>
   createClient({
-    url: `ws://${client}/graphql`,
+    url: `ws://${node.client}/graphql`,
     webSocketImpl: WebSocket,
     connectionParams: { authorization: `Bearer ${tok}` },
     retryAttempts: 0,
@@ -133,7 +52,7 @@ const modern = (tok) =>
 
 const legacy = (tok) =>
   new SubscriptionClient(
-    `ws://${client}/graphql`,
+    `ws://${node.client}/graphql`,
     { connectionParams: { token: tok }, reconnect: false },
     WebSocket,
   );
@@ -231,7 +150,7 @@ test("two members chat, one on each protocol, with the original and the new oper
 test("a rejected token is refused by both clients", async () => {
   const closed = await new Promise((resolve) => {
     const c = createClient({
-      url: `ws://${client}/graphql`,
+      url: `ws://${node.client}/graphql`,
       webSocketImpl: WebSocket,
       connectionParams: { token: "not-a-token" },
       retryAttempts: 0,
@@ -243,7 +162,7 @@ test("a rejected token is refused by both clients", async () => {
   assert.equal(closed, 4403);
   const error = await new Promise((resolve) => {
     const c = new SubscriptionClient(
-      `ws://${client}/graphql`,
+      `ws://${node.client}/graphql`,
       {
         connectionParams: { token: "not-a-token" },
         reconnect: false,

@@ -7,88 +7,16 @@
 // database (override the binary with CLACKS_BIN). Each test makes its own
 // channel over the management API.
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
 import { createClient } from "graphql-ws";
 import WebSocket from "ws";
 import pkg from "subscriptions-transport-ws";
+import { useClacks, node, api, token, gql } from "./harness.mjs";
 
 const { SubscriptionClient } = pkg;
-const here = dirname(fileURLToPath(import.meta.url));
-const BIN = process.env.CLACKS_BIN ?? join(here, "..", "target", "debug", "clacks");
-const SECRET = "e2e-secret-0123456789abcdef0123456789";
 
-let server;
-let dir;
-let client;
-let mgmt;
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitFor(url) {
-  for (let i = 0; i < 100; i++) {
-    try {
-      if ((await fetch(url)).ok) return;
-    } catch {}
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${url} did not come up`);
-}
-
-before(async () => {
-  dir = mkdtempSync(join(tmpdir(), "clacks-e2e-features-"));
-  const [c, m] = [await freePort(), await freePort()];
-  client = `127.0.0.1:${c}`;
-  mgmt = `127.0.0.1:${m}`;
-  server = spawn(BIN, [], {
-    env: {
-      ...process.env,
-      DATABASE_URL: `sqlite://${join(dir, "clacks.db")}?mode=rwc`,
-      JWT_SECRET: SECRET,
-      CLACKS_CLIENT_ADDR: client,
-      CLACKS_MANAGEMENT_ADDR: mgmt,
-      CLACKS_LOG: "warn",
-    },
-    stdio: ["ignore", "inherit", "inherit"],
-  });
-  await waitFor(`http://${client}/healthz`);
-  await waitFor(`http://${mgmt}/healthz`);
-});
-
-after(async () => {
-  if (server) {
-    server.kill("SIGTERM");
-    await new Promise((r) => server.once("exit", r));
-  }
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
-
-async function api(method, path, body) {
-  const res = await fetch(`http://${mgmt}/api/v1${path}`, {
-    method,
-    headers: body ? { "content-type": "application/json" } : {},
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  assert.ok(res.ok, `${method} ${path}: ${res.status} ${await res.clone().text()}`);
-  return res.json();
-}
-
-const token = (uid) => api("GET", `/jwt/${encodeURIComponent(uid)}`);
+useClacks("features");
 
 /** A new channel with these members; its id as a string. */
 async function channelWith(name, members) {
@@ -96,14 +24,6 @@ async function channelWith(name, members) {
   return String(id);
 }
 
-async function gql(tok, query, variables = {}) {
-  const res = await fetch(`http://${client}/graphql`, {
-    method: "POST",
-    headers: { "content-type": "application/json", authorization: `Bearer ${tok}` },
-    body: JSON.stringify({ query, variables }),
-  });
-  return res.json();
-}
 
 /** `gql` that must succeed: returns `data`. */
 async function ok(tok, query, variables = {}) {
@@ -151,7 +71,7 @@ function inbox() {
 // open client would keep the process alive after a failure).
 function modern(t, tok) {
   const c = createClient({
-    url: `ws://${client}/graphql`,
+    url: `ws://${node.client}/graphql`,
     webSocketImpl: WebSocket,
     connectionParams: { authorization: `Bearer ${tok}` },
     retryAttempts: 0,
@@ -163,7 +83,7 @@ function modern(t, tok) {
 
 function legacy(t, tok) {
   const c = new SubscriptionClient(
-    `ws://${client}/graphql`,
+    `ws://${node.client}/graphql`,
     { connectionParams: { token: tok }, reconnect: false },
     WebSocket,
   );
