@@ -412,7 +412,7 @@ pub struct SearchParams {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// The previous page's `next`.
-    #[param(max_length = 16)]
+    #[param(pattern = r"^s1\.[0-9a-fA-F]{1,8}$")]
     pub after: Option<String>,
 }
 
