@@ -277,6 +277,11 @@ pub struct Config {
     #[arg(long, env = "CLACKS_MAX_MESSAGE_BYTES", default_value_t = clacks_core::DEFAULT_MAX_MESSAGE_BYTES, global = true)]
     pub max_message_bytes: usize,
 
+    /// Searches this node runs at once; more are refused at once
+    /// (`RATE_LIMITED`, HTTP 429).
+    #[arg(long, env = "CLACKS_MAX_CONCURRENT_SEARCHES", default_value_t = clacks_service::DEFAULT_MAX_CONCURRENT_SEARCHES, global = true)]
+    pub max_concurrent_searches: usize,
+
     /// Most users one bulk membership change (`PATCH
     /// /channel/{channelId}/users`) may add and remove together.
     #[arg(long, env = "CLACKS_MAX_BULK_MEMBERS", default_value_t = clacks_service::DEFAULT_MAX_BULK_MEMBERS, global = true)]
@@ -779,6 +784,9 @@ impl Config {
         }
         if self.max_bulk_members == 0 {
             return Err("CLACKS_MAX_BULK_MEMBERS must be at least 1".into());
+        }
+        if self.max_concurrent_searches == 0 {
+            return Err("CLACKS_MAX_CONCURRENT_SEARCHES must be at least 1".into());
         }
         if self.max_message_bytes == 0 {
             return Err("CLACKS_MAX_MESSAGE_BYTES must be at least 1".into());

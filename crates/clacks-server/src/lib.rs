@@ -134,6 +134,7 @@ fn limits(config: &Config) -> Result<Limits, StartupError> {
     Ok(Limits {
         max_message_bytes: config.max_message_bytes,
         max_bulk_members: config.max_bulk_members,
+        max_concurrent_searches: config.max_concurrent_searches,
         rates: config.rate_limits().map_err(StartupError::Config)?,
         default_token_ttl: Duration::from_secs(config.token_ttl.max(1)),
         presence_events_max_members: config.presence_events_max_members,

@@ -26,7 +26,7 @@ pub use auth::{Auth, AuthSettings, Caller, MintedToken, TokenRequest};
 pub use backfill::StoreBackfill;
 pub use clacks_delivery::PresenceStatus;
 pub use clacks_store::MembershipChange;
-pub use limits::{DEFAULT_MAX_BULK_MEMBERS, Limits};
+pub use limits::{DEFAULT_MAX_BULK_MEMBERS, DEFAULT_MAX_CONCURRENT_SEARCHES, Limits, SEARCH_COST};
 pub use presence::{DEFAULT_PRESENCE_EVENTS_MAX_MEMBERS, MAX_PRESENCE_CHANNELS};
 pub use rate_limit::{Rate, RateLimits};
 pub use service::{

@@ -4,6 +4,11 @@ use clacks_core::{DEFAULT_MAX_MESSAGE_BYTES, Error, Result};
 
 use crate::rate_limit::RateLimits;
 
+/// Default of [`Limits::max_concurrent_searches`].
+pub const DEFAULT_MAX_CONCURRENT_SEARCHES: usize = 2;
+/// Query-cost units a client's search costs on top of its fields: with the
+/// default budget (2,000 a second), about two searches a second each.
+pub const SEARCH_COST: u64 = 1_000;
 /// Default of [`Limits::max_bulk_members`].
 pub const DEFAULT_MAX_BULK_MEMBERS: usize = 10_000;
 
@@ -25,6 +30,11 @@ pub struct Limits {
     pub max_search_page: u32,
     /// Search page size when the caller gives none.
     pub default_search_page: u32,
+    /// Searches this node runs at once (clients and management API
+    /// together); more are refused at once. A search for a common word
+    /// ranks every message holding it, which on a large channel takes the
+    /// database seconds: this bounds what searches can take from it.
+    pub max_concurrent_searches: usize,
     /// Per-user rate limits of the client operations.
     pub rates: RateLimits,
     /// Default lifetime of tokens minted by the management API.
@@ -46,6 +56,7 @@ impl Default for Limits {
             default_page: 50,
             max_search_page: 100,
             default_search_page: 20,
+            max_concurrent_searches: DEFAULT_MAX_CONCURRENT_SEARCHES,
             rates: RateLimits::default(),
             default_token_ttl: Duration::from_secs(24 * 3600),
             max_token_ttl: Duration::from_secs(365 * 24 * 3600),

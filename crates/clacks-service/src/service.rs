@@ -17,7 +17,7 @@ use clacks_store::{
 };
 
 use crate::auth::{Auth, Caller, MintedToken, TokenRequest};
-use crate::limits::Limits;
+use crate::limits::{Limits, SEARCH_COST};
 use crate::rate_limit::{Operation, RateLimiters};
 use crate::stream::EventStream;
 
@@ -122,6 +122,9 @@ pub struct MessageView {
 }
 
 /// What the service is built from.
+/// When a client refused because every search slot is taken may retry.
+const SEARCH_BUSY_RETRY_MS: u64 = 1_000;
+
 pub struct ChatServiceParts {
     pub store: Arc<dyn Store>,
     pub hub: Arc<Hub>,
@@ -141,6 +144,8 @@ pub struct ChatService {
     bus: Option<Arc<NatsBus>>,
     publisher: Arc<Publisher>,
     rate: RateLimiters,
+    /// One permit per search running on this node.
+    search_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// What a caller who may not see a message is told, whether it exists or
@@ -190,6 +195,9 @@ impl ChatService {
             auth: parts.auth,
             bus: parts.bus,
             rate: RateLimiters::new(&parts.limits.rates),
+            search_slots: Arc::new(tokio::sync::Semaphore::new(
+                parts.limits.max_concurrent_searches.max(1),
+            )),
             limits: parts.limits,
         })
     }
@@ -389,10 +397,25 @@ impl ChatService {
                 next: None,
             });
         }
-        let found = self
-            .store
-            .search_messages(&query, &scope, SearchPageRequest { offset, limit })
-            .await?;
+        let Ok(slot) = self.search_slots.clone().try_acquire_owned() else {
+            metrics::counter!("clacks_searches_refused_total").increment(1);
+            return Err(Error::RateLimited {
+                retry_after_ms: SEARCH_BUSY_RETRY_MS,
+            });
+        };
+        // The slot goes with the query, not with the request: a client that
+        // gives up does not stop the database working on it, so neither
+        // may it free the slot.
+        let store = self.store.clone();
+        let found = tokio::spawn(async move {
+            let found = store
+                .search_messages(&query, &scope, SearchPageRequest { offset, limit })
+                .await;
+            drop(slot);
+            found
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("a search task failed: {e}")))??;
         let full = found.len() >= limit as usize;
         let hits: Vec<SearchHit> = found
             .into_iter()
@@ -422,6 +445,7 @@ impl ChatService {
         request: &SearchRequest,
     ) -> Result<SearchResults> {
         let input = self.search_input(request)?;
+        self.rate.charge_query_cost(&caller.user_id, SEARCH_COST)?;
         let scope = match request.channel {
             Some(channel) => {
                 self.require_member(caller, channel).await?;

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use clacks_core::{ChannelId, Error, MessageId};
 use clacks_service::{Caller, ChatService, SearchRequest, SearchResults};
 use clacks_testkit::{TestBackend, TestDatabase};
-use common::{caller, service};
+use common::{caller, service, service_exactly};
 
 backend_tests!(
     finds_by_a_word_and_ranks_the_better_match_first,
@@ -22,6 +22,7 @@ backend_tests!(
     hostile_queries_get_results_or_bad_input,
     bad_limits_cursors_and_queries_are_refused,
     the_application_searches_by_channel_user_or_everywhere,
+    searches_are_bounded_per_user_and_per_node,
 );
 
 /// Messages that match none of the words searched, so that every engine
@@ -490,4 +491,76 @@ async fn the_application_searches_by_channel_user_or_everywhere(backend: TestBac
         service.admin_search(&missing, None).await.unwrap_err(),
         Error::NotFound(_)
     ));
+}
+
+/// A search for a common word ranks every message holding it, which takes
+/// a large channel's database seconds: each client search costs the
+/// caller's query budget, and a node runs a bounded number at once,
+/// refusing the rest at once (`RateLimited`) and taking new ones again as
+/// soon as a slot frees.
+async fn searches_are_bounded_per_user_and_per_node(backend: TestBackend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let generous = clacks_service::Rate::new(1_000_000, 1_000_000).unwrap();
+    let mut limits = clacks_service::Limits {
+        max_concurrent_searches: 1,
+        ..Default::default()
+    };
+    limits.rates.send = generous;
+    limits.rates.query_cost = generous;
+    let service = service_exactly(&db, 1_000, limits.clone()).await;
+    let channel = channel_with(&service, "busy", &["alice"]).await;
+    let alice = caller(&service, "alice");
+    for n in 0..300 {
+        service
+            .send(&alice, channel, format!("common word number {n}"), None)
+            .await
+            .unwrap();
+    }
+    let searches = (0..24).map(|_| {
+        let service = service.clone();
+        let alice = alice.clone();
+        tokio::spawn(async move { service.search_for(&alice, &request("common")).await })
+    });
+    let mut found = 0;
+    let mut refused = 0;
+    for result in futures::future::join_all(searches).await {
+        match result.unwrap() {
+            Ok(results) => {
+                assert_eq!(results.hits.len(), 20);
+                found += 1;
+            }
+            Err(Error::RateLimited { retry_after_ms }) => {
+                assert!(retry_after_ms > 0);
+                refused += 1;
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        found >= 1 && refused >= 1,
+        "{found} found, {refused} refused"
+    );
+    // Every slot is back once the searches ended.
+    assert_eq!(search(&service, &alice, "common").await.hits.len(), 20);
+
+    // One caller's budget: 1,500 units pay for one search, not two.
+    limits.rates.query_cost = clacks_service::Rate::new(1, 1_500).unwrap();
+    limits.max_concurrent_searches = 8;
+    let service = service_exactly(&db, 1_000, limits).await;
+    let alice = caller(&service, "alice");
+    assert_eq!(search(&service, &alice, "common").await.hits.len(), 20);
+    let refused = service.search_for(&alice, &request("common")).await;
+    assert!(
+        matches!(refused, Err(Error::RateLimited { .. })),
+        "{refused:?}"
+    );
+    // The application's searches are not metered per user.
+    for _ in 0..3 {
+        service
+            .admin_search(&request("common"), Some("alice".into()))
+            .await
+            .unwrap();
+    }
 }
