@@ -11,35 +11,13 @@ import assert from "node:assert/strict";
 import { createClient } from "graphql-ws";
 import WebSocket from "ws";
 import pkg from "subscriptions-transport-ws";
-import { useClacks, node, api, token, gql } from "./harness.mjs";
+import { useClacks, node, api, token, gql, inbox } from "./harness.mjs";
 
 const { SubscriptionClient } = pkg;
 
 useClacks("chat");
 
 
-/** Collects the results of a subscription into a queue you can await. */
-function inbox() {
-  const items = [];
-  const waiters = [];
-  return {
-    push(item) {
-      const w = waiters.shift();
-      if (w) w(item);
-      else items.push(item);
-    },
-    next(ms = 5000) {
-      if (items.length) return Promise.resolve(items.shift());
-      return new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error("timed out waiting for an event")), ms);
-        waiters.push((item) => {
-          clearTimeout(t);
-          resolve(item);
-        });
-      });
-    },
-  };
-}
 
 const modern = (tok) =>
   createClient({

@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { createClient } from "graphql-ws";
 import WebSocket from "ws";
 import pkg from "subscriptions-transport-ws";
-import { useClacks, node, api, token, gql } from "./harness.mjs";
+import { useClacks, node, api, token, gql, inbox } from "./harness.mjs";
 
 const { SubscriptionClient } = pkg;
 
@@ -39,33 +39,6 @@ async function refused(tok, query, variables = {}) {
   return res.errors[0].extensions?.code;
 }
 
-/** Collects the results of a subscription into a queue you can await. */
-function inbox() {
-  const items = [];
-  const waiters = [];
-  return {
-    push(item) {
-      const w = waiters.shift();
-      if (w) w(item);
-      else items.push(item);
-    },
-    next(ms = 5000) {
-      if (items.length) return Promise.resolve(items.shift());
-      return new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error("timed out waiting for an event")), ms);
-        waiters.push((item) => {
-          clearTimeout(t);
-          resolve(item);
-        });
-      });
-    },
-    /** Nothing more arrives within `ms`. */
-    async quiet(ms = 400) {
-      await new Promise((r) => setTimeout(r, ms));
-      assert.deepEqual(items, [], `unexpected events: ${JSON.stringify(items)}`);
-    },
-  };
-}
 
 // Both clients are closed when the test `t` ends, passed or failed (an
 // open client would keep the process alive after a failure).

@@ -95,3 +95,36 @@ export async function gql(tok, query, variables = {}) {
   });
   return res.json();
 }
+
+/**
+ * Collects the results of a subscription into a queue you can await.
+ * `accept` turns a result into the item to queue, or `undefined` to skip it.
+ */
+export function inbox(accept = (result) => result) {
+  const items = [];
+  const waiters = [];
+  return {
+    push(result) {
+      const item = accept(result);
+      if (item === undefined) return;
+      const w = waiters.shift();
+      if (w) w(item);
+      else items.push(item);
+    },
+    next(ms = 5000) {
+      if (items.length) return Promise.resolve(items.shift());
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error("timed out waiting for an event")), ms);
+        waiters.push((item) => {
+          clearTimeout(t);
+          resolve(item);
+        });
+      });
+    },
+    /** Nothing more arrives within `ms`. */
+    async quiet(ms = 400) {
+      await new Promise((r) => setTimeout(r, ms));
+      assert.deepEqual(items, [], `unexpected events: ${JSON.stringify(items)}`);
+    },
+  };
+}

@@ -11,7 +11,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createClient } from "graphql-ws";
 import WebSocket from "ws";
-import { useClacks, node, api, token, gql } from "./harness.mjs";
+import { useClacks, node, api, token, gql, inbox } from "./harness.mjs";
 
 
 useClacks("presence");
@@ -34,27 +34,10 @@ function connected(tok) {
 
 /** The presence events of one user, as a queue you can await. */
 function presenceOf(user) {
-  const items = [];
-  const waiters = [];
-  return {
-    push(result) {
-      const event = result.data?.events;
-      if (!event || event.userId !== user) return;
-      const w = waiters.shift();
-      if (w) w(event);
-      else items.push(event);
-    },
-    next(ms = 5000) {
-      if (items.length) return Promise.resolve(items.shift());
-      return new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`no presence event of ${user}`)), ms);
-        waiters.push((item) => {
-          clearTimeout(t);
-          resolve(item);
-        });
-      });
-    },
-  };
+  return inbox((result) => {
+    const event = result.data?.events;
+    return event?.userId === user ? event : undefined;
+  });
 }
 
 test("a member's client connecting and closing is seen live, by query and by the management API", async () => {

@@ -27,19 +27,16 @@ PostgreSQL on 127.0.0.1:5432 (trust). Standard library only.
 """
 
 import itertools
-import json
 import os
 import random
-import secrets
-import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
-import urllib.request
+
+from benchlib import clacks
 
 MESSAGES = int(os.environ.get("MESSAGES", "1000000"))
 QUERIES = int(os.environ.get("QUERIES", "100"))
@@ -64,35 +61,6 @@ def messages(count):
     cum = list(itertools.accumulate(1.0 / r for r in range(1, VOCABULARY + 1)))
     for _ in range(count):
         yield " ".join(rng.choices(vocab, cum_weights=cum, k=WORDS_PER_MESSAGE))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def call(base, method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method)
-    if data is not None:
-        req.add_header("content-type", "application/json")
-    with urllib.request.urlopen(req, timeout=600) as resp:
-        text = resp.read()
-        return json.loads(text) if text else None
-
-
-def fresh_database(backend, tmp):
-    name = "clacks_search_" + secrets.token_hex(4)
-    if backend == "sqlite":
-        return f"sqlite://{tmp}/search.db", lambda: None
-    if backend == "mysql":
-        subprocess.run(["mysql", "-h127.0.0.1", "-uroot", "-e", f"CREATE DATABASE {name}"], check=True)
-        drop = lambda: subprocess.run(["mysql", "-h127.0.0.1", "-uroot", "-e", f"DROP DATABASE {name}"])
-        return f"mysql://root@127.0.0.1:3306/{name}", drop
-    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", name], check=True)
-    drop = lambda: subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", name])
-    return f"postgres://postgres@127.0.0.1:5432/{name}", drop
 
 
 def load(backend, url, tmp, channel):
@@ -135,58 +103,33 @@ def percentile(values, p):
 
 
 def run(binary, backend):
-    with tempfile.TemporaryDirectory() as tmp:
-        url, drop = fresh_database(backend, tmp)
-        management = free_port()
-        env = dict(os.environ)
-        env.update({
-            "DATABASE_URL": url,
-            "JWT_SECRET": secrets.token_hex(32),
-            "CLACKS_CLIENT_ADDR": f"127.0.0.1:{free_port()}",
-            "CLACKS_MANAGEMENT_ADDR": f"127.0.0.1:{management}",
-            "CLACKS_LOG": "warn",
-        })
-        env.pop("CLACKS_MANAGEMENT_TOKEN", None)
-        log = open(os.path.join(tmp, "clacks.log"), "w")
-        server = subprocess.Popen([binary], env=env, stdout=log, stderr=log)
-        base = f"http://127.0.0.1:{management}/api/v1"
-        try:
-            for _ in range(300):
-                try:
-                    call(base, "GET", "/healthz")
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            channel = call(base, "POST", "/channel", {"displayName": "big", "initialUsers": ["alice"]})["id"]
-            started = time.perf_counter()
-            load(backend, url, tmp, channel)
-            loaded = time.perf_counter() - started
-            rng = random.Random(7)
-            classes = {
-                "common": [word(r) for r in range(1, 6)],
-                "medium": [word(r) for r in range(90, 111)],
-                "rare": [word(r) for r in range(9_000, 11_001)],
-            }
-            results = []
-            for name, words in classes.items():
-                count = max(5, QUERIES // 5) if name == "common" else QUERIES
-                # One untimed query first (caches, the server's pools).
-                call(base, "GET", f"/search?q={words[0]}&channel={channel}&limit=20")
-                times, hits = [], []
-                for _ in range(count):
-                    q = urllib.parse.quote(rng.choice(words))
-                    t = time.perf_counter()
-                    page = call(base, "GET", f"/search?q={q}&channel={channel}&limit=20")
-                    times.append((time.perf_counter() - t) * 1000)
-                    hits.append(len(page["items"]))
-                assert statistics.mean(hits) > 0, (name, hits)
-                results.append(f"{name} ({count} queries): p50 {percentile(times, 50):.1f} ms, "
-                               f"p99 {percentile(times, 99):.1f} ms")
-            print(f"{backend}: {MESSAGES} messages loaded in {loaded:.0f} s; " + "; ".join(results), flush=True)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-            drop()
+    with clacks(binary, backend) as server:
+        channel = server.manage("POST", "/channel", {"displayName": "big", "initialUsers": ["alice"]})["id"]
+        started = time.perf_counter()
+        load(backend, server.database_url, server.tmp, channel)
+        loaded = time.perf_counter() - started
+        rng = random.Random(7)
+        classes = {
+            "common": [word(r) for r in range(1, 6)],
+            "medium": [word(r) for r in range(90, 111)],
+            "rare": [word(r) for r in range(9_000, 11_001)],
+        }
+        results = []
+        for name, words in classes.items():
+            count = max(5, QUERIES // 5) if name == "common" else QUERIES
+            # One untimed query first (caches, the server's pools).
+            server.manage("GET", f"/search?q={words[0]}&channel={channel}&limit=20")
+            times, hits = [], []
+            for _ in range(count):
+                q = urllib.parse.quote(rng.choice(words))
+                t = time.perf_counter()
+                page = server.manage("GET", f"/search?q={q}&channel={channel}&limit=20")
+                times.append((time.perf_counter() - t) * 1000)
+                hits.append(len(page["items"]))
+            assert statistics.mean(hits) > 0, (name, hits)
+            results.append(f"{name} ({count} queries): p50 {percentile(times, 50):.1f} ms, "
+                           f"p99 {percentile(times, 99):.1f} ms")
+        print(f"{backend}: {MESSAGES} messages loaded in {loaded:.0f} s; " + "; ".join(results), flush=True)
 
 
 def main():

@@ -47,11 +47,14 @@ def fresh_database(backend, tmp, prefix="clacks_bench_"):
 
 
 class Server:
-    """A running server: `management` and `graphql` are its base URLs."""
+    """A running server: `management` and `graphql` are its base URLs,
+    `database_url` its database and `tmp` a directory of the run's own."""
 
-    def __init__(self, management, graphql):
+    def __init__(self, management, graphql, database_url, tmp):
         self.management = management
         self.graphql = graphql
+        self.database_url = database_url
+        self.tmp = tmp
 
     def manage(self, method, path, body=None):
         return call(self.management + path, method, body)
@@ -85,7 +88,7 @@ def clacks(binary, backend, extra_env=None):
         env.pop("CLACKS_MANAGEMENT_TOKEN", None)
         log = open(os.path.join(tmp, "clacks.log"), "w")
         server = subprocess.Popen([binary], env=env, stdout=log, stderr=log)
-        running = Server(f"http://127.0.0.1:{management}/api/v1", f"http://127.0.0.1:{client}/graphql")
+        running = Server(f"http://127.0.0.1:{management}/api/v1", f"http://127.0.0.1:{client}/graphql", url, tmp)
         try:
             for _ in range(300):
                 try:
