@@ -176,6 +176,31 @@ impl Api {
 
     /// `POST /api/v1/channel`, returns the channel id.
     pub async fn create_channel(&self, name: &str, users: &[String]) -> anyhow::Result<i64> {
+        // A channel is created with at most 1,000 users; the rest join
+        // through bulk membership changes.
+        let (initial, rest) = users.split_at(users.len().min(1_000));
+        let channel = self.create_channel_with(name, initial).await?;
+        for chunk in rest.chunks(10_000) {
+            let resp = self
+                .management(
+                    reqwest::Method::PATCH,
+                    0,
+                    &format!("/channel/{channel}/users"),
+                )
+                .json(&json!({ "add": chunk }))
+                .send()
+                .await
+                .context("PATCH /api/v1/channel/{id}/users")?;
+            let status = resp.status();
+            if !status.is_success() {
+                let body = resp.text().await.unwrap_or_default();
+                bail!("PATCH /api/v1/channel/{channel}/users: {status} {body}");
+            }
+        }
+        Ok(channel)
+    }
+
+    async fn create_channel_with(&self, name: &str, users: &[String]) -> anyhow::Result<i64> {
         let resp = self
             .management(reqwest::Method::POST, 0, "/channel")
             .json(&json!({"displayName": name, "initialUsers": users}))

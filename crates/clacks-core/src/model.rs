@@ -104,6 +104,9 @@ pub struct ChannelSummary {
     pub channel: Channel,
     pub member: Member,
     pub unread_count: i64,
+    /// Unread messages that mention the member (as
+    /// `Store::unread_mention_count`).
+    pub unread_mention_count: i64,
     pub last_message: Option<Message>,
 }
 

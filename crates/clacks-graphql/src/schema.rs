@@ -394,6 +394,7 @@ pub struct ChannelObj {
     id: ChannelId,
     loaded: OnceCell<(Channel, Member)>,
     unread_count: Option<i64>,
+    unread_mention_count: Option<i64>,
     last_message: Option<Option<Message>>,
 }
 
@@ -403,6 +404,7 @@ impl ChannelObj {
             id,
             loaded: OnceCell::new(),
             unread_count: None,
+            unread_mention_count: None,
             last_message: None,
         }
     }
@@ -412,6 +414,7 @@ impl ChannelObj {
             id: channel.id,
             loaded: OnceCell::new_with(Some((channel, member))),
             unread_count: None,
+            unread_mention_count: None,
             last_message: None,
         }
     }
@@ -419,6 +422,7 @@ impl ChannelObj {
     fn summary(summary: ChannelSummary) -> Self {
         ChannelObj {
             unread_count: Some(summary.unread_count),
+            unread_mention_count: Some(summary.unread_mention_count),
             last_message: Some(summary.last_message),
             ..ChannelObj::loaded(summary.channel, summary.member)
         }
@@ -541,6 +545,9 @@ impl ChannelObj {
     /// their own, not deleted); `markRead` clears them with the rest.
     #[graphql(directive = cost::apply(FETCH))]
     async fn unread_mention_count(&self, ctx: &Context<'_>) -> Result<i64> {
+        if let Some(count) = self.unread_mention_count {
+            return Ok(count);
+        }
         let (service, caller) = parts(ctx)?;
         service
             .unread_mention_count_for(caller, self.id)

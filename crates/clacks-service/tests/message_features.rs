@@ -318,6 +318,29 @@ async fn a_message_carries_a_bounded_number_of_reaction_keys(backend: TestBacken
     );
 }
 
+/// A member's unread mentions in `channel`, asked for the channel alone
+/// and read from their channel list (one grouped query), which must agree.
+async fn unread_mentions(
+    service: &clacks_service::ChatService,
+    who: &Caller,
+    channel: clacks_core::ChannelId,
+) -> i64 {
+    let alone = service
+        .unread_mention_count_for(who, channel)
+        .await
+        .unwrap();
+    let listed = service
+        .my_channels(who)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|summary| summary.channel.id == channel)
+        .expect("the channel is in the member's list")
+        .unread_mention_count;
+    assert_eq!(alone, listed, "the channel list counts mentions alike");
+    alone
+}
+
 fn reply(parent: MessageId) -> SendOptions {
     SendOptions {
         parent_id: Some(parent),
@@ -706,29 +729,14 @@ async fn mentions_are_counted_unread_then_read(backend: TestBackend) {
         .unwrap();
     assert_eq!(reply.parent_id, Some(first.id));
 
-    assert_eq!(
-        service
-            .unread_mention_count_for(&bob, channel)
-            .await
-            .unwrap(),
-        4
-    );
+    assert_eq!(unread_mentions(&service, &bob, channel).await, 4);
     assert_eq!(service.unread_count_for(&bob, channel).await.unwrap(), 5);
     assert_eq!(
-        service
-            .unread_mention_count_for(&alice, channel)
-            .await
-            .unwrap(),
+        unread_mentions(&service, &alice, channel).await,
         1,
         "carol's; alice's own mention of herself is not unread"
     );
-    assert_eq!(
-        service
-            .unread_mention_count_for(&carol, channel)
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(unread_mentions(&service, &carol, channel).await, 0);
 
     // Live events carry the mentions.
     let events = events_until(&mut live, reply.seq).await;
@@ -750,21 +758,9 @@ async fn mentions_are_counted_unread_then_read(backend: TestBackend) {
 
     // Reading up to the second leaves the third and the reply.
     service.mark_read(&bob, channel, second.seq).await.unwrap();
-    assert_eq!(
-        service
-            .unread_mention_count_for(&bob, channel)
-            .await
-            .unwrap(),
-        2
-    );
+    assert_eq!(unread_mentions(&service, &bob, channel).await, 2);
     service.delete(&alice, third.id).await.unwrap();
-    assert_eq!(
-        service
-            .unread_mention_count_for(&bob, channel)
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(unread_mentions(&service, &bob, channel).await, 1);
     assert!(
         service
             .message_for(&bob, third.id)
@@ -776,13 +772,7 @@ async fn mentions_are_counted_unread_then_read(backend: TestBackend) {
     );
     let last = service.admin_channel(channel).await.unwrap().last_seq;
     service.mark_read(&bob, channel, last).await.unwrap();
-    assert_eq!(
-        service
-            .unread_mention_count_for(&bob, channel)
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(unread_mentions(&service, &bob, channel).await, 0);
 
     // Only members may be mentioned; bad ids and too many are refused;
     // nothing is stored or takes a seq.

@@ -1830,6 +1830,18 @@ macro_rules! sql_store {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db_error)?;
+                // One grouped read for every channel's mention badge: asked
+                // per channel, a user in many channels made one query each.
+                let mention_counts = sqlx::query(&q(
+                    "SELECT mn.channel_id, COUNT(*) FROM members mb \
+                     JOIN mentions mn ON mn.channel_id = mb.channel_id AND mn.user_id = mb.user_id \
+                     AND mn.seq > mb.last_read_seq \
+                     WHERE mb.user_id = $1 GROUP BY mn.channel_id",
+                ))
+                .bind(user.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
                 let last = sqlx::query(&q(concat!(
                     "SELECT ",
                     message_columns!(),
@@ -1847,6 +1859,10 @@ macro_rules! sql_store {
                 for row in &counts {
                     unread.insert(int(row, 0)?, int(row, 1)?);
                 }
+                let mut mentions = std::collections::HashMap::new();
+                for row in &mention_counts {
+                    mentions.insert(int(row, 0)?, int(row, 1)?);
+                }
                 let mut last_messages = std::collections::HashMap::new();
                 for row in &last {
                     let message = message_row(row, 0)?;
@@ -1858,6 +1874,7 @@ macro_rules! sql_store {
                         let member = member_row(row, 6)?;
                         Ok(ChannelSummary {
                             unread_count: unread.get(&channel.id.0).copied().unwrap_or(0),
+                            unread_mention_count: mentions.get(&channel.id.0).copied().unwrap_or(0),
                             last_message: last_messages.remove(&channel.id),
                             channel,
                             member,
