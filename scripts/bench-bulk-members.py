@@ -17,10 +17,9 @@ Standard library only.
 
 import os
 import statistics
-import sys
 import time
 
-from benchlib import clacks
+from benchlib import clacks, main
 
 MEMBERS = int(os.environ.get("MEMBERS", "100000"))
 BATCH = int(os.environ.get("BATCH", "10000"))
@@ -66,12 +65,5 @@ def run(binary, backend):
               + "; ".join(f"send ack median {k}: {v:.1f} ms" for k, v in acks.items()))
 
 
-def main():
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    for backend in sys.argv[2:]:
-        run(sys.argv[1], backend)
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, run)

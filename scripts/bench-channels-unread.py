@@ -20,10 +20,9 @@ MariaDB on 127.0.0.1:3306 (root, no password) and PostgreSQL on
 
 import os
 import statistics
-import sys
 import time
 
-from benchlib import clacks
+from benchlib import clacks, main
 
 CHANNELS = int(os.environ.get("CHANNELS", "1000"))
 MESSAGES = int(os.environ.get("MESSAGES", "3"))
@@ -75,12 +74,5 @@ def run(binary, backend):
               f"p99 {p99:.1f} ms, max {times[-1]:.1f} ms")
 
 
-def main():
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    for backend in sys.argv[2:]:
-        run(sys.argv[1], backend)
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, run)

@@ -32,11 +32,10 @@ import random
 import sqlite3
 import statistics
 import subprocess
-import sys
 import time
 import urllib.parse
 
-from benchlib import clacks
+from benchlib import clacks, main
 
 MESSAGES = int(os.environ.get("MESSAGES", "1000000"))
 QUERIES = int(os.environ.get("QUERIES", "100"))
@@ -132,12 +131,5 @@ def run(binary, backend):
         print(f"{backend}: {MESSAGES} messages loaded in {loaded:.0f} s; " + "; ".join(results), flush=True)
 
 
-def main():
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    for backend in sys.argv[2:]:
-        run(sys.argv[1], backend)
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, run)

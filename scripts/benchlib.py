@@ -8,6 +8,7 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -101,3 +102,12 @@ def clacks(binary, backend, extra_env=None):
             server.terminate()
             server.wait(timeout=30)
             drop()
+
+
+def main(doc, run):
+    """`SCRIPT BIN BACKEND...`: `run(BIN, BACKEND)` for each backend named,
+    or the script's documentation when called without them."""
+    if len(sys.argv) < 3:
+        sys.exit(doc)
+    for backend in sys.argv[2:]:
+        run(sys.argv[1], backend)
