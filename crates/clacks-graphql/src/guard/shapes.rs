@@ -15,10 +15,20 @@ use async_graphql::parser::types::{
 
 /// The introspection types of the GraphQL specification: not part of the
 /// served SDL, but selectable under `__schema` and `__type`.
+///
+/// `__Schema.types` is the one selection whose answer grows with the whole
+/// schema (about 50 KB for a full introspection query today), while its
+/// rows cost nothing in the guard's model (a list as long as the schema
+/// counts once). Its weight makes it pay for what it allocates: an
+/// operation holds at most 9 of them (the cost limit), and a user's query
+/// budget (2,000 units a second, 20,000 at once by default) about 20 at
+/// once and 2 a second after, instead of the 100 a batch could ask for.
+/// One full introspection, what GraphiQL and code generators send, stays
+/// well inside every limit.
 const INTROSPECTION_SDL: &str = r#"
 type __Schema {
   description: String
-  types: [__Type!]!
+  types: [__Type!]! @cost(weight: 1000)
   queryType: __Type!
   mutationType: __Type
   subscriptionType: __Type

@@ -391,6 +391,42 @@ async fn cost_sees_the_rows_behind_each_field() {
     .await;
 }
 
+/// A full introspection answer is about 50 KB: a token holder who asks for
+/// it many times over, aliased and batched, pays for each copy from the
+/// query budget instead of making the node build megabytes per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspection_is_paid_for_by_the_answer_it_builds() {
+    on_sqlite(async |app: TestApp| {
+        let token = app.token("carol");
+        let aliased = |n: usize| {
+            let fields: String = (0..n).map(|i| format!("a{i}: __schema {{ ...S }} ")).collect();
+            format!("{{ {fields} }} fragment S on __Schema {{ types {{ name }} }}")
+        };
+        // __schema (1) + types (1,000 + its selection, 1), per alias.
+        assert_eq!(
+            limit_of(&post(&app, Some(&token), &json!({"query": aliased(10)})).await),
+            expected("cost", MAX_COST, 10 * 1_002)
+        );
+        // Nine fit one operation; a batch of ten such is mostly refused by
+        // the budget (20,000 units at once by default), and says so.
+        let batch: Vec<Value> = (0..10).map(|_| json!({"query": aliased(9)})).collect();
+        let answers = post(&app, Some(&token), &json!(batch)).await;
+        let answers = answers.as_array().unwrap();
+        let answered = answers.iter().filter(|a| a.get("errors").is_none()).count();
+        let limited = answers
+            .iter()
+            .filter(|a| a["errors"][0]["extensions"]["code"] == "RATE_LIMITED")
+            .count();
+        assert!((2..=3).contains(&answered), "{answered} answered");
+        assert_eq!(answered + limited, 10);
+        // One full introspection is still answered at once for someone else.
+        let full = post(&app, Some(&app.token("dave")), &json!({"query": INTROSPECTION_FULL})).await;
+        assert!(full.get("errors").is_none(), "{full}");
+        app.shutdown().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn introspection_and_suggestions_need_a_token() {
     on_sqlite(async |app: TestApp| {
