@@ -45,6 +45,30 @@ impl ToSchema for UserIdSchema {
     }
 }
 
+/// The schema of a member's role (the `Role` component).
+pub struct RoleSchema;
+
+impl PartialSchema for RoleSchema {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "A member's role: free-form, 1 to 32 characters, no control characters, \
+                 no leading or trailing whitespace (default `member`).",
+            ))
+            .min_length(Some(1))
+            .max_length(Some(clacks_core::ROLE_MAX_CHARS))
+            .pattern(Some(IDENTIFIER_PATTERN))
+            .into()
+    }
+}
+
+impl ToSchema for RoleSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Role")
+    }
+}
+
 // ----- original shapes --------------------------------------------------
 
 /// One entry of the original channel list.
@@ -97,14 +121,9 @@ pub struct AddMember {
     /// The user to add.
     #[schema(value_type = UserIdSchema)]
     pub uid: String,
-    /// Extension: the member's role (free-form, 1 to 32 characters, default
-    /// `member`).
+    /// Extension: the member's role (default `member`).
     #[serde(default)]
-    #[schema(
-        min_length = 1,
-        max_length = 32,
-        pattern = r"^[^\s\x00-\x1F\x7F-\x9F]([^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F])?$"
-    )]
+    #[schema(value_type = Option<RoleSchema>)]
     pub role: Option<String>,
 }
 
@@ -124,14 +143,9 @@ pub struct BulkMembers {
     #[serde(default)]
     #[schema(value_type = Vec<UserIdSchema>)]
     pub remove: Vec<String>,
-    /// The role of the added members (free-form, 1 to 32 characters,
-    /// default `member`).
+    /// The role of the added members (default `member`).
     #[serde(default)]
-    #[schema(
-        min_length = 1,
-        max_length = 32,
-        pattern = r"^[^\s\x00-\x1F\x7F-\x9F]([^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F])?$"
-    )]
+    #[schema(value_type = Option<RoleSchema>)]
     pub role: Option<String>,
 }
 
@@ -499,6 +513,8 @@ pub struct UserChannel {
     pub last_read_seq: i64,
     pub last_read_at: Option<i64>,
     pub unread_count: i64,
+    /// Unread messages that mention the user (same watermark).
+    pub unread_mention_count: i64,
     pub last_message: Option<MessageDto>,
 }
 
@@ -511,6 +527,7 @@ impl From<ChannelSummary> for UserChannel {
             last_read_seq: summary.member.last_read_seq,
             last_read_at: summary.member.last_read_at,
             unread_count: summary.unread_count,
+            unread_mention_count: summary.unread_mention_count,
             last_message: summary.last_message.map(Into::into),
         }
     }

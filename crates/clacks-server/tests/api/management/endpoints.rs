@@ -248,11 +248,11 @@ async fn user_channels_with_unread_counts(app: TestApp) {
     let a = create_channel(&app, "a", &["alice", "bob"]).await;
     let b = create_channel(&app, "b", &["bob"]).await;
     create_channel(&app, "c", &["carol"]).await;
-    for text in ["one", "two"] {
+    for (text, mentions) in [("one", json!([])), ("two", json!(["bob"]))] {
         post(
             &app,
             &format!("/channel/{a}/messages"),
-            json!({"content": text, "senderId": "alice"}),
+            json!({"content": text, "senderId": "alice", "mentions": mentions}),
         )
         .await
         .ok(201);
@@ -267,6 +267,7 @@ async fn user_channels_with_unread_counts(app: TestApp) {
     assert_eq!(ids, [a, b]);
     let first = &channels[0];
     assert_eq!(first["unreadCount"], 2);
+    assert_eq!(first["unreadMentionCount"], 1);
     assert_eq!(first["lastReadSeq"], 0);
     assert_eq!(first["role"], "member");
     assert!(first["joinedAt"].is_i64());
@@ -283,6 +284,7 @@ async fn user_channels_with_unread_counts(app: TestApp) {
         .expect("mark read");
     let after = get(&app, "/users/bob/channels").await;
     assert_eq!(after.ok(200)[0]["unreadCount"], 0);
+    assert_eq!(after.json[0]["unreadMentionCount"], 0);
     assert_eq!(after.json[0]["lastReadSeq"], seq);
 
     // A user Clacks never saw has no channels.
