@@ -45,10 +45,14 @@
 //! database; after a reconnect (once a probe shows the client's
 //! subscriptions are back) or a slow-consumer report every followed
 //! channel is caught up from the database; and a lost publish of a
-//! channel's *last*
-//! event, which no later seq reveals, is revealed by the next announcement
-//! of its node. A NATS outage delays live delivery on other nodes; it never
-//! loses an event.
+//! channel's *last* event, which no later seq reveals, is revealed by the
+//! next announcement of its node (every node hears every announcement and
+//! ignores the channels it does not follow). A NATS outage delays live
+//! delivery on other nodes; it never loses an event.
+//!
+//! `clacks_nats_interest_channels` and `clacks_nats_interest_users` gauge
+//! the subjects a node is subscribed to (lingering ones included);
+//! [`NatsBus::interest`] gives the same per node.
 
 use std::collections::HashMap;
 use std::path::Path;
