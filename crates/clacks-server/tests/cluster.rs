@@ -219,7 +219,8 @@ cluster_tests!(
     presence_crosses_nodes_and_a_silent_nodes_users_expire,
     a_subscriber_on_a_node_without_interest_gets_every_event_after_its_seq,
     a_channel_followed_only_on_a_reaches_only_a,
-    an_all_channels_subscriber_follows_a_channel_it_is_added_to_on_the_other_node
+    an_all_channels_subscriber_follows_a_channel_it_is_added_to_on_the_other_node,
+    a_subscription_starts_once_its_nats_interest_is_registered
 );
 
 /// The nodes' presence TTL: short, so that a silent node's users expire
@@ -1008,6 +1009,74 @@ async fn an_all_channels_subscriber_follows_a_channel_it_is_added_to_on_the_othe
         4,
         "the lobby and the three rooms"
     );
+    cluster.a.shutdown().await;
+    cluster.b.shutdown().await;
+}
+
+/// The ordering the gap-free start rests on, without the safety nets that
+/// would hide a mistake: B subscribes to a channel it had no interest in,
+/// and right after the subscription is returned, A publishes an event that
+/// is in no database (so no gap fill or announcement could bring it). It
+/// reaches B only if B's NATS subscription was registered with the server
+/// before the subscription returned, which is what B's probe shows.
+async fn a_subscription_starts_once_its_nats_interest_is_registered(backend: TestBackend) {
+    use futures::StreamExt;
+    let Some(cluster) = cluster(backend).await else {
+        return;
+    };
+    let eve = cluster.b.service.authenticate(&token("eve")).unwrap();
+    for round in 0..20 {
+        let channel: ChannelId = cluster
+            .a
+            .service
+            .admin_create_channel(format!("probe {round}"), vec!["eve".into()], None)
+            .await
+            .unwrap()
+            .id;
+        let mut stream = cluster
+            .b
+            .service
+            .subscribe_events(&eve, Some(channel), &[])
+            .await
+            .unwrap();
+        bus(&cluster.a).publish(&ChannelEvent {
+            channel_id: channel,
+            seq: 1,
+            durable: true,
+            at: clacks_core::now_ms(),
+            payload: EventPayload::MessageCreated {
+                message: Message {
+                    id: MessageId(1),
+                    channel_id: channel,
+                    seq: 1,
+                    sender: Sender::System,
+                    client_message_id: None,
+                    content: "only on the wire".into(),
+                    created_at: clacks_core::now_ms(),
+                    edited_at: None,
+                    deleted_at: None,
+                    parent_id: None,
+                    reply_count: 0,
+                    last_reply_at: None,
+                    mentions: Vec::new(),
+                },
+            },
+        });
+        let delivered = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                match stream.next().await {
+                    Some(clacks_delivery::Delivery::Event(event)) if event.durable => {
+                        break event.seq;
+                    }
+                    Some(clacks_delivery::Delivery::Event(_)) => {}
+                    other => panic!("round {round}: {other:?}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: published before B's interest was live"));
+        assert_eq!(delivered, 1, "round {round}");
+    }
     cluster.a.shutdown().await;
     cluster.b.shutdown().await;
 }
