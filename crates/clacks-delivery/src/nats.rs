@@ -310,12 +310,12 @@ pub struct NatsBus {
     connected: Arc<AtomicBool>,
     recent: Arc<Recent>,
     faults: Faults,
-    interest: Arc<Interest>,
+    interest: Arc<InterestCounts>,
 }
 
 /// Counts of the node's own, for tests and `/metrics`.
 #[derive(Default)]
-struct Interest {
+struct InterestCounts {
     channels: AtomicUsize,
     users: AtomicUsize,
     /// Events received from other nodes (the `clacks_nats_received_total`
@@ -554,7 +554,7 @@ impl NatsBus {
             }
         });
 
-        let interest = Arc::new(Interest::default());
+        let interest = Arc::new(InterestCounts::default());
         let probed = routing.clone();
         let probe_key = key.clone();
         tokio::spawn(async move {
@@ -673,8 +673,10 @@ impl NatsBus {
             return;
         };
         let subject = format!("{}.ch.{}", self.prefix, event.channel_id);
-        // After the channel's copy, on the same queue: a node that follows
-        // both never gets the user's copy of a channel's creation first.
+        // Also on the member's subject: a node following the user but not
+        // the channel learns of the join. One following both gets two
+        // copies; the sequencer drops the second by seq, and the hub a
+        // channel creation's unstored join by user.
         let member = match &event.payload {
             EventPayload::MemberJoined { user_id, .. } | EventPayload::MemberLeft { user_id } => {
                 Some(user_id)
@@ -758,7 +760,7 @@ struct Router {
     key: ClusterKey,
     hub: Weak<Hub>,
     routing: Arc<Routing>,
-    interest: Arc<Interest>,
+    interest: Arc<InterestCounts>,
     probe_subject: String,
     /// Subscribed topics; aborting the relay drops its subscriber, which
     /// unsubscribes.
@@ -893,7 +895,7 @@ async fn relay(
     hub: Weak<Hub>,
     key: ClusterKey,
     node: u64,
-    interest: Arc<Interest>,
+    interest: Arc<InterestCounts>,
 ) {
     while let Some(message) = subscriber.next().await {
         let Some(hub) = hub.upgrade() else {
