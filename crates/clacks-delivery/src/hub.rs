@@ -40,6 +40,7 @@ use futures::future::BoxFuture;
 
 use crate::SharedEvent;
 use crate::queue::{DeliveryQueue, Queued};
+use crate::routing::{Routing, Topic};
 use crate::subscription::{CatchUp, Cursor, Subscription, Work};
 
 /// Where the hub and the subscriptions behind read what they missed: the
@@ -170,6 +171,10 @@ struct ChannelEntry {
     /// The newest seq another node announced for the channel, when ahead
     /// of this node (its publish of that event was lost).
     announced: Option<Seq>,
+    /// Users whose unstored `member_joined` (the channel's creation) was
+    /// delivered: it reaches a node following both on the channel's and on
+    /// the user's subject, and only one copy is delivered.
+    ephemeral_joins: HashSet<UserId>,
 }
 
 impl ChannelEntry {
@@ -204,6 +209,13 @@ struct Registry {
     routes: HashMap<u64, HashSet<ChannelId>>,
     tail_capacity: usize,
     catch_up_within: Duration,
+    /// The NATS subjects the node needs follow the keys of `channels` and
+    /// `all_by_user`.
+    routing: Arc<Routing>,
+    /// Channels entered for a join of a user with an all-channels
+    /// subscription here, whose events before this node's interest in them
+    /// was live are read back once it is (see [`Hub::follow_joined`]).
+    joined: Vec<ChannelId>,
 }
 
 impl Registry {
@@ -227,7 +239,7 @@ impl Registry {
         }
     }
 
-    fn new(tail_capacity: usize, catch_up_within: Duration) -> Self {
+    fn new(tail_capacity: usize, catch_up_within: Duration, routing: Arc<Routing>) -> Self {
         Registry {
             subs: HashMap::new(),
             channels: HashMap::new(),
@@ -235,11 +247,44 @@ impl Registry {
             routes: HashMap::new(),
             tail_capacity,
             catch_up_within,
+            routing,
+            joined: Vec::new(),
+        }
+    }
+
+    /// The channel's entry, created (and its NATS interest asked for) if
+    /// missing.
+    fn enter(&mut self, channel: ChannelId) -> &mut ChannelEntry {
+        let routing = &self.routing;
+        self.channels.entry(channel).or_insert_with(|| {
+            routing.want(Topic::Channel(channel), true);
+            ChannelEntry::default()
+        })
+    }
+
+    /// Forgets a channel nobody here follows any more.
+    fn leave_if_unfollowed(&mut self, channel: ChannelId) {
+        if self
+            .channels
+            .get(&channel)
+            .is_some_and(|entry| entry.subs.is_empty())
+        {
+            self.channels.remove(&channel);
+            self.routing.want(Topic::Channel(channel), false);
+        }
+    }
+
+    /// Enters a channel at `next_seq` for a join that arrived while nobody
+    /// here followed it.
+    fn enter_joined(&mut self, channel: ChannelId, next_seq: Seq) {
+        self.enter(channel).next_seq = Some(next_seq);
+        if self.routing.enabled() {
+            self.joined.push(channel);
         }
     }
 
     fn route(&mut self, id: u64, channel: ChannelId) {
-        self.channels.entry(channel).or_default().subs.insert(id);
+        self.enter(channel).subs.insert(id);
         self.routes.entry(id).or_default().insert(channel);
     }
 
@@ -247,9 +292,7 @@ impl Registry {
         if let Some(entry) = self.channels.get_mut(&channel) {
             entry.subs.remove(&id);
             entry.drop_behind(id);
-            if entry.subs.is_empty() {
-                self.channels.remove(&channel);
-            }
+            self.leave_if_unfollowed(channel);
         }
         if let Some(routes) = self.routes.get_mut(&id) {
             routes.remove(&channel);
@@ -261,9 +304,7 @@ impl Registry {
             if let Some(entry) = self.channels.get_mut(&channel) {
                 entry.subs.remove(&id);
                 entry.drop_behind(id);
-                if entry.subs.is_empty() {
-                    self.channels.remove(&channel);
-                }
+                self.leave_if_unfollowed(channel);
             }
         }
         if let Some(sub) = self.subs.remove(&id) {
@@ -272,6 +313,7 @@ impl Registry {
                 set.remove(&id);
                 if set.is_empty() {
                     self.all_by_user.remove(&sub.user);
+                    self.routing.want(Topic::User(sub.user), false);
                 }
             }
         }
@@ -466,13 +508,7 @@ impl Registry {
             if let EventPayload::MemberJoined { user_id, .. } = &event.payload
                 && self.all_by_user.contains_key(user_id)
             {
-                self.channels.insert(
-                    channel,
-                    ChannelEntry {
-                        next_seq: Some(event.seq + 1),
-                        ..ChannelEntry::default()
-                    },
-                );
+                self.enter_joined(channel, event.seq + 1);
                 self.deliver(&event, origin);
             }
             return Sequenced::Done;
@@ -563,6 +599,7 @@ impl FillReason {
 /// The node-local fan-out hub.
 pub struct Hub {
     registry: RwLock<Registry>,
+    routing: Arc<Routing>,
     next_id: AtomicU64,
     settings: HubSettings,
     backfill: Arc<dyn Backfill>,
@@ -578,11 +615,14 @@ impl Hub {
             page_size: settings.page_size.clamp(1, u32::MAX as usize),
             ..settings
         };
+        let routing = Arc::new(Routing::default());
         Arc::new_cyclic(|this| Hub {
             registry: RwLock::new(Registry::new(
                 settings.tail_capacity,
                 settings.catch_up_within,
+                routing.clone(),
             )),
+            routing,
             next_id: AtomicU64::new(1),
             settings,
             backfill,
@@ -628,7 +668,15 @@ impl Hub {
             registry.route(id, *channel);
         }
         if all_channels {
-            registry.all_by_user.entry(user).or_default().insert(id);
+            let routing = registry.routing.clone();
+            registry
+                .all_by_user
+                .entry(user)
+                .or_insert_with_key(|user| {
+                    routing.want(Topic::User(user.clone()), true);
+                    HashSet::new()
+                })
+                .insert(id);
         }
         drop(registry);
         for channel in channels {
@@ -832,32 +880,87 @@ impl Hub {
         let channel = event.channel_id;
         let mut registry = self.write();
         if !event.durable {
-            if let EventPayload::MemberJoined { user_id, .. } = &event.payload
-                && !registry.channels.contains_key(&channel)
-                && registry.all_by_user.contains_key(user_id)
-            {
-                // A channel created with the user in it: their "all
-                // channels" subscriptions follow it from its position on.
-                registry.channels.insert(
-                    channel,
-                    ChannelEntry {
-                        next_seq: Some(event.seq + 1),
-                        ..ChannelEntry::default()
-                    },
-                );
+            if let EventPayload::MemberJoined { user_id, .. } = &event.payload {
+                if !registry.channels.contains_key(&channel)
+                    && registry.all_by_user.contains_key(user_id)
+                {
+                    // A channel created with the user in it: their "all
+                    // channels" subscriptions follow it from its position on.
+                    registry.enter_joined(channel, event.seq + 1);
+                }
+                if let Some(entry) = registry.channels.get_mut(&channel)
+                    && !entry.ephemeral_joins.insert(user_id.clone())
+                {
+                    return;
+                }
             }
             if registry.channels.contains_key(&channel) {
                 registry.deliver(&event, origin);
             }
+            let joined = std::mem::take(&mut registry.joined);
+            drop(registry);
+            self.follow_joined(joined);
             return;
         }
         let outcome = registry.sequence(event, self.settings.max_pending, origin);
+        let joined = std::mem::take(&mut registry.joined);
         drop(registry);
+        self.follow_joined(joined);
         match outcome {
             Sequenced::Done => {}
             Sequenced::NeedsBackfill => self.schedule_backfill(channel, self.settings.gap_timeout),
             Sequenced::NeedsBackfillNow => self.schedule_backfill(channel, Duration::ZERO),
         }
+    }
+
+    /// The node's NATS interests, kept by the NatsBus.
+    pub(crate) fn routing(&self) -> &Arc<Routing> {
+        &self.routing
+    }
+
+    /// Waits until NATS delivers to this node every channel (and user) its
+    /// subscriptions registered so far need; see [`Routing::ready`]. A
+    /// subscriber reads its baseline from the database after this, so that
+    /// an event committed after that read reaches this node live.
+    pub async fn interest_ready(&self) -> bool {
+        self.routing.ready().await
+    }
+
+    /// Whether this node receives only the channels it follows (NATS with
+    /// interest-based routing), rather than every event or none.
+    pub fn routes_by_interest(&self) -> bool {
+        self.routing.enabled()
+    }
+
+    /// Channels this node started following for a join it received while
+    /// no interest in them was live: events committed after the join and
+    /// published before the interest was registered never reached it. Once
+    /// the interest is live, the channel's newest seq is read and what lies
+    /// between is read back.
+    fn follow_joined(&self, joined: Vec<ChannelId>) {
+        if joined.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let hub = self.this.clone();
+        runtime.spawn(async move {
+            let Some(strong) = hub.upgrade() else { return };
+            strong.routing.ready().await;
+            let mut tails = Vec::with_capacity(joined.len());
+            for channel in joined {
+                match strong.backfill.last_seq(channel).await {
+                    Ok(last) => tails.push((channel, last)),
+                    Err(clacks_core::Error::NotFound(_)) => {}
+                    Err(e) => {
+                        // A later event or an announcement reveals the gap.
+                        tracing::warn!(channel = %channel, error = %e, "cannot read the newest seq of a joined channel");
+                    }
+                }
+            }
+            strong.fill_up_to(&tails, Duration::ZERO);
+        });
     }
 
     /// Reads what may have been missed in every subscribed channel from the
@@ -1758,6 +1861,64 @@ mod tests {
             "nothing read after the deletion (got to {last})"
         );
         assert_eq!(hub.stats(), HubStats::default());
+    }
+
+    /// With interest-based routing, the hub asks for a channel's subject
+    /// while someone follows it, and for the user subject of an
+    /// all-channels subscription. A join received on the user's subject
+    /// for a channel nobody here followed: the events after it, published
+    /// before this node's interest was live, are read back once it is.
+    #[tokio::test]
+    async fn a_join_to_an_unfollowed_channel_is_followed_from_the_join_on() {
+        let log = Log::with([message(2, 1), joined(2, 2, "a")]);
+        let hub = hub_with(&log, HubSettings::default());
+        let routing = hub.routing().clone();
+        routing.enable();
+        let mut all = hub.subscribe(user("a"), Interest::AllChannels(Vec::new()));
+        let single = hub.subscribe(user("b"), Interest::Channel(ChannelId(1)));
+        let (wants, _) = routing.take();
+        assert_eq!(wants.get(&Topic::User(user("a"))), Some(&true));
+        assert_eq!(wants.get(&Topic::Channel(ChannelId(1))), Some(&true));
+        assert_eq!(wants.len(), 2);
+        drop(single);
+        assert_eq!(
+            routing.take().0.get(&Topic::Channel(ChannelId(1))),
+            Some(&false),
+            "the last subscriber left"
+        );
+
+        // Committed after the join, never received: NATS had no interest.
+        log.commit([message(2, 3), message(2, 4)]);
+        hub.publish(joined(2, 2, "a"));
+        assert_eq!(
+            routing.take().0.get(&Topic::Channel(ChannelId(2))),
+            Some(&true)
+        );
+        // Not connected: nothing to wait for, the database has the rest.
+        for expected in 2..=4 {
+            assert_eq!(seq_of(next_within(&mut all).await.unwrap()), expected);
+        }
+        hub.publish(message(2, 5));
+        assert_eq!(seq_of(next_within(&mut all).await.unwrap()), 5);
+        drop(all);
+        let (wants, _) = routing.take();
+        assert_eq!(wants.get(&Topic::User(user("a"))), Some(&false));
+        assert_eq!(wants.get(&Topic::Channel(ChannelId(2))), Some(&false));
+    }
+
+    /// A channel's creation reaches a node following both the channel and
+    /// a member's user subject twice; it is delivered once.
+    #[tokio::test]
+    async fn a_creation_join_received_twice_is_delivered_once() {
+        let (hub, _log) = small_hub(16);
+        let mut all = hub.subscribe(user("a"), Interest::AllChannels(Vec::new()));
+        let mut created = joined(3, 0, "a");
+        created.durable = false;
+        hub.publish(created.clone());
+        hub.publish(created);
+        assert_eq!(seq_of(next_within(&mut all).await.unwrap()), 0);
+        hub.publish(message(3, 1));
+        assert_eq!(seq_of(next_within(&mut all).await.unwrap()), 1);
     }
 
     #[tokio::test]

@@ -22,13 +22,14 @@ mod hub;
 mod nats;
 mod presence;
 mod queue;
+mod routing;
 mod shared;
 mod signing;
 mod subscription;
 
 pub use connections::{CloseReason, ConnectionGuard, ConnectionLimits, Connections, Refusal};
 pub use hub::{Backfill, Delivery, EndReason, Hub, HubSettings, HubStats, Interest};
-pub use nats::{NatsBus, NatsSettings};
+pub use nats::{InterestStats, NatsBus, NatsSettings};
 pub use presence::{Presence, PresenceChange, PresenceStatus};
 pub use shared::SharedEvent;
 pub use signing::ClusterKey;

@@ -3,9 +3,21 @@
 //! Subjects, all under the deployment's prefix (so that one permission,
 //! publish and subscribe on `{prefix}.>`, is all a node needs):
 //! - `{prefix}.ch.{channel_id}`: committed events, a subject per channel,
-//!   which keeps each channel's events in publish order on the wire and
-//!   would let a node subscribe only to the channels it serves; today
-//!   every node subscribes to `{prefix}.ch.*`.
+//!   which keeps each channel's events in publish order on the wire. A
+//!   node subscribes only to the channels its hub follows (a local
+//!   subscription of the channel, or of all channels of a member), and
+//!   unsubscribes [`LINGER`] after the last of them ends; so a node
+//!   receives and sequences the events of its own subscribers' channels,
+//!   not those of the whole deployment.
+//! - `{prefix}.user.{token}`: the `member_joined` and `member_left` events
+//!   of one user (the token is a keyed hash of the user id, see
+//!   [`ClusterKey::user_token`]), also published on their channel's
+//!   subject. A node subscribes to the users with an all-channels
+//!   subscription here: a user added to a channel this node has no
+//!   interest in is told by their own subject, and the hub starts
+//!   following the channel (interest first, then the events since the
+//!   join from the database).
+//! - `{prefix}.probe.{node}`: a node's own; see below.
 //! - `{prefix}.tails`: every [`ANNOUNCE_INTERVAL`], each node's newest seq
 //!   of every channel it published to recently, in one message.
 //! - `{prefix}.ctl.disconnect`: close a user's connections everywhere;
@@ -14,6 +26,15 @@
 //!   at once, and every third of the presence TTL a heartbeat listing all
 //!   its online users (see [`crate::presence`]).
 //!
+//! Interest is proven live before it is relied on: one task subscribes and
+//! unsubscribes (fed by the hub's coalescing [`Routing`]), and after its
+//! subscribe commands publishes a probe to the node's probe subject. NATS
+//! handles a connection's commands in order, so once the probe is back the
+//! subscriptions are registered with the server, and a subscriber that
+//! reads its channel's baseline from the database after that
+//! ([`Hub::interest_ready`]) gets every later event live. (`flush()` is not
+//! enough: it only writes the client's buffer to the socket.)
+//!
 //! The prefix separates deployments (and tests) sharing a NATS server.
 //! Every payload is signed with the cluster key and dated (see
 //! [`crate::signing`]); anything else is dropped and counted.
@@ -21,27 +42,34 @@
 //! NATS core is at-most-once, and publishing after a database commit is a
 //! dual write, so nothing here is trusted for completeness: the hub's
 //! sequencer detects a gap when a later seq arrives and fills it from the
-//! database; after a reconnect or a slow-consumer report every channel is
-//! caught up from the database; and a lost publish of a channel's *last*
-//! event, which no later seq reveals, is revealed by the next announcement
-//! of its node. A NATS outage delays live delivery on other nodes; it never
-//! loses an event.
+//! database; after a reconnect (once a probe shows the client's
+//! subscriptions are back) or a slow-consumer report every followed
+//! channel is caught up from the database; and a lost publish of a
+//! channel's *last* event, which no later seq reveals, is revealed by the
+//! next announcement of its node (every node hears every announcement and
+//! ignores the channels it does not follow). A NATS outage delays live
+//! delivery on other nodes; it never loses an event.
+//!
+//! `clacks_nats_interest_channels` and `clacks_nats_interest_users` gauge
+//! the subjects a node is subscribed to (lingering ones included);
+//! [`NatsBus::interest`] gives the same per node.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use async_nats::{Client, ConnectOptions, Event, ServerAddr};
+use async_nats::{Client, ConnectOptions, Event, ServerAddr, Subscriber};
 use bytes::Bytes;
-use clacks_core::{ChannelEvent, ChannelId, Seq, UserId, now_ms};
+use clacks_core::{ChannelEvent, ChannelId, EventPayload, Seq, UserId, now_ms};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::presence::Outgoing;
+use crate::routing::{Routing, Topic};
 use crate::signing::{ClusterKey, Rejected, is_fresh};
 use crate::{CloseReason, Connections, Hub};
 
@@ -60,6 +88,19 @@ const ANNOUNCEMENTS_PER_PUBLISH: u8 = 3;
 /// Most channels in one announcement message (about 20 bytes each); a node
 /// publishing to more in one interval sends several.
 const CHANNELS_PER_ANNOUNCEMENT: usize = 10_000;
+/// How long a node stays subscribed to a channel (or user) after its last
+/// local subscription ended. A client that reconnects (a page reload, a
+/// network change, a resume after an overflow) subscribes again within
+/// seconds; lingering spares it the wait for a new subscription to be
+/// registered, and NATS the churn. Events received meanwhile are dropped
+/// at once (no channel entry): a few seconds of one channel's traffic.
+pub(crate) const LINGER: Duration = Duration::from_secs(3);
+/// How long the catch-up after a reconnect waits for the probe that shows
+/// the client's subscriptions registered again.
+const RESUBSCRIBED_WAIT: Duration = Duration::from_secs(5);
+/// A failed subscribe (the client's command queue closed or full) is tried
+/// again after this.
+const SUBSCRIBE_RETRY: Duration = Duration::from_secs(1);
 
 /// Everything a node sends carries its node id and when it was sent.
 trait Dated {
@@ -96,6 +137,29 @@ impl Dated for PresenceMessage {
     fn sent_at(&self) -> i64 {
         self.at
     }
+}
+
+/// Published to the node's own probe subject after subscribe commands:
+/// back, it shows every change up to `number` registered with the server.
+#[derive(Serialize, Deserialize)]
+struct Probe {
+    node: u64,
+    at: i64,
+    number: u64,
+}
+
+impl Dated for Probe {
+    fn sent_at(&self) -> i64 {
+        self.at
+    }
+}
+
+/// The subjects a node is subscribed to for its hub (lingering ones
+/// included).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct InterestStats {
+    pub channels: usize,
+    pub users: usize,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -246,6 +310,17 @@ pub struct NatsBus {
     connected: Arc<AtomicBool>,
     recent: Arc<Recent>,
     faults: Faults,
+    interest: Arc<InterestCounts>,
+}
+
+/// Counts of the node's own, for tests and `/metrics`.
+#[derive(Default)]
+struct InterestCounts {
+    channels: AtomicUsize,
+    users: AtomicUsize,
+    /// Events received from other nodes (the `clacks_nats_received_total`
+    /// of this node alone: metrics are per process).
+    received: AtomicU64,
 }
 
 /// The body of a signed, dated message, or why it was dropped (counted).
@@ -287,8 +362,11 @@ impl NatsBus {
         } = settings;
         let node: u64 = rand::random();
         let connected = Arc::new(AtomicBool::new(false));
+        let routing = hub.routing().clone();
+        routing.enable();
         let events_hub = Arc::downgrade(&hub);
         let events_connected = connected.clone();
+        let events_routing = routing.clone();
         let mut options = match credentials {
             Some(path) => ConnectOptions::with_credentials_file(path)
                 .await
@@ -315,22 +393,33 @@ impl NatsBus {
             .event_callback(move |event| {
                 let hub = events_hub.clone();
                 let connected = events_connected.clone();
+                let routing = events_routing.clone();
                 async move {
                     match event {
                         Event::Connected => {
                             let was = connected.swap(true, Ordering::AcqRel);
+                            routing.set_connected(true);
                             metrics::gauge!("clacks_nats_connected").set(1.0);
                             tracing::info!("NATS connected");
                             if !was {
                                 // Whatever was published while we were away
-                                // is in the database.
-                                if let Some(hub) = hub.upgrade() {
-                                    hub.catch_up_all();
-                                }
+                                // is in the database. The client sends its
+                                // subscriptions again only after this event:
+                                // read once a probe shows them registered,
+                                // or an event published between the read
+                                // and the registration would be lost.
+                                let probe = routing.request_probe();
+                                tokio::spawn(async move {
+                                    routing.wait_for(probe, RESUBSCRIBED_WAIT).await;
+                                    if let Some(hub) = hub.upgrade() {
+                                        hub.catch_up_all();
+                                    }
+                                });
                             }
                         }
                         Event::Disconnected => {
                             connected.store(false, Ordering::Release);
+                            routing.set_connected(false);
                             metrics::gauge!("clacks_nats_connected").set(0.0);
                             tracing::warn!("NATS disconnected; live delivery from other nodes is paused");
                         }
@@ -359,7 +448,8 @@ impl NatsBus {
                     .map_err(|e| format!("cannot subscribe on NATS: {e}"))
             }
         };
-        let mut events = subscribe(format!("{prefix}.ch.*")).await?;
+        let probe_subject = format!("{prefix}.probe.{node:016x}");
+        let mut probes = subscribe(probe_subject.clone()).await?;
         let mut tails = subscribe(format!("{prefix}.tails")).await?;
         let mut control = subscribe(format!("{prefix}.ctl.disconnect")).await?;
         let mut presence_news = subscribe(format!("{prefix}.presence")).await?;
@@ -464,26 +554,31 @@ impl NatsBus {
             }
         });
 
-        let relay_hub = Arc::downgrade(&hub);
-        let relay_key = key.clone();
+        let interest = Arc::new(InterestCounts::default());
+        let probed = routing.clone();
+        let probe_key = key.clone();
         tokio::spawn(async move {
-            while let Some(message) = events.next().await {
-                let Some(hub) = relay_hub.upgrade() else {
-                    return;
-                };
-                let Some(envelope) = open::<EventMessage<ChannelEvent>>(
-                    &relay_key,
-                    &message.subject,
-                    &message.payload,
-                ) else {
-                    continue;
-                };
-                if envelope.node != node {
-                    metrics::counter!("clacks_nats_received_total").increment(1);
-                    hub.publish(envelope.event);
+            while let Some(message) = probes.next().await {
+                if let Some(probe) = open::<Probe>(&probe_key, &message.subject, &message.payload)
+                    && probe.node == node
+                {
+                    probed.probed(probe.number);
                 }
             }
         });
+        let router = Router {
+            client: client.clone(),
+            prefix: prefix.to_owned(),
+            node,
+            key: key.clone(),
+            hub: Arc::downgrade(&hub),
+            routing,
+            interest: interest.clone(),
+            probe_subject,
+            active: HashMap::new(),
+            lingering: HashMap::new(),
+        };
+        tokio::spawn(router.run());
 
         let tails_hub = Arc::downgrade(&hub);
         let tails_key = key.clone();
@@ -539,7 +634,21 @@ impl NatsBus {
             connected,
             recent,
             faults: Faults::default(),
+            interest,
         }))
+    }
+
+    /// The channels and users this node is subscribed to on NATS.
+    pub fn interest(&self) -> InterestStats {
+        InterestStats {
+            channels: self.interest.channels.load(Ordering::Relaxed),
+            users: self.interest.users.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Events this node received from other nodes since it started.
+    pub fn received(&self) -> u64 {
+        self.interest.received.load(Ordering::Relaxed)
     }
 
     pub fn is_connected(&self) -> bool {
@@ -564,7 +673,29 @@ impl NatsBus {
             return;
         };
         let subject = format!("{}.ch.{}", self.prefix, event.channel_id);
-        let payload = self.key.seal(&subject, &body);
+        // Also on the member's subject: a node following the user but not
+        // the channel learns of the join. One following both gets two
+        // copies; the sequencer drops the second by seq, and the hub a
+        // channel creation's unstored join by user.
+        let member = match &event.payload {
+            EventPayload::MemberJoined { user_id, .. } | EventPayload::MemberLeft { user_id } => {
+                Some(user_id)
+            }
+            _ => None,
+        };
+        self.send(subject, &body);
+        if let Some(user) = member {
+            let subject = format!(
+                "{}.user.{}",
+                self.prefix,
+                self.key.user_token(user.as_str())
+            );
+            self.send(subject, &body);
+        }
+    }
+
+    fn send(&self, subject: String, body: &[u8]) {
+        let payload = self.key.seal(&subject, body);
         if self.outbox.try_send((subject, payload)).is_err() {
             metrics::counter!("clacks_nats_publish_dropped_total").increment(1);
         } else {
@@ -616,6 +747,170 @@ impl NatsBus {
             }
         }
         closed
+    }
+}
+
+/// Subscribes and unsubscribes as the hub's interests change: the one task
+/// that does, so NATS sees each topic's changes in order, and a burst of
+/// churn costs one pass over the topics that changed.
+struct Router {
+    client: Client,
+    prefix: String,
+    node: u64,
+    key: ClusterKey,
+    hub: Weak<Hub>,
+    routing: Arc<Routing>,
+    interest: Arc<InterestCounts>,
+    probe_subject: String,
+    /// Subscribed topics; aborting the relay drops its subscriber, which
+    /// unsubscribes.
+    active: HashMap<Topic, tokio::task::AbortHandle>,
+    /// Subscribed topics nobody here needs any more, until when.
+    lingering: HashMap<Topic, tokio::time::Instant>,
+}
+
+impl Router {
+    fn subject(&self, topic: &Topic) -> String {
+        match topic {
+            Topic::Channel(channel) => format!("{}.ch.{channel}", self.prefix),
+            Topic::User(user) => {
+                format!(
+                    "{}.user.{}",
+                    self.prefix,
+                    self.key.user_token(user.as_str())
+                )
+            }
+        }
+    }
+
+    async fn run(mut self) {
+        let mut probed = 0;
+        loop {
+            let next_expiry = self.lingering.values().min().copied();
+            tokio::select! {
+                _ = self.routing.changed() => {}
+                _ = async {
+                    match next_expiry {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
+            if self.hub.strong_count() == 0 {
+                return;
+            }
+            let (changes, number) = self.routing.take();
+            let mut failed = Vec::new();
+            for (topic, on) in changes {
+                if !on {
+                    if self.active.contains_key(&topic) {
+                        self.lingering
+                            .insert(topic, tokio::time::Instant::now() + LINGER);
+                    }
+                    continue;
+                }
+                self.lingering.remove(&topic);
+                if self.active.contains_key(&topic) {
+                    continue;
+                }
+                match self.client.subscribe(self.subject(&topic)).await {
+                    Ok(subscriber) => {
+                        let relay = tokio::spawn(relay(
+                            subscriber,
+                            self.hub.clone(),
+                            self.key.clone(),
+                            self.node,
+                            self.interest.clone(),
+                        ));
+                        self.active.insert(topic, relay.abort_handle());
+                    }
+                    Err(e) => {
+                        metrics::counter!("clacks_nats_subscribe_failed_total").increment(1);
+                        tracing::warn!(error = %e, ?topic, "NATS subscribe failed; trying again");
+                        failed.push(topic);
+                    }
+                }
+            }
+            let now = tokio::time::Instant::now();
+            let expired: Vec<Topic> = self
+                .lingering
+                .iter()
+                .filter(|(_, until)| **until <= now)
+                .map(|(topic, _)| topic.clone())
+                .collect();
+            for topic in expired {
+                self.lingering.remove(&topic);
+                if let Some(relay) = self.active.remove(&topic) {
+                    relay.abort();
+                }
+            }
+            self.count();
+            if !failed.is_empty() {
+                // Their waiters time out rather than being told a failed
+                // subscription is live: no probe until it succeeds.
+                tokio::time::sleep(SUBSCRIBE_RETRY).await;
+                for topic in failed {
+                    self.routing.want(topic, true);
+                }
+                continue;
+            }
+            if number > probed {
+                let probe = Probe {
+                    node: self.node,
+                    at: now_ms(),
+                    number,
+                };
+                if let Ok(body) = serde_json::to_vec(&probe) {
+                    let payload = self.key.seal(&self.probe_subject, &body);
+                    match self
+                        .client
+                        .publish(self.probe_subject.clone(), payload)
+                        .await
+                    {
+                        Ok(()) => probed = number,
+                        Err(e) => tracing::warn!(error = %e, "NATS probe not sent"),
+                    }
+                }
+            }
+        }
+    }
+
+    fn count(&self) {
+        let users = self
+            .active
+            .keys()
+            .filter(|topic| matches!(topic, Topic::User(_)))
+            .count();
+        let channels = self.active.len() - users;
+        self.interest.channels.store(channels, Ordering::Relaxed);
+        self.interest.users.store(users, Ordering::Relaxed);
+        metrics::gauge!("clacks_nats_interest_channels").set(channels as f64);
+        metrics::gauge!("clacks_nats_interest_users").set(users as f64);
+    }
+}
+
+/// Hands the events of one subscribed topic to the hub, until aborted.
+async fn relay(
+    mut subscriber: Subscriber,
+    hub: Weak<Hub>,
+    key: ClusterKey,
+    node: u64,
+    interest: Arc<InterestCounts>,
+) {
+    while let Some(message) = subscriber.next().await {
+        let Some(hub) = hub.upgrade() else {
+            return;
+        };
+        let Some(envelope) =
+            open::<EventMessage<ChannelEvent>>(&key, &message.subject, &message.payload)
+        else {
+            continue;
+        };
+        if envelope.node != node {
+            metrics::counter!("clacks_nats_received_total").increment(1);
+            interest.received.fetch_add(1, Ordering::Relaxed);
+            hub.publish(envelope.event);
+        }
     }
 }
 

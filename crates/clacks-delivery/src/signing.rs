@@ -87,6 +87,25 @@ impl ClusterKey {
         sealed.freeze()
     }
 
+    /// A user's token in NATS subjects: any user id (any characters, '.'
+    /// and '*' included) becomes 32 hex digits, a valid subject token, and
+    /// the ids stay out of subject names someone watching NATS sees. Two
+    /// users sharing a token (2^-128) would only share a subject; the hub
+    /// checks the user of every event it receives.
+    pub(crate) fn user_token(&self, user: &str) -> String {
+        use std::fmt::Write;
+        let tag = self
+            .tag("user subject", user.as_bytes())
+            .finalize()
+            .into_bytes();
+        tag.iter()
+            .take(16)
+            .fold(String::with_capacity(32), |mut hex, byte| {
+                let _ = write!(hex, "{byte:02x}");
+                hex
+            })
+    }
+
     /// The body of a payload received on `subject`, if its tag is right
     /// (checked in constant time).
     pub(crate) fn open<'a>(&self, subject: &str, payload: &'a [u8]) -> Result<&'a [u8], Rejected> {
@@ -144,6 +163,20 @@ mod tests {
         assert_eq!(key.open("clacks.ch.1", &tampered), Err(Rejected::Forged));
         let foreign = ClusterKey::from_secret(b"another deployment").seal("clacks.ch.1", b"{}");
         assert_eq!(key.open("clacks.ch.1", &foreign), Err(Rejected::Forged));
+    }
+
+    #[test]
+    fn a_user_token_is_one_subject_token_whatever_the_id() {
+        let key = ClusterKey::from_secret(b"shared by every node");
+        let token = key.user_token("a.b *>\u{1F600}");
+        assert_eq!(token.len(), 32);
+        assert!(token.chars().all(|c| c.is_ascii_hexdigit()), "{token}");
+        assert_eq!(
+            token,
+            key.user_token("a.b *>\u{1F600}"),
+            "the same on every node"
+        );
+        assert_ne!(token, key.user_token("a.b *>"));
     }
 
     #[test]

@@ -10,8 +10,9 @@ mod client;
 #[path = "api/helpers.rs"]
 mod helpers;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use clacks_core::{ChannelEvent, ChannelId, EventPayload, Message, MessageId, Sender, Seq};
@@ -215,7 +216,11 @@ cluster_tests!(
     a_nats_restart_does_not_close_a_subscriber_that_reads,
     a_lost_publish_of_a_channels_last_message_arrives_within_a_second,
     forged_and_unsigned_nats_messages_are_dropped_and_counted,
-    presence_crosses_nodes_and_a_silent_nodes_users_expire
+    presence_crosses_nodes_and_a_silent_nodes_users_expire,
+    a_subscriber_on_a_node_without_interest_gets_every_event_after_its_seq,
+    a_channel_followed_only_on_a_reaches_only_a,
+    an_all_channels_subscriber_follows_a_channel_it_is_added_to_on_the_other_node,
+    a_subscription_starts_once_its_nats_interest_is_registered
 );
 
 /// The nodes' presence TTL: short, so that a silent node's users expire
@@ -721,4 +726,357 @@ async fn rejected(node: &RunningServer, reason: &str) -> f64 {
         &format!("clacks_nats_rejected_total{{reason=\"{reason}\"}}"),
     )
     .await
+}
+
+/// Sends messages as `user` through `node` one after the other until
+/// stopped; `last` is the newest seq sent.
+struct Writer {
+    last: Arc<AtomicI64>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(node: SocketAddr, user: &str, channel: ChannelId) -> Writer {
+        let last = Arc::new(AtomicI64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (task_last, task_stop) = (last.clone(), stop.clone());
+        let bearer = token(user);
+        let user = user.to_owned();
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let url = format!("http://{node}/graphql");
+            let mut i = 0;
+            while !task_stop.load(Ordering::Acquire) {
+                let response: serde_json::Value = http
+                    .post(&url)
+                    .bearer_auth(&bearer)
+                    .json(&serde_json::json!({
+                        "query": "mutation($c: ID!, $t: String!) { createMessage(input: {channel: $c, content: $t}) { seq } }",
+                        "variables": {"c": channel.to_string(), "t": format!("{user} {i}")},
+                    }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let seq = response["data"]["createMessage"]["seq"]
+                    .as_i64()
+                    .unwrap_or_else(|| panic!("{response}"));
+                task_last.fetch_max(seq, Ordering::AcqRel);
+                i += 1;
+            }
+        });
+        Writer { last, stop, task }
+    }
+
+    fn last(&self) -> Seq {
+        self.last.load(Ordering::Acquire)
+    }
+
+    /// Waits until at least `seq` was sent.
+    async fn past(&self, seq: Seq) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.last() < seq {
+            assert!(Instant::now() < deadline, "the sender did not reach {seq}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn stop(self) -> Seq {
+        self.stop.store(true, Ordering::Release);
+        let last = self.last.clone();
+        self.task.await.unwrap();
+        last.load(Ordering::Acquire)
+    }
+}
+
+fn bus(node: &RunningServer) -> &Arc<clacks_delivery::NatsBus> {
+    node.service.bus().expect("the nodes run with NATS")
+}
+
+/// Waits until `node` has NATS interest in exactly `channels` channels.
+async fn interest_settles(node: &RunningServer, channels: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bus(node).interest().channels != channels {
+        assert!(
+            Instant::now() < deadline,
+            "interest in {:?} channels, not {channels}",
+            bus(node).interest()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const EVENTS_AFTER: &str = "subscription($c: ID, $after: Int) { events(channel: $c, afterSeq: $after) { seq ... on MessageCreated { message { content } } } }";
+
+/// B has no interest in a channel A's sender keeps writing to. Subscribers
+/// appear on B, each resuming a little behind: each gets every message
+/// from its `afterSeq` on, in order, while the writes go on; when the last
+/// one leaves, B drops its interest (after the linger), in its own count
+/// and on `/metrics`; and the next one starts from no interest again.
+async fn a_subscriber_on_a_node_without_interest_gets_every_event_after_its_seq(
+    backend: TestBackend,
+) {
+    let Some(cluster) = cluster(backend).await else {
+        return;
+    };
+    let channel: ChannelId = cluster
+        .a
+        .service
+        .admin_create_channel("late".into(), vec!["ann".into(), "eve".into()], None)
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(bus(&cluster.b).interest().channels, 0);
+    let sender = Writer::start(cluster.a.client_addr, "ann", channel);
+    for round in 0..3 {
+        sender.past(sender.last() + 20).await;
+        let after = sender.last() - 5;
+        let mut eve = Ws::open(&ws_url(&cluster.b), MODERN, &token("eve")).await;
+        eve.subscribe(
+            "e",
+            EVENTS_AFTER,
+            serde_json::json!({"c": channel.to_string(), "after": after}),
+        )
+        .await;
+        let until = sender.last() + 60;
+        let got = tokio::time::timeout(Duration::from_secs(30), ws_seqs_until(&mut eve, until))
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: not every message reached eve"));
+        assert_eq!(
+            got,
+            (after + 1..=until).collect::<Vec<_>>(),
+            "round {round}"
+        );
+        assert_eq!(bus(&cluster.b).interest().channels, 1, "round {round}");
+        drop(eve);
+        interest_settles(&cluster.b, 0).await;
+    }
+    sender.stop().await;
+    // The gauge of the process (every node of this test process sets it;
+    // the exact value per node is `interest()` above).
+    let metrics = reqwest::get(format!("http://{}/metrics", cluster.b.management_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for gauge in [
+        "clacks_nats_interest_channels",
+        "clacks_nats_interest_users",
+    ] {
+        assert!(metrics.contains(gauge), "{gauge} on /metrics");
+    }
+    cluster.a.shutdown().await;
+    cluster.b.shutdown().await;
+}
+
+/// The point of interest-based routing: B, with nobody following the
+/// channel, receives none of its events.
+async fn a_channel_followed_only_on_a_reaches_only_a(backend: TestBackend) {
+    let Some(cluster) = cluster(backend).await else {
+        return;
+    };
+    let channel: ChannelId = cluster
+        .a
+        .service
+        .admin_create_channel("only a".into(), vec!["ann".into(), "eve".into()], None)
+        .await
+        .unwrap()
+        .id;
+    let mut eve = Ws::open(&ws_url(&cluster.a), MODERN, &token("eve")).await;
+    eve.subscribe("e", EVENTS, serde_json::json!({"c": channel.to_string()}))
+        .await;
+    interest_settles(&cluster.a, 1).await;
+    let received_before = bus(&cluster.b).received();
+    tokio::join!(
+        send_over_http(&cluster.a, "ann", channel, 50),
+        send_over_http(&cluster.b, "ann", channel, 50),
+    );
+    let got = tokio::time::timeout(Duration::from_secs(30), ws_seqs_until(&mut eve, 100))
+        .await
+        .unwrap();
+    assert_eq!(got, (1..=100).collect::<Vec<_>>());
+    // Whatever was on its way to B has arrived by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        bus(&cluster.b).received(),
+        received_before,
+        "B received events of a channel nobody follows there"
+    );
+    assert_eq!(bus(&cluster.b).interest().channels, 0);
+    assert_eq!(bus(&cluster.a).interest().channels, 1);
+    cluster.a.shutdown().await;
+    cluster.b.shutdown().await;
+}
+
+const ALL_EVENTS: &str =
+    "subscription { events { __typename channelId seq ... on MemberJoined { userId } } }";
+
+/// Eve's all-channels stream is on A. Channels she is not in are written
+/// to through B; she is added to each through B's management API while
+/// the writes go on. A had no interest in them: her stream gets her join,
+/// then every message after it, in order.
+async fn an_all_channels_subscriber_follows_a_channel_it_is_added_to_on_the_other_node(
+    backend: TestBackend,
+) {
+    let Some(cluster) = cluster(backend).await else {
+        return;
+    };
+    let lobby: ChannelId = cluster
+        .a
+        .service
+        .admin_create_channel("lobby".into(), vec!["ann".into(), "eve".into()], None)
+        .await
+        .unwrap()
+        .id;
+    let mut eve = Ws::open(&ws_url(&cluster.a), MODERN, &token("eve")).await;
+    eve.subscribe("e", ALL_EVENTS, serde_json::json!({})).await;
+    // Her stream is live once a lobby message comes through.
+    let lobby_id = lobby.to_string();
+    'live: for _ in 0..50 {
+        send_over_http(&cluster.a, "ann", lobby, 1).await;
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while let Ok(Frame::Json(frame)) =
+            tokio::time::timeout_at(deadline.into(), eve.frame()).await
+        {
+            if frame["payload"]["data"]["events"]["channelId"] == lobby_id.as_str() {
+                break 'live;
+            }
+        }
+    }
+    assert_eq!(bus(&cluster.a).interest().users, 1, "eve's user subject");
+    let http = reqwest::Client::new();
+    for round in 0..3 {
+        let channel: ChannelId = cluster
+            .b
+            .service
+            .admin_create_channel(format!("room {round}"), vec!["ann".into()], None)
+            .await
+            .unwrap()
+            .id;
+        let channel_id = channel.to_string();
+        let sender = Writer::start(cluster.b.client_addr, "ann", channel);
+        sender.past(10).await;
+        let added = http
+            .put(format!(
+                "http://{}/api/v1/channel/{channel}/users",
+                cluster.b.management_addr
+            ))
+            .json(&serde_json::json!({"uid": "eve"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(added.status().is_success(), "{}", added.status());
+        sender.past(sender.last() + 30).await;
+        let last = sender.stop().await;
+        let mut joined_at = None;
+        let mut seqs = Vec::new();
+        let read = async {
+            while seqs.last().copied().unwrap_or(0) < last {
+                let Frame::Json(frame) = eve.frame().await else {
+                    panic!("eve's stream closed");
+                };
+                let event = &frame["payload"]["data"]["events"];
+                if event["channelId"] != channel_id.as_str() {
+                    continue;
+                }
+                let seq = event["seq"].as_i64().unwrap();
+                match event["__typename"].as_str() {
+                    Some("MemberJoined") if event["userId"] == "eve" => {
+                        assert!(joined_at.is_none() && seqs.is_empty(), "{event}");
+                        joined_at = Some(seq);
+                    }
+                    Some("MessageCreated") => seqs.push(seq),
+                    _ => panic!("round {round}: {event}"),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: got {seqs:?} after {joined_at:?}"));
+        let joined_at = joined_at.expect("her join first");
+        assert_eq!(
+            seqs,
+            (joined_at + 1..=last).collect::<Vec<_>>(),
+            "round {round}"
+        );
+    }
+    assert_eq!(
+        bus(&cluster.a).interest().channels,
+        4,
+        "the lobby and the three rooms"
+    );
+    cluster.a.shutdown().await;
+    cluster.b.shutdown().await;
+}
+
+/// The ordering the gap-free start rests on, without the safety nets that
+/// would hide a mistake: B subscribes to a channel it had no interest in,
+/// and right after the subscription is returned, A publishes an event that
+/// is in no database (so no gap fill or announcement could bring it). It
+/// reaches B only if B's NATS subscription was registered with the server
+/// before the subscription returned, which is what B's probe shows.
+async fn a_subscription_starts_once_its_nats_interest_is_registered(backend: TestBackend) {
+    use futures::StreamExt;
+    let Some(cluster) = cluster(backend).await else {
+        return;
+    };
+    let eve = cluster.b.service.authenticate(&token("eve")).unwrap();
+    for round in 0..20 {
+        let channel: ChannelId = cluster
+            .a
+            .service
+            .admin_create_channel(format!("probe {round}"), vec!["eve".into()], None)
+            .await
+            .unwrap()
+            .id;
+        let mut stream = cluster
+            .b
+            .service
+            .subscribe_events(&eve, Some(channel), &[])
+            .await
+            .unwrap();
+        bus(&cluster.a).publish(&ChannelEvent {
+            channel_id: channel,
+            seq: 1,
+            durable: true,
+            at: clacks_core::now_ms(),
+            payload: EventPayload::MessageCreated {
+                message: Message {
+                    id: MessageId(1),
+                    channel_id: channel,
+                    seq: 1,
+                    sender: Sender::System,
+                    client_message_id: None,
+                    content: "only on the wire".into(),
+                    created_at: clacks_core::now_ms(),
+                    edited_at: None,
+                    deleted_at: None,
+                    parent_id: None,
+                    reply_count: 0,
+                    last_reply_at: None,
+                    mentions: Vec::new(),
+                },
+            },
+        });
+        let delivered = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                match stream.next().await {
+                    Some(clacks_delivery::Delivery::Event(event)) if event.durable => {
+                        break event.seq;
+                    }
+                    Some(clacks_delivery::Delivery::Event(_)) => {}
+                    other => panic!("round {round}: {other:?}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: published before B's interest was live"));
+        assert_eq!(delivered, 1, "round {round}");
+    }
+    cluster.a.shutdown().await;
+    cluster.b.shutdown().await;
 }

@@ -853,6 +853,10 @@ impl ChatService {
                 let subscription = self
                     .hub
                     .subscribe(caller.user_id.clone(), Interest::Channel(channel));
+                // The baseline after this node's NATS interest in the
+                // channel is live: an event committed after the read is
+                // published after it, and reaches this node.
+                self.hub.interest_ready().await;
                 // The baseline before the membership: a removal committed
                 // between the two reads is seen by the second, one after
                 // both has a seq above the baseline and is delivered.
@@ -873,6 +877,9 @@ impl ChatService {
                 let subscription = self
                     .hub
                     .subscribe(caller.user_id.clone(), Interest::AllChannels(Vec::new()));
+                // The user's membership changes reach this node before the
+                // list is read: a join or leave after it is delivered.
+                self.hub.interest_ready().await;
                 let channels = self.store.user_channel_seqs(&caller.user_id).await?;
                 let unbased = self.hub.add_channels(&subscription, &channels);
                 // Each channel starts after the seq it was listed at: the
@@ -882,10 +889,20 @@ impl ChatService {
                     self.hub.set_baseline(channel, listed_at);
                 }
                 // An event committed after the list was read and published
-                // before it was routed reached no one on this node: where a
-                // channel is newer now than listed, the hub reads the rest.
-                if !unbased.is_empty() {
-                    let newest = self.store.last_seqs(&unbased).await?;
+                // before it was routed (or, with NATS, before this node's
+                // interest in the channel was live) reached no one on this
+                // node: where a channel is newer now than listed, the hub
+                // reads the rest. So the newest seqs are read after the
+                // interest is live, for every listed channel this node may
+                // have just started receiving.
+                let recheck = if self.hub.routes_by_interest() {
+                    self.hub.interest_ready().await;
+                    channels.iter().map(|(channel, _)| *channel).collect()
+                } else {
+                    unbased
+                };
+                if !recheck.is_empty() {
+                    let newest = self.store.last_seqs(&recheck).await?;
                     self.hub.committed_since_listing(&newest);
                 }
                 Ok(subscription)
