@@ -752,11 +752,20 @@ macro_rules! sql_store {
                         (i, message)
                     })
                     .collect();
-                let events: Vec<ChannelEvent> = messages
-                    .iter()
-                    .map(|(_, m)| durable_event(m.channel_id, m.seq, now, EventPayload::MessageCreated { message: m.clone() }))
-                    .collect();
-                if let Err(e) = Self::webhook_outbox(&mut tx, &events).await {
+                // The events are copies of every message: built only when
+                // a webhook will read them.
+                let outbox = match Self::any_webhook_enabled(&mut tx).await {
+                    Ok(false) => Ok(()),
+                    Ok(true) => {
+                        let events: Vec<ChannelEvent> = messages
+                            .iter()
+                            .map(|(_, m)| durable_event(m.channel_id, m.seq, now, EventPayload::MessageCreated { message: m.clone() }))
+                            .collect();
+                        Self::webhook_outbox_rows(&mut tx, &events).await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = outbox {
                     let _ = tx.rollback().await;
                     return Err(BatchFailure::Failed(e));
                 }

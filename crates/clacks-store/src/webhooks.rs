@@ -199,16 +199,30 @@ macro_rules! webhook_store {
                 tx: &mut sqlx::Transaction<'_, $db>,
                 events: &[clacks_core::ChannelEvent],
             ) -> clacks_core::Result<()> {
-                if events.is_empty() {
+                if events.is_empty() || !Self::any_webhook_enabled(tx).await? {
                     return Ok(());
                 }
+                Self::webhook_outbox_rows(tx, events).await
+            }
+
+            /// Whether the outbox has anyone to feed, read in the
+            /// transaction that would write to it (so a webhook enabled on
+            /// another node is seen by the next commit).
+            async fn any_webhook_enabled(tx: &mut sqlx::Transaction<'_, $db>) -> clacks_core::Result<bool> {
                 let any = sqlx::query("SELECT id FROM webhooks WHERE enabled = 1 LIMIT 1")
                     .fetch_optional(&mut **tx)
                     .await
                     .map_err(db_error)?;
-                if any.is_none() {
-                    return Ok(());
-                }
+                Ok(any.is_some())
+            }
+
+            /// The outbox rows of `events`, written unconditionally: for a
+            /// caller that checked [`Self::any_webhook_enabled`] first
+            /// because building the events costs something.
+            async fn webhook_outbox_rows(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                events: &[clacks_core::ChannelEvent],
+            ) -> clacks_core::Result<()> {
                 let rows: Vec<(&'static str, &clacks_core::ChannelEvent, String)> = events
                     .iter()
                     .filter_map(|event| {
