@@ -7,6 +7,7 @@
 //! application that shards rooms over nodes would arrange; requests without
 //! it (the sends) go round robin, so most sends cross NATS.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -117,17 +118,24 @@ pub struct NatsTraffic {
     pub received: u64,
     /// Messages it published.
     pub published: u64,
+    /// What it received, by the subject's first token after the prefix
+    /// (`ch`, `user`, `tails`, `presence`, `probe`, `ctl`, `inbox`): the
+    /// per-subscription counts of `/connz?subs=detail`. A subscription
+    /// dropped during the run takes its count with it, so these can add up
+    /// to less than `received`.
+    pub received_by_subject: BTreeMap<String, u64>,
 }
 
 /// Every named client connection's counters, from `/connz`.
 pub async fn nats_traffic(monitor: u16) -> anyhow::Result<Vec<NatsTraffic>> {
-    let body: serde_json::Value =
-        reqwest::get(format!("http://127.0.0.1:{monitor}/connz?limit=1024"))
-            .await
-            .context("reading /connz")?
-            .json()
-            .await
-            .context("decoding /connz")?;
+    let body: serde_json::Value = reqwest::get(format!(
+        "http://127.0.0.1:{monitor}/connz?limit=1024&subs=detail"
+    ))
+    .await
+    .context("reading /connz")?
+    .json()
+    .await
+    .context("decoding /connz")?;
     let mut out: Vec<NatsTraffic> = body["connections"]
         .as_array()
         .map(|list| {
@@ -137,6 +145,7 @@ pub async fn nats_traffic(monitor: u16) -> anyhow::Result<Vec<NatsTraffic>> {
                         name: c["name"].as_str()?.to_owned(),
                         received: c["out_msgs"].as_u64().unwrap_or(0),
                         published: c["in_msgs"].as_u64().unwrap_or(0),
+                        received_by_subject: by_subject(c),
                     })
                 })
                 .collect()
@@ -144,6 +153,22 @@ pub async fn nats_traffic(monitor: u16) -> anyhow::Result<Vec<NatsTraffic>> {
         .unwrap_or_default();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// Messages delivered to a connection's subscriptions, summed by the
+/// subject's kind (`{prefix}.{kind}...`).
+fn by_subject(connection: &serde_json::Value) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for sub in connection["subscriptions_list_detail"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let subject = sub["subject"].as_str().unwrap_or_default();
+        let kind = subject.split('.').nth(1).unwrap_or(subject).to_owned();
+        *out.entry(kind).or_insert(0) += sub["msgs"].as_u64().unwrap_or(0);
+    }
+    out
 }
 
 /// `after - before` per connection name (connections that appeared in
@@ -157,6 +182,17 @@ pub fn traffic_between(before: &[NatsTraffic], after: &[NatsTraffic]) -> Vec<Nat
                 name: a.name.clone(),
                 received: a.received - b.map_or(0, |b| b.received.min(a.received)),
                 published: a.published - b.map_or(0, |b| b.published.min(a.published)),
+                received_by_subject: a
+                    .received_by_subject
+                    .iter()
+                    .map(|(kind, after)| {
+                        let before = b
+                            .and_then(|b| b.received_by_subject.get(kind))
+                            .copied()
+                            .unwrap_or(0);
+                        (kind.clone(), after.saturating_sub(before))
+                    })
+                    .collect(),
             }
         })
         .collect()

@@ -230,9 +230,18 @@ impl Report {
             ));
         }
         for t in &self.nats_traffic {
+            let kinds: Vec<String> = t
+                .received_by_subject
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(kind, n)| format!("{kind} {n}"))
+                .collect();
             out.push_str(&format!(
-                "nats {}: received {}, published {}\n",
-                t.name, t.received, t.published
+                "nats {}: received {} ({}), published {}\n",
+                t.name,
+                t.received,
+                kinds.join(", "),
+                t.published
             ));
         }
         for n in &self.notes {
