@@ -80,6 +80,10 @@ const PUBLISH_QUEUE: usize = 65_536;
 /// receiving hub's short wait and one database read, a lost tail reaches
 /// other nodes' subscribers well within a second.
 const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a node's presence changes wait to leave together: every node
+/// receives every change, so a reload storm of a thousand users would
+/// otherwise be a thousand messages to each of them; this way it is a few.
+const PRESENCE_COALESCE: Duration = Duration::from_millis(50);
 /// Shortest interval between presence heartbeats, whatever the TTL.
 const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
 /// Announcements a channel stays in after its last publish, so that one
@@ -136,6 +140,79 @@ struct PresenceMessage {
 impl Dated for PresenceMessage {
     fn sent_at(&self) -> i64 {
         self.at
+    }
+}
+
+/// This node's presence changes on their way to the other nodes, each
+/// user's latest only, sent every [`PRESENCE_COALESCE`] and before each
+/// heartbeat.
+struct PresenceSender {
+    node: u64,
+    subject: String,
+    key: ClusterKey,
+    outbox: mpsc::Sender<(String, Bytes)>,
+    /// Each user's latest change: online (`None`) or offline since (ms).
+    /// As large as the users whose connections came or went within one
+    /// interval, which the connection limits bound.
+    pending: Mutex<HashMap<UserId, Option<i64>>>,
+}
+
+impl PresenceSender {
+    fn pend(&self, user: UserId, offline_since: Option<i64>) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(user, offline_since);
+    }
+
+    /// Sends what waits, in messages of at most
+    /// [`crate::presence::USERS_PER_HEARTBEAT`] users. Offline users of one
+    /// message share its time, the latest of theirs: a last-seen time may
+    /// read up to one interval late.
+    fn flush(&self) {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        if pending.is_empty() {
+            return;
+        }
+        let mut online = Vec::new();
+        let mut offline = Vec::new();
+        let mut at = 0;
+        for (user, offline_since) in pending {
+            match offline_since {
+                None => online.push(user),
+                Some(since) => {
+                    at = at.max(since);
+                    offline.push(user);
+                }
+            }
+        }
+        let at = if offline.is_empty() { now_ms() } else { at };
+        let per_message = crate::presence::USERS_PER_HEARTBEAT;
+        while !online.is_empty() || !offline.is_empty() {
+            let online_part: Vec<UserId> = online.drain(..online.len().min(per_message)).collect();
+            let room = per_message - online_part.len();
+            let offline_part: Vec<UserId> = offline.drain(..offline.len().min(room)).collect();
+            self.send(PresenceMessage {
+                node: self.node,
+                at,
+                online: online_part,
+                offline: offline_part,
+            });
+        }
+    }
+
+    fn send(&self, message: PresenceMessage) {
+        let Ok(body) = serde_json::to_vec(&message) else {
+            return;
+        };
+        let payload = self.key.seal(&self.subject, &body);
+        if self
+            .outbox
+            .try_send((self.subject.clone(), payload))
+            .is_err()
+        {
+            metrics::counter!("clacks_nats_publish_dropped_total").increment(1);
+        }
     }
 }
 
@@ -487,35 +564,41 @@ impl NatsBus {
         });
 
         let presence = connections.presence().clone();
-        let presence_subject = format!("{prefix}.presence");
-        let presence_outbox = outbox.clone();
-        let presence_key = key.clone();
-        presence.send_to(Box::new(move |news| {
-            let mut message = PresenceMessage {
-                node,
-                at: now_ms(),
-                online: Vec::new(),
-                offline: Vec::new(),
-            };
-            match news {
-                Outgoing::Online(user) => message.online.push(user),
-                Outgoing::Offline(user, at) => {
-                    message.at = at;
-                    message.offline.push(user);
-                }
-                Outgoing::Heartbeat(users) => message.online = users,
-            }
-            let Ok(body) = serde_json::to_vec(&message) else {
-                return;
-            };
-            let payload = presence_key.seal(&presence_subject, &body);
-            if presence_outbox
-                .try_send((presence_subject.clone(), payload))
-                .is_err()
-            {
-                metrics::counter!("clacks_nats_publish_dropped_total").increment(1);
+        let presence_sender = Arc::new(PresenceSender {
+            node,
+            subject: format!("{prefix}.presence"),
+            key: key.clone(),
+            outbox: outbox.clone(),
+            pending: Mutex::default(),
+        });
+        let sink = presence_sender.clone();
+        presence.send_to(Box::new(move |news| match news {
+            Outgoing::Online(user) => sink.pend(user, None),
+            Outgoing::Offline(user, at) => sink.pend(user, Some(at)),
+            Outgoing::Heartbeat(users) => {
+                // What waits is older than the heartbeat: it goes first.
+                sink.flush();
+                sink.send(PresenceMessage {
+                    node,
+                    at: now_ms(),
+                    online: users,
+                    offline: Vec::new(),
+                });
             }
         }));
+        let flushing = Arc::downgrade(&presence_sender);
+        drop(presence_sender);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PRESENCE_COALESCE);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(sender) = flushing.upgrade() else {
+                    return;
+                };
+                sender.flush();
+            }
+        });
         let beating = Arc::downgrade(&presence);
         let beat_connected = connected.clone();
         tokio::spawn(async move {
@@ -951,6 +1034,57 @@ impl Announcer {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn user(id: &str) -> UserId {
+        UserId::parse(id.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn presence_changes_leave_together_each_users_latest_only() {
+        let key = ClusterKey::from_secret(b"shared by every node");
+        let (outbox, mut sent) = mpsc::channel(16);
+        let sender = PresenceSender {
+            node: 7,
+            subject: "clacks.presence".into(),
+            key: key.clone(),
+            outbox,
+            pending: Mutex::default(),
+        };
+        let now = now_ms();
+        for i in 0..1_000 {
+            sender.pend(user(&format!("u{i}")), None);
+        }
+        // Came and went within the interval: only the leaving is told.
+        sender.pend(user("u1"), Some(now - 5));
+        sender.pend(user("gone"), Some(now));
+        sender.flush();
+        let (subject, payload) = sent.try_recv().unwrap();
+        assert!(sent.try_recv().is_err(), "one message for 1,001 changes");
+        let message: PresenceMessage = open(&key, &subject, &payload).unwrap();
+        assert_eq!(message.node, 7);
+        assert_eq!(message.online.len(), 999);
+        assert!(!message.online.contains(&user("u1")));
+        let mut offline = message.offline.clone();
+        offline.sort();
+        assert_eq!(offline, [user("gone"), user("u1")]);
+        assert_eq!(message.at, now, "the latest leaving time");
+        sender.flush();
+        assert!(sent.try_recv().is_err(), "nothing waits after a flush");
+
+        // More users than one message holds: several messages, none lost.
+        let many = crate::presence::USERS_PER_HEARTBEAT * 2 + 1;
+        for i in 0..many {
+            sender.pend(user(&format!("m{i}")), None);
+        }
+        sender.flush();
+        let mut told = 0;
+        while let Ok((subject, payload)) = sent.try_recv() {
+            let message: PresenceMessage = open(&key, &subject, &payload).unwrap();
+            assert!(message.online.len() <= crate::presence::USERS_PER_HEARTBEAT);
+            told += message.online.len();
+        }
+        assert_eq!(told, many);
+    }
 
     #[test]
     fn credentials_leave_the_url_decoded() {
