@@ -399,7 +399,9 @@ async fn introspection_is_paid_for_by_the_answer_it_builds() {
     on_sqlite(async |app: TestApp| {
         let token = app.token("carol");
         let aliased = |n: usize| {
-            let fields: String = (0..n).map(|i| format!("a{i}: __schema {{ ...S }} ")).collect();
+            let fields: String = (0..n)
+                .map(|i| format!("a{i}: __schema {{ ...S }} "))
+                .collect();
             format!("{{ {fields} }} fragment S on __Schema {{ types {{ name }} }}")
         };
         // __schema (1) + types (1,000 + its selection, 1), per alias.
@@ -420,7 +422,12 @@ async fn introspection_is_paid_for_by_the_answer_it_builds() {
         assert!((2..=3).contains(&answered), "{answered} answered");
         assert_eq!(answered + limited, 10);
         // One full introspection is still answered at once for someone else.
-        let full = post(&app, Some(&app.token("dave")), &json!({"query": INTROSPECTION_FULL})).await;
+        let full = post(
+            &app,
+            Some(&app.token("dave")),
+            &json!({"query": INTROSPECTION_FULL}),
+        )
+        .await;
         assert!(full.get("errors").is_none(), "{full}");
         app.shutdown().await;
     })
