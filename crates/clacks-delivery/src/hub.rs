@@ -55,6 +55,38 @@ pub trait Backfill: Send + Sync + 'static {
     ) -> BoxFuture<'_, clacks_core::Result<Vec<ChannelEvent>>>;
     /// The channel's newest committed seq (`NotFound` once deleted).
     fn last_seq(&self, channel: ChannelId) -> BoxFuture<'_, clacks_core::Result<Seq>>;
+    /// The users of the batched membership event at `seq` whose list the
+    /// event left out (all, or only `only`): how a node that did not make
+    /// the change learns which of its subscribers it affects.
+    fn batch_users(
+        &self,
+        channel: ChannelId,
+        seq: Seq,
+        only: Option<UserId>,
+    ) -> BoxFuture<'_, clacks_core::Result<Vec<UserId>>> {
+        let _ = (channel, seq, only);
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+/// Fills in the users of the batched membership events among `events`
+/// whose list was left out (read back from the database, or received from
+/// another node): all of them, or only `only`. One bounded read per bulk
+/// request (at most the request's size), none for any other event.
+pub(crate) async fn look_up_batches(
+    backfill: &dyn Backfill,
+    events: &mut [ChannelEvent],
+    only: Option<&UserId>,
+) -> clacks_core::Result<()> {
+    for event in events {
+        let (channel, seq) = (event.channel_id, event.seq);
+        if let Some(batch) = event.payload.member_batch_mut()
+            && batch.needs_lookup()
+        {
+            batch.affected = backfill.batch_users(channel, seq, only.cloned()).await?;
+        }
+    }
+    Ok(())
 }
 
 /// What a subscription wants to receive.
@@ -404,45 +436,57 @@ impl Registry {
                 }
             }
         }
-        match &event.payload {
-            EventPayload::MemberJoined { user_id, .. } => {
-                self.note_membership(user_id, channel, None);
-                let ids: Vec<u64> = self
-                    .all_by_user
-                    .get(user_id)
-                    .map(|s| s.iter().copied().collect())
-                    .unwrap_or_default();
-                for id in ids {
-                    if !self.routes.get(&id).is_some_and(|r| r.contains(&channel)) {
-                        // The joiner's all-channels stream starts with the
-                        // join itself.
-                        self.route(id, channel);
-                        self.push(id, event, &mut ended);
-                    }
+        let (joined, left): (&[UserId], &[UserId]) = match &event.payload {
+            EventPayload::MemberJoined { user_id, .. } => (std::slice::from_ref(user_id), &[]),
+            EventPayload::MembersJoined { batch, .. } => (batch.users(), &[]),
+            EventPayload::MemberLeft { user_id } => (&[], std::slice::from_ref(user_id)),
+            EventPayload::MembersLeft { batch } => (&[], batch.users()),
+            _ => (&[], &[]),
+        };
+        for user_id in joined {
+            self.note_membership(user_id, channel, None);
+            let ids: Vec<u64> = self
+                .all_by_user
+                .get(user_id)
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default();
+            for id in ids {
+                if !self.routes.get(&id).is_some_and(|r| r.contains(&channel)) {
+                    // The joiner's all-channels stream starts with the
+                    // join itself.
+                    self.route(id, channel);
+                    self.push(id, event, &mut ended);
                 }
             }
-            EventPayload::MemberLeft { user_id } => {
+        }
+        if !left.is_empty() {
+            for user_id in left {
                 self.note_membership(user_id, channel, Some(event.seq));
-                let leaving: Vec<u64> = self
-                    .channels
-                    .get(&channel)
-                    .map(|e| {
-                        e.subs
-                            .iter()
-                            .copied()
-                            .filter(|id| !e.behind.contains(id))
-                            .filter(|id| self.subs.get(id).is_some_and(|s| &s.user == user_id))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                for id in leaving {
-                    if self.subs.get(&id).is_some_and(|s| s.all_channels) {
-                        self.unroute(id, channel);
-                    } else {
-                        ended.push((id, Some(EndReason::Removed)));
-                    }
+            }
+            // A batch may hold thousands of users: the channel's local
+            // subscriptions are matched against it, not the other way.
+            let leavers: HashSet<&UserId> = left.iter().collect();
+            let leaving: Vec<u64> = self
+                .channels
+                .get(&channel)
+                .map(|e| {
+                    e.subs
+                        .iter()
+                        .copied()
+                        .filter(|id| !e.behind.contains(id))
+                        .filter(|id| self.subs.get(id).is_some_and(|s| leavers.contains(&s.user)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for id in leaving {
+                if self.subs.get(&id).is_some_and(|s| s.all_channels) {
+                    self.unroute(id, channel);
+                } else {
+                    ended.push((id, Some(EndReason::Removed)));
                 }
             }
+        }
+        match &event.payload {
             EventPayload::ChannelDeleted => {
                 let (subs, behind): (Vec<u64>, Vec<u64>) = self
                     .channels
@@ -502,14 +546,31 @@ impl Registry {
             // Nobody here listens to this channel, unless a user with an
             // all-channels subscription just joined it: their stream starts
             // at the join.
-            if let EventPayload::MemberLeft { user_id } = &event.payload {
-                self.note_membership(user_id, channel, Some(event.seq));
-            }
-            if let EventPayload::MemberJoined { user_id, .. } = &event.payload
-                && self.all_by_user.contains_key(user_id)
-            {
-                self.enter_joined(channel, event.seq + 1);
-                self.deliver(&event, origin);
+            match &event.payload {
+                EventPayload::MemberLeft { user_id } => {
+                    self.note_membership(user_id, channel, Some(event.seq));
+                }
+                EventPayload::MembersLeft { batch } => {
+                    for user_id in batch.users() {
+                        self.note_membership(user_id, channel, Some(event.seq));
+                    }
+                }
+                EventPayload::MemberJoined { user_id, .. }
+                    if self.all_by_user.contains_key(user_id) =>
+                {
+                    self.enter_joined(channel, event.seq + 1);
+                    self.deliver(&event, origin);
+                }
+                EventPayload::MembersJoined { batch, .. }
+                    if batch
+                        .users()
+                        .iter()
+                        .any(|user| self.all_by_user.contains_key(user)) =>
+                {
+                    self.enter_joined(channel, event.seq + 1);
+                    self.deliver(&event, origin);
+                }
+                _ => {}
             }
             return Sequenced::Done;
         };
@@ -868,6 +929,35 @@ impl Hub {
             .unwrap_or(0)
     }
 
+    /// Routes an event received from another node: a batched membership
+    /// change that does not list its users is completed from the database
+    /// first, if this node has anyone it could concern (a subscriber of the
+    /// channel, or an all-channels subscriber).
+    pub async fn publish_remote(&self, mut event: ChannelEvent) {
+        let lookup = event
+            .payload
+            .member_batch()
+            .is_some_and(|batch| batch.needs_lookup())
+            && {
+                let registry = self.read();
+                registry.channels.contains_key(&event.channel_id)
+                    || !registry.all_by_user.is_empty()
+            };
+        if lookup {
+            let mut retry = Duration::from_millis(50);
+            // Until it is known, nobody can be told who left: later events
+            // of the channel wait in the sequencer meanwhile.
+            while let Err(e) =
+                look_up_batches(&*self.backfill, std::slice::from_mut(&mut event), None).await
+            {
+                tracing::warn!(channel = %event.channel_id, seq = event.seq, error = %e, "reading a membership batch failed; retrying");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(5));
+            }
+        }
+        self.publish(event);
+    }
+
     /// Routes a committed event to its channel's subscriptions, in seq order.
     pub fn publish(&self, event: ChannelEvent) {
         // Only a durable event can be read back; a late ephemeral one is
@@ -1135,11 +1225,13 @@ impl Hub {
                 let mut more = false;
                 if wanted > 0 {
                     let limit = u32::try_from(wanted.min(CATCH_UP_BATCH)).unwrap_or(u32::MAX);
-                    let missing = match self.backfill.events_after(channel, next - 1, limit).await {
-                        Ok(events) => events,
-                        Err(clacks_core::Error::NotFound(_)) => Vec::new(),
-                        Err(e) => return Err(e),
-                    };
+                    let mut missing =
+                        match self.backfill.events_after(channel, next - 1, limit).await {
+                            Ok(events) => events,
+                            Err(clacks_core::Error::NotFound(_)) => Vec::new(),
+                            Err(e) => return Err(e),
+                        };
+                    look_up_batches(&*self.backfill, &mut missing, None).await?;
                     metrics::counter!("clacks_backfills_total", "kind" => reason.label())
                         .increment(1);
                     metrics::counter!("clacks_backfilled_events_total")
