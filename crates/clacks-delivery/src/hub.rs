@@ -1366,6 +1366,9 @@ mod tests {
     struct Log {
         events: Mutex<Vec<ChannelEvent>>,
         reads: AtomicUsize,
+        /// The full user lists of truncated batches, as `member_batches`.
+        batches: Mutex<HashMap<(ChannelId, Seq), Vec<UserId>>>,
+        batch_reads: AtomicUsize,
     }
 
     impl Log {
@@ -1376,7 +1379,18 @@ mod tests {
         }
 
         fn commit(&self, events: impl IntoIterator<Item = ChannelEvent>) {
-            self.events.lock().unwrap().extend(events);
+            for mut event in events {
+                // Stored as the database stores it: a batch too large to
+                // list keeps its users aside.
+                let (channel, seq) = (event.channel_id, event.seq);
+                if let Some(batch) = event.payload.member_batch_mut()
+                    && batch.truncated
+                {
+                    let users = std::mem::take(&mut batch.affected);
+                    self.batches.lock().unwrap().insert((channel, seq), users);
+                }
+                self.events.lock().unwrap().push(event);
+            }
         }
 
         fn reads(&self) -> usize {
@@ -1402,6 +1416,26 @@ mod tests {
                 .cloned()
                 .collect();
             Box::pin(async move { Ok(events) })
+        }
+
+        fn batch_users(
+            &self,
+            channel: ChannelId,
+            seq: Seq,
+            only: Option<UserId>,
+        ) -> BoxFuture<'_, clacks_core::Result<Vec<UserId>>> {
+            self.batch_reads.fetch_add(1, Ordering::SeqCst);
+            let users: Vec<UserId> = self
+                .batches
+                .lock()
+                .unwrap()
+                .get(&(channel, seq))
+                .into_iter()
+                .flatten()
+                .filter(|u| only.as_ref().is_none_or(|only| only == *u))
+                .cloned()
+                .collect();
+            Box::pin(async move { Ok(users) })
         }
 
         fn last_seq(&self, channel: ChannelId) -> BoxFuture<'_, clacks_core::Result<Seq>> {
@@ -1762,6 +1796,128 @@ mod tests {
             assert_eq!(seq_of(next_within(&mut sub).await.unwrap()), expected);
         }
         assert_eq!(log.reads(), 0, "read from the shared tail");
+    }
+
+    /// A batch of `count` users `u0..`, plus `extra`, too large to list.
+    fn batch(count: usize, extra: &[&str]) -> clacks_core::MemberBatch {
+        let mut users: Vec<UserId> = (0..count).map(|n| user(&format!("u{n}"))).collect();
+        users.extend(extra.iter().map(|who| user(who)));
+        let batch = clacks_core::MemberBatch::of(users);
+        assert!(batch.truncated);
+        batch
+    }
+
+    #[tokio::test]
+    async fn batches_follow_joins_and_leaves_live() {
+        let (hub, log) = small_hub(16);
+        let mut all = hub.subscribe(user("a"), Interest::AllChannels(vec![]));
+        let mut single = hub.subscribe(user("b"), Interest::Channel(ChannelId(1)));
+        hub.set_baseline(ChannelId(1), 0);
+        let joins = EventPayload::MembersJoined {
+            batch: batch(500, &["a"]),
+            role: Role::member(),
+        };
+        hub.publish(event(1, 1, joins));
+        hub.publish(message(1, 2));
+        assert_eq!(seq_of(all.next().await.unwrap()), 1, "the batched join");
+        assert_eq!(seq_of(all.next().await.unwrap()), 2);
+        assert_eq!(seq_of(single.next().await.unwrap()), 1);
+        assert_eq!(seq_of(single.next().await.unwrap()), 2);
+        let leaves = EventPayload::MembersLeft {
+            batch: batch(500, &["a", "b"]),
+        };
+        hub.publish(event(1, 3, leaves));
+        hub.publish(message(1, 4));
+        assert_eq!(seq_of(single.next().await.unwrap()), 3);
+        assert!(matches!(
+            single.next().await,
+            Some(Delivery::End(EndReason::Removed))
+        ));
+        assert_eq!(seq_of(all.next().await.unwrap()), 3);
+        hub.publish(message(2, 1));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), all.next())
+                .await
+                .is_err(),
+            "nothing after the batched leave"
+        );
+        assert_eq!(log.batch_reads.load(Ordering::SeqCst), 0, "known live");
+    }
+
+    #[tokio::test]
+    async fn a_batch_read_back_from_the_database_is_completed_before_it_is_applied() {
+        let log = Arc::new(Log::default());
+        let hub = hub_with(&log, HubSettings::default());
+        let mut single = hub.subscribe(user("b"), Interest::Channel(ChannelId(1)));
+        hub.set_baseline(ChannelId(1), 0);
+        let leaves = EventPayload::MembersLeft {
+            batch: batch(300, &["b"]),
+        };
+        log.commit([event(1, 1, leaves), message(1, 2)]);
+        // Seq 1 was lost on the way: seq 2 reveals the gap, the database
+        // fills it without the users, and the hub looks them up.
+        hub.publish(message(1, 2));
+        assert_eq!(seq_of(next_within(&mut single).await.unwrap()), 1);
+        assert!(matches!(
+            next_within(&mut single).await,
+            Some(Delivery::End(EndReason::Removed))
+        ));
+        assert_eq!(log.batch_reads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_remote_batch_is_completed_only_where_it_could_concern_someone() {
+        let log = Arc::new(Log::default());
+        let hub = hub_with(&log, HubSettings::default());
+        let joins = EventPayload::MembersJoined {
+            batch: batch(300, &["a"]),
+            role: Role::member(),
+        };
+        log.commit([event(1, 1, joins)]);
+        let stored = log.events.lock().unwrap()[0].clone();
+        hub.publish_remote(stored.clone()).await;
+        assert_eq!(log.batch_reads.load(Ordering::SeqCst), 0, "nobody here");
+        let mut all = hub.subscribe(user("a"), Interest::AllChannels(vec![]));
+        let mut stored = stored;
+        stored.seq = 1;
+        hub.publish_remote(stored).await;
+        assert_eq!(log.batch_reads.load(Ordering::SeqCst), 1);
+        assert_eq!(seq_of(next_within(&mut all).await.unwrap()), 1, "a joined");
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_reading_a_batch_back_checks_only_itself() {
+        let log = Arc::new(Log::default());
+        // A tail of one: what the subscriber reads comes from the database.
+        let hub = hub_with(
+            &log,
+            HubSettings {
+                tail_capacity: 1,
+                ..HubSettings::default()
+            },
+        );
+        let mut single = hub.subscribe(user("b"), Interest::Channel(ChannelId(1)));
+        hub.set_baseline(ChannelId(1), 0);
+        hub.resume(&mut single, ChannelId(1), 0);
+        let leaves = event(
+            1,
+            2,
+            EventPayload::MembersLeft {
+                batch: batch(300, &["b"]),
+            },
+        );
+        let events = [message(1, 1), leaves, message(1, 3)];
+        log.commit(events.clone());
+        for event in events {
+            hub.publish(event);
+        }
+        assert_eq!(seq_of(next_within(&mut single).await.unwrap()), 1);
+        assert_eq!(seq_of(next_within(&mut single).await.unwrap()), 2);
+        assert!(matches!(
+            next_within(&mut single).await,
+            Some(Delivery::End(EndReason::Removed))
+        ));
+        assert_eq!(log.batch_reads.load(Ordering::SeqCst), 1, "one point read");
     }
 
     #[tokio::test]
