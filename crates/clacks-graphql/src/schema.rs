@@ -1239,6 +1239,8 @@ event_type!(
     /// there are at most 100; beyond that it is empty and `truncated` is
     /// true: refetch the channel's members (`channel { members }`) instead.
     MembersJoined { users: Vec<UserId>, count: u64, truncated: bool, role: String }
+    /// The users, when at most 100; empty when `truncated` (then
+    /// refetch the channel's members, `channel { membersPage }`).
     async fn user_ids(&self) -> Vec<ID> { self.users.iter().map(|u| ID(u.as_str().to_owned())).collect() }
     /// How many users were added.
     async fn count(&self) -> i64 { i64::try_from(self.count).unwrap_or(i64::MAX) }
@@ -1252,6 +1254,8 @@ event_type!(
     /// `MembersJoined`. A subscriber among them is removed at this event,
     /// as with `MemberLeft`.
     MembersLeft { users: Vec<UserId>, count: u64, truncated: bool }
+    /// The users, when at most 100; empty when `truncated` (then
+    /// refetch the channel's members, `channel { membersPage }`).
     async fn user_ids(&self) -> Vec<ID> { self.users.iter().map(|u| ID(u.as_str().to_owned())).collect() }
     /// How many members were removed.
     async fn count(&self) -> i64 { i64::try_from(self.count).unwrap_or(i64::MAX) }
