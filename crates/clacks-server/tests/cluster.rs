@@ -1103,7 +1103,8 @@ async fn bulk_changes_through_b_reach_subscribers_on_a(backend: TestBackend) {
         .unwrap()
         .id;
     let mut eve = Ws::open(&ws_url(&cluster.a), MODERN, &token("eve")).await;
-    eve.subscribe("e", BATCH_EVENTS, serde_json::json!({})).await;
+    eve.subscribe("e", BATCH_EVENTS, serde_json::json!({}))
+        .await;
     let lobby_id = lobby.to_string();
     'live: for _ in 0..50 {
         send_over_http(&cluster.a, "ann", lobby, 1).await;
@@ -1166,7 +1167,10 @@ async fn bulk_changes_through_b_reach_subscribers_on_a(backend: TestBackend) {
             match event["__typename"].as_str() {
                 Some("MembersJoined") => {
                     assert!(joined_at.is_none(), "{event}");
-                    assert_eq!((event["count"].clone(), event["truncated"].clone()), (serde_json::json!(301), serde_json::json!(true)));
+                    assert_eq!(
+                        (event["count"].clone(), event["truncated"].clone()),
+                        (serde_json::json!(301), serde_json::json!(true))
+                    );
                     joined_at = Some(seq);
                 }
                 Some("MembersLeft") | Some("MessageCreated") => seqs.push(seq),

@@ -2328,6 +2328,7 @@ macro_rules! sql_store {
                     "SELECT COUNT(*) FROM read_marks WHERE channel_id = $1",
                     "SELECT COUNT(*) FROM reactions WHERE channel_id = $1",
                     "SELECT COUNT(*) FROM mentions WHERE channel_id = $1",
+                    "SELECT COUNT(*) FROM member_batches WHERE channel_id = $1",
                 ] {
                     let row = sqlx::query(&q(statement))
                         .bind(channel.0)

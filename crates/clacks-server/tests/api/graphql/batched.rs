@@ -66,9 +66,13 @@ async fn a_bulk_add_is_one_event_live_and_on_replay(app: TestApp) {
 
     let mut add = users("u", 1_999);
     add.push("carol".into());
-    patch(&app, &format!("/channel/{channel}/users"), json!({"add": add}))
-        .await
-        .ok(200);
+    patch(
+        &app,
+        &format!("/channel/{channel}/users"),
+        json!({"add": add}),
+    )
+    .await
+    .ok(200);
     let expected = json!({"__typename": "MembersJoined", "channelId": c, "seq": 1,
         "userIds": [], "count": 2_000, "truncated": true, "role": "member"});
     assert_eq!(event(&mut alice).await, expected);
@@ -108,7 +112,9 @@ async fn a_bulk_add_is_one_event_live_and_on_replay(app: TestApp) {
 /// the channel gets the `MembersLeft` and ends with FORBIDDEN at once;
 /// carol's all-channels stream drops the channel.
 async fn a_bulk_removal_ends_a_removed_subscriber_at_once(app: TestApp) {
-    let channel = app.channel_with("shrinking", &["alice", "bob", "carol"]).await;
+    let channel = app
+        .channel_with("shrinking", &["alice", "bob", "carol"])
+        .await;
     let c = channel.to_string();
     let path = format!("/channel/{channel}/users");
     let others = users("u", 498);
@@ -124,7 +130,11 @@ async fn a_bulk_removal_ends_a_removed_subscriber_at_once(app: TestApp) {
     patch(&app, &path, json!({"remove": remove})).await.ok(200);
     let left = event(&mut bob).await;
     assert_eq!(
-        (left["__typename"].clone(), left["count"].clone(), left["truncated"].clone()),
+        (
+            left["__typename"].clone(),
+            left["count"].clone(),
+            left["truncated"].clone()
+        ),
         (json!("MembersLeft"), json!(500), json!(true))
     );
     let (_, forbidden) = tokio::time::timeout(Duration::from_secs(5), bob.next_payload())
