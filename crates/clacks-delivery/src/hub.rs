@@ -486,34 +486,31 @@ impl Registry {
                 }
             }
         }
-        match &event.payload {
-            EventPayload::ChannelDeleted => {
-                let (subs, behind): (Vec<u64>, Vec<u64>) = self
-                    .channels
-                    .get(&channel)
-                    .map(|e| {
-                        (
-                            e.subs.iter().copied().collect(),
-                            e.behind.iter().copied().collect(),
-                        )
-                    })
-                    .unwrap_or_default();
-                for id in behind {
-                    // What it has not read yet is gone with the channel; the
-                    // deletion is the last thing it gets of it.
-                    if let Some(sub) = self.subs.get(&id) {
-                        sub.queue.push_last(Queued::Event(event.clone()));
-                    }
-                }
-                for id in subs {
-                    if self.subs.get(&id).is_some_and(|s| s.all_channels) {
-                        self.unroute(id, channel);
-                    } else {
-                        ended.push((id, Some(EndReason::ChannelDeleted)));
-                    }
+        if matches!(event.payload, EventPayload::ChannelDeleted) {
+            let (subs, behind): (Vec<u64>, Vec<u64>) = self
+                .channels
+                .get(&channel)
+                .map(|e| {
+                    (
+                        e.subs.iter().copied().collect(),
+                        e.behind.iter().copied().collect(),
+                    )
+                })
+                .unwrap_or_default();
+            for id in behind {
+                // What it has not read yet is gone with the channel; the
+                // deletion is the last thing it gets of it.
+                if let Some(sub) = self.subs.get(&id) {
+                    sub.queue.push_last(Queued::Event(event.clone()));
                 }
             }
-            _ => {}
+            for id in subs {
+                if self.subs.get(&id).is_some_and(|s| s.all_channels) {
+                    self.unroute(id, channel);
+                } else {
+                    ended.push((id, Some(EndReason::ChannelDeleted)));
+                }
+            }
         }
         for (id, reason) in ended {
             if let Some(sub) = self.subs.get(&id) {
