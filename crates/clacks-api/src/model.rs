@@ -680,6 +680,16 @@ pub enum WebhookEventTypeName {
     MemberJoined,
     #[serde(rename = "member.left")]
     MemberLeft,
+    /// Several users added by one bulk request (`PATCH
+    /// /channel/{channelId}/users`): one delivery, `data` =
+    /// `{"userIds", "count", "truncated", "role"}`; `userIds` is empty and
+    /// `truncated` true beyond 100 users (read the members instead).
+    #[serde(rename = "members.joined")]
+    MembersJoined,
+    /// Several members removed by one bulk request: one delivery, `data`
+    /// as for `members.joined` without `role`.
+    #[serde(rename = "members.left")]
+    MembersLeft,
     #[serde(rename = "channel.updated")]
     ChannelUpdated,
     #[serde(rename = "channel.deleted")]

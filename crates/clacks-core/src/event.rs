@@ -40,6 +40,18 @@ pub enum EventPayload {
     MemberLeft {
         user_id: UserId,
     },
+    /// Several users added by one bulk request, at one seq (a request
+    /// adding one user is a [`EventPayload::MemberJoined`]).
+    MembersJoined {
+        #[serde(flatten)]
+        batch: MemberBatch,
+        role: Role,
+    },
+    /// Several users removed by one bulk request, at one seq.
+    MembersLeft {
+        #[serde(flatten)]
+        batch: MemberBatch,
+    },
     ChannelUpdated {
         channel: Channel,
     },
@@ -84,7 +96,88 @@ pub enum EventPayload {
     },
 }
 
+/// Most users a batched membership event lists; beyond this it carries
+/// only the count (a replay of the channel reads one small event per bulk
+/// request, whatever its size), and clients refetch the member list.
+pub const MEMBER_BATCH_LISTED: usize = 100;
+
+/// The users of one bulk membership change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberBatch {
+    /// The users, when `count <= MEMBER_BATCH_LISTED`; empty otherwise.
+    pub user_ids: Vec<UserId>,
+    pub count: u64,
+    /// `true` when `user_ids` was left out for size.
+    pub truncated: bool,
+    /// Every user of the change, for the hub: filled on the node that made
+    /// the change, and where a node read the change back it looked them
+    /// up ([`MemberBatch::needs_lookup`]). Never sent anywhere (it can be
+    /// 10,000 ids: more than a NATS message holds), never shown.
+    #[serde(skip)]
+    pub affected: Vec<UserId>,
+}
+
+impl MemberBatch {
+    /// The batch of `users` (all of them kept in `affected`).
+    pub fn of(users: Vec<UserId>) -> Self {
+        let count = users.len() as u64;
+        let truncated = users.len() > MEMBER_BATCH_LISTED;
+        MemberBatch {
+            user_ids: if truncated { Vec::new() } else { users.clone() },
+            count,
+            truncated,
+            affected: users,
+        }
+    }
+
+    /// Whether the users are known here: listed, or looked up.
+    pub fn needs_lookup(&self) -> bool {
+        self.truncated && self.affected.is_empty()
+    }
+
+    /// The users known to be in the change: all of them unless
+    /// [`MemberBatch::needs_lookup`] (or only the ones looked up).
+    pub fn users(&self) -> &[UserId] {
+        if self.truncated {
+            &self.affected
+        } else {
+            &self.user_ids
+        }
+    }
+}
+
 impl EventPayload {
+    /// The batch of a batched membership event.
+    pub fn member_batch(&self) -> Option<&MemberBatch> {
+        match self {
+            EventPayload::MembersJoined { batch, .. } | EventPayload::MembersLeft { batch } => {
+                Some(batch)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn member_batch_mut(&mut self) -> Option<&mut MemberBatch> {
+        match self {
+            EventPayload::MembersJoined { batch, .. } | EventPayload::MembersLeft { batch } => {
+                Some(batch)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether `user` joined (`Some(true)`) or left (`Some(false)`) by
+    /// this event, single or batched.
+    pub fn membership_of(&self, user: &UserId) -> Option<bool> {
+        match self {
+            EventPayload::MemberJoined { user_id, .. } if user_id == user => Some(true),
+            EventPayload::MemberLeft { user_id } if user_id == user => Some(false),
+            EventPayload::MembersJoined { batch, .. } if batch.users().contains(user) => Some(true),
+            EventPayload::MembersLeft { batch } if batch.users().contains(user) => Some(false),
+            _ => None,
+        }
+    }
+
     /// The thread an event belongs to, named by its top-level message: a
     /// message's (or a reaction's) parent, or the message itself when it
     /// is top-level. `None` for events about no message.
@@ -117,6 +210,8 @@ impl EventPayload {
             EventPayload::MessageDeleted { .. } => "message_deleted",
             EventPayload::MemberJoined { .. } => "member_joined",
             EventPayload::MemberLeft { .. } => "member_left",
+            EventPayload::MembersJoined { .. } => "members_joined",
+            EventPayload::MembersLeft { .. } => "members_left",
             EventPayload::ChannelUpdated { .. } => "channel_updated",
             EventPayload::ReactionAdded { .. } => "reaction_added",
             EventPayload::ReactionRemoved { .. } => "reaction_removed",

@@ -17,7 +17,7 @@ pub mod values;
 pub mod webhook;
 
 pub use error::{Entity, Error, Result};
-pub use event::{ChannelEvent, EventPayload};
+pub use event::{ChannelEvent, EventPayload, MEMBER_BATCH_LISTED, MemberBatch};
 pub use model::*;
 pub use redact::redact_url;
 pub use search::{

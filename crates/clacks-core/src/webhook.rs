@@ -43,6 +43,12 @@ pub enum WebhookEventType {
     MemberJoined,
     #[serde(rename = "member.left")]
     MemberLeft,
+    /// Several users added by one bulk request: one delivery.
+    #[serde(rename = "members.joined")]
+    MembersJoined,
+    /// Several users removed by one bulk request: one delivery.
+    #[serde(rename = "members.left")]
+    MembersLeft,
     #[serde(rename = "channel.updated")]
     ChannelUpdated,
     #[serde(rename = "channel.deleted")]
@@ -55,7 +61,7 @@ pub enum WebhookEventType {
 }
 
 impl WebhookEventType {
-    pub const ALL: [WebhookEventType; 10] = [
+    pub const ALL: [WebhookEventType; 12] = [
         WebhookEventType::MessageCreated,
         WebhookEventType::MessageEdited,
         WebhookEventType::MessageDeleted,
@@ -63,6 +69,8 @@ impl WebhookEventType {
         WebhookEventType::ReactionRemoved,
         WebhookEventType::MemberJoined,
         WebhookEventType::MemberLeft,
+        WebhookEventType::MembersJoined,
+        WebhookEventType::MembersLeft,
         WebhookEventType::ChannelUpdated,
         WebhookEventType::ChannelDeleted,
         WebhookEventType::MessageUnreadOffline,
@@ -77,6 +85,8 @@ impl WebhookEventType {
             WebhookEventType::ReactionRemoved => "reaction.removed",
             WebhookEventType::MemberJoined => "member.joined",
             WebhookEventType::MemberLeft => "member.left",
+            WebhookEventType::MembersJoined => "members.joined",
+            WebhookEventType::MembersLeft => "members.left",
             WebhookEventType::ChannelUpdated => "channel.updated",
             WebhookEventType::ChannelDeleted => "channel.deleted",
             WebhookEventType::MessageUnreadOffline => "message.unread_offline",
@@ -107,6 +117,8 @@ impl WebhookEventType {
             EventPayload::ReactionRemoved { .. } => WebhookEventType::ReactionRemoved,
             EventPayload::MemberJoined { .. } => WebhookEventType::MemberJoined,
             EventPayload::MemberLeft { .. } => WebhookEventType::MemberLeft,
+            EventPayload::MembersJoined { .. } => WebhookEventType::MembersJoined,
+            EventPayload::MembersLeft { .. } => WebhookEventType::MembersLeft,
             EventPayload::ChannelUpdated { .. } => WebhookEventType::ChannelUpdated,
             EventPayload::ChannelDeleted => WebhookEventType::ChannelDeleted,
             EventPayload::ReadReceipt { .. }
@@ -304,6 +316,12 @@ pub fn webhook_data(event: &ChannelEvent) -> Option<(WebhookEventType, Value)> {
             json!({ "userId": user_id.as_str(), "role": role.as_str() })
         }
         EventPayload::MemberLeft { user_id } => json!({ "userId": user_id.as_str() }),
+        EventPayload::MembersJoined { batch, role } => {
+            let mut data = member_batch_json(batch);
+            data["role"] = json!(role.as_str());
+            data
+        }
+        EventPayload::MembersLeft { batch } => member_batch_json(batch),
         EventPayload::ChannelUpdated { channel } => json!({ "channel": channel_json(channel) }),
         EventPayload::ChannelDeleted => json!({}),
         EventPayload::ReadReceipt { .. }
@@ -311,6 +329,17 @@ pub fn webhook_data(event: &ChannelEvent) -> Option<(WebhookEventType, Value)> {
         | EventPayload::Presence { .. } => return None,
     };
     Some((event_type, data))
+}
+
+/// `{"userIds": [...], "count": n, "truncated": bool}`: `userIds` is
+/// empty when `truncated` (more users than an event lists; read the
+/// channel's members instead).
+fn member_batch_json(batch: &crate::event::MemberBatch) -> Value {
+    json!({
+        "userIds": batch.user_ids.iter().map(UserId::as_str).collect::<Vec<_>>(),
+        "count": batch.count,
+        "truncated": batch.truncated,
+    })
 }
 
 /// The body POSTed for one delivery of an event.

@@ -55,6 +55,38 @@ pub trait Backfill: Send + Sync + 'static {
     ) -> BoxFuture<'_, clacks_core::Result<Vec<ChannelEvent>>>;
     /// The channel's newest committed seq (`NotFound` once deleted).
     fn last_seq(&self, channel: ChannelId) -> BoxFuture<'_, clacks_core::Result<Seq>>;
+    /// The users of the batched membership event at `seq` whose list the
+    /// event left out (all, or only `only`): how a node that did not make
+    /// the change learns which of its subscribers it affects.
+    fn batch_users(
+        &self,
+        channel: ChannelId,
+        seq: Seq,
+        only: Option<UserId>,
+    ) -> BoxFuture<'_, clacks_core::Result<Vec<UserId>>> {
+        let _ = (channel, seq, only);
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+/// Fills in the users of the batched membership events among `events`
+/// whose list was left out (read back from the database, or received from
+/// another node): all of them, or only `only`. One bounded read per bulk
+/// request (at most the request's size), none for any other event.
+pub(crate) async fn look_up_batches(
+    backfill: &dyn Backfill,
+    events: &mut [ChannelEvent],
+    only: Option<&UserId>,
+) -> clacks_core::Result<()> {
+    for event in events {
+        let (channel, seq) = (event.channel_id, event.seq);
+        if let Some(batch) = event.payload.member_batch_mut()
+            && batch.needs_lookup()
+        {
+            batch.affected = backfill.batch_users(channel, seq, only.cloned()).await?;
+        }
+    }
+    Ok(())
 }
 
 /// What a subscription wants to receive.
@@ -404,72 +436,81 @@ impl Registry {
                 }
             }
         }
-        match &event.payload {
-            EventPayload::MemberJoined { user_id, .. } => {
-                self.note_membership(user_id, channel, None);
-                let ids: Vec<u64> = self
-                    .all_by_user
-                    .get(user_id)
-                    .map(|s| s.iter().copied().collect())
-                    .unwrap_or_default();
-                for id in ids {
-                    if !self.routes.get(&id).is_some_and(|r| r.contains(&channel)) {
-                        // The joiner's all-channels stream starts with the
-                        // join itself.
-                        self.route(id, channel);
-                        self.push(id, event, &mut ended);
-                    }
+        let (joined, left): (&[UserId], &[UserId]) = match &event.payload {
+            EventPayload::MemberJoined { user_id, .. } => (std::slice::from_ref(user_id), &[]),
+            EventPayload::MembersJoined { batch, .. } => (batch.users(), &[]),
+            EventPayload::MemberLeft { user_id } => (&[], std::slice::from_ref(user_id)),
+            EventPayload::MembersLeft { batch } => (&[], batch.users()),
+            _ => (&[], &[]),
+        };
+        for user_id in joined {
+            self.note_membership(user_id, channel, None);
+            let ids: Vec<u64> = self
+                .all_by_user
+                .get(user_id)
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default();
+            for id in ids {
+                if !self.routes.get(&id).is_some_and(|r| r.contains(&channel)) {
+                    // The joiner's all-channels stream starts with the
+                    // join itself.
+                    self.route(id, channel);
+                    self.push(id, event, &mut ended);
                 }
             }
-            EventPayload::MemberLeft { user_id } => {
+        }
+        if !left.is_empty() {
+            for user_id in left {
                 self.note_membership(user_id, channel, Some(event.seq));
-                let leaving: Vec<u64> = self
-                    .channels
-                    .get(&channel)
-                    .map(|e| {
-                        e.subs
-                            .iter()
-                            .copied()
-                            .filter(|id| !e.behind.contains(id))
-                            .filter(|id| self.subs.get(id).is_some_and(|s| &s.user == user_id))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                for id in leaving {
-                    if self.subs.get(&id).is_some_and(|s| s.all_channels) {
-                        self.unroute(id, channel);
-                    } else {
-                        ended.push((id, Some(EndReason::Removed)));
-                    }
+            }
+            // A batch may hold thousands of users: the channel's local
+            // subscriptions are matched against it, not the other way.
+            let leavers: HashSet<&UserId> = left.iter().collect();
+            let leaving: Vec<u64> = self
+                .channels
+                .get(&channel)
+                .map(|e| {
+                    e.subs
+                        .iter()
+                        .copied()
+                        .filter(|id| !e.behind.contains(id))
+                        .filter(|id| self.subs.get(id).is_some_and(|s| leavers.contains(&s.user)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for id in leaving {
+                if self.subs.get(&id).is_some_and(|s| s.all_channels) {
+                    self.unroute(id, channel);
+                } else {
+                    ended.push((id, Some(EndReason::Removed)));
                 }
             }
-            EventPayload::ChannelDeleted => {
-                let (subs, behind): (Vec<u64>, Vec<u64>) = self
-                    .channels
-                    .get(&channel)
-                    .map(|e| {
-                        (
-                            e.subs.iter().copied().collect(),
-                            e.behind.iter().copied().collect(),
-                        )
-                    })
-                    .unwrap_or_default();
-                for id in behind {
-                    // What it has not read yet is gone with the channel; the
-                    // deletion is the last thing it gets of it.
-                    if let Some(sub) = self.subs.get(&id) {
-                        sub.queue.push_last(Queued::Event(event.clone()));
-                    }
-                }
-                for id in subs {
-                    if self.subs.get(&id).is_some_and(|s| s.all_channels) {
-                        self.unroute(id, channel);
-                    } else {
-                        ended.push((id, Some(EndReason::ChannelDeleted)));
-                    }
+        }
+        if matches!(event.payload, EventPayload::ChannelDeleted) {
+            let (subs, behind): (Vec<u64>, Vec<u64>) = self
+                .channels
+                .get(&channel)
+                .map(|e| {
+                    (
+                        e.subs.iter().copied().collect(),
+                        e.behind.iter().copied().collect(),
+                    )
+                })
+                .unwrap_or_default();
+            for id in behind {
+                // What it has not read yet is gone with the channel; the
+                // deletion is the last thing it gets of it.
+                if let Some(sub) = self.subs.get(&id) {
+                    sub.queue.push_last(Queued::Event(event.clone()));
                 }
             }
-            _ => {}
+            for id in subs {
+                if self.subs.get(&id).is_some_and(|s| s.all_channels) {
+                    self.unroute(id, channel);
+                } else {
+                    ended.push((id, Some(EndReason::ChannelDeleted)));
+                }
+            }
         }
         for (id, reason) in ended {
             if let Some(sub) = self.subs.get(&id) {
@@ -502,14 +543,31 @@ impl Registry {
             // Nobody here listens to this channel, unless a user with an
             // all-channels subscription just joined it: their stream starts
             // at the join.
-            if let EventPayload::MemberLeft { user_id } = &event.payload {
-                self.note_membership(user_id, channel, Some(event.seq));
-            }
-            if let EventPayload::MemberJoined { user_id, .. } = &event.payload
-                && self.all_by_user.contains_key(user_id)
-            {
-                self.enter_joined(channel, event.seq + 1);
-                self.deliver(&event, origin);
+            match &event.payload {
+                EventPayload::MemberLeft { user_id } => {
+                    self.note_membership(user_id, channel, Some(event.seq));
+                }
+                EventPayload::MembersLeft { batch } => {
+                    for user_id in batch.users() {
+                        self.note_membership(user_id, channel, Some(event.seq));
+                    }
+                }
+                EventPayload::MemberJoined { user_id, .. }
+                    if self.all_by_user.contains_key(user_id) =>
+                {
+                    self.enter_joined(channel, event.seq + 1);
+                    self.deliver(&event, origin);
+                }
+                EventPayload::MembersJoined { batch, .. }
+                    if batch
+                        .users()
+                        .iter()
+                        .any(|user| self.all_by_user.contains_key(user)) =>
+                {
+                    self.enter_joined(channel, event.seq + 1);
+                    self.deliver(&event, origin);
+                }
+                _ => {}
             }
             return Sequenced::Done;
         };
@@ -868,6 +926,35 @@ impl Hub {
             .unwrap_or(0)
     }
 
+    /// Routes an event received from another node: a batched membership
+    /// change that does not list its users is completed from the database
+    /// first, if this node has anyone it could concern (a subscriber of the
+    /// channel, or an all-channels subscriber).
+    pub async fn publish_remote(&self, mut event: ChannelEvent) {
+        let lookup = event
+            .payload
+            .member_batch()
+            .is_some_and(|batch| batch.needs_lookup())
+            && {
+                let registry = self.read();
+                registry.channels.contains_key(&event.channel_id)
+                    || !registry.all_by_user.is_empty()
+            };
+        if lookup {
+            let mut retry = Duration::from_millis(50);
+            // Until it is known, nobody can be told who left: later events
+            // of the channel wait in the sequencer meanwhile.
+            while let Err(e) =
+                look_up_batches(&*self.backfill, std::slice::from_mut(&mut event), None).await
+            {
+                tracing::warn!(channel = %event.channel_id, seq = event.seq, error = %e, "reading a membership batch failed; retrying");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(5));
+            }
+        }
+        self.publish(event);
+    }
+
     /// Routes a committed event to its channel's subscriptions, in seq order.
     pub fn publish(&self, event: ChannelEvent) {
         // Only a durable event can be read back; a late ephemeral one is
@@ -1135,11 +1222,13 @@ impl Hub {
                 let mut more = false;
                 if wanted > 0 {
                     let limit = u32::try_from(wanted.min(CATCH_UP_BATCH)).unwrap_or(u32::MAX);
-                    let missing = match self.backfill.events_after(channel, next - 1, limit).await {
-                        Ok(events) => events,
-                        Err(clacks_core::Error::NotFound(_)) => Vec::new(),
-                        Err(e) => return Err(e),
-                    };
+                    let mut missing =
+                        match self.backfill.events_after(channel, next - 1, limit).await {
+                            Ok(events) => events,
+                            Err(clacks_core::Error::NotFound(_)) => Vec::new(),
+                            Err(e) => return Err(e),
+                        };
+                    look_up_batches(&*self.backfill, &mut missing, None).await?;
                     metrics::counter!("clacks_backfills_total", "kind" => reason.label())
                         .increment(1);
                     metrics::counter!("clacks_backfilled_events_total")
@@ -1274,6 +1363,9 @@ mod tests {
     struct Log {
         events: Mutex<Vec<ChannelEvent>>,
         reads: AtomicUsize,
+        /// The full user lists of truncated batches, as `member_batches`.
+        batches: Mutex<HashMap<(ChannelId, Seq), Vec<UserId>>>,
+        batch_reads: AtomicUsize,
     }
 
     impl Log {
@@ -1284,7 +1376,18 @@ mod tests {
         }
 
         fn commit(&self, events: impl IntoIterator<Item = ChannelEvent>) {
-            self.events.lock().unwrap().extend(events);
+            for mut event in events {
+                // Stored as the database stores it: a batch too large to
+                // list keeps its users aside.
+                let (channel, seq) = (event.channel_id, event.seq);
+                if let Some(batch) = event.payload.member_batch_mut()
+                    && batch.truncated
+                {
+                    let users = std::mem::take(&mut batch.affected);
+                    self.batches.lock().unwrap().insert((channel, seq), users);
+                }
+                self.events.lock().unwrap().push(event);
+            }
         }
 
         fn reads(&self) -> usize {
@@ -1310,6 +1413,26 @@ mod tests {
                 .cloned()
                 .collect();
             Box::pin(async move { Ok(events) })
+        }
+
+        fn batch_users(
+            &self,
+            channel: ChannelId,
+            seq: Seq,
+            only: Option<UserId>,
+        ) -> BoxFuture<'_, clacks_core::Result<Vec<UserId>>> {
+            self.batch_reads.fetch_add(1, Ordering::SeqCst);
+            let users: Vec<UserId> = self
+                .batches
+                .lock()
+                .unwrap()
+                .get(&(channel, seq))
+                .into_iter()
+                .flatten()
+                .filter(|u| only.as_ref().is_none_or(|only| only == *u))
+                .cloned()
+                .collect();
+            Box::pin(async move { Ok(users) })
         }
 
         fn last_seq(&self, channel: ChannelId) -> BoxFuture<'_, clacks_core::Result<Seq>> {
@@ -1670,6 +1793,128 @@ mod tests {
             assert_eq!(seq_of(next_within(&mut sub).await.unwrap()), expected);
         }
         assert_eq!(log.reads(), 0, "read from the shared tail");
+    }
+
+    /// A batch of `count` users `u0..`, plus `extra`, too large to list.
+    fn batch(count: usize, extra: &[&str]) -> clacks_core::MemberBatch {
+        let mut users: Vec<UserId> = (0..count).map(|n| user(&format!("u{n}"))).collect();
+        users.extend(extra.iter().map(|who| user(who)));
+        let batch = clacks_core::MemberBatch::of(users);
+        assert!(batch.truncated);
+        batch
+    }
+
+    #[tokio::test]
+    async fn batches_follow_joins_and_leaves_live() {
+        let (hub, log) = small_hub(16);
+        let mut all = hub.subscribe(user("a"), Interest::AllChannels(vec![]));
+        let mut single = hub.subscribe(user("b"), Interest::Channel(ChannelId(1)));
+        hub.set_baseline(ChannelId(1), 0);
+        let joins = EventPayload::MembersJoined {
+            batch: batch(500, &["a"]),
+            role: Role::member(),
+        };
+        hub.publish(event(1, 1, joins));
+        hub.publish(message(1, 2));
+        assert_eq!(seq_of(all.next().await.unwrap()), 1, "the batched join");
+        assert_eq!(seq_of(all.next().await.unwrap()), 2);
+        assert_eq!(seq_of(single.next().await.unwrap()), 1);
+        assert_eq!(seq_of(single.next().await.unwrap()), 2);
+        let leaves = EventPayload::MembersLeft {
+            batch: batch(500, &["a", "b"]),
+        };
+        hub.publish(event(1, 3, leaves));
+        hub.publish(message(1, 4));
+        assert_eq!(seq_of(single.next().await.unwrap()), 3);
+        assert!(matches!(
+            single.next().await,
+            Some(Delivery::End(EndReason::Removed))
+        ));
+        assert_eq!(seq_of(all.next().await.unwrap()), 3);
+        hub.publish(message(2, 1));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), all.next())
+                .await
+                .is_err(),
+            "nothing after the batched leave"
+        );
+        assert_eq!(log.batch_reads.load(Ordering::SeqCst), 0, "known live");
+    }
+
+    #[tokio::test]
+    async fn a_batch_read_back_from_the_database_is_completed_before_it_is_applied() {
+        let log = Arc::new(Log::default());
+        let hub = hub_with(&log, HubSettings::default());
+        let mut single = hub.subscribe(user("b"), Interest::Channel(ChannelId(1)));
+        hub.set_baseline(ChannelId(1), 0);
+        let leaves = EventPayload::MembersLeft {
+            batch: batch(300, &["b"]),
+        };
+        log.commit([event(1, 1, leaves), message(1, 2)]);
+        // Seq 1 was lost on the way: seq 2 reveals the gap, the database
+        // fills it without the users, and the hub looks them up.
+        hub.publish(message(1, 2));
+        assert_eq!(seq_of(next_within(&mut single).await.unwrap()), 1);
+        assert!(matches!(
+            next_within(&mut single).await,
+            Some(Delivery::End(EndReason::Removed))
+        ));
+        assert_eq!(log.batch_reads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_remote_batch_is_completed_only_where_it_could_concern_someone() {
+        let log = Arc::new(Log::default());
+        let hub = hub_with(&log, HubSettings::default());
+        let joins = EventPayload::MembersJoined {
+            batch: batch(300, &["a"]),
+            role: Role::member(),
+        };
+        log.commit([event(1, 1, joins)]);
+        let stored = log.events.lock().unwrap()[0].clone();
+        hub.publish_remote(stored.clone()).await;
+        assert_eq!(log.batch_reads.load(Ordering::SeqCst), 0, "nobody here");
+        let mut all = hub.subscribe(user("a"), Interest::AllChannels(vec![]));
+        let mut stored = stored;
+        stored.seq = 1;
+        hub.publish_remote(stored).await;
+        assert_eq!(log.batch_reads.load(Ordering::SeqCst), 1);
+        assert_eq!(seq_of(next_within(&mut all).await.unwrap()), 1, "a joined");
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_reading_a_batch_back_checks_only_itself() {
+        let log = Arc::new(Log::default());
+        // A tail of one: what the subscriber reads comes from the database.
+        let hub = hub_with(
+            &log,
+            HubSettings {
+                tail_capacity: 1,
+                ..HubSettings::default()
+            },
+        );
+        let mut single = hub.subscribe(user("b"), Interest::Channel(ChannelId(1)));
+        hub.set_baseline(ChannelId(1), 0);
+        hub.resume(&mut single, ChannelId(1), 0);
+        let leaves = event(
+            1,
+            2,
+            EventPayload::MembersLeft {
+                batch: batch(300, &["b"]),
+            },
+        );
+        let events = [message(1, 1), leaves, message(1, 3)];
+        log.commit(events.clone());
+        for event in events {
+            hub.publish(event);
+        }
+        assert_eq!(seq_of(next_within(&mut single).await.unwrap()), 1);
+        assert_eq!(seq_of(next_within(&mut single).await.unwrap()), 2);
+        assert!(matches!(
+            next_within(&mut single).await,
+            Some(Delivery::End(EndReason::Removed))
+        ));
+        assert_eq!(log.batch_reads.load(Ordering::SeqCst), 1, "one point read");
     }
 
     #[tokio::test]

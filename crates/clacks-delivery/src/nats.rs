@@ -17,6 +17,15 @@
 //!   interest in is told by their own subject, and the hub starts
 //!   following the channel (interest first, then the events since the
 //!   join from the database).
+//! - `{prefix}.members`: batched membership changes (one bulk request's
+//!   `members_joined` / `members_left`), also published on their channel's
+//!   subject, heard by every node: one message per request and node, where
+//!   a message on each user's subject would be one per user. A node whose
+//!   all-channels subscribers are among the users starts following the
+//!   channel as for a single join. A batch too large to list its users
+//!   (see [`clacks_core::MEMBER_BATCH_LISTED`]) is completed from the
+//!   database by a node with anyone it could concern
+//!   ([`Hub::publish_remote`]): one bounded read per request.
 //! - `{prefix}.probe.{node}`: a node's own; see below.
 //! - `{prefix}.tails`: every [`ANNOUNCE_INTERVAL`], each node's newest seq
 //!   of every channel it published to recently, in one message.
@@ -530,6 +539,7 @@ impl NatsBus {
         let mut tails = subscribe(format!("{prefix}.tails")).await?;
         let mut control = subscribe(format!("{prefix}.ctl.disconnect")).await?;
         let mut presence_news = subscribe(format!("{prefix}.presence")).await?;
+        let batches = subscribe(format!("{prefix}.members")).await?;
 
         let recent = Arc::new(Recent::default());
         let (outbox, mut outbox_rx) = mpsc::channel::<(String, Bytes)>(PUBLISH_QUEUE);
@@ -663,6 +673,14 @@ impl NatsBus {
         };
         tokio::spawn(router.run());
 
+        tokio::spawn(relay(
+            batches,
+            Arc::downgrade(&hub),
+            key.clone(),
+            node,
+            interest.clone(),
+        ));
+
         let tails_hub = Arc::downgrade(&hub);
         let tails_key = key.clone();
         tokio::spawn(async move {
@@ -767,6 +785,9 @@ impl NatsBus {
             _ => None,
         };
         self.send(subject, &body);
+        if event.payload.member_batch().is_some() {
+            self.send(format!("{}.members", self.prefix), &body);
+        }
         if let Some(user) = member {
             let subject = format!(
                 "{}.user.{}",
@@ -992,7 +1013,7 @@ async fn relay(
         if envelope.node != node {
             metrics::counter!("clacks_nats_received_total").increment(1);
             interest.received.fetch_add(1, Ordering::Relaxed);
-            hub.publish(envelope.event);
+            hub.publish_remote(envelope.event).await;
         }
     }
 }

@@ -15,7 +15,7 @@ use futures::Stream;
 use futures::future::BoxFuture;
 
 use crate::SharedEvent;
-use crate::hub::{Backfill, Delivery, EndReason, Hub};
+use crate::hub::{Backfill, Delivery, EndReason, Hub, look_up_batches};
 use crate::queue::{DeliveryQueue, Queued};
 
 /// What a subscription read back itself, rather than being handed live.
@@ -131,7 +131,7 @@ impl CatchUp {
             cursor.read_to = event.seq;
             if event.seq > cursor.live_from {
                 match &event.payload {
-                    EventPayload::MemberLeft { user_id } if *user_id == self.user => {
+                    payload if payload.membership_of(&self.user) == Some(false) => {
                         let already_left = std::mem::replace(&mut cursor.left, true);
                         if self.single_channel {
                             // The leave is its last event.
@@ -145,7 +145,7 @@ impl CatchUp {
                         }
                         continue;
                     }
-                    EventPayload::MemberJoined { user_id, .. } if *user_id == self.user => {
+                    payload if payload.membership_of(&self.user) == Some(true) => {
                         cursor.left = false;
                     }
                     _ => {}
@@ -170,8 +170,12 @@ impl CatchUp {
 
 /// A page from the store; a failing database is retried (the subscriber
 /// waits, it does not lose its place). Empty when the channel is gone.
+///
+/// A batched membership change that does not list its users is checked for
+/// the subscriber alone (one point read), not read whole.
 fn read_page(
     backfill: Arc<dyn Backfill>,
+    user: UserId,
     channel: ChannelId,
     after: Seq,
     limit: u32,
@@ -179,7 +183,13 @@ fn read_page(
     Box::pin(async move {
         let mut retry = Duration::from_millis(100);
         loop {
-            match backfill.events_after(channel, after, limit).await {
+            let read = match backfill.events_after(channel, after, limit).await {
+                Ok(mut events) => look_up_batches(&*backfill, &mut events, Some(&user))
+                    .await
+                    .map(|()| events),
+                Err(e) => Err(e),
+            };
+            match read {
                 Ok(events) => return events,
                 Err(clacks_core::Error::NotFound(_)) => return Vec::new(),
                 Err(e) => {
@@ -281,7 +291,7 @@ impl Subscription {
                 }) => {
                     catch_up.reading = Some(Reading {
                         channel,
-                        events: read_page(backfill, channel, after, limit),
+                        events: read_page(backfill, catch_up.user.clone(), channel, after, limit),
                     });
                 }
                 // Caught up, or waiting for the hub to move.

@@ -1234,6 +1234,35 @@ event_type!(
     async fn user_id(&self) -> ID { ID(self.user.as_str().to_owned()) }
 );
 event_type!(
+    /// Several users were added by one bulk request, at one seq (a request
+    /// adding one user is a `MemberJoined`). `userIds` lists them when
+    /// there are at most 100; beyond that it is empty and `truncated` is
+    /// true: refetch the channel's members (`channel { members }`) instead.
+    MembersJoined { users: Vec<UserId>, count: u64, truncated: bool, role: String }
+    /// The users, when at most 100; empty when `truncated` (then
+    /// refetch the channel's members, `channel { membersPage }`).
+    async fn user_ids(&self) -> Vec<ID> { self.users.iter().map(|u| ID(u.as_str().to_owned())).collect() }
+    /// How many users were added.
+    async fn count(&self) -> i64 { i64::try_from(self.count).unwrap_or(i64::MAX) }
+    /// `userIds` was left out (more than 100 users): refetch the members.
+    async fn truncated(&self) -> bool { self.truncated }
+    async fn role(&self) -> &str { &self.role }
+);
+event_type!(
+    /// Several members were removed by one bulk request, at one seq (a
+    /// request removing one is a `MemberLeft`). `userIds` as in
+    /// `MembersJoined`. A subscriber among them is removed at this event,
+    /// as with `MemberLeft`.
+    MembersLeft { users: Vec<UserId>, count: u64, truncated: bool }
+    /// The users, when at most 100; empty when `truncated` (then
+    /// refetch the channel's members, `channel { membersPage }`).
+    async fn user_ids(&self) -> Vec<ID> { self.users.iter().map(|u| ID(u.as_str().to_owned())).collect() }
+    /// How many members were removed.
+    async fn count(&self) -> i64 { i64::try_from(self.count).unwrap_or(i64::MAX) }
+    /// `userIds` was left out (more than 100 users): refetch the members.
+    async fn truncated(&self) -> bool { self.truncated }
+);
+event_type!(
     /// The channel was renamed or its metadata changed.
     ChannelUpdated { channel: Channel }
     async fn display_name(&self) -> &str { &self.channel.display_name }
@@ -1268,6 +1297,8 @@ pub enum EventObj {
     PresenceChanged(PresenceChanged),
     MemberJoined(MemberJoined),
     MemberLeft(MemberLeft),
+    MembersJoined(MembersJoined),
+    MembersLeft(MembersLeft),
     ChannelUpdated(ChannelUpdated),
     ChannelDeleted(ChannelDeleted),
 }
@@ -1301,6 +1332,21 @@ impl EventObj {
             EventPayload::MemberLeft { user_id } => EventObj::MemberLeft(MemberLeft {
                 head,
                 user: user_id.clone(),
+            }),
+            // The listed users only: a node may know them all (it made the
+            // change), but a client sees the same event live and replayed.
+            EventPayload::MembersJoined { batch, role } => EventObj::MembersJoined(MembersJoined {
+                head,
+                users: batch.user_ids.clone(),
+                count: batch.count,
+                truncated: batch.truncated,
+                role: role.as_str().to_owned(),
+            }),
+            EventPayload::MembersLeft { batch } => EventObj::MembersLeft(MembersLeft {
+                head,
+                users: batch.user_ids.clone(),
+                count: batch.count,
+                truncated: batch.truncated,
             }),
             EventPayload::ChannelUpdated { channel } => EventObj::ChannelUpdated(ChannelUpdated {
                 head,
@@ -1371,6 +1417,10 @@ pub enum EventKind {
     Typing,
     MemberJoined,
     MemberLeft,
+    /// Users added by one bulk request (not included by `MEMBER_JOINED`).
+    MembersJoined,
+    /// Members removed by one bulk request (not included by `MEMBER_LEFT`).
+    MembersLeft,
     ChannelUpdated,
     ChannelDeleted,
     ReactionAdded,
@@ -1565,6 +1615,8 @@ impl EventKind {
             EventPayload::Typing { .. } => EventKind::Typing,
             EventPayload::MemberJoined { .. } => EventKind::MemberJoined,
             EventPayload::MemberLeft { .. } => EventKind::MemberLeft,
+            EventPayload::MembersJoined { .. } => EventKind::MembersJoined,
+            EventPayload::MembersLeft { .. } => EventKind::MembersLeft,
             EventPayload::ChannelUpdated { .. } => EventKind::ChannelUpdated,
             EventPayload::ChannelDeleted => EventKind::ChannelDeleted,
             EventPayload::ReactionAdded { .. } => EventKind::ReactionAdded,

@@ -220,7 +220,8 @@ cluster_tests!(
     a_subscriber_on_a_node_without_interest_gets_every_event_after_its_seq,
     a_channel_followed_only_on_a_reaches_only_a,
     an_all_channels_subscriber_follows_a_channel_it_is_added_to_on_the_other_node,
-    a_subscription_starts_once_its_nats_interest_is_registered
+    a_subscription_starts_once_its_nats_interest_is_registered,
+    bulk_changes_through_b_reach_subscribers_on_a
 );
 
 /// The nodes' presence TTL: short, so that a silent node's users expire
@@ -1077,6 +1078,135 @@ async fn a_subscription_starts_once_its_nats_interest_is_registered(backend: Tes
         .unwrap_or_else(|_| panic!("round {round}: published before B's interest was live"));
         assert_eq!(delivered, 1, "round {round}");
     }
+    cluster.a.shutdown().await;
+    cluster.b.shutdown().await;
+}
+
+const BATCH_EVENTS: &str = "subscription($c: ID) { events(channel: $c) { __typename channelId seq
+    ... on MembersJoined { count truncated }
+    ... on MembersLeft { count truncated } } }";
+
+/// Bulk requests through B's management API, too large for the events to
+/// list their users, while messages are sent through B: eve's all-channels
+/// stream on A (no interest in the channel before) gets the batched join
+/// and every message after it in order; bob's subscription of the channel
+/// on A ends right after the batched removal that includes him.
+async fn bulk_changes_through_b_reach_subscribers_on_a(backend: TestBackend) {
+    let Some(cluster) = cluster(backend).await else {
+        return;
+    };
+    let lobby: ChannelId = cluster
+        .a
+        .service
+        .admin_create_channel("lobby".into(), vec!["ann".into(), "eve".into()], None)
+        .await
+        .unwrap()
+        .id;
+    let mut eve = Ws::open(&ws_url(&cluster.a), MODERN, &token("eve")).await;
+    eve.subscribe("e", BATCH_EVENTS, serde_json::json!({}))
+        .await;
+    let lobby_id = lobby.to_string();
+    'live: for _ in 0..50 {
+        send_over_http(&cluster.a, "ann", lobby, 1).await;
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while let Ok(Frame::Json(frame)) =
+            tokio::time::timeout_at(deadline.into(), eve.frame()).await
+        {
+            if frame["payload"]["data"]["events"]["channelId"] == lobby_id.as_str() {
+                break 'live;
+            }
+        }
+    }
+    let channel: ChannelId = cluster
+        .b
+        .service
+        .admin_create_channel("room".into(), vec!["ann".into(), "bob".into()], None)
+        .await
+        .unwrap()
+        .id;
+    let channel_id = channel.to_string();
+    let mut bob = Ws::open(&ws_url(&cluster.a), MODERN, &token("bob")).await;
+    bob.subscribe("b", BATCH_EVENTS, serde_json::json!({"c": channel_id}))
+        .await;
+    let http = reqwest::Client::new();
+    let bulk = |body: serde_json::Value| {
+        let http = http.clone();
+        let url = format!(
+            "http://{}/api/v1/channel/{channel}/users",
+            cluster.b.management_addr
+        );
+        async move {
+            let reply = http.patch(url).json(&body).send().await.unwrap();
+            assert!(reply.status().is_success(), "{}", reply.status());
+        }
+    };
+    let sender = Writer::start(cluster.b.client_addr, "ann", channel);
+    sender.past(10).await;
+    let mut add: Vec<String> = (0..300).map(|n| format!("u{n:05}")).collect();
+    add.push("eve".into());
+    bulk(serde_json::json!({"add": add})).await;
+    sender.past(sender.last() + 20).await;
+    let mut remove: Vec<String> = (0..200).map(|n| format!("u{n:05}")).collect();
+    remove.push("bob".into());
+    bulk(serde_json::json!({"remove": remove})).await;
+    sender.past(sender.last() + 20).await;
+    let last = sender.stop().await;
+
+    let mut joined_at = None;
+    let mut seqs = Vec::new();
+    let read = async {
+        while seqs.last().copied().unwrap_or(0) < last {
+            let Frame::Json(frame) = eve.frame().await else {
+                panic!("eve's stream closed");
+            };
+            let event = &frame["payload"]["data"]["events"];
+            if event["channelId"] != channel_id.as_str() {
+                continue;
+            }
+            let seq = event["seq"].as_i64().unwrap();
+            match event["__typename"].as_str() {
+                Some("MembersJoined") => {
+                    assert!(joined_at.is_none(), "{event}");
+                    assert_eq!(
+                        (event["count"].clone(), event["truncated"].clone()),
+                        (serde_json::json!(301), serde_json::json!(true))
+                    );
+                    joined_at = Some(seq);
+                }
+                Some("MembersLeft") | Some("MessageCreated") => seqs.push(seq),
+                _ => panic!("{event}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .unwrap_or_else(|_| panic!("eve got {seqs:?} after {joined_at:?}"));
+    let joined_at = joined_at.expect("the batched join first");
+    assert_eq!(seqs, (joined_at + 1..=last).collect::<Vec<_>>());
+
+    // Bob: events until the batched removal, then FORBIDDEN and the end.
+    let read = async {
+        loop {
+            let Frame::Json(frame) = bob.frame().await else {
+                panic!("bob's stream closed without its end");
+            };
+            let event = &frame["payload"]["data"]["events"];
+            if event["__typename"] == "MembersLeft" {
+                assert_eq!(event["count"], 201, "{event}");
+                break event["seq"].as_i64().unwrap();
+            }
+        }
+    };
+    let left_at = tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("bob's batched removal");
+    let Frame::Json(end) = bob.frame().await else {
+        panic!("closed");
+    };
+    assert_eq!(
+        end["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{end} after seq {left_at}"
+    );
     cluster.a.shutdown().await;
     cluster.b.shutdown().await;
 }

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use clacks_core::{ChannelEvent, ChannelId, Result, Seq};
+use clacks_core::{ChannelEvent, ChannelId, Result, Seq, UserId};
 use clacks_delivery::Backfill;
 use clacks_store::Store;
 use futures::future::BoxFuture;
@@ -20,5 +20,14 @@ impl Backfill for StoreBackfill {
 
     fn last_seq(&self, channel: ChannelId) -> BoxFuture<'_, Result<Seq>> {
         Box::pin(async move { Ok(self.0.channel(channel).await?.last_seq) })
+    }
+
+    fn batch_users(
+        &self,
+        channel: ChannelId,
+        seq: Seq,
+        only: Option<UserId>,
+    ) -> BoxFuture<'_, Result<Vec<UserId>>> {
+        Box::pin(async move { self.0.batch_users(channel, seq, only.as_ref()).await })
     }
 }

@@ -996,7 +996,10 @@ impl ChatService {
             // The initial members' "all channels" subscriptions learn of the
             // channel live. Not stored (the members start with the channel,
             // and its seqs with its first message); a subscription that
-            // misses it lists the channel when it (re)subscribes.
+            // misses it lists the channel when it (re)subscribes. One per
+            // user rather than a batch: nothing is replayed, `initialUsers`
+            // is capped (`max_initial_users`), and clients of the original
+            // schema learn of a new channel by their own `MemberJoined`.
             let joined: Vec<ChannelEvent> = users
                 .into_iter()
                 .map(|user_id| {
@@ -1111,9 +1114,12 @@ impl ChatService {
     /// Adds and removes many members in one transaction. Idempotent: users
     /// already members (to add) or not members (to remove) are counted, not
     /// refused. At most `max_bulk_members` users in all; a user may not be
-    /// both added and removed. Every change is a durable `member_joined` /
-    /// `member_left` event at consecutive seqs, published after commit like
-    /// a single add or removal, so live subscriptions follow at once.
+    /// both added and removed. The users added are one durable event, and
+    /// the users removed another (`member_joined` / `member_left` for one
+    /// user, `members_joined` / `members_left` for more), published after
+    /// commit like a single add or removal, so live subscriptions follow at
+    /// once; a channel's replay reads one event per request, not one per
+    /// user.
     pub async fn admin_change_members(
         &self,
         channel: ChannelId,

@@ -1,7 +1,8 @@
 //! Bulk membership at the service boundary, on every backend: thousands of
-//! users added or removed in one transaction, live subscriptions following
-//! the change exactly as they follow single adds and removals, idempotent
-//! repeats, limits, and paged member lists.
+//! users added or removed in one transaction, one batched event per
+//! direction and request, live subscriptions following the change exactly
+//! as they follow single adds and removals, idempotent repeats, limits, and
+//! paged member lists.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,7 +13,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clacks_core::{ChannelId, Error, EventPayload, Seq};
+use clacks_core::{ChannelId, Error, EventPayload, MEMBER_BATCH_LISTED};
 use clacks_delivery::{Delivery, EndReason};
 use clacks_service::{ChatService, EventStream, Limits};
 use clacks_testkit::{TestBackend, TestDatabase};
@@ -47,6 +48,14 @@ async fn next(stream: &mut EventStream) -> Delivery {
         .expect("the stream is open")
 }
 
+/// The channel's stored events, as a resume from seq 0 reads them.
+async fn stored_events(db: &TestDatabase, channel: ChannelId) -> Vec<clacks_core::ChannelEvent> {
+    let store = clacks_store::connect(&db.url, &clacks_store::PoolSettings::default())
+        .await
+        .unwrap();
+    store.events_after(channel, 0, 10_000).await.unwrap()
+}
+
 /// Every member of the channel, read page by page.
 async fn all_pages(service: &ChatService, channel: ChannelId, limit: u32) -> Vec<String> {
     let mut all = Vec::new();
@@ -69,13 +78,14 @@ backend_tests!(
     bulk_add_reaches_added_members_live_and_is_idempotent,
     bulk_remove_ends_removed_members_subscriptions,
     bulk_changes_beyond_the_limits_are_refused_whole,
-    a_bulk_change_larger_than_a_subscribers_queue_reaches_it_whole,
+    a_bulk_change_of_thousands_is_one_event_for_subscribers_and_replay,
+    a_small_bulk_change_lists_its_users_and_one_user_keeps_the_single_event,
     bulk_changes_racing_sends_keep_seqs_gap_free
 );
 
 /// Bulk adds and removes while a member keeps sending: every seq is taken
-/// once, the member events of one request are consecutive, and a
-/// subscriber sees the whole stream in order without a gap.
+/// once, each request is one event, and a subscriber sees the whole stream
+/// in order without a gap.
 async fn bulk_changes_racing_sends_keep_seqs_gap_free(backend: TestBackend) {
     let Some(db) = TestDatabase::create(backend).await else {
         return;
@@ -121,42 +131,34 @@ async fn bulk_changes_racing_sends_keep_seqs_gap_free(backend: TestBackend) {
     }
     sender.await.unwrap();
     let last = service.admin_channel(channel).await.unwrap().last_seq;
-    assert_eq!(last, 200 + 4 * 1_500);
-    let mut member_runs: Vec<(Seq, usize)> = Vec::new();
+    assert_eq!(last, 200 + 4 * 2, "one seq per request");
+    let (mut joined, mut left) = (0, 0);
     for seq in 1..=last {
         let Delivery::Event(event) = next(&mut stream).await else {
             panic!("the stream ended at {seq}");
         };
         assert_eq!(event.seq, seq, "in order, no gap");
-        let member = matches!(
-            event.payload,
-            EventPayload::MemberJoined { .. } | EventPayload::MemberLeft { .. }
-        );
-        match member_runs.last_mut() {
-            Some((end, run)) if member && *end + 1 == seq => {
-                *end = seq;
-                *run += 1;
+        match &event.payload {
+            EventPayload::MembersJoined { batch, .. } => {
+                assert_eq!((batch.count, batch.truncated), (1_000, true));
+                joined += 1;
             }
-            _ if member => member_runs.push((seq, 1)),
-            _ => {}
+            EventPayload::MembersLeft { batch } => {
+                assert_eq!((batch.count, batch.truncated), (500, true));
+                left += 1;
+            }
+            EventPayload::MessageCreated { .. } => {}
+            other => panic!("unexpected {other:?}"),
         }
     }
-    // Each request's events are consecutive: runs are whole requests (two
-    // requests may also follow each other without a send between them).
-    let total: usize = member_runs.iter().map(|r| r.1).sum();
-    assert_eq!(total, 4 * 1_500);
-    assert!(
-        member_runs.iter().all(|r| r.1 % 500 == 0),
-        "{member_runs:?}"
-    );
+    assert_eq!((joined, left), (4, 4));
     assert!(changes.iter().all(|c| c.added == 1_000 || c.removed == 500));
 }
 
-/// A bulk change publishes one event per changed member at once: far more
-/// than a subscriber's queue. The subscriber is not ended; it reads the
-/// rest from storage at its own pace (the hub's "behind" mode), then the
-/// message after, every seq once and in order.
-async fn a_bulk_change_larger_than_a_subscribers_queue_reaches_it_whole(backend: TestBackend) {
+/// 3,000 users added in one call are one event: subscribers (with a queue
+/// of 64) get it and the message after, and a resume from seq 0 reads two
+/// events, not 3,001. The stored event gives the count, not the users.
+async fn a_bulk_change_of_thousands_is_one_event_for_subscribers_and_replay(backend: TestBackend) {
     let Some(db) = TestDatabase::create(backend).await else {
         return;
     };
@@ -172,28 +174,86 @@ async fn a_bulk_change_larger_than_a_subscribers_queue_reaches_it_whole(backend:
         .await
         .unwrap();
     let mut all = service.subscribe_events(&alice, None, &[]).await.unwrap();
-    service
+    let change = service
         .admin_change_members(channel, users("u", 3_000), vec![], None)
         .await
         .unwrap();
+    assert_eq!(change.added, 3_000);
     let sent = service
         .send(&alice, channel, "after the burst".into(), None)
         .await
         .unwrap();
-    assert_eq!(sent.seq, 3_001);
-    for stream in [&mut single, &mut all] {
-        for seq in 1..=sent.seq {
-            match next(stream).await {
-                Delivery::Event(event) => assert_eq!(event.seq, seq),
-                Delivery::End(reason) => panic!("ended at {seq}: {reason:?}"),
-            }
-        }
+    assert_eq!(sent.seq, 2);
+    let mut resumed = service
+        .subscribe_events(&alice, Some(channel), &[(channel, 0)])
+        .await
+        .unwrap();
+    for stream in [&mut single, &mut all, &mut resumed] {
+        let Delivery::Event(batch) = next(stream).await else {
+            panic!("ended early");
+        };
+        assert_eq!(batch.seq, 1);
+        let EventPayload::MembersJoined { batch, .. } = &batch.payload else {
+            panic!("not a batch: {batch:?}");
+        };
+        assert_eq!((batch.count, batch.truncated), (3_000, true));
+        assert!(batch.user_ids.is_empty(), "left out beyond the bound");
+        let Delivery::Event(message) = next(stream).await else {
+            panic!("ended early");
+        };
+        assert_eq!(message.seq, sent.seq);
     }
+    let stored = stored_events(&db, channel).await;
+    assert_eq!(stored.len(), 2, "one stored event for 3,000 users");
+}
+
+/// Up to the bound the batch lists its users; a request changing one user
+/// in a direction keeps the single `member_joined` / `member_left`.
+async fn a_small_bulk_change_lists_its_users_and_one_user_keeps_the_single_event(
+    backend: TestBackend,
+) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let service = service(&db, 10_000).await;
+    let channel = service
+        .admin_create_channel("small".into(), vec!["alice".into()], None)
+        .await
+        .unwrap()
+        .id;
+    let listed = users("u", MEMBER_BATCH_LISTED);
+    service
+        .admin_change_members(channel, listed.clone(), vec!["alice".into()], None)
+        .await
+        .unwrap();
+    service
+        .admin_change_members(channel, vec!["bob".into()], listed[..2].to_vec(), None)
+        .await
+        .unwrap();
+    let events = stored_events(&db, channel).await;
+    assert_eq!(events.len(), 4);
+    let EventPayload::MembersJoined { batch, .. } = &events[0].payload else {
+        panic!("{:?}", events[0]);
+    };
+    let ids: Vec<&str> = batch.user_ids.iter().map(|u| u.as_str()).collect();
+    assert_eq!(ids, listed.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!((batch.count, batch.truncated), (100, false));
+    assert!(
+        matches!(&events[1].payload, EventPayload::MemberLeft { user_id } if user_id.as_str() == "alice")
+    );
+    assert!(
+        matches!(&events[2].payload, EventPayload::MemberJoined { user_id, .. } if user_id.as_str() == "bob")
+    );
+    let EventPayload::MembersLeft { batch } = &events[3].payload else {
+        panic!("{:?}", events[3]);
+    };
+    assert_eq!(batch.user_ids.len(), 2);
+    assert!(!batch.truncated);
 }
 
 /// 5,000 users added in one call: an added user's all-channels stream
-/// follows the channel from their own join on, in seq order without a gap,
-/// and gets the message sent after. A repeat changes nothing. Paging lists
+/// follows the channel from the batched join on, in seq order without a
+/// gap, and gets the message sent after. A repeat changes nothing. Paging lists
 /// every member exactly once.
 async fn bulk_add_reaches_added_members_live_and_is_idempotent(backend: TestBackend) {
     let Some(db) = TestDatabase::create(backend).await else {
@@ -229,53 +289,36 @@ async fn bulk_add_reaches_added_members_live_and_is_idempotent(backend: TestBack
         .send(&alice, channel, "welcome, all".into(), None)
         .await
         .unwrap();
-    assert_eq!(
-        sent.seq, 5_001,
-        "one seq per member event, then the message"
-    );
+    assert_eq!(sent.seq, 2, "one seq for the change, then the message");
 
-    // Carol's stream: her join (the first seq of the change), every later
-    // join in order, then the message.
-    let mut expected: Seq = 1;
-    loop {
-        let Delivery::Event(event) = next(&mut carols).await else {
-            panic!("carol's stream ended");
-        };
-        assert_eq!(event.channel_id, channel);
-        assert_eq!(event.seq, expected, "gap-free and in order");
-        match &event.payload {
-            EventPayload::MemberJoined { user_id, role } => {
-                if expected == 1 {
-                    assert_eq!(user_id.as_str(), "carol");
-                }
-                assert_eq!(role.as_str(), "reader");
-            }
-            EventPayload::MessageCreated { message } => {
-                assert_eq!(message.seq, sent.seq);
-                break;
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-        expected += 1;
-    }
+    // Carol's stream: the batched join (she is one of its users, left out
+    // of the event's list at this size), then the message.
+    let Delivery::Event(join) = next(&mut carols).await else {
+        panic!("carol's stream ended");
+    };
+    assert_eq!((join.channel_id, join.seq), (channel, 1));
+    let EventPayload::MembersJoined { batch, role } = &join.payload else {
+        panic!("unexpected {join:?}");
+    };
+    assert_eq!((batch.count, batch.truncated), (5_000, true));
+    assert_eq!(role.as_str(), "reader");
+    let Delivery::Event(message) = next(&mut carols).await else {
+        panic!("carol's stream ended");
+    };
+    assert_eq!(message.seq, sent.seq);
     // An existing member's single-channel stream saw all of it too.
-    let mut seen = 0;
-    loop {
+    for seq in 1..=sent.seq {
         let Delivery::Event(event) = next(&mut alices).await else {
             panic!("alice's stream ended");
         };
-        seen += 1;
-        assert_eq!(event.seq, seen);
-        if event.seq == sent.seq {
-            break;
-        }
+        assert_eq!(event.seq, seq);
     }
-    // A resume from before the change replays it from storage, in order.
+    // A resume from before the change replays it from storage: one event.
     let mut resumed = service
-        .subscribe_events(&alice, Some(channel), &[(channel, 4_990)])
+        .subscribe_events(&alice, Some(channel), &[(channel, 0)])
         .await
         .unwrap();
-    for seq in 4_991..=sent.seq {
+    for seq in 1..=sent.seq {
         let Delivery::Event(event) = next(&mut resumed).await else {
             panic!("the resumed stream ended");
         };
@@ -324,7 +367,7 @@ async fn bulk_add_reaches_added_members_live_and_is_idempotent(backend: TestBack
 }
 
 /// Removal in bulk: the removed members' single-channel subscriptions end
-/// after their `member_left`, their all-channels streams stop routing the
+/// after the `members_left`, their all-channels streams stop routing the
 /// channel, and nothing sent afterwards reaches them. Users who are not
 /// members are counted; a repeat changes nothing.
 async fn bulk_remove_ends_removed_members_subscriptions(backend: TestBackend) {
@@ -369,9 +412,9 @@ async fn bulk_remove_ends_removed_members_subscriptions(backend: TestBackend) {
         .send(&alice, channel, "after".into(), None)
         .await
         .unwrap();
-    assert_eq!(after.seq, before.seq + 2_003);
+    assert_eq!(after.seq, before.seq + 2);
 
-    // Bob: the message before, his own leave, then the end.
+    // Bob: the message before, the batched leave, then the end.
     let Delivery::Event(first) = next(&mut bobs).await else {
         panic!("bob's stream ended early");
     };
@@ -386,7 +429,7 @@ async fn bulk_remove_ends_removed_members_subscriptions(backend: TestBackend) {
                     event.seq < after.seq,
                     "nothing after the removal reaches bob"
                 );
-                assert!(matches!(event.payload, EventPayload::MemberLeft { .. }));
+                assert!(matches!(event.payload, EventPayload::MembersLeft { .. }));
             }
             Delivery::End(reason) => {
                 assert_eq!(reason, EndReason::Removed);
@@ -400,8 +443,8 @@ async fn bulk_remove_ends_removed_members_subscriptions(backend: TestBackend) {
             panic!("carol's all-channels stream ends only with her connection");
         };
         assert!(event.seq < after.seq, "nothing after carol's removal");
-        if matches!(&event.payload, EventPayload::MemberLeft { user_id } if user_id.as_str() == "carol")
-        {
+        if let EventPayload::MembersLeft { batch } = &event.payload {
+            assert_eq!((batch.count, batch.truncated), (2_002, true));
             break;
         }
     }

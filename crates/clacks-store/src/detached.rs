@@ -325,6 +325,17 @@ impl<S: Store> Store for Detached<S> {
             .await
     }
 
+    async fn batch_users(
+        &self,
+        id: ChannelId,
+        seq: Seq,
+        only: Option<&UserId>,
+    ) -> Result<Vec<UserId>> {
+        let only = only.cloned();
+        self.run(|s| async move { s.batch_users(id, seq, only.as_ref()).await })
+            .await
+    }
+
     async fn events_after(
         &self,
         channel: ChannelId,

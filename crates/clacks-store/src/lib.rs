@@ -132,8 +132,12 @@ pub struct MembershipChange {
     pub removed: usize,
     /// Users asked to be removed who were not members.
     pub not_members: usize,
-    /// One `member_joined` per added user, then one `member_left` per
-    /// removed user, at consecutive seqs taken in the change's transaction.
+    /// The change's events at consecutive seqs taken in its transaction:
+    /// the additions first, then the removals. One user in a direction is
+    /// a `member_joined` / `member_left`; more are one `members_joined` /
+    /// `members_left` (with every user in its [`clacks_core::MemberBatch`]'s
+    /// `affected`, though the stored row lists at most
+    /// [`clacks_core::MEMBER_BATCH_LISTED`]).
     pub events: Vec<ChannelEvent>,
 }
 
@@ -240,6 +244,15 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
         remove: &[UserId],
         role: &Role,
     ) -> Result<MembershipChange>;
+    /// The users of the batched membership event at `seq` whose list the
+    /// event left out (`truncated`): all of them, or only `only` if it is
+    /// one. Empty for any other seq.
+    async fn batch_users(
+        &self,
+        id: ChannelId,
+        seq: Seq,
+        only: Option<&UserId>,
+    ) -> Result<Vec<UserId>>;
     /// Members by user id, at most `limit`, only those whose id sorts after
     /// `after`. `NotFound(Channel)` when the channel does not exist.
     async fn members_page(

@@ -83,7 +83,7 @@ macro_rules! sql_store {
         use async_trait::async_trait;
         use clacks_core::{
             now_ms, Channel, ChannelEvent, ChannelId, ChannelPage, ChannelSummary, Entity, Error,
-            EventPayload, HistoryPage, MAX_REACTION_KEYS_PER_MESSAGE, Member, Message, MessageBody, MessageId, Metadata,
+            EventPayload, MemberBatch, HistoryPage, MAX_REACTION_KEYS_PER_MESSAGE, Member, Message, MessageBody, MessageId, Metadata,
             Reaction, ReactionKey, ReadMark, Result, Role, SearchQuery, SeenBy, Sender, Seq, UserId,
         };
         use sqlx::{Row, Transaction};
@@ -190,6 +190,20 @@ macro_rules! sql_store {
             display_name: String,
             metadata: Option<serde_json::Value>,
             created_at: i64,
+        }
+
+        /// The payload of a stored `members_joined` / `members_left`: the
+        /// users only up to `MEMBER_BATCH_LISTED` (a larger list is in
+        /// `member_batches`), so a replay reads one small row per request.
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct StoredBatch {
+            #[serde(default)]
+            users: Vec<String>,
+            count: u64,
+            #[serde(default)]
+            truncated: bool,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            role: Option<String>,
         }
 
         impl $store {
@@ -1210,6 +1224,23 @@ macro_rules! sql_store {
                         EventPayload::MemberJoined { user_id: user.ok_or_else(missing_user)?, role }
                     }
                     "member_left" => EventPayload::MemberLeft { user_id: user.ok_or_else(missing_user)? },
+                    "members_joined" | "members_left" => {
+                        let stored: StoredBatch = payload
+                            .as_deref()
+                            .and_then(|p| serde_json::from_str(p).ok())
+                            .ok_or_else(|| Error::Internal(format!("event {seq} has a bad payload")))?;
+                        let batch = MemberBatch {
+                            user_ids: stored.users.into_iter().map(UserId::from_trusted).collect(),
+                            count: stored.count,
+                            truncated: stored.truncated,
+                            affected: Vec::new(),
+                        };
+                        if kind == "members_joined" {
+                            EventPayload::MembersJoined { batch, role: stored.role.map(Role::from_trusted).unwrap_or_default() }
+                        } else {
+                            EventPayload::MembersLeft { batch }
+                        }
+                    }
                     "reaction_added" | "reaction_removed" => {
                         let message_id = MessageId(opt_int(row, 5)?.ok_or_else(|| Error::Internal(format!("event {seq} lost its message")))?);
                         let user_id = user.ok_or_else(missing_user)?;
@@ -1467,6 +1498,7 @@ macro_rules! sql_store {
                     "DELETE FROM reactions WHERE channel_id = $1",
                     "DELETE FROM mentions WHERE channel_id = $1",
                     "DELETE FROM channel_events WHERE channel_id = $1",
+                    "DELETE FROM member_batches WHERE channel_id = $1",
                     "DELETE FROM messages WHERE channel_id = $1",
                     "DELETE FROM members WHERE channel_id = $1",
                     "DELETE FROM channels WHERE id = $1",
@@ -1647,31 +1679,59 @@ macro_rules! sql_store {
                     tx.rollback().await.map_err(db_error)?;
                     return Ok(change);
                 }
-                let first = Self::take_seqs(&mut tx, id, i64::try_from(count).map_err(|_| Error::invalid("users", "too many"))?).await?;
-                let join_payload = serde_json::json!({ "role": role.as_str() }).to_string();
-                // Joins take the first seqs, in the order given; leaves follow.
-                let changes: Vec<(Seq, &UserId, bool)> = joining
-                    .iter()
-                    .map(|u| (*u, true))
-                    .chain(leaving.iter().map(|u| (*u, false)))
-                    .enumerate()
-                    .map(|(n, (user, joins))| (first + n as i64, user, joins))
-                    .collect();
-                for chunk in changes.chunks(BULK_CHUNK) {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO channel_events (channel_id, seq, kind, user_id, message_id, payload, created_at) ",
-                    );
-                    insert.push_values(chunk, |mut row, (seq, user, joins)| {
-                        row.push_bind(id.0)
-                            .push_bind(*seq)
-                            .push_bind(if *joins { "member_joined" } else { "member_left" })
-                            .push_bind(user.as_str().to_owned())
-                            .push_bind(None::<i64>)
-                            .push_bind(joins.then(|| join_payload.clone()))
-                            .push_bind(now);
-                    });
-                    insert.build().execute(&mut *tx).await.map_err(db_error)?;
+                // One event per direction: a user alone keeps the single
+                // kind (what clients of the original schema know); several
+                // are one batched event, whatever their number.
+                let directions = usize::from(!joining.is_empty()) + usize::from(!leaving.is_empty());
+                let first = Self::take_seqs(&mut tx, id, directions as i64).await?;
+                let join_seq = first;
+                let leave_seq = if joining.is_empty() { first } else { first + 1 };
+                let mut events = Vec::with_capacity(directions);
+                for (seq, users, joins) in [(join_seq, &joining, true), (leave_seq, &leaving, false)] {
+                    if users.is_empty() {
+                        continue;
+                    }
+                    let (kind, user, payload, event) = if let [single] = users.as_slice() {
+                        if joins {
+                            let payload = serde_json::json!({ "role": role.as_str() }).to_string();
+                            let event = EventPayload::MemberJoined { user_id: (*single).clone(), role: role.clone() };
+                            ("member_joined", Some(*single), Some(payload), event)
+                        } else {
+                            ("member_left", Some(*single), None, EventPayload::MemberLeft { user_id: (*single).clone() })
+                        }
+                    } else {
+                        let batch = MemberBatch::of(users.iter().map(|u| (*u).clone()).collect());
+                        let stored = StoredBatch {
+                            users: batch.user_ids.iter().map(|u| u.as_str().to_owned()).collect(),
+                            count: batch.count,
+                            truncated: batch.truncated,
+                            role: joins.then(|| role.as_str().to_owned()),
+                        };
+                        let payload = serde_json::to_string(&stored).map_err(|e| Error::Internal(e.to_string()))?;
+                        if batch.truncated {
+                            for chunk in users.chunks(BULK_CHUNK) {
+                                let mut insert = sqlx::QueryBuilder::<$db>::new(
+                                    "INSERT INTO member_batches (channel_id, seq, user_id) ",
+                                );
+                                insert.push_values(chunk, |mut row, user| {
+                                    row.push_bind(id.0).push_bind(seq).push_bind(user.as_str().to_owned());
+                                });
+                                insert.build().execute(&mut *tx).await.map_err(db_error)?;
+                            }
+                        }
+                        let event = if joins {
+                            EventPayload::MembersJoined { batch, role: role.clone() }
+                        } else {
+                            EventPayload::MembersLeft { batch }
+                        };
+                        (if joins { "members_joined" } else { "members_left" }, None, Some(payload), event)
+                    };
+                    Self::insert_event(&mut tx, id, seq, kind, user, None, payload, now).await?;
+                    events.push(durable_event(id, seq, now, event));
                 }
+                // The joiners' watermarks start at the join: nothing before
+                // it counts as unread for them.
+                let changes: Vec<(Seq, &UserId, bool)> = joining.iter().map(|u| (join_seq, *u, true)).collect();
                 let joins: Vec<(Seq, &UserId)> = changes.iter().filter(|c| c.2).map(|c| (c.0, c.1)).collect();
                 for chunk in joins.chunks(BULK_CHUNK) {
                     let mut insert = sqlx::QueryBuilder::<$db>::new(
@@ -1714,19 +1774,30 @@ macro_rules! sql_store {
                         delete.build().execute(&mut *tx).await.map_err(db_error)?;
                     }
                 }
+                Self::webhook_outbox(&mut tx, &events).await?;
                 tx.commit().await.map_err(db_error)?;
-                change.events = changes
-                    .into_iter()
-                    .map(|(seq, user, joins)| {
-                        let payload = if joins {
-                            EventPayload::MemberJoined { user_id: user.clone(), role: role.clone() }
-                        } else {
-                            EventPayload::MemberLeft { user_id: user.clone() }
-                        };
-                        durable_event(id, seq, now, payload)
-                    })
-                    .collect();
+                change.events = events;
                 Ok(change)
+            }
+
+            async fn batch_users(&self, id: ChannelId, seq: Seq, only: Option<&UserId>) -> Result<Vec<UserId>> {
+                let rows = match only {
+                    Some(user) => sqlx::query(&q(
+                        "SELECT user_id FROM member_batches WHERE channel_id = $1 AND seq = $2 AND user_id = $3",
+                    ))
+                    .bind(id.0)
+                    .bind(seq)
+                    .bind(user.as_str())
+                    .fetch_all(&self.read)
+                    .await,
+                    None => sqlx::query(&q("SELECT user_id FROM member_batches WHERE channel_id = $1 AND seq = $2"))
+                        .bind(id.0)
+                        .bind(seq)
+                        .fetch_all(&self.read)
+                        .await,
+                }
+                .map_err(db_error)?;
+                rows.iter().map(|r| text(r, 0).map(UserId::from_trusted)).collect()
             }
 
             async fn members_page(&self, id: ChannelId, after: Option<&UserId>, limit: u32) -> Result<Vec<Member>> {
@@ -2266,6 +2337,7 @@ macro_rules! sql_store {
                     "SELECT COUNT(*) FROM read_marks WHERE channel_id = $1",
                     "SELECT COUNT(*) FROM reactions WHERE channel_id = $1",
                     "SELECT COUNT(*) FROM mentions WHERE channel_id = $1",
+                    "SELECT COUNT(*) FROM member_batches WHERE channel_id = $1",
                 ] {
                     let row = sqlx::query(&q(statement))
                         .bind(channel.0)

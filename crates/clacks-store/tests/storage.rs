@@ -94,7 +94,73 @@ storage_tests!(
     no_message_from_a_removed_member_after_member_left,
     webhook_outbox_rows_commit_with_their_events,
     small_channels_of_a_user_count_members_up_to_the_limit,
+    a_bulk_change_stores_one_small_event_per_direction,
 );
+
+/// 150 users added and 2 removed in one change: two stored events, the
+/// larger one counting its users without listing them (they are kept aside
+/// for `batch_users`), each user's watermark at the batch. Deleting the
+/// channel leaves none of it.
+async fn a_bulk_change_stores_one_small_event_per_direction(store: Arc<dyn Store>) {
+    let channel = channel_with(&store, &["alice", "bob", "carol"]).await;
+    let add: Vec<UserId> = (0..150).map(|n| user(&format!("u{n:03}"))).collect();
+    let change = store
+        .change_members(
+            channel,
+            &add,
+            &[user("bob"), user("carol")],
+            &Role::member(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (change.added, change.removed, change.events.len()),
+        (150, 2, 2)
+    );
+    let events = store.events_after(channel, 0, 1_000).await.unwrap();
+    assert_eq!(events.len(), 2);
+    let EventPayload::MembersJoined { batch, .. } = &events[0].payload else {
+        panic!("{:?}", events[0]);
+    };
+    assert_eq!((batch.count, batch.truncated), (150, true));
+    assert!(batch.user_ids.is_empty() && batch.needs_lookup());
+    let EventPayload::MembersLeft { batch } = &events[1].payload else {
+        panic!("{:?}", events[1]);
+    };
+    assert_eq!(batch.user_ids, vec![user("bob"), user("carol")]);
+    assert!(!batch.truncated);
+
+    let mut all = store.batch_users(channel, 1, None).await.unwrap();
+    all.sort();
+    assert_eq!(all, add);
+    assert_eq!(
+        store
+            .batch_users(channel, 1, Some(&user("u007")))
+            .await
+            .unwrap(),
+        vec![user("u007")]
+    );
+    assert!(
+        store
+            .batch_users(channel, 1, Some(&user("bob")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .batch_users(channel, 2, None)
+            .await
+            .unwrap()
+            .is_empty(),
+        "listed"
+    );
+    let member = store.member(channel, &user("u100")).await.unwrap().unwrap();
+    assert_eq!(member.last_read_seq, 1);
+
+    store.delete_channel(channel).await.unwrap();
+    assert_eq!(store.rows_referencing(channel).await.unwrap(), 0);
+}
 
 /// Two store instances on one database (two nodes) racing on one client
 /// message id still store it once.

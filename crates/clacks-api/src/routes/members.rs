@@ -66,9 +66,13 @@ pub async fn list_members(
 /// shadow a user of that name in `DELETE /channel/{channelId}/users/{uid}`).
 /// One transaction: either every change is made or none. Idempotent: users
 /// already members (in `add`) or not members (in `remove`) are counted, not
-/// refused. Each change is a `member_joined` / `member_left` event with its
-/// own seq, consecutive within the request; live subscriptions follow it as
-/// they follow single adds and removals. At most `CLACKS_MAX_BULK_MEMBERS`
+/// refused. The users added are one event and the users removed another,
+/// each with its own seq (additions first): `member_joined` /
+/// `member_left` when one user, `members_joined` / `members_left`
+/// (GraphQL `MembersJoined` / `MembersLeft`, webhook `members.joined` /
+/// `members.left`, one delivery) when more, listing the users up to 100
+/// and otherwise only their count with `truncated: true`. Live
+/// subscriptions follow it as they follow single adds and removals. At most `CLACKS_MAX_BULK_MEMBERS`
 /// users (default 10,000) in `add` and `remove` together: more, an invalid
 /// user id, or a user in both lists is a 422 and changes nothing.
 #[utoipa::path(

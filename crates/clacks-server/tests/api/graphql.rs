@@ -1,6 +1,8 @@
 //! GraphQL API over HTTP and WebSocket (issue 4).
 
 mod auth;
+#[path = "graphql/batched.rs"]
+mod batched;
 #[path = "graphql/client.rs"]
 pub mod client;
 #[path = "graphql/connections.rs"]

@@ -50,7 +50,50 @@ webhook_tests!(
     pending_deliveries_survive_restarts,
     unread_offline_goes_to_members_not_connected_who_did_not_read,
     two_nodes_on_one_database_send_each_delivery_once,
+    a_bulk_membership_request_is_one_delivery_per_direction,
 );
+
+/// `PATCH /channel/{id}/users` adding 2,000 users and removing 3 is two
+/// deliveries (`members.joined` with the count only, `members.left` with
+/// the users), not 2,003.
+async fn a_bulk_membership_request_is_one_delivery_per_direction(backend: TestBackend) {
+    let receiver = Receiver::start().await;
+    let Some(app) = TestApp::spawn_with(backend, quick).await else {
+        return;
+    };
+    let id = create_channel(&app, "bulk", &["alice", "bob", "carol", "dave"]).await;
+    create_webhook(
+        &app,
+        json!({"url": format!("{}/bulk", receiver.url), "secret": SECRET,
+               "eventTypes": ["members.joined", "members.left"]}),
+    )
+    .await;
+    let add: Vec<String> = (0..2_000).map(|n| format!("u{n:05}")).collect();
+    patch(
+        &app,
+        &format!("/channel/{id}/users"),
+        json!({"add": add, "remove": ["bob", "carol", "dave"], "role": "reader"}),
+    )
+    .await
+    .ok(200);
+    let delivered = receiver.wait_delivered("/bulk", 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.delivered("/bulk").len(), 2);
+    let mut bodies: Vec<&Value> = delivered.iter().map(|r| &r.body).collect();
+    bodies.sort_by_key(|b| b["seq"].as_i64());
+    assert_eq!(bodies[0]["type"], "members.joined");
+    assert_eq!(
+        bodies[0]["data"],
+        json!({"userIds": [], "count": 2_000, "truncated": true, "role": "reader"})
+    );
+    assert_eq!(bodies[1]["type"], "members.left");
+    assert_eq!(bodies[1]["seq"], bodies[0]["seq"].as_i64().unwrap() + 1);
+    assert_eq!(
+        bodies[1]["data"],
+        json!({"userIds": ["bob", "carol", "dave"], "count": 3, "truncated": false})
+    );
+    app.shutdown().await;
+}
 
 /// Fast retries for tests.
 fn quick(config: &mut Config) {

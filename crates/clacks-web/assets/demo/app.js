@@ -45,6 +45,8 @@ const EVENTS = `subscription Follow($resume: [ResumeInput!]) {
     ... on Typing { userId }
     ... on MemberJoined { userId }
     ... on MemberLeft { userId }
+    ... on MembersJoined { userIds truncated }
+    ... on MembersLeft { userIds truncated }
     ... on ChannelUpdated { displayName }
   }
 }
@@ -204,6 +206,9 @@ function apply(event) {
     if (event.__typename === "MemberJoined" && event.userId === session.userId) {
       return joinedElsewhere(event.channelId);
     }
+    // The all-channels stream brings a channel's events only once this
+    // user is in it: a bulk add of an unknown channel included them.
+    if (event.__typename === "MembersJoined") return joinedElsewhere(event.channelId);
     return;
   }
   if (event.durable) {
@@ -252,6 +257,17 @@ function apply(event) {
       if (event.userId === session.userId) return forget(channel);
       channel.members.delete(event.userId);
       break;
+    // A bulk request: the users are listed up to 100; beyond that only
+    // counted (truncated), and the member list is read again.
+    case "MembersJoined":
+      if (event.truncated) return refetchMembers(channel);
+      for (const user of event.userIds) if (!channel.members.has(user)) channel.members.set(user, 0);
+      break;
+    case "MembersLeft":
+      if (event.truncated) return refetchMembers(channel);
+      if (event.userIds.includes(session.userId)) return forget(channel);
+      for (const user of event.userIds) channel.members.delete(user);
+      break;
     case "ChannelUpdated":
       channel.displayName = event.displayName;
       break;
@@ -276,6 +292,20 @@ async function joinedElsewhere(id) {
   const { channel: c } = await graphql(`query Joined($id: ID!) { channel(id: $id) { ...ChannelFields } } ${CHANNEL_FIELDS}`, { id });
   // Everything up to c.lastSeq is in its unread count and history already.
   if (!channels.has(id)) addChannel(c);
+  render();
+}
+
+/** Reads a channel's members again; forgets it when no longer a member. */
+async function refetchMembers(channel) {
+  let c = null;
+  try {
+    ({ channel: c } = await graphql(`query Members($id: ID!) { channel(id: $id) { ...ChannelFields } } ${CHANNEL_FIELDS}`, { id: channel.id }));
+  } catch (error) {
+    // Refused: this user was among the members removed.
+    if (!(error instanceof RequestError)) throw error;
+  }
+  if (!c || !c.members.some((m) => m.userId === session.userId)) return forget(channel);
+  channel.members = new Map(c.members.map((m) => [m.userId, m.lastReadSeq]));
   render();
 }
 
