@@ -248,6 +248,50 @@ struct Registry {
     /// subscription here, whose events before this node's interest in them
     /// was live are read back once it is (see [`Hub::follow_joined`]).
     joined: Vec<ChannelId>,
+    /// Channels this node stopped following, with the seq it would have
+    /// handled next: a join below it is one already handled. Joins and
+    /// leaves come twice over NATS (the channel's subject and the user's,
+    /// by separate tasks), and the channel's subscription lingers after
+    /// its entry is gone, so a late copy of an old join would otherwise
+    /// enter the channel again and deliver the join (and the leave after
+    /// it) a second time. Bounded: the oldest are forgotten first.
+    departed: Departed,
+}
+
+/// Most channels [`Registry::departed`] remembers; a late copy of a join
+/// arrives within the NATS subscription's linger, seconds, while forgetting
+/// takes this many other channels leaving.
+const DEPARTED_CAPACITY: usize = 16_384;
+
+#[derive(Default)]
+struct Departed {
+    next_seq: HashMap<ChannelId, Seq>,
+    order: std::collections::VecDeque<ChannelId>,
+}
+
+impl Departed {
+    fn remember(&mut self, channel: ChannelId, next_seq: Seq) {
+        if self.next_seq.insert(channel, next_seq).is_none() {
+            self.order.push_back(channel);
+        }
+        while self.order.len() > DEPARTED_CAPACITY {
+            if let Some(oldest) = self.order.pop_front() {
+                self.next_seq.remove(&oldest);
+            }
+        }
+    }
+
+    fn forget(&mut self, channel: ChannelId) {
+        if self.next_seq.remove(&channel).is_some() {
+            self.order.retain(|c| *c != channel);
+        }
+    }
+
+    /// Whether `seq` of `channel` was handled before this node stopped
+    /// following it.
+    fn handled(&self, channel: ChannelId, seq: Seq) -> bool {
+        self.next_seq.get(&channel).is_some_and(|next| seq < *next)
+    }
 }
 
 impl Registry {
@@ -281,6 +325,7 @@ impl Registry {
             catch_up_within,
             routing,
             joined: Vec::new(),
+            departed: Departed::default(),
         }
     }
 
@@ -288,8 +333,10 @@ impl Registry {
     /// missing.
     fn enter(&mut self, channel: ChannelId) -> &mut ChannelEntry {
         let routing = &self.routing;
+        let departed = &mut self.departed;
         self.channels.entry(channel).or_insert_with(|| {
             routing.want(Topic::Channel(channel), true);
+            departed.forget(channel);
             ChannelEntry::default()
         })
     }
@@ -301,7 +348,9 @@ impl Registry {
             .get(&channel)
             .is_some_and(|entry| entry.subs.is_empty())
         {
-            self.channels.remove(&channel);
+            if let Some(next_seq) = self.channels.remove(&channel).and_then(|e| e.next_seq) {
+                self.departed.remember(channel, next_seq);
+            }
             self.routing.want(Topic::Channel(channel), false);
         }
     }
@@ -552,6 +601,7 @@ impl Registry {
                         self.note_membership(user_id, channel, Some(event.seq));
                     }
                 }
+                _ if self.departed.handled(channel, event.seq) => {}
                 EventPayload::MemberJoined { user_id, .. }
                     if self.all_by_user.contains_key(user_id) =>
                 {
@@ -2164,6 +2214,42 @@ mod tests {
         assert_eq!(seq_of(next_within(&mut all).await.unwrap()), 0);
         hub.publish(message(3, 1));
         assert_eq!(seq_of(next_within(&mut all).await.unwrap()), 1);
+    }
+
+    /// Joins and leaves come twice (the channel's subject and the user's,
+    /// relayed by separate tasks): a late copy of a join the node already
+    /// handled, arriving after the leave that followed it emptied the
+    /// channel's entry, must not enter it again.
+    #[tokio::test]
+    async fn a_late_copy_of_a_handled_join_does_not_enter_the_channel_again() {
+        let (hub, _log) = small_hub(16);
+        let mut all = hub.subscribe(user("a"), Interest::AllChannels(Vec::new()));
+        for event in [
+            joined(3, 10, "a"),
+            left(3, 11, "a"),
+            joined(3, 12, "a"),
+            left(3, 13, "a"),
+        ] {
+            hub.publish(event);
+        }
+        for seq in 10..=13 {
+            assert_eq!(seq_of(next_within(&mut all).await.unwrap()), seq);
+        }
+        // The other subject's copies, late.
+        hub.publish(joined(3, 12, "a"));
+        hub.publish(left(3, 13, "a"));
+        hub.publish(message(3, 14));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), all.next())
+                .await
+                .is_err(),
+            "nothing more for a non-member"
+        );
+        // A new join past what was handled enters again.
+        hub.publish(joined(3, 15, "a"));
+        assert_eq!(seq_of(next_within(&mut all).await.unwrap()), 15);
+        hub.publish(message(3, 16));
+        assert_eq!(seq_of(next_within(&mut all).await.unwrap()), 16);
     }
 
     #[tokio::test]

@@ -89,6 +89,12 @@ const PUBLISH_QUEUE: usize = 65_536;
 /// receiving hub's short wait and one database read, a lost tail reaches
 /// other nodes' subscribers well within a second.
 const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(250);
+/// Messages one NATS subscription holds before the node reads them (one
+/// per followed channel and user, and the shared subjects): with interest
+/// routing there are as many buffers as followed channels, so each is far
+/// smaller than the one `ch.*` subscription's used to be. Beyond it NATS
+/// reports a slow consumer and the node catches up from the database.
+const SUBSCRIPTION_BUFFER: usize = 8_192;
 /// How long a node's presence changes wait to leave together: every node
 /// receives every change, so a reload storm of a thousand users would
 /// otherwise be a thousand messages to each of them; this way it is a few.
@@ -471,7 +477,7 @@ impl NatsBus {
             .name(format!("clacks-{node:016x}"))
             .custom_inbox_prefix(format!("{prefix}.inbox"))
             .retry_on_initial_connect()
-            .subscription_capacity(PUBLISH_QUEUE)
+            .subscription_capacity(SUBSCRIPTION_BUFFER)
             .connection_timeout(Duration::from_secs(5))
             .reconnect_delay_callback(|attempts| {
                 Duration::from_millis((100u64 << attempts.min(6)).min(5_000))

@@ -123,6 +123,8 @@ const FETCH: i32 = 10;
 /// channels, a channel's members, a message's readers); longer ones are
 /// caught by the fetch budget.
 const ASSUMED_ROWS: i32 = 50;
+/// `MembersJoined.userIds` and `MembersLeft.userIds` list at most this many.
+const MEMBER_BATCH_LISTED_SIZE: i32 = clacks_core::MEMBER_BATCH_LISTED as i32;
 
 fn slicing(argument: &str) -> Option<Vec<String>> {
     Some(vec![argument.to_owned()])
@@ -1237,10 +1239,11 @@ event_type!(
     /// Several users were added by one bulk request, at one seq (a request
     /// adding one user is a `MemberJoined`). `userIds` lists them when
     /// there are at most 100; beyond that it is empty and `truncated` is
-    /// true: refetch the channel's members (`channel { members }`) instead.
+    /// true: refetch the channel's members (`channel { membersPage }`) instead.
     MembersJoined { users: Vec<UserId>, count: u64, truncated: bool, role: String }
     /// The users, when at most 100; empty when `truncated` (then
     /// refetch the channel's members, `channel { membersPage }`).
+    #[graphql(directive = list_size::apply(Some(MEMBER_BATCH_LISTED_SIZE), None))]
     async fn user_ids(&self) -> Vec<ID> { self.users.iter().map(|u| ID(u.as_str().to_owned())).collect() }
     /// How many users were added.
     async fn count(&self) -> i64 { i64::try_from(self.count).unwrap_or(i64::MAX) }
@@ -1256,6 +1259,7 @@ event_type!(
     MembersLeft { users: Vec<UserId>, count: u64, truncated: bool }
     /// The users, when at most 100; empty when `truncated` (then
     /// refetch the channel's members, `channel { membersPage }`).
+    #[graphql(directive = list_size::apply(Some(MEMBER_BATCH_LISTED_SIZE), None))]
     async fn user_ids(&self) -> Vec<ID> { self.users.iter().map(|u| ID(u.as_str().to_owned())).collect() }
     /// How many members were removed.
     async fn count(&self) -> i64 { i64::try_from(self.count).unwrap_or(i64::MAX) }
