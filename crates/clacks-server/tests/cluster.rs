@@ -973,37 +973,14 @@ async fn an_all_channels_subscriber_follows_a_channel_it_is_added_to_on_the_othe
         assert!(added.status().is_success(), "{}", added.status());
         sender.past(sender.last() + 30).await;
         let last = sender.stop().await;
-        let mut joined_at = None;
-        let mut seqs = Vec::new();
-        let read = async {
-            while seqs.last().copied().unwrap_or(0) < last {
-                let Frame::Json(frame) = eve.frame().await else {
-                    panic!("eve's stream closed");
-                };
-                let event = &frame["payload"]["data"]["events"];
-                if event["channelId"] != channel_id.as_str() {
-                    continue;
-                }
-                let seq = event["seq"].as_i64().unwrap();
-                match event["__typename"].as_str() {
-                    Some("MemberJoined") if event["userId"] == "eve" => {
-                        assert!(joined_at.is_none() && seqs.is_empty(), "{event}");
-                        joined_at = Some(seq);
-                    }
-                    Some("MessageCreated") => seqs.push(seq),
-                    _ => panic!("round {round}: {event}"),
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(30), read)
-            .await
-            .unwrap_or_else(|_| panic!("round {round}: got {seqs:?} after {joined_at:?}"));
-        let joined_at = joined_at.expect("her join first");
-        assert_eq!(
-            seqs,
-            (joined_at + 1..=last).collect::<Vec<_>>(),
-            "round {round}"
-        );
+        read_from_join(
+            &mut eve,
+            &channel_id,
+            last,
+            &format!("round {round}"),
+            |event| event["__typename"] == "MemberJoined" && event["userId"] == "eve",
+        )
+        .await;
     }
     assert_eq!(
         bus(&cluster.a).interest().channels,
@@ -1152,37 +1129,17 @@ async fn bulk_changes_through_b_reach_subscribers_on_a(backend: TestBackend) {
     sender.past(sender.last() + 20).await;
     let last = sender.stop().await;
 
-    let mut joined_at = None;
-    let mut seqs = Vec::new();
-    let read = async {
-        while seqs.last().copied().unwrap_or(0) < last {
-            let Frame::Json(frame) = eve.frame().await else {
-                panic!("eve's stream closed");
-            };
-            let event = &frame["payload"]["data"]["events"];
-            if event["channelId"] != channel_id.as_str() {
-                continue;
-            }
-            let seq = event["seq"].as_i64().unwrap();
-            match event["__typename"].as_str() {
-                Some("MembersJoined") => {
-                    assert!(joined_at.is_none(), "{event}");
-                    assert_eq!(
-                        (event["count"].clone(), event["truncated"].clone()),
-                        (serde_json::json!(301), serde_json::json!(true))
-                    );
-                    joined_at = Some(seq);
-                }
-                Some("MembersLeft") | Some("MessageCreated") => seqs.push(seq),
-                _ => panic!("{event}"),
-            }
+    read_from_join(&mut eve, &channel_id, last, "eve", |event| {
+        let batched = event["__typename"] == "MembersJoined";
+        if batched {
+            assert_eq!(
+                (event["count"].clone(), event["truncated"].clone()),
+                (serde_json::json!(301), serde_json::json!(true))
+            );
         }
-    };
-    tokio::time::timeout(Duration::from_secs(30), read)
-        .await
-        .unwrap_or_else(|_| panic!("eve got {seqs:?} after {joined_at:?}"));
-    let joined_at = joined_at.expect("the batched join first");
-    assert_eq!(seqs, (joined_at + 1..=last).collect::<Vec<_>>());
+        batched
+    })
+    .await;
 
     // Bob: events until the batched removal, then FORBIDDEN and the end.
     let read = async {
@@ -1209,4 +1166,44 @@ async fn bulk_changes_through_b_reach_subscribers_on_a(backend: TestBackend) {
     );
     cluster.a.shutdown().await;
     cluster.b.shutdown().await;
+}
+
+/// Reads an all-channels stream's events of `channel_id` until its seq
+/// `last`: first the join that `is_join` recognises, then every seq after
+/// it, each once and in order (messages, and batched leaves of others).
+async fn read_from_join(
+    stream: &mut Ws,
+    channel_id: &str,
+    last: i64,
+    what: &str,
+    is_join: impl Fn(&serde_json::Value) -> bool,
+) {
+    let mut joined_at = None;
+    let mut seqs = Vec::new();
+    let read = async {
+        while seqs.last().copied().unwrap_or(0) < last {
+            let Frame::Json(frame) = stream.frame().await else {
+                panic!("{what}: the stream closed");
+            };
+            let event = &frame["payload"]["data"]["events"];
+            if event["channelId"] != channel_id {
+                continue;
+            }
+            let seq = event["seq"].as_i64().unwrap();
+            if is_join(event) {
+                assert!(joined_at.is_none() && seqs.is_empty(), "{what}: {event}");
+                joined_at = Some(seq);
+                continue;
+            }
+            match event["__typename"].as_str() {
+                Some("MessageCreated" | "MembersLeft") => seqs.push(seq),
+                _ => panic!("{what}: {event}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: got {seqs:?} after {joined_at:?}"));
+    let joined_at = joined_at.expect("the join first");
+    assert_eq!(seqs, (joined_at + 1..=last).collect::<Vec<_>>(), "{what}");
 }
