@@ -232,6 +232,17 @@ enum Origin {
     Backlog,
 }
 
+/// The users a membership event adds and removes (one, or a batch's).
+fn membership_changes(payload: &EventPayload) -> (&[UserId], &[UserId]) {
+    match payload {
+        EventPayload::MemberJoined { user_id, .. } => (std::slice::from_ref(user_id), &[]),
+        EventPayload::MembersJoined { batch, .. } => (batch.users(), &[]),
+        EventPayload::MemberLeft { user_id } => (&[], std::slice::from_ref(user_id)),
+        EventPayload::MembersLeft { batch } => (&[], batch.users()),
+        _ => (&[], &[]),
+    }
+}
+
 struct Registry {
     subs: HashMap<u64, Sub>,
     channels: HashMap<ChannelId, ChannelEntry>,
@@ -485,13 +496,7 @@ impl Registry {
                 }
             }
         }
-        let (joined, left): (&[UserId], &[UserId]) = match &event.payload {
-            EventPayload::MemberJoined { user_id, .. } => (std::slice::from_ref(user_id), &[]),
-            EventPayload::MembersJoined { batch, .. } => (batch.users(), &[]),
-            EventPayload::MemberLeft { user_id } => (&[], std::slice::from_ref(user_id)),
-            EventPayload::MembersLeft { batch } => (&[], batch.users()),
-            _ => (&[], &[]),
-        };
+        let (joined, left) = membership_changes(&event.payload);
         for user_id in joined {
             self.note_membership(user_id, channel, None);
             let ids: Vec<u64> = self
@@ -592,32 +597,17 @@ impl Registry {
             // Nobody here listens to this channel, unless a user with an
             // all-channels subscription just joined it: their stream starts
             // at the join.
-            match &event.payload {
-                EventPayload::MemberLeft { user_id } => {
-                    self.note_membership(user_id, channel, Some(event.seq));
-                }
-                EventPayload::MembersLeft { batch } => {
-                    for user_id in batch.users() {
-                        self.note_membership(user_id, channel, Some(event.seq));
-                    }
-                }
-                _ if self.departed.handled(channel, event.seq) => {}
-                EventPayload::MemberJoined { user_id, .. }
-                    if self.all_by_user.contains_key(user_id) =>
-                {
-                    self.enter_joined(channel, event.seq + 1);
-                    self.deliver(&event, origin);
-                }
-                EventPayload::MembersJoined { batch, .. }
-                    if batch
-                        .users()
-                        .iter()
-                        .any(|user| self.all_by_user.contains_key(user)) =>
-                {
-                    self.enter_joined(channel, event.seq + 1);
-                    self.deliver(&event, origin);
-                }
-                _ => {}
+            let (joined, left) = membership_changes(&event.payload);
+            for user_id in left {
+                self.note_membership(user_id, channel, Some(event.seq));
+            }
+            if !self.departed.handled(channel, event.seq)
+                && joined
+                    .iter()
+                    .any(|user| self.all_by_user.contains_key(user))
+            {
+                self.enter_joined(channel, event.seq + 1);
+                self.deliver(&event, origin);
             }
             return Sequenced::Done;
         };
