@@ -162,6 +162,11 @@ pub(crate) fn statement(backend: Backend, scope: &SearchScope) -> String {
     )
 }
 
+/// Most seqs one indexing transaction covers: a channel far behind is
+/// indexed in several, so that none holds its locks (on SQLite, the one
+/// write connection that sends wait for) for long.
+pub(crate) const INDEX_TRANSACTION_SEQS: i64 = 500;
+
 /// The channels of `scope` whose index is behind: `id, last_seq,
 /// indexed_seq` (NULL without a `search_progress` row), by id. Parameters:
 /// the scope's channel id or user id (none for `All`), the limit.

@@ -2544,11 +2544,21 @@ macro_rules! sql_store {
                         break;
                     }
                     let channel = ChannelId(int(row, 0)?);
-                    let started = opt_int(row, 2)?.is_some();
-                    let done = Self::index_channel(&self.write, channel, started, left).await?;
-                    indexed.messages += done.messages;
-                    indexed.done &= done.caught_up;
-                    left -= done.seqs.max(1);
+                    let mut started = opt_int(row, 2)?.is_some();
+                    loop {
+                        let part = left.min(crate::search::INDEX_TRANSACTION_SEQS);
+                        let done = Self::index_channel(&self.write, channel, started, part).await?;
+                        started = true;
+                        indexed.messages += done.messages;
+                        left -= done.seqs.max(1);
+                        if done.caught_up {
+                            break;
+                        }
+                        if left <= 0 {
+                            indexed.done = false;
+                            break;
+                        }
+                    }
                 }
                 Ok(indexed)
             }

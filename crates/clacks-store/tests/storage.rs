@@ -101,6 +101,7 @@ storage_tests!(
     the_search_index_follows_sends_edits_and_deletes_when_indexed,
     indexing_respects_its_budget,
     concurrent_indexers_index_each_message_once,
+    a_channel_far_behind_is_indexed_in_one_call,
 );
 
 /// 150 users added and 2 removed in one change: two stored events, the
@@ -1753,4 +1754,41 @@ async fn migrate_up_to(db: &TestDatabase, version: i64) {
             pool.close().await;
         }
     }
+}
+
+/// A channel more behind than one indexing transaction covers is indexed
+/// in several, all in one call when the budget allows.
+async fn a_channel_far_behind_is_indexed_in_one_call(store: Arc<dyn Store>) {
+    let channel = channel_with(&store, &["alice"]).await;
+    for wave in 0..11 {
+        let texts: Vec<String> = (0..100)
+            .map(|n| format!("plentiful yak {wave} {n}"))
+            .collect();
+        futures::future::join_all(
+            texts
+                .iter()
+                .map(|text| send(&store, channel, "alice", text)),
+        )
+        .await;
+    }
+    let indexed = store.index_search(&SearchScope::All, 5000).await.unwrap();
+    assert_eq!(
+        indexed,
+        SearchIndexed {
+            messages: 1100,
+            done: true
+        }
+    );
+    let page = store
+        .search_messages(
+            &clacks_core::SearchQuery::parse("yak").unwrap(),
+            &SearchScope::Channel(channel),
+            SearchPageRequest {
+                offset: 1000,
+                limit: 1000,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 100);
 }
