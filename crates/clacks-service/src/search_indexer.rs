@@ -30,6 +30,18 @@ fn indexed_counter() -> &'static metrics::Counter {
     INDEXED.get_or_init(|| metrics::counter!("clacks_search_indexed_messages_total"))
 }
 
+/// How long this node's last background round took, in seconds.
+fn round_gauge() -> &'static metrics::Gauge {
+    static ROUND: OnceLock<metrics::Gauge> = OnceLock::new();
+    ROUND.get_or_init(|| metrics::gauge!("clacks_search_index_round_seconds"))
+}
+
+/// Counts background rounds that failed.
+fn errors_counter() -> &'static metrics::Counter {
+    static ERRORS: OnceLock<metrics::Counter> = OnceLock::new();
+    ERRORS.get_or_init(|| metrics::counter!("clacks_search_index_errors_total"))
+}
+
 /// Indexes `scope` up to the last seq of each of its channels as read now:
 /// calls with [`INDEX_BUDGET`] until one reports it is done. Returns the
 /// messages indexed.
@@ -52,7 +64,12 @@ pub struct SearchIndexer {
 }
 
 impl SearchIndexer {
+    /// Its metrics' series exist from here on (at 0), not from its first
+    /// round or error: a scrape sees the same series before and after.
     pub fn new(store: Arc<dyn Store>, interval: Duration) -> Self {
+        indexed_counter().increment(0);
+        round_gauge().set(0.0);
+        errors_counter().increment(0);
         SearchIndexer { store, interval }
     }
 
@@ -64,8 +81,7 @@ impl SearchIndexer {
             .store
             .index_search(&SearchScope::All, INDEX_BUDGET)
             .await;
-        metrics::histogram!("clacks_search_index_round_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
+        round_gauge().set(started.elapsed().as_secs_f64());
         let indexed = indexed?;
         indexed_counter().increment(indexed.messages);
         Ok(indexed.messages)
@@ -84,7 +100,7 @@ impl SearchIndexer {
             // A round in progress is left to finish: each channel's part is
             // a transaction of its own, and the store runs it to the end.
             if let Err(e) = self.round().await {
-                metrics::counter!("clacks_search_index_errors_total").increment(1);
+                errors_counter().increment(1);
                 tracing::warn!(error = %e, "indexing messages for search failed; retrying");
             }
         }
