@@ -694,6 +694,19 @@ pub struct Config {
     )]
     pub webhook_unread_delay_ms: u64,
 
+    /// Milliseconds between two rounds of this node's background search
+    /// indexer, which indexes messages after they are sent (off the send
+    /// path); 0 runs none on this node. Searches catch up their own scope
+    /// first either way, so this only bounds how much a search may have
+    /// to index before it answers.
+    #[arg(
+        long,
+        env = "CLACKS_SEARCH_INDEX_INTERVAL_MS",
+        default_value_t = 500,
+        global = true
+    )]
+    pub search_index_interval_ms: u64,
+
     /// Log format.
     #[arg(long, env = "CLACKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,

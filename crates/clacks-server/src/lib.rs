@@ -376,6 +376,16 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         tasks.push(tokio::spawn(worker.run(shutdown.clone().cancelled_owned())));
     }
 
+    if config.search_index_interval_ms > 0 {
+        let indexer = clacks_service::SearchIndexer::new(
+            store.clone(),
+            Duration::from_millis(config.search_index_interval_ms),
+        );
+        tasks.push(tokio::spawn(
+            indexer.run(shutdown.clone().cancelled_owned()),
+        ));
+    }
+
     tracing::info!(
         client = %client_addr,
         management = %management_addr,

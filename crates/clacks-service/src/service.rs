@@ -405,12 +405,19 @@ impl ChatService {
         };
         // The slot goes with the query, not with the request: a client that
         // gives up does not stop the database working on it, so neither
-        // may it free the slot.
+        // may it free the slot. The index is first brought up to date in
+        // the scope (the send path does not maintain it), so the search
+        // finds every message committed before it began, on any node.
         let store = self.store.clone();
         let found = tokio::spawn(async move {
-            let found = store
-                .search_messages(&query, &scope, SearchPageRequest { offset, limit })
-                .await;
+            let found = match crate::search_indexer::catch_up(&*store, &scope).await {
+                Ok(_) => {
+                    store
+                        .search_messages(&query, &scope, SearchPageRequest { offset, limit })
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             drop(slot);
             found
         })

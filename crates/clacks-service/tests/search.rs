@@ -23,6 +23,7 @@ backend_tests!(
     bad_limits_cursors_and_queries_are_refused,
     the_application_searches_by_channel_user_or_everywhere,
     searches_are_bounded_per_user_and_per_node,
+    the_background_indexer_alone_indexes,
 );
 
 /// Messages that match none of the words searched, so that every engine
@@ -563,4 +564,81 @@ async fn searches_are_bounded_per_user_and_per_node(backend: TestBackend) {
             .await
             .unwrap();
     }
+}
+
+/// The background indexer alone brings the index up to date (no search
+/// to catch up): what it indexed is found by the store's search as it is,
+/// and nothing is left behind once it has run; it stops when told.
+async fn the_background_indexer_alone_indexes(backend: TestBackend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let service = service(&db).await;
+    let alice = caller(&service, "alice");
+    let channel = channel_with(&service, "quiet", &["alice"]).await;
+    let store: std::sync::Arc<dyn clacks_store::Store> =
+        clacks_store::connect(&db.url, &clacks_store::PoolSettings::default())
+            .await
+            .unwrap();
+    let sent = post(&service, &alice, channel, "background hedgehog").await;
+    let edited = post(&service, &alice, channel, "background mole").await;
+    service
+        .edit(&alice, edited, "background badger".into())
+        .await
+        .unwrap();
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let indexer = tokio::spawn(
+        clacks_service::SearchIndexer::new(store.clone(), std::time::Duration::from_millis(20))
+            .run(async move {
+                let _ = stopped.await;
+            }),
+    );
+    let query = clacks_core::SearchQuery::parse("background").unwrap();
+    let page = clacks_store::SearchPageRequest {
+        offset: 0,
+        limit: 10,
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let found = store
+            .search_messages(&query, &clacks_store::SearchScope::All, page)
+            .await
+            .unwrap();
+        if found.len() == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not indexed in 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(10), indexer)
+        .await
+        .expect("the indexer stops when told")
+        .unwrap();
+    // Up to the channel's last seq: nothing left for a search to index.
+    assert_eq!(
+        store
+            .index_search(&clacks_store::SearchScope::All, 1000)
+            .await
+            .unwrap(),
+        clacks_store::SearchIndexed {
+            messages: 0,
+            done: true
+        }
+    );
+    let badger = clacks_core::SearchQuery::parse("badger").unwrap();
+    let found = store
+        .search_messages(&badger, &clacks_store::SearchScope::All, page)
+        .await
+        .unwrap();
+    assert_eq!(
+        found.iter().map(|h| h.message.id).collect::<Vec<_>>(),
+        [edited]
+    );
+    assert_ne!(sent, edited);
+    store.close().await;
 }

@@ -37,8 +37,8 @@ use clacks_core::{
 
 use crate::{
     Actor, AddedMember, Backend, ChannelPatch, DeletedChannel, MarkedRead, MembershipChange,
-    MessageExtras, NewMessage, PoolStats, SearchHit, SearchPageRequest, SearchScope, Store,
-    StoredMessage,
+    MessageExtras, NewMessage, PoolStats, SearchHit, SearchIndexed, SearchPageRequest, SearchScope,
+    Store, StoredMessage,
 };
 
 /// A store whose operations finish even when their caller is dropped.
@@ -372,6 +372,12 @@ impl<S: Store> Store for Detached<S> {
     async fn read_marks(&self, channel: ChannelId, user: &UserId) -> Result<Vec<ReadMark>> {
         let user = user.clone();
         self.run(|s| async move { s.read_marks(channel, &user).await })
+            .await
+    }
+
+    async fn index_search(&self, scope: &SearchScope, budget: u32) -> Result<SearchIndexed> {
+        let scope = scope.clone();
+        self.run(|s| async move { s.index_search(&scope, budget).await })
             .await
     }
 

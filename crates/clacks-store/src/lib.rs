@@ -184,6 +184,17 @@ pub struct SearchHit {
     pub score: f64,
 }
 
+/// The outcome of one [`Store::index_search`] call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SearchIndexed {
+    /// Messages whose index rows were written or removed (new messages,
+    /// edits, deletes).
+    pub messages: u64,
+    /// Whether every channel of the scope found behind was indexed up to
+    /// the last seq it had when read; false when the budget ran out first.
+    pub done: bool,
+}
+
 /// The outcome of deleting a channel.
 #[derive(Debug, Clone)]
 pub struct DeletedChannel {
@@ -381,7 +392,8 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
 
     /// Messages in `scope` holding every word of `query` (tombstones
     /// never), best match first, ties newest (highest id) first; the page
-    /// `page` of that order. See [`crate::search`] for what each backend's
+    /// `page` of that order. Searches the index as it is: what
+    /// [`Store::index_search`] has not reached yet is not found. See [`crate::search`] for what each backend's
     /// engine counts as a word.
     async fn search_messages(
         &self,
@@ -389,6 +401,17 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
         scope: &SearchScope,
         page: SearchPageRequest,
     ) -> Result<Vec<SearchHit>>;
+
+    /// Brings the search index of the channels of `scope` that are behind
+    /// (`channels.last_seq` past their `search_progress`) up to their last
+    /// seq: new messages are indexed, edited ones re-indexed from their
+    /// current content, deleted ones removed. Handles at most `budget` seqs
+    /// in all (so at most `budget` messages); the rest is left for the next
+    /// call (`done` false). Each channel in a transaction of its own that
+    /// locks its `search_progress` row, never its `channels` row (which
+    /// sends lock): indexers on several nodes may run at once, taking turns
+    /// per channel, and one that comes later reads content at least as new.
+    async fn index_search(&self, scope: &SearchScope, budget: u32) -> Result<SearchIndexed>;
 
     /// Rows in any table that still belong to `channel`: 0 after a delete.
     /// For tests and consistency checks.
@@ -481,6 +504,10 @@ pub(crate) fn db_error(err: sqlx::Error) -> Error {
             Error::Internal(other.to_string())
         }
     }
+}
+
+pub(crate) fn is_foreign_key_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_foreign_key_violation())
 }
 
 pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {

@@ -1,10 +1,21 @@
 //! Full-text search: what each backend's engine is asked, written here
-//! once per backend. The query arrives as plain words
-//! ([`clacks_core::SearchQuery`]: runs of letters and digits, so no engine
-//! operator can be among them); each word is still quoted where the
-//! engine has keywords, and every word must match.
+//! once per backend, and the statements of the indexer that keeps the
+//! index up.
 //!
-//! What a word is, per engine (see the migrations `0004_search`):
+//! The index (`message_search`, migrations `0006_search_deferred`) is not
+//! written by the send path: [`crate::Store::index_search`] brings it up to
+//! each channel's last seq afterwards, from a background task and, for its
+//! own scope, before every search (so a search finds every message
+//! committed before it began). `search_progress` holds how far each
+//! channel is indexed.
+//!
+//! The query arrives as plain words ([`clacks_core::SearchQuery`]: runs of
+//! letters and digits, so no engine operator can be among them); each word
+//! is still quoted where the engine has keywords, and every word must
+//! match.
+//!
+//! What a word is, per engine (see the migrations `0004_search` and
+//! `0006_search_deferred`):
 //! - SQLite, FTS5 `unicode61`: runs of Unicode letters and digits,
 //!   case-folded, diacritics removed; any length, no stopwords. Ranked by
 //!   bm25.
@@ -89,18 +100,21 @@ pub(crate) fn statement(backend: Backend, scope: &SearchScope) -> String {
         Backend::Sqlite => {
             let q = param();
             (
-                "-bm25(messages_search)".to_owned(),
+                "-bm25(message_search)".to_owned(),
                 format!(
-                    "FROM messages_search JOIN messages m ON m.id = messages_search.rowid \
-                     WHERE messages_search MATCH {q}"
+                    "FROM message_search JOIN messages m ON m.id = message_search.rowid \
+                     WHERE message_search MATCH {q}"
                 ),
             )
         }
         Backend::MySql => {
             let (q1, q2) = (param(), param());
             (
-                format!("MATCH (m.content) AGAINST ({q1} IN BOOLEAN MODE)"),
-                format!("FROM messages m WHERE MATCH (m.content) AGAINST ({q2} IN BOOLEAN MODE)"),
+                format!("MATCH (s.content) AGAINST ({q1} IN BOOLEAN MODE)"),
+                format!(
+                    "FROM message_search s JOIN messages m ON m.id = s.message_id \
+                     WHERE MATCH (s.content) AGAINST ({q2} IN BOOLEAN MODE)"
+                ),
             )
         }
         Backend::Postgres => {
@@ -108,17 +122,26 @@ pub(crate) fn statement(backend: Backend, scope: &SearchScope) -> String {
             (
                 // Normalization 1: divided by 1 + log(length), so a long
                 // message does not outrank a short one by length alone.
-                "ts_rank(m.search, tsq, 1)::float8".to_owned(),
+                "ts_rank(s.search, tsq, 1)::float8".to_owned(),
                 format!(
-                    "FROM messages m, plainto_tsquery('simple', {q}) AS tsq WHERE m.search @@ tsq"
+                    "FROM message_search s JOIN messages m ON m.id = s.message_id, \
+                     plainto_tsquery('simple', {q}) AS tsq WHERE s.search @@ tsq"
                 ),
             )
         }
     };
+    // The index's own copy of the channel where it has one (an index on
+    // it narrows a one-channel search before the join); SQLite's FTS5
+    // table holds only the words.
+    let channel = if backend == Backend::Sqlite {
+        "m.channel_id"
+    } else {
+        "s.channel_id"
+    };
     let scope = match scope {
-        SearchScope::Channel(_) => format!(" AND m.channel_id = {}", param()),
+        SearchScope::Channel(_) => format!(" AND {channel} = {}", param()),
         SearchScope::MemberOf(_) => format!(
-            " AND m.channel_id IN (SELECT channel_id FROM members WHERE user_id = {})",
+            " AND {channel} IN (SELECT channel_id FROM members WHERE user_id = {})",
             param()
         ),
         SearchScope::All => String::new(),
@@ -137,6 +160,84 @@ pub(crate) fn statement(backend: Backend, scope: &SearchScope) -> String {
         limit = limit,
         offset = offset,
     )
+}
+
+/// Most seqs one indexing transaction covers: a channel far behind is
+/// indexed in several, so that none holds its locks (on SQLite, the one
+/// write connection that sends wait for) for long.
+pub(crate) const INDEX_TRANSACTION_SEQS: i64 = 500;
+
+/// The channels of `scope` whose index is behind: `id, last_seq,
+/// indexed_seq` (NULL without a `search_progress` row), by id. Parameters:
+/// the scope's channel id or user id (none for `All`), the limit.
+pub(crate) fn behind_statement(scope: &SearchScope) -> &'static str {
+    match scope {
+        SearchScope::Channel(_) => {
+            "SELECT c.id, c.last_seq, p.indexed_seq FROM channels c \
+             LEFT JOIN search_progress p ON p.channel_id = c.id \
+             WHERE c.id = $1 AND c.last_seq > COALESCE(p.indexed_seq, 0) LIMIT $2"
+        }
+        SearchScope::MemberOf(_) => {
+            "SELECT c.id, c.last_seq, p.indexed_seq FROM members mb \
+             JOIN channels c ON c.id = mb.channel_id \
+             LEFT JOIN search_progress p ON p.channel_id = c.id \
+             WHERE mb.user_id = $1 AND c.last_seq > COALESCE(p.indexed_seq, 0) \
+             ORDER BY c.id LIMIT $2"
+        }
+        SearchScope::All => {
+            "SELECT c.id, c.last_seq, p.indexed_seq FROM channels c \
+             LEFT JOIN search_progress p ON p.channel_id = c.id \
+             WHERE c.last_seq > COALESCE(p.indexed_seq, 0) ORDER BY c.id LIMIT $1"
+        }
+    }
+}
+
+/// Creates a channel's `search_progress` row at 0 unless it exists; a
+/// channel that no longer exists gets none (MySQL's IGNORE turns the
+/// foreign key's refusal into a warning; elsewhere it is an error the
+/// indexer reads as "gone"). Parameter: the channel id.
+pub(crate) fn start_progress_statement(backend: Backend) -> &'static str {
+    match backend {
+        Backend::MySql => {
+            "INSERT IGNORE INTO search_progress (channel_id, indexed_seq) VALUES (?, 0)"
+        }
+        Backend::Sqlite | Backend::Postgres => {
+            "INSERT INTO search_progress (channel_id, indexed_seq) VALUES ($1, 0) \
+             ON CONFLICT (channel_id) DO NOTHING"
+        }
+    }
+}
+
+/// Locks a channel's `search_progress` row and reads its watermark
+/// (SQLite: its write transaction holds the database's one write lock
+/// already). Parameter: the channel id.
+pub(crate) fn lock_progress_statement(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "SELECT indexed_seq FROM search_progress WHERE channel_id = $1",
+        Backend::MySql | Backend::Postgres => {
+            "SELECT indexed_seq FROM search_progress WHERE channel_id = $1 FOR UPDATE"
+        }
+    }
+}
+
+/// The start of the statement that removes index rows by message id; the
+/// ids follow, comma-separated, then `)`.
+pub(crate) fn delete_rows_prefix(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "DELETE FROM message_search WHERE rowid IN (",
+        Backend::MySql | Backend::Postgres => "DELETE FROM message_search WHERE message_id IN (",
+    }
+}
+
+/// The start of the statement that adds index rows; then one
+/// row per message: SQLite `(id, content)`, MySQL `(id, channel,
+/// content)`, PostgreSQL `(id, channel, to_tsvector('simple', content))`.
+pub(crate) fn insert_rows_prefix(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "INSERT INTO message_search (rowid, content) ",
+        Backend::MySql => "INSERT INTO message_search (message_id, channel_id, content) ",
+        Backend::Postgres => "INSERT INTO message_search (message_id, channel_id, search) ",
+    }
 }
 
 #[cfg(test)]

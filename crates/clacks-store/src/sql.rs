@@ -90,8 +90,8 @@ macro_rules! sql_store {
 
         use crate::sql::READ_MARK_WINDOW_MS;
         use crate::{
-            db_error, is_unique_violation, Actor, AddedMember, Backend, ChannelPatch, DeletedChannel,
-            MarkedRead, MembershipChange, MessageExtras, NewMessage, SearchHit, SearchPageRequest, SearchScope,
+            db_error, is_foreign_key_violation, is_unique_violation, Actor, AddedMember, Backend, ChannelPatch, DeletedChannel,
+            MarkedRead, MembershipChange, MessageExtras, NewMessage, SearchHit, SearchIndexed, SearchPageRequest, SearchScope,
             Store, StoredMessage, BULK_CHUNK, MAX_PAGE,
         };
 
@@ -1287,6 +1287,197 @@ macro_rules! sql_store {
             i64::from(limit.clamp(1, MAX_PAGE))
         }
 
+        /// What one channel's turn of the indexer did.
+        struct ChannelIndexed {
+            /// Messages whose index rows were written or removed.
+            messages: u64,
+            /// Seqs covered (charged to the budget).
+            seqs: i64,
+            /// Whether the channel is indexed up to the last seq read (or
+            /// gone).
+            caught_up: bool,
+        }
+
+        impl $store {
+            /// Indexes `channel` from its watermark up to its last seq, at
+            /// most `budget` seqs, in one transaction holding its
+            /// `search_progress` row. `started`: whether that row exists
+            /// (it is created first otherwise, in a statement of its own,
+            /// so that the foreign key's lock on the channel row is not
+            /// held for the whole transaction).
+            async fn index_channel(pool: &Pool, channel: ChannelId, started: bool, budget: i64) -> Result<ChannelIndexed> {
+                let gone = ChannelIndexed { messages: 0, seqs: 0, caught_up: true };
+                if !started {
+                    match sqlx::query(&q(crate::search::start_progress_statement($backend))).bind(channel.0).execute(pool).await {
+                        Ok(_) => {}
+                        Err(e) if is_foreign_key_violation(&e) => return Ok(gone),
+                        Err(e) => return Err(db_error(e)),
+                    }
+                }
+                let mut tx = Self::begin_write_on(pool).await?;
+                match Self::index_channel_in(&mut tx, channel, budget).await {
+                    Ok(Some(done)) => {
+                        tx.commit().await.map_err(db_error)?;
+                        Ok(done)
+                    }
+                    Ok(None) => {
+                        tx.rollback().await.map_err(db_error)?;
+                        Ok(gone)
+                    }
+                    // The channel deleted meanwhile: its messages went
+                    // before the index rows written for them could be.
+                    Err(IndexFailure::Gone) => Ok(gone),
+                    Err(IndexFailure::Failed(e)) => Err(e),
+                }
+            }
+
+            /// The statements of [`Self::index_channel`]'s transaction;
+            /// `None` when the channel is gone.
+            async fn index_channel_in(tx: &mut Tx, channel: ChannelId, budget: i64) -> std::result::Result<Option<ChannelIndexed>, IndexFailure> {
+                // The lock first, then every read: on MySQL the first plain
+                // read takes the transaction's snapshot, which must come
+                // after the previous holder's commit.
+                let Some(row) = sqlx::query(&q(crate::search::lock_progress_statement($backend)))
+                    .bind(channel.0)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(IndexFailure::from)?
+                else {
+                    return Ok(None);
+                };
+                let from = int(&row, 0)?;
+                let Some(row) = sqlx::query(&q("SELECT last_seq FROM channels WHERE id = $1"))
+                    .bind(channel.0)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(IndexFailure::from)?
+                else {
+                    return Ok(None);
+                };
+                let last = int(&row, 0)?;
+                // Every seq up to `last` is committed: a channel's seqs
+                // commit in order, under its row lock.
+                let to = last.min(from.saturating_add(budget.max(1)));
+                if to <= from {
+                    return Ok(Some(ChannelIndexed { messages: 0, seqs: 0, caught_up: true }));
+                }
+                // Earlier messages edited or deleted in (from, to]: their
+                // index rows are rewritten from the current content, or
+                // removed. (Messages of (from, to] are new to the index, an
+                // edit of theirs included.)
+                let rows = sqlx::query(&q(
+                    "SELECT DISTINCT message_id FROM channel_events \
+                     WHERE channel_id = $1 AND seq > $2 AND seq <= $3 \
+                     AND kind IN ('message_edited', 'message_deleted') AND message_id IS NOT NULL",
+                ))
+                .bind(channel.0)
+                .bind(from)
+                .bind(to)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(IndexFailure::from)?;
+                let changed = rows.iter().map(|r| int(r, 0)).collect::<Result<Vec<i64>>>()?;
+                let mut contents: Vec<(i64, String)> = Vec::new();
+                let new = sqlx::query(&q(
+                    "SELECT id, content FROM messages \
+                     WHERE channel_id = $1 AND seq > $2 AND seq <= $3 AND deleted_at IS NULL AND content <> ''",
+                ))
+                .bind(channel.0)
+                .bind(from)
+                .bind(to)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(IndexFailure::from)?;
+                for row in &new {
+                    contents.push((int(row, 0)?, text(row, 1)?));
+                }
+                let mut removed = 0u64;
+                for chunk in changed.chunks(crate::BULK_CHUNK) {
+                    let mut delete = sqlx::QueryBuilder::<$db>::new(crate::search::delete_rows_prefix($backend));
+                    let mut ids = delete.separated(", ");
+                    for id in chunk {
+                        ids.push_bind(*id);
+                    }
+                    delete.push(")");
+                    delete.build().execute(&mut **tx).await.map_err(IndexFailure::from)?;
+                    let mut select = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT id, content FROM messages WHERE deleted_at IS NULL AND content <> '' AND seq <= ",
+                    );
+                    select.push_bind(from).push(" AND id IN (");
+                    let mut ids = select.separated(", ");
+                    for id in chunk {
+                        ids.push_bind(*id);
+                    }
+                    select.push(")");
+                    let current = select.build().fetch_all(&mut **tx).await.map_err(IndexFailure::from)?;
+                    removed += (chunk.len() - current.len()) as u64;
+                    for row in &current {
+                        contents.push((int(row, 0)?, text(row, 1)?));
+                    }
+                }
+                for chunk in contents.chunks(INDEX_CHUNK) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(crate::search::insert_rows_prefix($backend));
+                    insert.push_values(chunk, |mut row, (id, content)| {
+                        row.push_bind(*id);
+                        match $backend {
+                            Backend::Sqlite => {
+                                row.push_bind(content.as_str());
+                            }
+                            Backend::MySql => {
+                                row.push_bind(channel.0).push_bind(content.as_str());
+                            }
+                            Backend::Postgres => {
+                                row.push_bind(channel.0)
+                                    .push("to_tsvector('simple', ")
+                                    .push_bind_unseparated(content.as_str())
+                                    .push_unseparated(")");
+                            }
+                        }
+                    });
+                    insert.build().execute(&mut **tx).await.map_err(IndexFailure::from)?;
+                }
+                sqlx::query(&q("UPDATE search_progress SET indexed_seq = $1 WHERE channel_id = $2"))
+                    .bind(to)
+                    .bind(channel.0)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(IndexFailure::from)?;
+                Ok(Some(ChannelIndexed {
+                    messages: contents.len() as u64 + removed,
+                    seqs: to - from,
+                    caught_up: to == last,
+                }))
+            }
+        }
+
+        /// Why a channel's indexing did not commit.
+        enum IndexFailure {
+            /// A foreign key refused a row: the channel was deleted.
+            Gone,
+            Failed(Error),
+        }
+
+        impl From<sqlx::Error> for IndexFailure {
+            fn from(e: sqlx::Error) -> Self {
+                if is_foreign_key_violation(&e) {
+                    IndexFailure::Gone
+                } else {
+                    IndexFailure::Failed(db_error(e))
+                }
+            }
+        }
+
+        impl From<Error> for IndexFailure {
+            fn from(e: Error) -> Self {
+                IndexFailure::Failed(e)
+            }
+        }
+
+        /// Index rows per insert statement: well under every backend's
+        /// parameter limit (3 a row) and MySQL's packet size for messages of
+        /// the largest size.
+        const INDEX_CHUNK: usize = 200;
+
         #[async_trait]
         impl Store for $store {
             fn backend(&self) -> Backend {
@@ -1493,7 +1684,14 @@ macro_rules! sql_store {
                     .iter()
                     .map(|r| text(r, 0).map(UserId::from_trusted))
                     .collect::<Result<Vec<_>>>()?;
+                // `search_progress` first: an indexer working on this
+                // channel holds its row, and takes the message rows (its
+                // index rows' foreign keys) after it, so waiting for it here,
+                // before deleting messages, keeps the two in one order.
+                // The index rows go with their messages (foreign key
+                // cascade; SQLite: a trigger).
                 for statement in [
+                    "DELETE FROM search_progress WHERE channel_id = $1",
                     "DELETE FROM read_marks WHERE channel_id = $1",
                     "DELETE FROM reactions WHERE channel_id = $1",
                     "DELETE FROM mentions WHERE channel_id = $1",
@@ -2327,6 +2525,44 @@ macro_rules! sql_store {
                     .collect()
             }
 
+            async fn index_search(&self, scope: &SearchScope, budget: u32) -> Result<SearchIndexed> {
+                let budget = i64::from(budget.max(1));
+                let statement = q(crate::search::behind_statement(scope));
+                let mut behind = sqlx::query(&statement);
+                behind = match scope {
+                    SearchScope::Channel(channel) => behind.bind(channel.0),
+                    SearchScope::MemberOf(user) => behind.bind(user.as_str()),
+                    SearchScope::All => behind,
+                };
+                // One more than can be handled: whether any is left over.
+                let rows = behind.bind(budget + 1).fetch_all(&self.read).await.map_err(db_error)?;
+                let mut indexed = SearchIndexed { messages: 0, done: true };
+                let mut left = budget;
+                for row in &rows {
+                    if left <= 0 {
+                        indexed.done = false;
+                        break;
+                    }
+                    let channel = ChannelId(int(row, 0)?);
+                    let mut started = opt_int(row, 2)?.is_some();
+                    loop {
+                        let part = left.min(crate::search::INDEX_TRANSACTION_SEQS);
+                        let done = Self::index_channel(&self.write, channel, started, part).await?;
+                        started = true;
+                        indexed.messages += done.messages;
+                        left -= done.seqs.max(1);
+                        if done.caught_up {
+                            break;
+                        }
+                        if left <= 0 {
+                            indexed.done = false;
+                            break;
+                        }
+                    }
+                }
+                Ok(indexed)
+            }
+
             async fn rows_referencing(&self, channel: ChannelId) -> Result<i64> {
                 let mut total = 0;
                 for statement in [
@@ -2338,6 +2574,15 @@ macro_rules! sql_store {
                     "SELECT COUNT(*) FROM reactions WHERE channel_id = $1",
                     "SELECT COUNT(*) FROM mentions WHERE channel_id = $1",
                     "SELECT COUNT(*) FROM member_batches WHERE channel_id = $1",
+                    "SELECT COUNT(*) FROM search_progress WHERE channel_id = $1",
+                    // SQLite's index holds no channel id: index rows of
+                    // messages that are gone, whichever channel (the
+                    // parameter is bound but unused).
+                    if $backend == Backend::Sqlite {
+                        "SELECT COUNT(*) FROM message_search WHERE rowid NOT IN (SELECT id FROM messages) AND $1 IS NOT NULL"
+                    } else {
+                        "SELECT COUNT(*) FROM message_search WHERE channel_id = $1"
+                    },
                 ] {
                     let row = sqlx::query(&q(statement))
                         .bind(channel.0)

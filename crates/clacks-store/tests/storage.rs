@@ -11,7 +11,10 @@ use clacks_core::{
     ChannelId, ChannelPage, ClientMessageId, DisplayName, Entity, Error, EventPayload, HistoryPage,
     MessageBody, Metadata, Role, Sender, UserId,
 };
-use clacks_store::{Actor, ChannelPatch, NewMessage, PoolSettings, Store};
+use clacks_store::{
+    Actor, ChannelPatch, NewMessage, PoolSettings, SearchIndexed, SearchPageRequest, SearchScope,
+    Store,
+};
 use clacks_testkit::{TestBackend, TestDatabase};
 
 async fn run<F, Fut>(backend: TestBackend, test: F)
@@ -95,6 +98,10 @@ storage_tests!(
     webhook_outbox_rows_commit_with_their_events,
     small_channels_of_a_user_count_members_up_to_the_limit,
     a_bulk_change_stores_one_small_event_per_direction,
+    the_search_index_follows_sends_edits_and_deletes_when_indexed,
+    indexing_respects_its_budget,
+    concurrent_indexers_index_each_message_once,
+    a_channel_far_behind_is_indexed_in_one_call,
 );
 
 /// 150 users added and 2 removed in one change: two stored events, the
@@ -554,6 +561,11 @@ async fn channel_delete_leaves_nothing_behind(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
+    store
+        .index_search(&SearchScope::Channel(channel), 1000)
+        .await
+        .unwrap();
+    assert_eq!(search_ids(&store, "hello").await, [m.id]);
     assert!(store.rows_referencing(channel).await.unwrap() > 5);
 
     let deleted = store.delete_channel(channel).await.unwrap();
@@ -1441,4 +1453,342 @@ async fn webhook_outbox_rows_commit_with_their_events(store: Arc<dyn Store>) {
             .len(),
         9
     );
+}
+
+/// The ids of the messages found for `query` everywhere, as the index is
+/// now (no catch-up), best first.
+async fn search_ids(store: &Arc<dyn Store>, query: &str) -> Vec<clacks_core::MessageId> {
+    store
+        .search_messages(
+            &clacks_core::SearchQuery::parse(query).unwrap(),
+            &SearchScope::All,
+            SearchPageRequest {
+                offset: 0,
+                limit: 100,
+            },
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|hit| hit.message.id)
+        .collect()
+}
+
+/// Sending does not index (that is the indexer's work, off the send
+/// path); indexing does, edits re-index from the current content, deletes
+/// remove, and a channel caught up has nothing left to index.
+async fn the_search_index_follows_sends_edits_and_deletes_when_indexed(store: Arc<dyn Store>) {
+    let channel = channel_with(&store, &["alice"]).await;
+    let other = channel_with(&store, &["alice"]).await;
+    let edited = send(&store, channel, "alice", "original walrus sighting").await;
+    let deleted = send(&store, channel, "alice", "doomed platypus sighting").await;
+    let elsewhere = send(&store, other, "alice", "distant walrus").await;
+    assert!(
+        search_ids(&store, "walrus").await.is_empty(),
+        "not indexed by the send"
+    );
+
+    let one = store
+        .index_search(&SearchScope::Channel(channel), 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        one,
+        SearchIndexed {
+            messages: 2,
+            done: true
+        }
+    );
+    assert_eq!(search_ids(&store, "walrus").await, [edited.id]);
+    let mine = store
+        .index_search(&SearchScope::MemberOf(user("alice")), 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        mine,
+        SearchIndexed {
+            messages: 1,
+            done: true
+        }
+    );
+    let mut both = search_ids(&store, "walrus").await;
+    both.sort();
+    assert_eq!(both, [edited.id, elsewhere.id]);
+    let nothing_left = store.index_search(&SearchScope::All, 1000).await.unwrap();
+    assert_eq!(
+        nothing_left,
+        SearchIndexed {
+            messages: 0,
+            done: true
+        }
+    );
+
+    store
+        .edit_message(
+            edited.id,
+            &user("alice"),
+            &body("replacement narwhal sighting"),
+        )
+        .await
+        .unwrap();
+    store
+        .delete_message(deleted.id, Actor::Application)
+        .await
+        .unwrap();
+    // Until indexed, the index still holds the old words (a tombstone is
+    // never found, indexed or not).
+    let mut stale = search_ids(&store, "walrus").await;
+    stale.sort();
+    assert_eq!(stale, [edited.id, elsewhere.id]);
+    assert!(search_ids(&store, "platypus").await.is_empty());
+    let changes = store.index_search(&SearchScope::All, 1000).await.unwrap();
+    assert_eq!(
+        changes,
+        SearchIndexed {
+            messages: 2,
+            done: true
+        }
+    );
+    assert_eq!(search_ids(&store, "walrus").await, [elsewhere.id]);
+    assert_eq!(search_ids(&store, "narwhal").await, [edited.id]);
+    assert!(search_ids(&store, "platypus").await.is_empty());
+    assert_eq!(search_ids(&store, "sighting").await, [edited.id]);
+
+    // A message sent, edited and deleted between two rounds.
+    let brief = send(&store, channel, "alice", "fleeting quokka").await;
+    store
+        .edit_message(brief.id, &user("alice"), &body("fleeting numbat"))
+        .await
+        .unwrap();
+    let kept = send(&store, channel, "alice", "lasting numbat").await;
+    store
+        .delete_message(brief.id, Actor::Application)
+        .await
+        .unwrap();
+    store.index_search(&SearchScope::All, 1000).await.unwrap();
+    assert_eq!(search_ids(&store, "numbat").await, [kept.id]);
+    assert!(search_ids(&store, "quokka").await.is_empty());
+}
+
+/// A call indexes at most its budget; the next one continues where it
+/// stopped, until every message is found once.
+async fn indexing_respects_its_budget(store: Arc<dyn Store>) {
+    let first = channel_with(&store, &["alice"]).await;
+    let second = channel_with(&store, &["alice"]).await;
+    for n in 0..7 {
+        send(&store, first, "alice", &format!("budgeted kiwi {n}")).await;
+        send(&store, second, "alice", &format!("budgeted kiwi {n}")).await;
+    }
+    let mut total = 0;
+    let mut calls = 0;
+    loop {
+        let round = store.index_search(&SearchScope::All, 3).await.unwrap();
+        assert!(round.messages <= 3, "{round:?}");
+        total += round.messages;
+        calls += 1;
+        assert_eq!(search_ids(&store, "kiwi").await.len() as u64, total);
+        if round.done {
+            break;
+        }
+        assert!(calls < 20, "indexing does not finish");
+    }
+    assert_eq!(total, 14);
+    assert!(calls >= 5, "14 messages in calls of 3: {calls} calls");
+}
+
+/// Indexers running at once (as on several nodes) take turns per channel:
+/// each message is indexed once, from its current content.
+async fn concurrent_indexers_index_each_message_once(store: Arc<dyn Store>) {
+    let mut channels = Vec::new();
+    for _ in 0..3 {
+        channels.push(channel_with(&store, &["alice"]).await);
+    }
+    let mut expected = Vec::new();
+    for (c, channel) in channels.iter().enumerate() {
+        for n in 0..40 {
+            let message = send(&store, *channel, "alice", &format!("racing emu {c} {n}")).await;
+            match n % 10 {
+                3 => {
+                    store
+                        .edit_message(message.id, &user("alice"), &body("racing cassowary"))
+                        .await
+                        .unwrap();
+                }
+                7 => {
+                    store
+                        .delete_message(message.id, Actor::Application)
+                        .await
+                        .unwrap();
+                }
+                _ => expected.push(message.id),
+            }
+        }
+    }
+    let indexers = (0..4).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            loop {
+                let round = store.index_search(&SearchScope::All, 7).await.unwrap();
+                if round.done {
+                    break;
+                }
+            }
+        })
+    });
+    for indexer in futures::future::join_all(indexers).await {
+        indexer.unwrap();
+    }
+    let mut found = search_ids(&store, "emu").await;
+    found.sort();
+    expected.sort();
+    assert_eq!(found, expected);
+    assert_eq!(search_ids(&store, "cassowary").await.len(), 12);
+    assert_eq!(
+        store.index_search(&SearchScope::All, 1000).await.unwrap(),
+        SearchIndexed {
+            messages: 0,
+            done: true
+        }
+    );
+}
+
+/// A database with messages stored before migration 0006 (indexed in the
+/// send transaction then) keeps them searchable: the migration moves the
+/// index and marks the channels indexed, so there is nothing to catch up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn messages_from_before_the_deferred_index_stay_searchable() {
+    for backend in [
+        TestBackend::Sqlite,
+        TestBackend::MySql,
+        TestBackend::Postgres,
+    ] {
+        let Some(db) = TestDatabase::create(backend).await else {
+            continue;
+        };
+        migrate_up_to(&db, 5).await;
+        let store = clacks_store::connect(&db.url, &PoolSettings::default())
+            .await
+            .unwrap();
+        let channel = channel_with(&store, &["alice"]).await;
+        let kept = send(&store, channel, "alice", "ancient tortoise").await;
+        let edited = send(&store, channel, "alice", "ancient lizard").await;
+        let deleted = send(&store, channel, "alice", "ancient beetle").await;
+        store
+            .edit_message(edited.id, &user("alice"), &body("ancient gecko"))
+            .await
+            .unwrap();
+        store
+            .delete_message(deleted.id, Actor::Application)
+            .await
+            .unwrap();
+
+        store.migrate().await.unwrap();
+        assert_eq!(
+            search_ids(&store, "tortoise").await,
+            [kept.id],
+            "{backend:?}"
+        );
+        assert_eq!(
+            search_ids(&store, "gecko").await,
+            [edited.id],
+            "{backend:?}"
+        );
+        assert!(search_ids(&store, "lizard").await.is_empty(), "{backend:?}");
+        assert!(search_ids(&store, "beetle").await.is_empty(), "{backend:?}");
+        assert_eq!(
+            store.index_search(&SearchScope::All, 1000).await.unwrap(),
+            SearchIndexed {
+                messages: 0,
+                done: true
+            },
+            "{backend:?}"
+        );
+        // And what comes after is indexed as usual.
+        let later = send(&store, channel, "alice", "modern tortoise").await;
+        store.index_search(&SearchScope::All, 1000).await.unwrap();
+        let mut found = search_ids(&store, "tortoise").await;
+        found.sort();
+        assert_eq!(found, [kept.id, later.id], "{backend:?}");
+        store.delete_channel(channel).await.unwrap();
+        assert_eq!(store.rows_referencing(channel).await.unwrap(), 0);
+        store.close().await;
+    }
+}
+
+/// Applies the backend's migrations up to `version` only.
+async fn migrate_up_to(db: &TestDatabase, version: i64) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(match db.backend {
+            TestBackend::Sqlite => "sqlite",
+            TestBackend::MySql => "mysql",
+            TestBackend::Postgres => "postgres",
+        });
+    let mut migrator = sqlx::migrate::Migrator::new(dir).await.unwrap();
+    migrator.migrations = migrator
+        .migrations
+        .iter()
+        .filter(|m| m.version <= version)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    match db.backend {
+        TestBackend::Sqlite => {
+            let options =
+                <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&db.url)
+                    .unwrap()
+                    .create_if_missing(true)
+                    .foreign_keys(true);
+            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+            migrator.run(&pool).await.unwrap();
+            pool.close().await;
+        }
+        TestBackend::MySql => {
+            let pool = sqlx::MySqlPool::connect(&db.url).await.unwrap();
+            migrator.run(&pool).await.unwrap();
+            pool.close().await;
+        }
+        TestBackend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            migrator.run(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+}
+
+/// A channel more behind than one indexing transaction covers is indexed
+/// in several, all in one call when the budget allows.
+async fn a_channel_far_behind_is_indexed_in_one_call(store: Arc<dyn Store>) {
+    let channel = channel_with(&store, &["alice"]).await;
+    for wave in 0..11 {
+        let texts: Vec<String> = (0..100)
+            .map(|n| format!("plentiful yak {wave} {n}"))
+            .collect();
+        futures::future::join_all(
+            texts
+                .iter()
+                .map(|text| send(&store, channel, "alice", text)),
+        )
+        .await;
+    }
+    let indexed = store.index_search(&SearchScope::All, 5000).await.unwrap();
+    assert_eq!(
+        indexed,
+        SearchIndexed {
+            messages: 1100,
+            done: true
+        }
+    );
+    let page = store
+        .search_messages(
+            &clacks_core::SearchQuery::parse("yak").unwrap(),
+            &SearchScope::Channel(channel),
+            SearchPageRequest {
+                offset: 1000,
+                limit: 1000,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 100);
 }
