@@ -329,6 +329,15 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
             ops::track_http("management", req, next)
         }));
 
+    // Created before the listeners answer, so its metric series exist from the
+    // first scrape of /metrics on.
+    let search_indexer = (config.search_index_interval_ms > 0).then(|| {
+        clacks_service::SearchIndexer::new(
+            store.clone(),
+            Duration::from_millis(config.search_index_interval_ms),
+        )
+    });
+
     let client = bind(config.client_addr, "client").await?;
     let management = bind(config.management_addr, "management").await?;
     let client_addr = client.local_addr().map_err(anyhow::Error::from)?;
@@ -376,11 +385,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         tasks.push(tokio::spawn(worker.run(shutdown.clone().cancelled_owned())));
     }
 
-    if config.search_index_interval_ms > 0 {
-        let indexer = clacks_service::SearchIndexer::new(
-            store.clone(),
-            Duration::from_millis(config.search_index_interval_ms),
-        );
+    if let Some(indexer) = search_indexer {
         tasks.push(tokio::spawn(
             indexer.run(shutdown.clone().cancelled_owned()),
         ));

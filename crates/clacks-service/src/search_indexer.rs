@@ -42,19 +42,29 @@ fn errors_counter() -> &'static metrics::Counter {
     ERRORS.get_or_init(|| metrics::counter!("clacks_search_index_errors_total"))
 }
 
-/// Indexes `scope` up to the last seq of each of its channels as read now:
-/// calls with [`INDEX_BUDGET`] until one reports it is done. Returns the
-/// messages indexed.
-pub(crate) async fn catch_up(store: &dyn Store, scope: &SearchScope) -> Result<u64> {
+/// The most calls of [`INDEX_BUDGET`] one search makes before it searches
+/// anyway. The background task keeps every scope within one budget of its
+/// last seq, so this bound is only reached when that task is off or
+/// failing, or when senders outpace indexing: then a search that waits for
+/// the flood to end would hold its slot (and a database connection) for
+/// as long as the flood lasts.
+pub const CATCH_UP_MAX_CALLS: u32 = 8;
+
+/// Indexes `scope` up to the last seq of each of its channels: calls with
+/// [`INDEX_BUDGET`] until one reports it is done, or
+/// [`CATCH_UP_MAX_CALLS`] times. Returns the messages indexed and whether
+/// the scope is caught up.
+pub(crate) async fn catch_up(store: &dyn Store, scope: &SearchScope) -> Result<(u64, bool)> {
     let mut total = 0;
-    loop {
+    for _ in 0..CATCH_UP_MAX_CALLS {
         let round = store.index_search(scope, INDEX_BUDGET).await?;
         total += round.messages;
         indexed_counter().increment(round.messages);
         if round.done {
-            return Ok(total);
+            return Ok((total, true));
         }
     }
+    Ok((total, false))
 }
 
 /// The background indexer of one node.

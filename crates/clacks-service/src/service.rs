@@ -411,7 +411,14 @@ impl ChatService {
         let store = self.store.clone();
         let found = tokio::spawn(async move {
             let found = match crate::search_indexer::catch_up(&*store, &scope).await {
-                Ok(_) => {
+                Ok((indexed, caught_up)) => {
+                    if !caught_up {
+                        tracing::warn!(
+                            indexed,
+                            "search ran before its scope was fully indexed: \
+                             indexing is behind the senders or stopped"
+                        );
+                    }
                     store
                         .search_messages(&query, &scope, SearchPageRequest { offset, limit })
                         .await
