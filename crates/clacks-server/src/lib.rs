@@ -335,6 +335,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         clacks_service::SearchIndexer::new(
             store.clone(),
             Duration::from_millis(config.search_index_interval_ms),
+            service.search_pending(),
         )
     });
 

@@ -30,7 +30,7 @@ pub use clacks_store::MembershipChange;
 pub use limits::{DEFAULT_MAX_BULK_MEMBERS, DEFAULT_MAX_CONCURRENT_SEARCHES, Limits, SEARCH_COST};
 pub use presence::{DEFAULT_PRESENCE_EVENTS_MAX_MEMBERS, MAX_PRESENCE_CHANNELS};
 pub use rate_limit::{Rate, RateLimits};
-pub use search_indexer::SearchIndexer;
+pub use search_indexer::{PendingChannels, SearchIndexer};
 pub use service::{
     ChatService, ChatServiceParts, HistoryRequest, MAX_MENTIONS, MAX_RESUME_POINTS, MessageView,
     SearchHit, SearchRequest, SearchResults, SendOptions,

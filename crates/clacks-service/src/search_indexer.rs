@@ -6,16 +6,23 @@
 //! depends on how far this task got: the task only keeps that catch-up
 //! short.
 //!
+//! A round looks only at the channels this node committed message events
+//! to since the last one ([`PendingChannels`]), so an idle node costs the
+//! database nothing; a full sweep of every channel runs at start, every
+//! [`SWEEP_INTERVAL`], and whenever that set overflowed or a round failed,
+//! for what another node left behind (it crashed, or runs no indexer).
+//!
 //! Several nodes may run it on one database: the store has them take turns
 //! per channel. What it must never do: lock what a send locks (the store's
 //! indexer locks only its own progress rows), or stop on an error (a failed
 //! round is logged, counted and retried at the next tick).
 
+use std::collections::HashSet;
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use clacks_core::Result;
+use clacks_core::{ChannelId, Result};
 use clacks_store::{SearchScope, Store};
 
 /// Seqs (so at most messages) one call of the store's indexer handles.
@@ -23,6 +30,58 @@ pub const INDEX_BUDGET: u32 = 5_000;
 
 /// The default time between two rounds of the background indexer.
 pub const DEFAULT_INDEX_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The time between two full sweeps of every channel.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Most channels [`PendingChannels`] remembers; past it, the next round
+/// sweeps every channel instead (one query, not one per channel), and
+/// memory stays bounded when no indexer takes the set.
+pub const MAX_PENDING_CHANNELS: usize = 256;
+
+/// Channels this node committed message events to since the indexer last
+/// looked: what its next round indexes.
+#[derive(Default)]
+pub struct PendingChannels {
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    channels: HashSet<ChannelId>,
+    overflowed: bool,
+}
+
+impl PendingChannels {
+    /// Called for every committed event that changes what a search finds.
+    pub(crate) fn mark(&self, channel: ChannelId) {
+        let mut pending = self.lock();
+        if pending.overflowed {
+            return;
+        }
+        if pending.channels.len() >= MAX_PENDING_CHANNELS {
+            pending.channels = HashSet::new();
+            pending.overflowed = true;
+        } else {
+            pending.channels.insert(channel);
+        }
+    }
+
+    fn overflow(&self) {
+        let mut pending = self.lock();
+        pending.channels = HashSet::new();
+        pending.overflowed = true;
+    }
+
+    fn take(&self) -> Pending {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // A panic while holding it leaves a set that is still valid.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// Counts messages indexed (written or removed) on this node.
 fn indexed_counter() -> &'static metrics::Counter {
@@ -71,34 +130,93 @@ pub(crate) async fn catch_up(store: &dyn Store, scope: &SearchScope) -> Result<(
 pub struct SearchIndexer {
     store: Arc<dyn Store>,
     interval: Duration,
+    pending: Arc<PendingChannels>,
+    sweep_interval: Duration,
+    last_sweep: Option<Instant>,
 }
 
 impl SearchIndexer {
-    /// Its metrics' series exist from here on (at 0), not from its first
-    /// round or error: a scrape sees the same series before and after.
-    pub fn new(store: Arc<dyn Store>, interval: Duration) -> Self {
+    /// Indexes the channels marked in `pending` (the service's
+    /// [`crate::ChatService::search_pending`]) every `interval`, and sweeps
+    /// every channel from time to time. Its metrics' series exist from here
+    /// on (at 0), not from its first round or error: a scrape sees the same
+    /// series before and after.
+    pub fn new(store: Arc<dyn Store>, interval: Duration, pending: Arc<PendingChannels>) -> Self {
         indexed_counter().increment(0);
         round_gauge().set(0.0);
         errors_counter().increment(0);
-        SearchIndexer { store, interval }
+        SearchIndexer {
+            store,
+            interval,
+            pending,
+            sweep_interval: SWEEP_INTERVAL,
+            last_sweep: None,
+        }
     }
 
-    /// One round: every channel behind, [`INDEX_BUDGET`] seqs at most (the
-    /// rest waits for the next tick). Returns the messages indexed.
-    pub async fn round(&self) -> Result<u64> {
+    /// Sets the time between two full sweeps (tests shorten or lengthen it).
+    pub fn with_sweep_interval(mut self, sweep_interval: Duration) -> Self {
+        self.sweep_interval = sweep_interval;
+        self
+    }
+
+    /// One round: the pending channels, or every channel when a sweep is
+    /// due, [`INDEX_BUDGET`] seqs at most (the rest waits for the next
+    /// tick). Returns the messages indexed.
+    pub async fn round(&mut self) -> Result<u64> {
         let started = Instant::now();
-        let indexed = self
-            .store
-            .index_search(&SearchScope::All, INDEX_BUDGET)
-            .await;
+        let indexed = self.index_pending().await;
         round_gauge().set(started.elapsed().as_secs_f64());
+        if indexed.is_err() {
+            // What was taken for this round is lost: sweep next time.
+            self.pending.overflow();
+        }
         let indexed = indexed?;
-        indexed_counter().increment(indexed.messages);
-        Ok(indexed.messages)
+        indexed_counter().increment(indexed);
+        Ok(indexed)
+    }
+
+    async fn index_pending(&mut self) -> Result<u64> {
+        let pending = self.pending.take();
+        let sweep_due = self
+            .last_sweep
+            .is_none_or(|at| at.elapsed() >= self.sweep_interval);
+        if pending.overflowed || sweep_due {
+            self.last_sweep = Some(Instant::now());
+            let indexed = self
+                .store
+                .index_search(&SearchScope::All, INDEX_BUDGET)
+                .await?;
+            if !indexed.done {
+                self.pending.overflow();
+            }
+            return Ok(indexed.messages);
+        }
+        let mut budget = INDEX_BUDGET;
+        let mut total = 0;
+        let mut channels = pending.channels.into_iter();
+        for channel in channels.by_ref() {
+            let indexed = self
+                .store
+                .index_search(&SearchScope::Channel(channel), budget)
+                .await?;
+            total += indexed.messages;
+            budget = budget.saturating_sub(u32::try_from(indexed.messages).unwrap_or(u32::MAX));
+            if !indexed.done {
+                self.pending.mark(channel);
+            }
+            if budget == 0 {
+                break;
+            }
+        }
+        for channel in channels {
+            self.pending.mark(channel);
+        }
+        Ok(total)
     }
 
     /// Runs a round per interval until `stop` completes.
-    pub async fn run(self, stop: impl Future<Output = ()>) {
+    pub async fn run(mut self, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -114,5 +232,30 @@ impl SearchIndexer {
                 tracing::warn!(error = %e, "indexing messages for search failed; retrying");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_channels_stay_bounded_and_overflow_into_a_sweep() {
+        let pending = PendingChannels::default();
+        pending.mark(ChannelId(1));
+        pending.mark(ChannelId(1));
+        let taken = pending.take();
+        assert_eq!(taken.channels, HashSet::from([ChannelId(1)]));
+        assert!(!taken.overflowed);
+        assert!(pending.take().channels.is_empty(), "taking empties it");
+
+        for id in 0..=MAX_PENDING_CHANNELS as i64 {
+            pending.mark(ChannelId(id));
+        }
+        pending.mark(ChannelId(-1));
+        let taken = pending.take();
+        assert!(taken.overflowed);
+        assert!(taken.channels.is_empty(), "no memory kept past the bound");
+        assert!(!pending.take().overflowed);
     }
 }

@@ -19,6 +19,7 @@ use clacks_store::{
 use crate::auth::{Auth, Caller, MintedToken, TokenRequest};
 use crate::limits::{Limits, SEARCH_COST};
 use crate::rate_limit::{Operation, RateLimiters};
+use crate::search_indexer::PendingChannels;
 use crate::stream::EventStream;
 
 /// Most channels one subscription may resume (`resume` entries). A
@@ -189,6 +190,7 @@ impl ChatService {
                 hub: parts.hub.clone(),
                 bus: parts.bus.clone(),
                 webhook_wake: Arc::new(tokio::sync::Notify::new()),
+                search_pending: Arc::new(PendingChannels::default()),
             }),
             hub: parts.hub,
             connections: parts.connections,
@@ -219,6 +221,12 @@ impl ChatService {
     /// the webhook worker at once (other nodes' events it finds by polling).
     pub fn webhook_wake(&self) -> Arc<tokio::sync::Notify> {
         self.publisher.webhook_wake.clone()
+    }
+
+    /// The channels this node changed messages in since the search
+    /// indexer last looked: what keeps its rounds to those channels.
+    pub fn search_pending(&self) -> Arc<PendingChannels> {
+        self.publisher.search_pending.clone()
     }
 
     pub fn connections(&self) -> &Arc<Connections> {
@@ -1340,6 +1348,7 @@ struct Publisher {
     hub: Arc<Hub>,
     bus: Option<Arc<NatsBus>>,
     webhook_wake: Arc<tokio::sync::Notify>,
+    search_pending: Arc<PendingChannels>,
 }
 
 impl Publisher {
@@ -1356,6 +1365,14 @@ impl Publisher {
         if event.durable || matches!(event.payload, EventPayload::ChannelDeleted) {
             // Its outbox row committed with it.
             self.webhook_wake.notify_one();
+        }
+        if matches!(
+            event.payload,
+            EventPayload::MessageCreated { .. }
+                | EventPayload::MessageEdited { .. }
+                | EventPayload::MessageDeleted { .. }
+        ) {
+            self.search_pending.mark(event.channel_id);
         }
         self.hub.publish(event);
     }

@@ -24,6 +24,7 @@ backend_tests!(
     the_application_searches_by_channel_user_or_everywhere,
     searches_are_bounded_per_user_and_per_node,
     the_background_indexer_alone_indexes,
+    rounds_index_this_nodes_channels_and_sweeps_the_rest,
 );
 
 /// Messages that match none of the words searched, so that every engine
@@ -589,10 +590,14 @@ async fn the_background_indexer_alone_indexes(backend: TestBackend) {
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let indexer = tokio::spawn(
-        clacks_service::SearchIndexer::new(store.clone(), std::time::Duration::from_millis(20))
-            .run(async move {
-                let _ = stopped.await;
-            }),
+        clacks_service::SearchIndexer::new(
+            store.clone(),
+            std::time::Duration::from_millis(20),
+            service.search_pending(),
+        )
+        .run(async move {
+            let _ = stopped.await;
+        }),
     );
     let query = clacks_core::SearchQuery::parse("background").unwrap();
     let page = clacks_store::SearchPageRequest {
@@ -640,5 +645,72 @@ async fn the_background_indexer_alone_indexes(backend: TestBackend) {
         [edited]
     );
     assert_ne!(sent, edited);
+    store.close().await;
+}
+
+/// Between sweeps, a round indexes only the channels this node changed
+/// messages in; what another node sent waits for the next sweep (or for a
+/// search, which catches up its own scope).
+async fn rounds_index_this_nodes_channels_and_sweeps_the_rest(backend: TestBackend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let here = service(&db).await;
+    let elsewhere = service(&db).await;
+    let alice_here = caller(&here, "alice");
+    let alice_elsewhere = caller(&elsewhere, "alice");
+    let ours = channel_with(&here, "ours", &["alice"]).await;
+    let theirs = channel_with(&here, "theirs", &["alice"]).await;
+    let store: std::sync::Arc<dyn clacks_store::Store> =
+        clacks_store::connect(&db.url, &clacks_store::PoolSettings::default())
+            .await
+            .unwrap();
+    let before = post(&here, &alice_here, ours, "otter before start").await;
+    let mut indexer = clacks_service::SearchIndexer::new(
+        store.clone(),
+        std::time::Duration::from_secs(3600),
+        here.search_pending(),
+    )
+    .with_sweep_interval(std::time::Duration::from_secs(3600));
+    assert_eq!(indexer.round().await.unwrap(), 1, "the first round sweeps");
+
+    let ours_sent = post(&here, &alice_here, ours, "otter from here").await;
+    let theirs_sent = post(&elsewhere, &alice_elsewhere, theirs, "otter from elsewhere").await;
+    assert_eq!(
+        indexer.round().await.unwrap(),
+        1,
+        "only this node's channel"
+    );
+    let otter = clacks_core::SearchQuery::parse("otter").unwrap();
+    let page = clacks_store::SearchPageRequest {
+        offset: 0,
+        limit: 10,
+    };
+    let found = |store: std::sync::Arc<dyn clacks_store::Store>| {
+        let otter = otter.clone();
+        async move {
+            let hits = store
+                .search_messages(&otter, &clacks_store::SearchScope::All, page)
+                .await
+                .unwrap();
+            hits.iter().map(|h| h.message.id).collect::<HashSet<_>>()
+        }
+    };
+    assert_eq!(
+        found(store.clone()).await,
+        HashSet::from([before, ours_sent])
+    );
+    assert_eq!(indexer.round().await.unwrap(), 0, "nothing pending here");
+
+    let mut indexer = indexer.with_sweep_interval(std::time::Duration::ZERO);
+    assert_eq!(
+        indexer.round().await.unwrap(),
+        1,
+        "the sweep finds the rest"
+    );
+    assert_eq!(
+        found(store.clone()).await,
+        HashSet::from([before, ours_sent, theirs_sent])
+    );
     store.close().await;
 }
