@@ -240,6 +240,32 @@ pub(crate) fn insert_rows_prefix(backend: Backend) -> &'static str {
     }
 }
 
+/// The statement that indexes a channel's messages of a seq range
+/// straight from `messages`, where the engine allows it (parameters: the
+/// channel id, the range's exclusive start and inclusive end). One text
+/// whatever the number of messages, so it is prepared once per
+/// connection: rows bound one by one into a statement of varying length
+/// were a new statement to parse and plan on nearly every call, which
+/// cost PostgreSQL more than the index itself. `None` on MySQL, where
+/// `INSERT ... SELECT` would hold shared next-key locks on the messages
+/// read, and so block the channel's next send until the indexing
+/// transaction commits.
+pub(crate) fn insert_range_statement(backend: Backend) -> Option<&'static str> {
+    match backend {
+        Backend::Sqlite => Some(
+            "INSERT INTO message_search (rowid, content) \
+             SELECT id, content FROM messages \
+             WHERE channel_id = $1 AND seq > $2 AND seq <= $3 AND deleted_at IS NULL AND content <> ''",
+        ),
+        Backend::Postgres => Some(
+            "INSERT INTO message_search (message_id, channel_id, search) \
+             SELECT id, channel_id, to_tsvector('simple', content) FROM messages \
+             WHERE channel_id = $1 AND seq > $2 AND seq <= $3 AND deleted_at IS NULL AND content <> ''",
+        ),
+        Backend::MySql => None,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

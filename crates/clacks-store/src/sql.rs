@@ -1299,40 +1299,67 @@ macro_rules! sql_store {
         }
 
         impl $store {
-            /// Indexes `channel` from its watermark up to its last seq, at
-            /// most `budget` seqs, in one transaction holding its
-            /// `search_progress` row. `started`: whether that row exists
-            /// (it is created first otherwise, in a statement of its own,
-            /// so that the foreign key's lock on the channel row is not
-            /// held for the whole transaction).
-            async fn index_channel(pool: &Pool, channel: ChannelId, started: bool, budget: i64) -> Result<ChannelIndexed> {
-                let gone = ChannelIndexed { messages: 0, seqs: 0, caught_up: true };
-                if !started {
-                    match sqlx::query(&q(crate::search::start_progress_statement($backend))).bind(channel.0).execute(pool).await {
-                        Ok(_) => {}
-                        Err(e) if is_foreign_key_violation(&e) => return Ok(gone),
-                        Err(e) => return Err(db_error(e)),
-                    }
-                }
-                let mut tx = Self::begin_write_on(pool).await?;
-                match Self::index_channel_in(&mut tx, channel, budget).await {
-                    Ok(Some(done)) => {
-                        tx.commit().await.map_err(db_error)?;
-                        Ok(done)
-                    }
-                    Ok(None) => {
-                        tx.rollback().await.map_err(db_error)?;
-                        Ok(gone)
-                    }
-                    // The channel deleted meanwhile: its messages went
-                    // before the index rows written for them could be.
-                    Err(IndexFailure::Gone) => Ok(gone),
-                    Err(IndexFailure::Failed(e)) => Err(e),
+            /// Creates `channel`'s `search_progress` row unless it exists,
+            /// in a statement of its own, so that the foreign key's lock on
+            /// the channel row (which sends take) is not held for the
+            /// indexing transaction. `false`: the channel is gone.
+            async fn start_progress(pool: &Pool, channel: ChannelId) -> Result<bool> {
+                match sqlx::query(&q(crate::search::start_progress_statement($backend))).bind(channel.0).execute(pool).await {
+                    Ok(_) => Ok(true),
+                    Err(e) if is_foreign_key_violation(&e) => Ok(false),
+                    Err(e) => Err(db_error(e)),
                 }
             }
 
-            /// The statements of [`Self::index_channel`]'s transaction;
-            /// `None` when the channel is gone.
+            /// Indexes the channels at the front of `channels` (whose
+            /// progress rows exist, in id order, so that concurrent
+            /// indexers lock them in one order) from their watermarks, at
+            /// most `budget` seqs in all, in one transaction: one commit
+            /// (one FTS5 segment, one log flush) for many channels' new
+            /// messages rather than one each. A channel caught up (or gone)
+            /// is taken off the front. Returns the messages indexed and the
+            /// seqs charged.
+            async fn index_channels(pool: &Pool, channels: &mut std::collections::VecDeque<ChannelId>, budget: i64) -> Result<(u64, i64)> {
+                let mut tx = Self::begin_write_on(pool).await?;
+                let (mut messages, mut charged) = (0u64, 0i64);
+                let mut taken = Vec::new();
+                while let Some(&channel) = channels.front() {
+                    if charged >= budget {
+                        break;
+                    }
+                    match Self::index_channel_in(&mut tx, channel, budget - charged).await {
+                        Ok(Some(done)) => {
+                            messages += done.messages;
+                            // A channel found caught up still costs a turn,
+                            // so a call always ends.
+                            charged += done.seqs.max(1);
+                            if !done.caught_up {
+                                break;
+                            }
+                        }
+                        Ok(None) => {}
+                        // The channel deleted meanwhile: its messages went
+                        // before the index rows written for them could be.
+                        // Nothing of this transaction is kept: the
+                        // channels it covered go back to the front.
+                        Err(IndexFailure::Gone) => {
+                            tx.rollback().await.map_err(db_error)?;
+                            channels.pop_front();
+                            for channel in taken.into_iter().rev() {
+                                channels.push_front(channel);
+                            }
+                            return Ok((0, charged));
+                        }
+                        Err(IndexFailure::Failed(e)) => return Err(e),
+                    }
+                    taken.extend(channels.pop_front());
+                }
+                tx.commit().await.map_err(db_error)?;
+                Ok((messages, charged))
+            }
+
+            /// One channel's part of [`Self::index_channels`]' transaction,
+            /// at most `budget` seqs; `None` when the channel is gone.
             async fn index_channel_in(tx: &mut Tx, channel: ChannelId, budget: i64) -> std::result::Result<Option<ChannelIndexed>, IndexFailure> {
                 // The lock first, then every read: on MySQL the first plain
                 // read takes the transaction's snapshot, which must come
@@ -1378,18 +1405,22 @@ macro_rules! sql_store {
                 .map_err(IndexFailure::from)?;
                 let changed = rows.iter().map(|r| int(r, 0)).collect::<Result<Vec<i64>>>()?;
                 let mut contents: Vec<(i64, String)> = Vec::new();
-                let new = sqlx::query(&q(
-                    "SELECT id, content FROM messages \
-                     WHERE channel_id = $1 AND seq > $2 AND seq <= $3 AND deleted_at IS NULL AND content <> ''",
-                ))
-                .bind(channel.0)
-                .bind(from)
-                .bind(to)
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(IndexFailure::from)?;
-                for row in &new {
-                    contents.push((int(row, 0)?, text(row, 1)?));
+                let mut inserted = 0u64;
+                let insert_range = crate::search::insert_range_statement($backend);
+                if insert_range.is_none() {
+                    let new = sqlx::query(&q(
+                        "SELECT id, content FROM messages \
+                         WHERE channel_id = $1 AND seq > $2 AND seq <= $3 AND deleted_at IS NULL AND content <> ''",
+                    ))
+                    .bind(channel.0)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(IndexFailure::from)?;
+                    for row in &new {
+                        contents.push((int(row, 0)?, text(row, 1)?));
+                    }
                 }
                 let mut removed = 0u64;
                 for chunk in changed.chunks(crate::BULK_CHUNK) {
@@ -1436,6 +1467,16 @@ macro_rules! sql_store {
                     });
                     insert.build().execute(&mut **tx).await.map_err(IndexFailure::from)?;
                 }
+                if let Some(statement) = insert_range {
+                    inserted = sqlx::query(&q(statement))
+                        .bind(channel.0)
+                        .bind(from)
+                        .bind(to)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(IndexFailure::from)?
+                        .rows_affected();
+                }
                 sqlx::query(&q("UPDATE search_progress SET indexed_seq = $1 WHERE channel_id = $2"))
                     .bind(to)
                     .bind(channel.0)
@@ -1443,7 +1484,7 @@ macro_rules! sql_store {
                     .await
                     .map_err(IndexFailure::from)?;
                 Ok(Some(ChannelIndexed {
-                    messages: contents.len() as u64 + removed,
+                    messages: contents.len() as u64 + inserted + removed,
                     seqs: to - from,
                     caught_up: to == last,
                 }))
@@ -1685,13 +1726,19 @@ macro_rules! sql_store {
                     .map(|r| text(r, 0).map(UserId::from_trusted))
                     .collect::<Result<Vec<_>>>()?;
                 // `search_progress` first: an indexer working on this
-                // channel holds its row, and takes the message rows (its
-                // index rows' foreign keys) after it, so waiting for it here,
-                // before deleting messages, keeps the two in one order.
-                // The index rows go with their messages (foreign key
-                // cascade; SQLite: a trigger).
+                // channel holds its row until it commits, so once this
+                // statement has waited for it, the index rows deleted next
+                // include what that indexer wrote, and no later indexer
+                // finds the channel.
                 for statement in [
                     "DELETE FROM search_progress WHERE channel_id = $1",
+                    // SQLite: a trigger on `messages` does it (its index
+                    // holds no channel id; the parameter is bound but unused).
+                    if $backend == Backend::Sqlite {
+                        "SELECT $1"
+                    } else {
+                        "DELETE FROM message_search WHERE channel_id = $1"
+                    },
                     "DELETE FROM read_marks WHERE channel_id = $1",
                     "DELETE FROM reactions WHERE channel_id = $1",
                     "DELETE FROM mentions WHERE channel_id = $1",
@@ -2537,28 +2584,27 @@ macro_rules! sql_store {
                 // One more than can be handled: whether any is left over.
                 let rows = behind.bind(budget + 1).fetch_all(&self.read).await.map_err(db_error)?;
                 let mut indexed = SearchIndexed { messages: 0, done: true };
-                let mut left = budget;
-                for row in &rows {
-                    if left <= 0 {
+                let mut channels = std::collections::VecDeque::new();
+                for row in rows.iter() {
+                    if channels.len() as i64 >= budget {
                         indexed.done = false;
                         break;
                     }
                     let channel = ChannelId(int(row, 0)?);
-                    let mut started = opt_int(row, 2)?.is_some();
-                    loop {
-                        let part = left.min(crate::search::INDEX_TRANSACTION_SEQS);
-                        let done = Self::index_channel(&self.write, channel, started, part).await?;
-                        started = true;
-                        indexed.messages += done.messages;
-                        left -= done.seqs.max(1);
-                        if done.caught_up {
-                            break;
-                        }
-                        if left <= 0 {
-                            indexed.done = false;
-                            break;
-                        }
+                    if opt_int(row, 2)?.is_some() || Self::start_progress(&self.write, channel).await? {
+                        channels.push_back(channel);
                     }
+                }
+                let mut left = budget;
+                while !channels.is_empty() {
+                    if left <= 0 {
+                        indexed.done = false;
+                        break;
+                    }
+                    let part = left.min(crate::search::INDEX_TRANSACTION_SEQS);
+                    let (messages, charged) = Self::index_channels(&self.write, &mut channels, part).await?;
+                    indexed.messages += messages;
+                    left -= charged;
                 }
                 Ok(indexed)
             }

@@ -1,0 +1,11 @@
+-- The index rows no longer reference their messages through a foreign key.
+--
+-- Why: checking it makes every index row written take a shared lock on its
+-- message row for the rest of the indexing transaction, so the indexer cost
+-- the database about as much CPU per message as the send did, and an edit
+-- of a message being indexed waited for it.
+--
+-- What the key did, deleting a channel's index rows with its messages, the
+-- channel's deletion now does itself (by `channel_id`, after it has waited
+-- for any indexer holding the channel's `search_progress` row).
+ALTER TABLE message_search DROP FOREIGN KEY message_search_message;

@@ -1,0 +1,11 @@
+-- The index rows no longer reference their messages through a foreign key.
+--
+-- Why: checking it makes every index row written take a FOR KEY SHARE lock
+-- on its message row, which PostgreSQL records in the row itself: the
+-- indexer dirtied (and logged) every message page a second time, and cost
+-- the database about as much CPU per message as the send did.
+--
+-- What the key did, deleting a channel's index rows with its messages, the
+-- channel's deletion now does itself (by `channel_id`, after it has waited
+-- for any indexer holding the channel's `search_progress` row).
+ALTER TABLE message_search DROP CONSTRAINT message_search_message_id_fkey;
