@@ -30,7 +30,9 @@ import WebSocket from "ws";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const BIN = resolve(root, process.env.CLACKS_BIN ?? "target/release/clacks");
-const secret = () => randomBytes(16).toString("hex");
+// As deploy/env.example says: hex after a letter (NATS reads a password
+// that starts with digits as a number).
+const secret = () => `s${randomBytes(16).toString("hex")}`;
 const secrets = {
   JWT_SECRET: secret(),
   CLACKS_MANAGEMENT_TOKEN: secret(),
