@@ -266,10 +266,47 @@ pub(crate) fn insert_range_statement(backend: Backend) -> Option<&'static str> {
     }
 }
 
+/// `items` in chunks of at most `max` whose lengths are `max` or powers
+/// of two, so that a statement with one bound row per item has one of a
+/// few texts, each prepared once per connection, rather than a new one for
+/// nearly every length.
+pub(crate) fn fixed_size_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let len = if rest.len() >= max {
+            max
+        } else {
+            1 << rest.len().ilog2()
+        };
+        let (chunk, tail) = rest.split_at(len);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_have_few_lengths_and_cover_everything_once() {
+        let items: Vec<u32> = (0..1000).collect();
+        for n in [0, 1, 2, 3, 7, 200, 201, 455, 1000] {
+            let chunks: Vec<&[u32]> = fixed_size_chunks(&items[..n], 200).collect();
+            assert_eq!(chunks.concat(), items[..n].to_vec());
+            for chunk in &chunks {
+                assert!(
+                    chunk.len() == 200 || chunk.len().is_power_of_two(),
+                    "{n}: {}",
+                    chunk.len()
+                );
+            }
+        }
+    }
 
     #[test]
     fn engine_queries_quote_every_word() {

@@ -1446,7 +1446,7 @@ macro_rules! sql_store {
                         contents.push((int(row, 0)?, text(row, 1)?));
                     }
                 }
-                for chunk in contents.chunks(INDEX_CHUNK) {
+                for chunk in crate::search::fixed_size_chunks(&contents, INDEX_CHUNK) {
                     let mut insert = sqlx::QueryBuilder::<$db>::new(crate::search::insert_rows_prefix($backend));
                     insert.push_values(chunk, |mut row, (id, content)| {
                         row.push_bind(*id);
