@@ -240,6 +240,16 @@ pub(crate) fn insert_rows_prefix(backend: Backend) -> &'static str {
     }
 }
 
+/// The condition for channel `$1`'s messages of seqs in (`$2`, `$3`] that
+/// belong in the index (not deleted, not empty), written once for every
+/// statement that reads them. A macro so that `concat!` builds the
+/// statements at compile time.
+macro_rules! new_messages_condition {
+    () => {
+        "channel_id = $1 AND seq > $2 AND seq <= $3 AND deleted_at IS NULL AND content <> ''"
+    };
+}
+
 /// The statement that indexes a channel's messages of a seq range
 /// straight from `messages`, where the engine allows it (parameters: the
 /// channel id, the range's exclusive start and inclusive end). One text
@@ -252,19 +262,25 @@ pub(crate) fn insert_rows_prefix(backend: Backend) -> &'static str {
 /// transaction commits.
 pub(crate) fn insert_range_statement(backend: Backend) -> Option<&'static str> {
     match backend {
-        Backend::Sqlite => Some(
-            "INSERT INTO message_search (rowid, content) \
-             SELECT id, content FROM messages \
-             WHERE channel_id = $1 AND seq > $2 AND seq <= $3 AND deleted_at IS NULL AND content <> ''",
-        ),
-        Backend::Postgres => Some(
+        Backend::Sqlite => Some(concat!(
+            "INSERT INTO message_search (rowid, content) SELECT id, content FROM messages WHERE ",
+            new_messages_condition!()
+        )),
+        Backend::Postgres => Some(concat!(
             "INSERT INTO message_search (message_id, channel_id, search) \
-             SELECT id, channel_id, to_tsvector('simple', content) FROM messages \
-             WHERE channel_id = $1 AND seq > $2 AND seq <= $3 AND deleted_at IS NULL AND content <> ''",
-        ),
+             SELECT id, channel_id, to_tsvector('simple', content) FROM messages WHERE ",
+            new_messages_condition!()
+        )),
         Backend::MySql => None,
     }
 }
+
+/// The messages of `$1`'s seqs in (`$2`, `$3`] that the index holds: for
+/// backends that read them and write the index rows themselves.
+pub(crate) const SELECT_NEW_MESSAGES: &str = concat!(
+    "SELECT id, content FROM messages WHERE ",
+    new_messages_condition!()
+);
 
 /// `items` in chunks of at most `max` whose lengths are `max` or powers
 /// of two, so that a statement with one bound row per item has one of a

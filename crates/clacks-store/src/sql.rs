@@ -1322,13 +1322,12 @@ macro_rules! sql_store {
             async fn index_channels(pool: &Pool, channels: &mut std::collections::VecDeque<ChannelId>, budget: i64) -> Result<(u64, i64)> {
                 let mut tx = Self::begin_write_on(pool).await?;
                 let (mut messages, mut charged) = (0u64, 0i64);
-                let mut taken = Vec::new();
                 while let Some(&channel) = channels.front() {
                     if charged >= budget {
                         break;
                     }
-                    match Self::index_channel_in(&mut tx, channel, budget - charged).await {
-                        Ok(Some(done)) => {
+                    match Self::index_channel_in(&mut tx, channel, budget - charged).await? {
+                        Some(done) => {
                             messages += done.messages;
                             // A channel found caught up still costs a turn,
                             // so a call always ends.
@@ -1337,22 +1336,12 @@ macro_rules! sql_store {
                                 break;
                             }
                         }
-                        Ok(None) => {}
-                        // The channel deleted meanwhile: its messages went
-                        // before the index rows written for them could be.
-                        // Nothing of this transaction is kept: the
-                        // channels it covered go back to the front.
-                        Err(IndexFailure::Gone) => {
-                            tx.rollback().await.map_err(db_error)?;
-                            channels.pop_front();
-                            for channel in taken.into_iter().rev() {
-                                channels.push_front(channel);
-                            }
-                            return Ok((0, charged));
-                        }
-                        Err(IndexFailure::Failed(e)) => return Err(e),
+                        // Gone: its deletion removes whatever index rows
+                        // this transaction writes for it, after waiting on
+                        // its progress row.
+                        None => {}
                     }
-                    taken.extend(channels.pop_front());
+                    channels.pop_front();
                 }
                 tx.commit().await.map_err(db_error)?;
                 Ok((messages, charged))
@@ -1360,7 +1349,7 @@ macro_rules! sql_store {
 
             /// One channel's part of [`Self::index_channels`]' transaction,
             /// at most `budget` seqs; `None` when the channel is gone.
-            async fn index_channel_in(tx: &mut Tx, channel: ChannelId, budget: i64) -> std::result::Result<Option<ChannelIndexed>, IndexFailure> {
+            async fn index_channel_in(tx: &mut Tx, channel: ChannelId, budget: i64) -> Result<Option<ChannelIndexed>> {
                 // The lock first, then every read: on MySQL the first plain
                 // read takes the transaction's snapshot, which must come
                 // after the previous holder's commit.
@@ -1368,7 +1357,7 @@ macro_rules! sql_store {
                     .bind(channel.0)
                     .fetch_optional(&mut **tx)
                     .await
-                    .map_err(IndexFailure::from)?
+                    .map_err(db_error)?
                 else {
                     return Ok(None);
                 };
@@ -1377,7 +1366,7 @@ macro_rules! sql_store {
                     .bind(channel.0)
                     .fetch_optional(&mut **tx)
                     .await
-                    .map_err(IndexFailure::from)?
+                    .map_err(db_error)?
                 else {
                     return Ok(None);
                 };
@@ -1402,22 +1391,19 @@ macro_rules! sql_store {
                 .bind(to)
                 .fetch_all(&mut **tx)
                 .await
-                .map_err(IndexFailure::from)?;
+                .map_err(db_error)?;
                 let changed = rows.iter().map(|r| int(r, 0)).collect::<Result<Vec<i64>>>()?;
                 let mut contents: Vec<(i64, String)> = Vec::new();
                 let mut inserted = 0u64;
                 let insert_range = crate::search::insert_range_statement($backend);
                 if insert_range.is_none() {
-                    let new = sqlx::query(&q(
-                        "SELECT id, content FROM messages \
-                         WHERE channel_id = $1 AND seq > $2 AND seq <= $3 AND deleted_at IS NULL AND content <> ''",
-                    ))
+                    let new = sqlx::query(&q(crate::search::SELECT_NEW_MESSAGES))
                     .bind(channel.0)
                     .bind(from)
                     .bind(to)
                     .fetch_all(&mut **tx)
                     .await
-                    .map_err(IndexFailure::from)?;
+                    .map_err(db_error)?;
                     for row in &new {
                         contents.push((int(row, 0)?, text(row, 1)?));
                     }
@@ -1430,7 +1416,7 @@ macro_rules! sql_store {
                         ids.push_bind(*id);
                     }
                     delete.push(")");
-                    delete.build().execute(&mut **tx).await.map_err(IndexFailure::from)?;
+                    delete.build().execute(&mut **tx).await.map_err(db_error)?;
                     let mut select = sqlx::QueryBuilder::<$db>::new(
                         "SELECT id, content FROM messages WHERE deleted_at IS NULL AND content <> '' AND seq <= ",
                     );
@@ -1440,7 +1426,7 @@ macro_rules! sql_store {
                         ids.push_bind(*id);
                     }
                     select.push(")");
-                    let current = select.build().fetch_all(&mut **tx).await.map_err(IndexFailure::from)?;
+                    let current = select.build().fetch_all(&mut **tx).await.map_err(db_error)?;
                     removed += (chunk.len() - current.len()) as u64;
                     for row in &current {
                         contents.push((int(row, 0)?, text(row, 1)?));
@@ -1465,7 +1451,7 @@ macro_rules! sql_store {
                             }
                         }
                     });
-                    insert.build().execute(&mut **tx).await.map_err(IndexFailure::from)?;
+                    insert.build().execute(&mut **tx).await.map_err(db_error)?;
                 }
                 if let Some(statement) = insert_range {
                     inserted = sqlx::query(&q(statement))
@@ -1474,7 +1460,7 @@ macro_rules! sql_store {
                         .bind(to)
                         .execute(&mut **tx)
                         .await
-                        .map_err(IndexFailure::from)?
+                        .map_err(db_error)?
                         .rows_affected();
                 }
                 sqlx::query(&q("UPDATE search_progress SET indexed_seq = $1 WHERE channel_id = $2"))
@@ -1482,35 +1468,12 @@ macro_rules! sql_store {
                     .bind(channel.0)
                     .execute(&mut **tx)
                     .await
-                    .map_err(IndexFailure::from)?;
+                    .map_err(db_error)?;
                 Ok(Some(ChannelIndexed {
                     messages: contents.len() as u64 + inserted + removed,
                     seqs: to - from,
                     caught_up: to == last,
                 }))
-            }
-        }
-
-        /// Why a channel's indexing did not commit.
-        enum IndexFailure {
-            /// A foreign key refused a row: the channel was deleted.
-            Gone,
-            Failed(Error),
-        }
-
-        impl From<sqlx::Error> for IndexFailure {
-            fn from(e: sqlx::Error) -> Self {
-                if is_foreign_key_violation(&e) {
-                    IndexFailure::Gone
-                } else {
-                    IndexFailure::Failed(db_error(e))
-                }
-            }
-        }
-
-        impl From<Error> for IndexFailure {
-            fn from(e: Error) -> Self {
-                IndexFailure::Failed(e)
             }
         }
 
@@ -1731,23 +1694,22 @@ macro_rules! sql_store {
                 // include what that indexer wrote, and no later indexer
                 // finds the channel.
                 for statement in [
-                    "DELETE FROM search_progress WHERE channel_id = $1",
+                    Some("DELETE FROM search_progress WHERE channel_id = $1"),
                     // SQLite: a trigger on `messages` does it (its index
-                    // holds no channel id; the parameter is bound but unused).
-                    if $backend == Backend::Sqlite {
-                        "SELECT $1"
-                    } else {
-                        "DELETE FROM message_search WHERE channel_id = $1"
-                    },
-                    "DELETE FROM read_marks WHERE channel_id = $1",
-                    "DELETE FROM reactions WHERE channel_id = $1",
-                    "DELETE FROM mentions WHERE channel_id = $1",
-                    "DELETE FROM channel_events WHERE channel_id = $1",
-                    "DELETE FROM member_batches WHERE channel_id = $1",
-                    "DELETE FROM messages WHERE channel_id = $1",
-                    "DELETE FROM members WHERE channel_id = $1",
-                    "DELETE FROM channels WHERE id = $1",
-                ] {
+                    // holds no channel id).
+                    ($backend != Backend::Sqlite).then_some("DELETE FROM message_search WHERE channel_id = $1"),
+                    Some("DELETE FROM read_marks WHERE channel_id = $1"),
+                    Some("DELETE FROM reactions WHERE channel_id = $1"),
+                    Some("DELETE FROM mentions WHERE channel_id = $1"),
+                    Some("DELETE FROM channel_events WHERE channel_id = $1"),
+                    Some("DELETE FROM member_batches WHERE channel_id = $1"),
+                    Some("DELETE FROM messages WHERE channel_id = $1"),
+                    Some("DELETE FROM members WHERE channel_id = $1"),
+                    Some("DELETE FROM channels WHERE id = $1"),
+                ]
+                .into_iter()
+                .flatten()
+                {
                     sqlx::query(&q(statement))
                         .bind(id.0)
                         .execute(&mut *tx)
