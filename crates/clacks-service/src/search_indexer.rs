@@ -12,6 +12,12 @@
 //! [`SWEEP_INTERVAL`], and whenever that set overflowed or a round failed,
 //! for what another node left behind (it crashed, or runs no indexer).
 //!
+//! Sends come first: while the store's message writer is busy more than
+//! [`YIELD_ABOVE`] of the time, rounds wait, for at most [`MAX_LAG`] after
+//! the index fell behind ([`SendPressure`]). A burst of sends then pays
+//! nothing for search; the index catches up in the quiet after it, or from
+//! the lag bound on under a sustained load.
+//!
 //! Several nodes may run it on one database: the store has them take turns
 //! per channel. What it must never do: lock what a send locks (the store's
 //! indexer locks only its own progress rows), or stop on an error (a failed
@@ -33,6 +39,58 @@ pub const DEFAULT_INDEX_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The time between two full sweeps of every channel.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The share of the time the message writer may be busy with no effect on
+/// the indexer; above it, rounds wait (for at most [`MAX_LAG`]).
+pub const YIELD_ABOVE: f64 = 0.5;
+
+/// The longest rounds wait for sends after the index fell behind: about
+/// how stale the index gets under a sustained load. A search does not
+/// wait for it (it catches up its own scope first), but pays for that
+/// catch-up.
+pub const MAX_LAG: Duration = Duration::from_secs(5);
+
+/// Whether a round should wait for sends: reads the store's
+/// [`Store::message_writer_busy`] at each tick and remembers since when the
+/// index has been behind.
+#[derive(Debug)]
+pub struct SendPressure {
+    last_reading: Option<(Instant, Duration)>,
+    behind_since: Option<Instant>,
+}
+
+impl SendPressure {
+    fn new() -> Self {
+        SendPressure {
+            last_reading: None,
+            behind_since: None,
+        }
+    }
+
+    /// At `now`, with the writer busy for `busy` in all and `work` waiting
+    /// for the index: whether this round waits.
+    fn defer(&mut self, now: Instant, busy: Duration, work: bool) -> bool {
+        let load = match self.last_reading.replace((now, busy)) {
+            Some((then, busy_then)) if now > then => {
+                busy.saturating_sub(busy_then).as_secs_f64() / (now - then).as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        if !work {
+            self.behind_since = None;
+            return false;
+        }
+        let behind_since = *self.behind_since.get_or_insert(now);
+        load > YIELD_ABOVE && now.duration_since(behind_since) < MAX_LAG
+    }
+
+    /// After a round: whether it left the index caught up.
+    fn caught_up(&mut self, caught_up: bool) {
+        if caught_up {
+            self.behind_since = None;
+        }
+    }
+}
 
 /// Most channels [`PendingChannels`] remembers; past it, the next round
 /// sweeps every channel instead (one query, not one per channel), and
@@ -73,6 +131,12 @@ impl PendingChannels {
         pending.overflowed = true;
     }
 
+    /// Whether a round has anything to do besides a sweep.
+    fn is_empty(&self) -> bool {
+        let pending = self.lock();
+        pending.channels.is_empty() && !pending.overflowed
+    }
+
     fn take(&self) -> Pending {
         std::mem::take(&mut *self.lock())
     }
@@ -93,6 +157,12 @@ fn indexed_counter() -> &'static metrics::Counter {
 fn round_gauge() -> &'static metrics::Gauge {
     static ROUND: OnceLock<metrics::Gauge> = OnceLock::new();
     ROUND.get_or_init(|| metrics::gauge!("clacks_search_index_round_seconds"))
+}
+
+/// Counts background rounds that waited for sends.
+fn deferred_counter() -> &'static metrics::Counter {
+    static DEFERRED: OnceLock<metrics::Counter> = OnceLock::new();
+    DEFERRED.get_or_init(|| metrics::counter!("clacks_search_index_deferred_rounds_total"))
 }
 
 /// Counts background rounds that failed.
@@ -133,6 +203,7 @@ pub struct SearchIndexer {
     pending: Arc<PendingChannels>,
     sweep_interval: Duration,
     last_sweep: Option<Instant>,
+    pressure: SendPressure,
 }
 
 impl SearchIndexer {
@@ -145,12 +216,14 @@ impl SearchIndexer {
         indexed_counter().increment(0);
         round_gauge().set(0.0);
         errors_counter().increment(0);
+        deferred_counter().increment(0);
         SearchIndexer {
             store,
             interval,
             pending,
             sweep_interval: SWEEP_INTERVAL,
             last_sweep: None,
+            pressure: SendPressure::new(),
         }
     }
 
@@ -176,11 +249,30 @@ impl SearchIndexer {
         Ok(indexed)
     }
 
+    fn sweep_due(&self) -> bool {
+        self.last_sweep
+            .is_none_or(|at| at.elapsed() >= self.sweep_interval)
+    }
+
+    /// A round, unless sends keep the database busy and the index has not
+    /// been behind for [`MAX_LAG`] yet. Returns the messages indexed, or
+    /// `None` for a round that waited.
+    pub async fn round_unless_sends_are_busy(&mut self) -> Result<Option<u64>> {
+        let work = self.sweep_due() || !self.pending.is_empty();
+        let busy = self.store.message_writer_busy();
+        if self.pressure.defer(Instant::now(), busy, work) {
+            deferred_counter().increment(1);
+            return Ok(None);
+        }
+        let indexed = self.round().await;
+        self.pressure
+            .caught_up(indexed.is_ok() && self.pending.is_empty());
+        indexed.map(Some)
+    }
+
     async fn index_pending(&mut self) -> Result<u64> {
         let pending = self.pending.take();
-        let sweep_due = self
-            .last_sweep
-            .is_none_or(|at| at.elapsed() >= self.sweep_interval);
+        let sweep_due = self.sweep_due();
         if pending.overflowed || sweep_due {
             self.last_sweep = Some(Instant::now());
             let indexed = self
@@ -227,7 +319,7 @@ impl SearchIndexer {
             }
             // A round in progress is left to finish: each channel's part is
             // a transaction of its own, and the store runs it to the end.
-            if let Err(e) = self.round().await {
+            if let Err(e) = self.round_unless_sends_are_busy().await {
                 errors_counter().increment(1);
                 tracing::warn!(error = %e, "indexing messages for search failed; retrying");
             }
@@ -238,6 +330,42 @@ impl SearchIndexer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounds_wait_for_busy_sends_at_most_the_lag_bound() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut pressure = SendPressure::new();
+        // The first reading has no load to compare with.
+        assert!(!pressure.defer(at(0), Duration::ZERO, true));
+        pressure.caught_up(true);
+        // Writer busy 80% of the last 500 ms, work waiting: wait.
+        assert!(pressure.defer(at(500), Duration::from_millis(400), true));
+        // Busy 20%: go.
+        assert!(!pressure.defer(at(1_000), Duration::from_millis(500), true));
+        // Busy all the time, still behind since 500 ms: waits until then
+        // plus the bound, then goes every round until caught up.
+        let mut busy = Duration::from_millis(500);
+        let mut last_deferred = 0;
+        for tick in 3..20u64 {
+            busy += Duration::from_millis(500);
+            if pressure.defer(at(tick * 500), busy, true) {
+                last_deferred = tick * 500;
+            }
+        }
+        assert_eq!(
+            last_deferred,
+            500 + MAX_LAG.as_millis() as u64 - 500,
+            "the last tick within the bound"
+        );
+        // Caught up: the next burst waits again.
+        pressure.caught_up(true);
+        busy += Duration::from_millis(500);
+        assert!(pressure.defer(at(10_000), busy, true));
+        // Nothing to index: never waits, and forgets it was behind.
+        busy += Duration::from_millis(500);
+        assert!(!pressure.defer(at(10_500), busy, false));
+    }
 
     #[test]
     fn pending_channels_stay_bounded_and_overflow_into_a_sweep() {

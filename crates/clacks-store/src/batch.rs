@@ -207,9 +207,56 @@ impl<DB: sqlx::Database> KeptConnections<DB> {
     }
 }
 
+/// How long the writer has had a batch in flight, summed since it
+/// started: two readings give the share of that time sends kept the
+/// database busy. Overlapping batches (a pipeline) count once.
+#[derive(Default)]
+struct WriterLoad {
+    state: Mutex<LoadState>,
+}
+
+#[derive(Default)]
+struct LoadState {
+    in_flight: usize,
+    /// When `in_flight` last went from 0 to 1.
+    since: Option<Instant>,
+    /// Busy time up to `since` (or up to now when nothing is in flight).
+    busy: Duration,
+}
+
+impl WriterLoad {
+    fn state(&self) -> std::sync::MutexGuard<'_, LoadState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn batch_started(&self) {
+        let mut state = self.state();
+        if state.in_flight == 0 {
+            state.since = Some(Instant::now());
+        }
+        state.in_flight += 1;
+    }
+
+    fn batch_finished(&self) {
+        let mut state = self.state();
+        state.in_flight = state.in_flight.saturating_sub(1);
+        if state.in_flight == 0
+            && let Some(since) = state.since.take()
+        {
+            state.busy += since.elapsed();
+        }
+    }
+
+    fn busy(&self) -> Duration {
+        let state = self.state();
+        state.busy + state.since.map_or(Duration::ZERO, |since| since.elapsed())
+    }
+}
+
 pub(crate) struct Batcher {
     queue: mpsc::Sender<Pending>,
     reachability: Arc<Reachability>,
+    load: Arc<WriterLoad>,
 }
 
 impl Batcher {
@@ -223,6 +270,8 @@ impl Batcher {
     {
         let (queue, mut rx) = mpsc::channel::<Pending>(QUEUE);
         let slots = Arc::new(Semaphore::new(depth.max(1)));
+        let load = Arc::new(WriterLoad::default());
+        let writer_load = load.clone();
         tokio::spawn(async move {
             let mut previous_committing: Option<oneshot::Receiver<()>> = None;
             let mut previous_answered: Option<oneshot::Receiver<()>> = None;
@@ -259,9 +308,12 @@ impl Batcher {
                     previous: previous_answered.replace(answered_rx),
                 };
                 previous_committing = Some(committing_rx);
+                writer_load.batch_started();
                 let written = write(batch, stage);
+                let writer_load = writer_load.clone();
                 tokio::spawn(async move {
                     written.await;
+                    writer_load.batch_finished();
                     drop(slot);
                     let _ = answered.send(());
                 });
@@ -270,7 +322,13 @@ impl Batcher {
         Batcher {
             queue,
             reachability,
+            load,
         }
+    }
+
+    /// How long this writer has had a batch in flight since it started.
+    pub fn busy(&self) -> Duration {
+        self.load.busy()
     }
 
     /// Whether the last batch found the database unreachable.
@@ -390,6 +448,30 @@ mod tests {
         reachability.observe(Some(&Error::Internal("constraint".into())));
         assert!(!reachability.is_down());
         assert!(reachability.admit().is_ok());
+    }
+
+    /// Busy time grows while a batch is in flight, overlapping batches
+    /// counted once, and stands still between batches.
+    #[test]
+    fn writer_load_counts_time_with_a_batch_in_flight_once() {
+        let load = WriterLoad::default();
+        assert_eq!(load.busy(), Duration::ZERO);
+        load.batch_started();
+        load.batch_started();
+        std::thread::sleep(Duration::from_millis(20));
+        load.batch_finished();
+        std::thread::sleep(Duration::from_millis(20));
+        load.batch_finished();
+        let busy = load.busy();
+        assert!(busy >= Duration::from_millis(40), "{busy:?}");
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(load.busy(), busy, "idle time is not busy");
+        load.batch_started();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(
+            load.busy() > busy,
+            "a batch in flight counts before it ends"
+        );
     }
 
     fn numbered_batches(log: &[Step]) -> usize {

@@ -87,6 +87,10 @@ impl<S: Store> Store for Detached<S> {
         self.inner.pool_stats()
     }
 
+    fn message_writer_busy(&self) -> std::time::Duration {
+        self.inner.message_writer_busy()
+    }
+
     async fn setting(&self, name: &str) -> Result<Option<String>> {
         let name = name.to_owned();
         self.run(|s| async move { s.setting(&name).await }).await

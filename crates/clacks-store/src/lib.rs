@@ -216,6 +216,12 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
     /// Connections open and idle, for the metrics.
     fn pool_stats(&self) -> PoolStats;
 
+    /// How long the message writer has had a batch in flight since the
+    /// store opened. Two readings give the share of the time between them
+    /// that sends kept the database busy: background work (the search
+    /// indexer) reads it to yield to them.
+    fn message_writer_busy(&self) -> std::time::Duration;
+
     async fn setting(&self, name: &str) -> Result<Option<String>>;
     /// Stores `value` unless the setting exists; returns the stored value
     /// (so concurrent first starts agree on one value).

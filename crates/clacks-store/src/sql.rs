@@ -1525,6 +1525,10 @@ macro_rules! sql_store {
                 }
             }
 
+            fn message_writer_busy(&self) -> std::time::Duration {
+                self.batcher.busy()
+            }
+
             fn pool_stats(&self) -> crate::PoolStats {
                 let mut stats = crate::PoolStats {
                     open: self.write.size(),

@@ -1004,6 +1004,7 @@ async fn user_ids_compare_exactly(store: Arc<dyn Store>) {
 }
 
 async fn batched_sends_across_channels_stay_gap_free(store: Arc<dyn Store>) {
+    let busy_before = store.message_writer_busy();
     let channels: Vec<ChannelId> = {
         let mut ids = Vec::new();
         for _ in 0..4 {
@@ -1068,6 +1069,12 @@ async fn batched_sends_across_channels_stay_gap_free(store: Arc<dyn Store>) {
         all += history.len();
     }
     assert_eq!(all, 64 * 25, "no duplicate stored");
+    // What the search indexer reads to yield to sends.
+    let busy = store.message_writer_busy() - busy_before;
+    assert!(
+        busy > std::time::Duration::ZERO,
+        "the writer counted its busy time"
+    );
 }
 
 async fn membership_is_checked_in_the_storing_transaction(store: Arc<dyn Store>) {
