@@ -262,9 +262,13 @@ impl SearchIndexer {
         let busy = self.store.message_writer_busy();
         if self.pressure.defer(Instant::now(), busy, work) {
             deferred_counter().increment(1);
+            tracing::debug!("search index round deferred: sends keep the database busy");
             return Ok(None);
         }
         let indexed = self.round().await;
+        if let Ok(indexed) = &indexed {
+            tracing::debug!(indexed, "search index round");
+        }
         self.pressure
             .caught_up(indexed.is_ok() && self.pending.is_empty());
         indexed.map(Some)
