@@ -31,6 +31,6 @@ pub use connections::{CloseReason, ConnectionGuard, ConnectionLimits, Connection
 pub use hub::{Backfill, Delivery, EndReason, Hub, HubSettings, HubStats, Interest};
 pub use nats::{InterestStats, NatsBus, NatsSettings};
 pub use presence::{Presence, PresenceChange, PresenceStatus};
-pub use shared::SharedEvent;
+pub use shared::{Rendering, SharedEvent};
 pub use signing::ClusterKey;
 pub use subscription::{ReplayStats, Subscription};

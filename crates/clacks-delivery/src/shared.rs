@@ -3,7 +3,7 @@
 //! distinct request shape instead of once per subscriber.
 
 use std::ops::Deref;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use clacks_core::ChannelEvent;
 
@@ -16,7 +16,30 @@ pub struct SharedEvent {
     event: ChannelEvent,
     /// Routed live (not replayed from the store for a resuming client).
     live: bool,
-    renderings: Mutex<Vec<(u64, Arc<str>)>>,
+    /// The first rendering made. Every subscriber of a channel usually
+    /// shares one document, and reading a `OnceLock` writes nothing: a
+    /// thousand subscribers on two threads do not pass a lock's (or a
+    /// reference count's) cache line back and forth.
+    first: OnceLock<(u64, Arc<str>)>,
+    /// Renderings of other documents.
+    others: Mutex<Vec<(u64, Arc<str>)>>,
+}
+
+/// A rendering of an event: borrowed from it when it is the first one.
+pub enum Rendering<'a> {
+    First(&'a str),
+    Other(Arc<str>),
+}
+
+impl Deref for Rendering<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Rendering::First(text) => text,
+            Rendering::Other(text) => text,
+        }
+    }
 }
 
 impl SharedEvent {
@@ -25,7 +48,8 @@ impl SharedEvent {
         Arc::new(SharedEvent {
             event,
             live: true,
-            renderings: Mutex::new(Vec::new()),
+            first: OnceLock::new(),
+            others: Mutex::new(Vec::new()),
         })
     }
 
@@ -34,7 +58,8 @@ impl SharedEvent {
         Arc::new(SharedEvent {
             event,
             live: false,
-            renderings: Mutex::new(Vec::new()),
+            first: OnceLock::new(),
+            others: Mutex::new(Vec::new()),
         })
     }
 
@@ -47,19 +72,29 @@ impl SharedEvent {
     }
 
     /// The rendering stored under `key`, if a subscriber made it already.
-    pub fn rendering(&self, key: u64) -> Option<Arc<str>> {
-        let renderings = self.renderings.lock().unwrap_or_else(|p| p.into_inner());
-        renderings
+    pub fn rendering(&self, key: u64) -> Option<Rendering<'_>> {
+        let (first_key, first) = self.first.get()?;
+        if *first_key == key {
+            return Some(Rendering::First(first));
+        }
+        let others = self.others.lock().unwrap_or_else(|p| p.into_inner());
+        others
             .iter()
             .find(|(k, _)| *k == key)
-            .map(|(_, bytes)| bytes.clone())
+            .map(|(_, bytes)| Rendering::Other(bytes.clone()))
     }
 
     /// Keeps a rendering for the next subscriber with the same `key`.
     pub fn keep_rendering(&self, key: u64, rendered: Arc<str>) {
-        let mut renderings = self.renderings.lock().unwrap_or_else(|p| p.into_inner());
-        if renderings.len() < MAX_RENDERINGS && !renderings.iter().any(|(k, _)| *k == key) {
-            renderings.push((key, rendered));
+        let Err((key, rendered)) = self.first.set((key, rendered)) else {
+            return;
+        };
+        if self.first.get().is_some_and(|(first, _)| *first == key) {
+            return;
+        }
+        let mut others = self.others.lock().unwrap_or_else(|p| p.into_inner());
+        if others.len() + 1 < MAX_RENDERINGS && !others.iter().any(|(k, _)| *k == key) {
+            others.push((key, rendered));
         }
     }
 }
@@ -69,5 +104,43 @@ impl Deref for SharedEvent {
 
     fn deref(&self) -> &ChannelEvent {
         &self.event
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clacks_core::{ChannelId, EventPayload};
+
+    use super::*;
+
+    #[test]
+    fn renderings_are_kept_once_per_key_up_to_the_bound() {
+        let event = SharedEvent::new(ChannelEvent {
+            channel_id: ChannelId(1),
+            seq: 1,
+            durable: true,
+            at: 0,
+            payload: EventPayload::ChannelDeleted,
+        });
+        assert!(event.rendering(1).is_none());
+        event.keep_rendering(1, "one".into());
+        event.keep_rendering(1, "one again".into());
+        assert_eq!(
+            event.rendering(1).as_deref(),
+            Some("one"),
+            "the first kept wins"
+        );
+        for key in 2..20 {
+            event.keep_rendering(key, format!("r{key}").into());
+        }
+        assert_eq!(event.rendering(2).as_deref(), Some("r2"));
+        assert_eq!(
+            event.rendering(MAX_RENDERINGS as u64).as_deref(),
+            Some(format!("r{MAX_RENDERINGS}").as_str())
+        );
+        assert!(
+            event.rendering(MAX_RENDERINGS as u64 + 1).is_none(),
+            "at most {MAX_RENDERINGS} kept"
+        );
     }
 }

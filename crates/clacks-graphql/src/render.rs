@@ -20,7 +20,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::convert::Infallible;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet,
@@ -29,7 +29,7 @@ use async_graphql::{
     Context, EmptyMutation, EmptySubscription, ID, Object, Request, Result, Schema, Variables,
 };
 use clacks_core::{ChannelEvent, EventPayload, Seq};
-use clacks_delivery::SharedEvent;
+use clacks_delivery::{Rendering, SharedEvent};
 use clacks_service::{Caller, ChatService, EventStream};
 
 use crate::documents::ByQueryText;
@@ -197,13 +197,21 @@ impl RenderPlan {
         }
     }
 
-    /// The `payload` JSON for `event`: shared when rendered already.
-    pub async fn payload(&self, schema: &RenderSchema, event: &Arc<SharedEvent>) -> Arc<str> {
+    /// The `payload` JSON for `event`: shared when rendered already. Only
+    /// renders are counted (`clacks_render_cache_misses_total`): a counter
+    /// of hits would be one more shared atomic per delivery, and hits are
+    /// `clacks_events_delivered_total` minus misses.
+    pub async fn payload<'e>(
+        &self,
+        schema: &RenderSchema,
+        event: &'e Arc<SharedEvent>,
+    ) -> Rendering<'e> {
         if let Some(rendered) = event.rendering(self.key) {
-            metrics::counter!("clacks_render_cache_hits_total").increment(1);
             return rendered;
         }
-        metrics::counter!("clacks_render_cache_misses_total").increment(1);
+        static MISSES: LazyLock<metrics::Counter> =
+            LazyLock::new(|| metrics::counter!("clacks_render_cache_misses_total"));
+        MISSES.increment(1);
         let response = finalize(self.render(schema, event).await);
         let rendered: Arc<str> = match serde_json::to_string(&response) {
             Ok(json) => json.into(),
@@ -214,7 +222,7 @@ impl RenderPlan {
             }
         };
         event.keep_rendering(self.key, rendered.clone());
-        rendered
+        Rendering::Other(rendered)
     }
 
     /// The render as a boxed future, built outside any `async` body: the

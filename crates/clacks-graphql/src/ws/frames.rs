@@ -65,10 +65,9 @@ impl Frames {
     /// A result frame around an already serialized response payload.
     pub fn next_raw(&self, payload: &str) -> String {
         let kind = self.result_kind();
-        let id = serde_json::to_string(&*self.id).unwrap_or_else(|_| "\"\"".to_owned());
-        let mut frame = String::with_capacity(payload.len() + id.len() + 32);
+        let mut frame = String::with_capacity(payload.len() + self.id.len() + 34);
         frame.push_str("{\"id\":");
-        frame.push_str(&id);
+        push_json_string(&mut frame, &self.id);
         frame.push_str(",\"type\":\"");
         frame.push_str(kind);
         frame.push_str("\",\"payload\":");
@@ -79,5 +78,51 @@ impl Frames {
 
     pub fn complete(&self) -> String {
         json!({"id": &*self.id, "type": "complete"}).to_string()
+    }
+}
+
+/// Appends `text` as a JSON string. Plain text (printable ASCII with no
+/// quote or backslash: the usual operation ids, "1" or a UUID) needs no
+/// escaping and goes in without an allocation: this runs once per
+/// delivered event.
+fn push_json_string(out: &mut String, text: &str) {
+    if text
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::Value::from(text).to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn result_frames_quote_any_id_as_json_does() {
+        for id in [
+            "1",
+            "9b2c-uuid",
+            "with \"quotes\"",
+            "back\\slash",
+            "tab\there",
+            "é",
+            "\u{7f}",
+        ] {
+            let frames = Frames::new(Protocol::TransportWs, id, StopSwitch::default());
+            let frame: serde_json::Value =
+                serde_json::from_str(&frames.next_raw(r#"{"data":null}"#)).unwrap();
+            assert_eq!(
+                frame,
+                json!({"id": id, "type": "next", "payload": {"data": null}}),
+                "{id:?}"
+            );
+        }
     }
 }

@@ -348,6 +348,8 @@ impl ConnectionControl for Outbox {
 /// its `complete`, a client may reuse the id).
 pub(super) enum Output {
     Frame(Utf8Bytes, Option<StopSwitch>),
+    /// A subscription's event.
+    Event(Utf8Bytes, Option<StopSwitch>),
     /// A subscription's last frame (if any), then its `complete`.
     Final(Option<Utf8Bytes>, Utf8Bytes, Option<StopSwitch>),
     /// A subscription's queue overflowed: close with 4008.
@@ -505,6 +507,21 @@ impl Writer {
     /// Writes `first`, then whatever else is ready without waiting (queued
     /// frames first), then flushes.
     async fn write_batch(&mut self, first: Output) -> Result<(), WriteFailure> {
+        let mut events = 0;
+        let written = self.write_batch_counting(first, &mut events).await;
+        if events > 0 {
+            super::feed::count_delivered(events);
+        }
+        written
+    }
+
+    /// [`Self::write_batch`], counting the subscription events it wrote
+    /// into `events`.
+    async fn write_batch_counting(
+        &mut self,
+        first: Output,
+        events: &mut u64,
+    ) -> Result<(), WriteFailure> {
         let mut output = first;
         let mut written = 0;
         loop {
@@ -512,6 +529,11 @@ impl Writer {
                 Output::SlowConsumer => return Err(WriteFailure::Overflow),
                 Output::Frame(frame, operation) => {
                     written += 1;
+                    self.send(frame, &operation).await?;
+                }
+                Output::Event(frame, operation) => {
+                    written += 1;
+                    *events += 1;
                     self.send(frame, &operation).await?;
                 }
                 Output::Final(last, complete, operation) => {
