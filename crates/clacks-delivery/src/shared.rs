@@ -2,6 +2,7 @@
 //! the bytes it renders to, so a transport serializes an event once per
 //! distinct request shape instead of once per subscriber.
 
+use std::any::Any;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -23,6 +24,11 @@ pub struct SharedEvent {
     first: OnceLock<(u64, Arc<str>)>,
     /// Renderings of other documents.
     others: Mutex<Vec<(u64, Arc<str>)>>,
+    /// One whole frame a transport built around a rendering, for the next
+    /// subscriber whose frame would be the same bytes (same rendering,
+    /// same operation id): a delivery then clones it instead of building
+    /// its own. Typed by the transport, which the hub knows nothing of.
+    frame: OnceLock<(u64, Box<dyn Any + Send + Sync>)>,
 }
 
 /// A rendering of an event: borrowed from it when it is the first one.
@@ -50,6 +56,7 @@ impl SharedEvent {
             live: true,
             first: OnceLock::new(),
             others: Mutex::new(Vec::new()),
+            frame: OnceLock::new(),
         })
     }
 
@@ -60,6 +67,7 @@ impl SharedEvent {
             live: false,
             first: OnceLock::new(),
             others: Mutex::new(Vec::new()),
+            frame: OnceLock::new(),
         })
     }
 
@@ -82,6 +90,22 @@ impl SharedEvent {
             .iter()
             .find(|(k, _)| *k == key)
             .map(|(_, bytes)| Rendering::Other(bytes.clone()))
+    }
+
+    /// The frame kept under `key`, if a subscriber built it already.
+    pub fn frame<T: Any + Clone>(&self, key: u64) -> Option<T> {
+        let (frame_key, frame) = self.frame.get()?;
+        if *frame_key != key {
+            return None;
+        }
+        frame.downcast_ref::<T>().cloned()
+    }
+
+    /// Keeps `frame` for the next subscriber with the same `key`, unless a
+    /// frame is kept already (the first subscriber's shape is the common
+    /// one; the others build their own).
+    pub fn keep_frame<T: Any + Send + Sync>(&self, key: u64, frame: T) {
+        let _ = self.frame.set((key, Box::new(frame)));
     }
 
     /// Keeps a rendering for the next subscriber with the same `key`.
@@ -142,5 +166,22 @@ mod tests {
             event.rendering(MAX_RENDERINGS as u64 + 1).is_none(),
             "at most {MAX_RENDERINGS} kept"
         );
+    }
+
+    #[test]
+    fn one_frame_is_kept_under_its_key_and_type() {
+        let event = SharedEvent::new(ChannelEvent {
+            channel_id: ChannelId(1),
+            seq: 1,
+            durable: true,
+            at: 0,
+            payload: EventPayload::ChannelDeleted,
+        });
+        assert_eq!(event.frame::<String>(7), None);
+        event.keep_frame(7, "frame".to_owned());
+        event.keep_frame(8, "other".to_owned());
+        assert_eq!(event.frame::<String>(7).as_deref(), Some("frame"));
+        assert_eq!(event.frame::<String>(8), None, "one frame is kept");
+        assert_eq!(event.frame::<u32>(7), None, "another type is not it");
     }
 }

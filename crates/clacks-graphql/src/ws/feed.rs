@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 
+use axum::extract::ws::Utf8Bytes;
 use clacks_core::ChannelEvent;
 use clacks_delivery::{Delivery, EndReason, SharedEvent};
 use clacks_service::EventStream;
@@ -23,6 +24,8 @@ use crate::render::{FeedHandoff, RenderPlan, RenderSchema};
 pub(super) struct FeedMeta {
     frames: Frames,
     plan: RenderPlan,
+    /// [`Frames::frame_key`] of the plan's renderings.
+    frame_key: u64,
     accept: Box<dyn Fn(&ChannelEvent) -> bool + Send + Sync>,
 }
 
@@ -68,6 +71,7 @@ impl FeedStream {
     ) -> Self {
         FeedStream {
             meta: Arc::new(FeedMeta {
+                frame_key: frames.frame_key(plan.key),
                 frames,
                 plan,
                 accept: handoff.accept,
@@ -123,7 +127,8 @@ impl Stream for FeedStream {
 const LATENCY_SAMPLE: u32 = 16;
 
 /// Records the latency of one live delivery in [`LATENCY_SAMPLE`]
-/// (`clacks_delivery_latency_seconds`: time from commit to rendering).
+/// (`clacks_delivery_latency_seconds`: from the commit until the
+/// connection's writer takes the event).
 fn sample_latency(committed_at_ms: i64) {
     thread_local! {
         static DELIVERIES: Cell<u32> = const { Cell::new(0) };
@@ -159,11 +164,21 @@ impl FeedMeta {
         let frames = &self.frames;
         match item {
             FeedItem::Event(event) => {
-                let payload = self.plan.payload(render, &event).await;
                 if event.is_live() {
                     sample_latency(event.at);
                 }
-                Output::Event(frames.next_raw(&payload).into(), Some(frames.stop.clone()))
+                // Subscribers of one document with the same operation id
+                // (clients number theirs from 1) share the frame's bytes.
+                let frame = match event.frame::<Utf8Bytes>(self.frame_key) {
+                    Some(frame) => frame,
+                    None => {
+                        let payload = self.plan.payload(render, &event).await;
+                        let frame = Utf8Bytes::from(frames.next_raw(&payload));
+                        event.keep_frame(self.frame_key, frame.clone());
+                        frame
+                    }
+                };
+                Output::Event(frame, Some(frames.stop.clone()))
             }
             FeedItem::End(Some(EndReason::Removed)) => {
                 let removed = async_graphql::Response::from_errors(vec![coded(

@@ -1,5 +1,7 @@
 //! The frames of one operation, in the connection's protocol.
 
+use std::hash::{Hash, Hasher};
+
 use async_graphql::Response;
 use serde_json::json;
 
@@ -60,6 +62,16 @@ impl Frames {
                     .to_string()
             }
         }
+    }
+
+    /// Identifies the result frames of this operation around the payloads
+    /// of the rendering `render_key`: equal keys, equal frames.
+    pub fn frame_key(&self, render_key: u64) -> u64 {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        render_key.hash(&mut hasher);
+        self.result_kind().hash(&mut hasher);
+        self.id.hash(&mut hasher);
+        hasher.finish()
     }
 
     /// A result frame around an already serialized response payload.
