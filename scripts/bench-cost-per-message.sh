@@ -13,12 +13,17 @@
 #       user + system, PostgreSQL's exited backends included through the
 #       postmaster's reaped-children times), the same difference of two runs
 #       (default 3,000 and 23,000 messages from 64 senders).
+#   scripts/bench-cost-per-message.sh fanout BIN sqlite [SMALL LARGE]
+#       Clacks' instructions per delivered event (callgrind): two runs of
+#       `clacks-bench fanout` to 200 subscribers in bursts of 50 messages,
+#       SMALL and LARGE bursts (default 4 and 20), the difference divided by
+#       the deliveries between them.
 #
 # BIN is a `clacks` binary; the bench tool is target/release/clacks-bench
 # (or $CLACKS_BENCH). Each run spawns BIN on a fresh database.
 set -euo pipefail
 
-mode=${1:?usage: $0 instructions|dbcpu BIN DB [SMALL LARGE]}
+mode=${1:?usage: $0 instructions|fanout|dbcpu BIN DB [SMALL LARGE]}
 bin=$(realpath "${2:?BIN}")
 db=${3:?DB: sqlite, mysql or postgres}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,8 +44,13 @@ chmod +x "$work/wrap.sh"
 
 instructions() {
     local n=$1 out=$work/callgrind.$1
-    CG_OUT=$out "$bench" durable-send --senders 8 --channels 8 --max-messages "$n" \
-        --duration 300 --half-rate-duration 0 --db "$db" --spawn "$work/wrap.sh" > "$work/log.$n" 2>&1
+    if [ "$mode" = fanout ]; then
+        CG_OUT=$out "$bench" fanout --subscribers 200 --burst 50 --bursts "$n" \
+            --db "$db" --spawn "$work/wrap.sh" > "$work/log.$n" 2>&1
+    else
+        CG_OUT=$out "$bench" durable-send --senders 8 --channels 8 --max-messages "$n" \
+            --duration 300 --half-rate-duration 0 --db "$db" --spawn "$work/wrap.sh" > "$work/log.$n" 2>&1
+    fi
     local pid
     pid=$(cat "$out.pid")
     kill -TERM "$pid" 2>/dev/null || true
@@ -78,6 +88,12 @@ case $mode in
         a=$(instructions "$small")
         b=$(instructions "$large")
         echo "$(basename "$bin") $db: $(( (b - a) / (large - small) )) instructions per message"
+        ;;
+    fanout)
+        small=${4:-4} large=${5:-20}
+        a=$(instructions "$small")
+        b=$(instructions "$large")
+        echo "$(basename "$bin") $db: $(( (b - a) / ((large - small) * 50 * 200) )) instructions per delivered event"
         ;;
     dbcpu)
         [ "$db" != sqlite ] || { echo "dbcpu needs mysql or postgres" >&2; exit 2; }
