@@ -253,6 +253,23 @@ impl WriterLoad {
     }
 }
 
+/// A batch counted in [`WriterLoad`] until dropped: a batch whose task
+/// ends any way at all (a panic included) stops counting as busy.
+struct BatchInFlight(Arc<WriterLoad>);
+
+impl BatchInFlight {
+    fn start(load: Arc<WriterLoad>) -> Self {
+        load.batch_started();
+        BatchInFlight(load)
+    }
+}
+
+impl Drop for BatchInFlight {
+    fn drop(&mut self) {
+        self.0.batch_finished();
+    }
+}
+
 pub(crate) struct Batcher {
     queue: mpsc::Sender<Pending>,
     reachability: Arc<Reachability>,
@@ -308,12 +325,11 @@ impl Batcher {
                     previous: previous_answered.replace(answered_rx),
                 };
                 previous_committing = Some(committing_rx);
-                writer_load.batch_started();
+                let in_flight = BatchInFlight::start(writer_load.clone());
                 let written = write(batch, stage);
-                let writer_load = writer_load.clone();
                 tokio::spawn(async move {
                     written.await;
-                    writer_load.batch_finished();
+                    drop(in_flight);
                     drop(slot);
                     let _ = answered.send(());
                 });
