@@ -137,15 +137,19 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn renderings_are_kept_once_per_key_up_to_the_bound() {
-        let event = SharedEvent::new(ChannelEvent {
+    fn channel_deleted() -> Arc<SharedEvent> {
+        SharedEvent::new(ChannelEvent {
             channel_id: ChannelId(1),
             seq: 1,
             durable: true,
             at: 0,
             payload: EventPayload::ChannelDeleted,
-        });
+        })
+    }
+
+    #[test]
+    fn renderings_are_kept_once_per_key_up_to_the_bound() {
+        let event = channel_deleted();
         assert!(event.rendering(1).is_none());
         event.keep_rendering(1, "one".into());
         event.keep_rendering(1, "one again".into());
@@ -170,13 +174,7 @@ mod tests {
 
     #[test]
     fn one_frame_is_kept_under_its_key_and_type() {
-        let event = SharedEvent::new(ChannelEvent {
-            channel_id: ChannelId(1),
-            seq: 1,
-            durable: true,
-            at: 0,
-            payload: EventPayload::ChannelDeleted,
-        });
+        let event = channel_deleted();
         assert_eq!(event.frame::<String>(7), None);
         event.keep_frame(7, "frame".to_owned());
         event.keep_frame(8, "other".to_owned());
