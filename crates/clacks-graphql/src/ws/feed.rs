@@ -168,7 +168,10 @@ impl FeedMeta {
                     sample_latency(event.at);
                 }
                 // Subscribers of one document with the same operation id
-                // (clients number theirs from 1) share the frame's bytes.
+                // share the frame's bytes: clients that number operations
+                // from 1 (subscriptions-transport-ws) do. graphql-ws's
+                // random ids each build their own frame around the shared
+                // rendering.
                 let frame = match event.frame::<Utf8Bytes>(self.frame_key) {
                     Some(frame) => frame,
                     None => {
