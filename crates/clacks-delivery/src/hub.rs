@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use clacks_core::{ChannelEvent, ChannelId, EventPayload, Seq, UserId};
 use futures::future::BoxFuture;
+use rustc_hash::FxBuildHasher;
 
 use crate::SharedEvent;
 use crate::queue::{DeliveryQueue, Queued};
@@ -177,16 +178,75 @@ struct Sub {
     queue: Arc<DeliveryQueue>,
     /// All-channels subscriptions until [`Hub::add_channels`]: the
     /// channels the user left meanwhile, with the `member_left` seq.
-    left_while_listing: Option<HashMap<ChannelId, Seq>>,
+    /// Boxed: only all-channels subscriptions have one, briefly.
+    left_while_listing: Option<Box<HashMap<ChannelId, Seq>>>,
     /// When its queue overflowed with live events, until it caught up.
     overflowed_at: Option<Instant>,
+    /// The channels it is routed from (to unregister).
+    routes: Routes,
 }
+
+/// The channels one subscription is routed from. Most subscriptions
+/// follow one channel: that one is kept inline, and only an all-channels
+/// subscription pays for a set (a map of one-element sets cost about
+/// 150 bytes per subscription).
+#[derive(Default)]
+enum Routes {
+    #[default]
+    None,
+    One(ChannelId),
+    Many(Box<HashSet<ChannelId>>),
+}
+
+impl Routes {
+    fn contains(&self, channel: ChannelId) -> bool {
+        match self {
+            Routes::None => false,
+            Routes::One(one) => *one == channel,
+            Routes::Many(many) => many.contains(&channel),
+        }
+    }
+
+    fn insert(&mut self, channel: ChannelId) {
+        match self {
+            Routes::None => *self = Routes::One(channel),
+            Routes::One(one) if *one == channel => {}
+            Routes::One(one) => *self = Routes::Many(Box::new(HashSet::from([*one, channel]))),
+            Routes::Many(many) => {
+                many.insert(channel);
+            }
+        }
+    }
+
+    fn remove(&mut self, channel: ChannelId) {
+        match self {
+            Routes::One(one) if *one == channel => *self = Routes::None,
+            Routes::Many(many) => {
+                many.remove(&channel);
+            }
+            Routes::None | Routes::One(_) => {}
+        }
+    }
+
+    fn into_vec(self) -> Vec<ChannelId> {
+        match self {
+            Routes::None => Vec::new(),
+            Routes::One(one) => vec![one],
+            Routes::Many(many) => many.into_iter().collect(),
+        }
+    }
+}
+
+/// Subscription ids. They are the hub's own counter, never a client's
+/// choice, so a one-multiply hash serves (the fan-out looks one up per
+/// event per subscriber) where SipHash guards maps keyed by client input.
+type SubIds = HashSet<u64, FxBuildHasher>;
 
 #[derive(Default)]
 struct ChannelEntry {
-    subs: HashSet<u64>,
+    subs: SubIds,
     /// Subscriptions among `subs` that read this channel themselves.
-    behind: HashSet<u64>,
+    behind: SubIds,
     /// The latest durable events delivered while `behind` is not empty,
     /// consecutive, shared by everyone behind.
     tail: VecDeque<Arc<SharedEvent>>,
@@ -244,12 +304,10 @@ fn membership_changes(payload: &EventPayload) -> (&[UserId], &[UserId]) {
 }
 
 struct Registry {
-    subs: HashMap<u64, Sub>,
+    subs: HashMap<u64, Sub, FxBuildHasher>,
     channels: HashMap<ChannelId, ChannelEntry>,
     /// All-channels subscriptions by user, to follow their joins.
     all_by_user: HashMap<UserId, HashSet<u64>>,
-    /// Channels each subscription is routed from (to unregister).
-    routes: HashMap<u64, HashSet<ChannelId>>,
     tail_capacity: usize,
     catch_up_within: Duration,
     /// The NATS subjects the node needs follow the keys of `channels` and
@@ -328,10 +386,9 @@ impl Registry {
 
     fn new(tail_capacity: usize, catch_up_within: Duration, routing: Arc<Routing>) -> Self {
         Registry {
-            subs: HashMap::new(),
+            subs: HashMap::default(),
             channels: HashMap::new(),
             all_by_user: HashMap::new(),
-            routes: HashMap::new(),
             tail_capacity,
             catch_up_within,
             routing,
@@ -376,8 +433,11 @@ impl Registry {
     }
 
     fn route(&mut self, id: u64, channel: ChannelId) {
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return;
+        };
+        sub.routes.insert(channel);
         self.enter(channel).subs.insert(id);
-        self.routes.entry(id).or_default().insert(channel);
     }
 
     fn unroute(&mut self, id: u64, channel: ChannelId) {
@@ -386,27 +446,28 @@ impl Registry {
             entry.drop_behind(id);
             self.leave_if_unfollowed(channel);
         }
-        if let Some(routes) = self.routes.get_mut(&id) {
-            routes.remove(&channel);
+        if let Some(sub) = self.subs.get_mut(&id) {
+            sub.routes.remove(channel);
         }
     }
 
     fn remove(&mut self, id: u64) {
-        for channel in self.routes.remove(&id).unwrap_or_default() {
+        let Some(sub) = self.subs.remove(&id) else {
+            return;
+        };
+        for channel in sub.routes.into_vec() {
             if let Some(entry) = self.channels.get_mut(&channel) {
                 entry.subs.remove(&id);
                 entry.drop_behind(id);
                 self.leave_if_unfollowed(channel);
             }
         }
-        if let Some(sub) = self.subs.remove(&id) {
-            sub.queue.close();
-            if let Some(set) = self.all_by_user.get_mut(&sub.user) {
-                set.remove(&id);
-                if set.is_empty() {
-                    self.all_by_user.remove(&sub.user);
-                    self.routing.want(Topic::User(sub.user), false);
-                }
+        sub.queue.close();
+        if let Some(set) = self.all_by_user.get_mut(&sub.user) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.all_by_user.remove(&sub.user);
+                self.routing.want(Topic::User(sub.user), false);
             }
         }
     }
@@ -505,7 +566,11 @@ impl Registry {
                 .map(|s| s.iter().copied().collect())
                 .unwrap_or_default();
             for id in ids {
-                if !self.routes.get(&id).is_some_and(|r| r.contains(&channel)) {
+                if !self
+                    .subs
+                    .get(&id)
+                    .is_some_and(|s| s.routes.contains(channel))
+                {
                     // The joiner's all-channels stream starts with the
                     // join itself.
                     self.route(id, channel);
@@ -757,11 +822,11 @@ impl Hub {
                 user: user.clone(),
                 all_channels,
                 queue: queue.clone(),
-                left_while_listing: all_channels.then(HashMap::new),
+                left_while_listing: all_channels.then(Box::default),
                 overflowed_at: None,
+                routes: Routes::None,
             },
         );
-        registry.routes.insert(id, HashSet::new());
         for channel in &channels {
             registry.route(id, *channel);
         }

@@ -30,8 +30,10 @@ pub(crate) enum Queued {
     End(EndReason),
 }
 
-/// Capacity kept once a queue drains; more is freed.
-const KEEP: usize = 8;
+/// Capacity kept once a queue drains; more is freed. Four is a
+/// `VecDeque`'s smallest allocation for these items: a subscription that
+/// got a few events keeps 96 bytes, and one that never did keeps none.
+const KEEP: usize = 4;
 
 pub(crate) struct DeliveryQueue {
     state: Mutex<State>,

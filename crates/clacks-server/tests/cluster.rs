@@ -156,6 +156,13 @@ async fn nodes(db: &TestDatabase, urls: [String; 2]) -> (RunningServer, RunningS
         config.nats_url = Some(nats_url);
         config.nats_subject_prefix = prefix.clone();
         config.presence_ttl = PRESENCE_TTL.as_secs();
+        // The senders here write as fast as the node answers, for as long
+        // as a test runs (tens of seconds with the NATS linger): at the
+        // default query cost budget a fast machine's sender ran out of it
+        // (`RATE_LIMITED`) mid-test. These tests are about delivery; the
+        // budget has tests of its own.
+        config.query_cost_rate = 1_000_000;
+        config.query_cost_burst = 1_000_000;
         let store = clacks_server::connect_store(&config, &Default::default())
             .await
             .unwrap();

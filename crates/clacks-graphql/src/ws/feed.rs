@@ -16,7 +16,7 @@ use clacks_service::EventStream;
 use futures::Stream;
 
 use super::frames::Frames;
-use super::outbox::Output;
+use super::outbox::{FinalFrames, Output};
 use crate::error::{FORBIDDEN, coded};
 use crate::render::{FeedHandoff, RenderPlan, RenderSchema};
 
@@ -189,14 +189,20 @@ impl FeedMeta {
                     "no longer a member of this channel",
                 )]);
                 Output::Final(
-                    Some(frames.next(&removed).into()),
-                    frames.complete().into(),
+                    Box::new(FinalFrames {
+                        last: Some(frames.next(&removed).into()),
+                        complete: frames.complete().into(),
+                    }),
                     Some(frames.stop.clone()),
                 )
             }
-            FeedItem::End(Some(EndReason::ChannelDeleted) | None) => {
-                Output::Final(None, frames.complete().into(), Some(frames.stop.clone()))
-            }
+            FeedItem::End(Some(EndReason::ChannelDeleted) | None) => Output::Final(
+                Box::new(FinalFrames {
+                    last: None,
+                    complete: frames.complete().into(),
+                }),
+                Some(frames.stop.clone()),
+            ),
             // Counted by the writer, which closes the connection.
             FeedItem::End(Some(EndReason::Overflow)) => Output::SlowConsumer,
         }
@@ -215,6 +221,9 @@ pub(super) struct Feeds {
 
 impl Feeds {
     pub fn push(&mut self, feed: FeedStream) {
+        // Sized to the subscriptions (most connections have one): a
+        // vector's first growth would make room for four.
+        self.feeds.reserve_exact(1);
         self.feeds.push(feed);
     }
 

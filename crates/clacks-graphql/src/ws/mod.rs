@@ -51,7 +51,6 @@ mod outbox;
 mod stop;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -147,13 +146,34 @@ pub fn upgrade(
     };
     let header_token = crate::http::bearer(headers).map(|t| t.map(str::to_owned));
     let max_message = state.config.max_ws_message_bytes;
+    let upgraded = Box::new(Upgraded {
+        state,
+        header_token,
+        admitted,
+    });
     upgrade
         .protocols(["graphql-transport-ws", "graphql-ws"])
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(max_message)
         .max_frame_size(max_message)
-        .on_upgrade(move |socket| run(state, socket, protocol, header_token, admitted))
+        .on_upgrade(move |socket| {
+            let Upgraded {
+                state,
+                header_token,
+                admitted,
+            } = *upgraded;
+            run(state, socket, protocol, header_token, admitted)
+        })
+}
+
+/// What the upgrade hands the connection. Boxed: axum keeps its callback
+/// in the connection's task for as long as the connection lives, so what
+/// the callback captures is paid for by every connection.
+struct Upgraded {
+    state: AppState,
+    header_token: Option<Result<String, Error>>,
+    admitted: ConnectionGuard,
 }
 
 /// A client message of either protocol.
@@ -201,14 +221,42 @@ struct Connection {
     admitted: ConnectionGuard,
     init_seen: bool,
     expires: Option<Instant>,
-    operations: HashMap<String, Running>,
+    operations: Operations,
 }
 
 /// An operation the connection started.
 struct Running {
+    id: String,
     stop: StopSwitch,
     /// Never cancelled: see [`Connection::close`].
     mutation: bool,
+}
+
+/// The operations a connection runs, by id. A connection runs a few (at
+/// most `max_subscriptions_per_connection`), most often one: a vector
+/// sized to its content costs one small allocation, where a hash map's
+/// first table costs several times that on every subscribed connection.
+#[derive(Default)]
+struct Operations(Vec<Running>);
+
+impl Operations {
+    fn remove(&mut self, id: &str) -> Option<Running> {
+        let at = self.0.iter().position(|running| running.id == id)?;
+        Some(self.0.swap_remove(at))
+    }
+
+    fn insert(&mut self, running: Running) {
+        self.0.reserve_exact(1);
+        self.0.push(running);
+    }
+
+    /// Forgets the operations that ended by themselves.
+    fn forget_finished(&mut self) {
+        self.0.retain(|running| running.stop.is_running());
+        if self.0.capacity() > self.0.len() * 2 {
+            self.0.shrink_to_fit();
+        }
+    }
 }
 
 enum Step {
@@ -216,8 +264,7 @@ enum Step {
     TooBig,
     Incoming(Message),
     Keepalive,
-    InitTimeout,
-    Expired,
+    Deadline,
     Server(CloseReason),
     CloseRequested,
 }
@@ -235,6 +282,12 @@ enum Ending {
 /// Sets the connection up, then returns its reader loop. Not an `async fn`:
 /// that would keep room for the socket (and every other argument) in the
 /// loop's state for the connection's whole life, though it is split at once.
+///
+/// The loop's future is the largest thing a connection holds, for as long
+/// as it lives, so it is kept small: it is an `async` block whose captures
+/// are used in place (an `async fn` copies its arguments into locals and
+/// keeps both), one timer serves the init deadline and then the token's
+/// expiry, and the close, which is large and runs once, is boxed.
 fn run(
     state: AppState,
     socket: WebSocket,
@@ -265,67 +318,76 @@ fn run(
         admitted,
         init_seen: false,
         expires: None,
-        operations: HashMap::new(),
+        operations: Operations::default(),
     };
     read_loop(conn, incoming, writer, init_deadline, keepalive)
 }
 
-async fn read_loop(
+fn read_loop(
     mut conn: Connection,
     mut incoming: SplitStream<WebSocket>,
     writer: JoinHandle<()>,
     init_deadline: Instant,
     mut keepalive: tokio::time::Interval,
-) {
-    let ending = loop {
-        let acked = conn.caller.is_some();
-        let expires = conn.expires;
-        let step = tokio::select! {
-            biased;
-            () = conn.outbox.close_requested() => Step::CloseRequested,
-            reason = conn.admitted.closed() => Step::Server(reason),
-            () = async {
-                match expires {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        // The init deadline until `connection_init`, then the token's
+        // expiry (`conn.expires`, set by a successful init).
+        let deadline = tokio::time::sleep_until(init_deadline);
+        tokio::pin!(deadline);
+        let mut deadline_at = Some(init_deadline);
+        let ending = loop {
+            let acked = conn.caller.is_some();
+            let step = tokio::select! {
+                biased;
+                () = conn.outbox.close_requested() => Step::CloseRequested,
+                reason = conn.admitted.closed() => Step::Server(reason),
+                () = deadline.as_mut(), if deadline_at.is_some() => Step::Deadline,
+                _ = keepalive.tick(), if acked => Step::Keepalive,
+                message = incoming.next() => match message {
+                    Some(Ok(message)) => Step::Incoming(message),
+                    Some(Err(error)) if too_big(&error) => Step::TooBig,
+                    _ => Step::Closed,
+                },
+            };
+            match step {
+                Step::Closed => break Ending::ClientGone,
+                Step::CloseRequested => break Ending::Requested,
+                Step::TooBig => break close(MESSAGE_TOO_BIG, "message too big"),
+                Step::Server(CloseReason::ForcedDisconnect) => {
+                    break close(FORCED_DISCONNECT, "disconnected");
                 }
-            } => Step::Expired,
-            () = tokio::time::sleep_until(init_deadline), if !conn.init_seen => Step::InitTimeout,
-            _ = keepalive.tick(), if acked => Step::Keepalive,
-            message = incoming.next() => match message {
-                Some(Ok(message)) => Step::Incoming(message),
-                Some(Err(error)) if too_big(&error) => Step::TooBig,
-                _ => Step::Closed,
-            },
+                Step::Server(CloseReason::ShuttingDown) => {
+                    break close(GOING_AWAY, "server shutting down");
+                }
+                Step::Deadline if conn.init_seen => break close(TOKEN_EXPIRED, "token expired"),
+                Step::Deadline => break close(4408, "Connection initialisation timeout"),
+                Step::Keepalive => {
+                    let frame = match conn.protocol {
+                        Protocol::Legacy => r#"{"type":"ka"}"#,
+                        Protocol::TransportWs => r#"{"type":"ping"}"#,
+                    };
+                    conn.outbox.push(frame.to_owned());
+                }
+                Step::Incoming(message) => {
+                    if let Some(ending) = conn.handle(message) {
+                        break ending;
+                    }
+                    // Once `connection_init` is seen, the deadline is the
+                    // token's expiry (none while the init is refused: the
+                    // connection is closing then).
+                    if conn.init_seen && deadline_at != conn.expires {
+                        deadline_at = conn.expires;
+                        if let Some(at) = deadline_at {
+                            deadline.as_mut().reset(at);
+                        }
+                    }
+                }
+            }
         };
-        match step {
-            Step::Closed => break Ending::ClientGone,
-            Step::CloseRequested => break Ending::Requested,
-            Step::TooBig => break close(MESSAGE_TOO_BIG, "message too big"),
-            Step::Server(CloseReason::ForcedDisconnect) => {
-                break close(FORCED_DISCONNECT, "disconnected");
-            }
-            Step::Server(CloseReason::ShuttingDown) => {
-                break close(GOING_AWAY, "server shutting down");
-            }
-            Step::Expired => break close(TOKEN_EXPIRED, "token expired"),
-            Step::InitTimeout => break close(4408, "Connection initialisation timeout"),
-            Step::Keepalive => {
-                let frame = match conn.protocol {
-                    Protocol::Legacy => r#"{"type":"ka"}"#,
-                    Protocol::TransportWs => r#"{"type":"ping"}"#,
-                };
-                conn.outbox.push(frame.to_owned());
-            }
-            Step::Incoming(message) => {
-                if let Some(ending) = conn.handle(message) {
-                    break ending;
-                }
-            }
-        }
-    };
-    conn.close(ending, incoming, writer).await;
-    metrics::gauge!("clacks_ws_connections").decrement(1.0);
+        Box::pin(conn.close(ending, incoming, writer)).await;
+        metrics::gauge!("clacks_ws_connections").decrement(1.0);
+    }
 }
 
 fn close(code: u16, reason: impl Into<Cow<'static, str>>) -> Ending {
@@ -365,7 +427,7 @@ impl Connection {
         mut incoming: SplitStream<WebSocket>,
         writer: JoinHandle<()>,
     ) {
-        for operation in self.operations.values() {
+        for operation in &self.operations.0 {
             if !operation.mutation {
                 operation.stop.stop();
             }
@@ -505,7 +567,7 @@ impl Connection {
         let Some(caller) = self.caller.clone() else {
             return Some(close(4401, "Unauthorized"));
         };
-        self.operations.retain(|_, op| op.stop.is_running());
+        self.operations.forget_finished();
         if let Some(existing) = self.operations.remove(&id) {
             match self.protocol {
                 Protocol::TransportWs => {
@@ -516,7 +578,7 @@ impl Connection {
             }
         }
         let max = self.state.config.max_subscriptions_per_connection;
-        if self.operations.len() >= max {
+        if self.operations.0.len() >= max {
             let error = coded(
                 BAD_USER_INPUT,
                 format!("at most {max} operations may run at once on one connection"),
@@ -564,7 +626,7 @@ impl Connection {
             Frames::new(self.protocol, &id, stop.clone()),
             in_flight,
         ));
-        self.operations.insert(id, Running { stop, mutation });
+        self.operations.insert(Running { id, stop, mutation });
         None
     }
 }

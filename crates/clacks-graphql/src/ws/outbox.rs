@@ -118,9 +118,6 @@ impl Drop for MutationInFlight {
     }
 }
 
-/// Capacity kept once the queue drains; more is freed.
-const KEEP: usize = 4;
-
 /// What the writer is to do next.
 pub(super) enum Pending {
     Send(Outgoing),
@@ -312,8 +309,12 @@ impl Outbox {
         }
         let item = state.items.pop_front()?;
         state.bytes -= item.bytes();
-        if state.items.is_empty() && state.items.capacity() > KEEP {
-            state.items.shrink_to(KEEP);
+        // Drained, the queue gives its memory back: events reach the
+        // writer through the subscriptions' own queues, so this one carries
+        // only acks, pings and answers, and an idle connection (nearly
+        // every connection, nearly always) keeps none.
+        if state.items.is_empty() {
+            state.items = VecDeque::new();
         }
         drop(state);
         self.room.notify_one();
@@ -350,10 +351,17 @@ pub(super) enum Output {
     Frame(Utf8Bytes, Option<StopSwitch>),
     /// A subscription's event.
     Event(Utf8Bytes, Option<StopSwitch>),
-    /// A subscription's last frame (if any), then its `complete`.
-    Final(Option<Utf8Bytes>, Utf8Bytes, Option<StopSwitch>),
+    /// A subscription's last frame (if any), then its `complete`. Boxed:
+    /// it comes once per subscription, and every other output (and the
+    /// writer's future, which holds one) would otherwise be its size.
+    Final(Box<FinalFrames>, Option<StopSwitch>),
     /// A subscription's queue overflowed: close with 4008.
     SlowConsumer,
+}
+
+pub(super) struct FinalFrames {
+    pub last: Option<Utf8Bytes>,
+    pub complete: Utf8Bytes,
 }
 
 /// Why the writer stopped writing.
@@ -382,6 +390,18 @@ async fn within_send_timeout<T>(operation: impl Future<Output = T>) -> Option<T>
 
 fn stopped(operation: &Option<StopSwitch>) -> bool {
     operation.as_ref().is_some_and(StopSwitch::is_stopped)
+}
+
+/// Subscription events a batch wrote, added to
+/// `clacks_events_delivered_total` when the batch ends, however it ends.
+struct DeliveredCount(u64);
+
+impl Drop for DeliveredCount {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            super::feed::count_delivered(self.0);
+        }
+    }
 }
 
 /// Requests a close when the writer ends, whyever it ends (a socket
@@ -427,68 +447,75 @@ impl Writer {
         }
     }
 
-    pub async fn run(mut self) {
-        let outbox = self.outbox.clone();
-        let _exit = WriterExit(outbox.clone());
-        loop {
-            let step = tokio::select! {
-                biased;
-                pending = std::future::poll_fn(|cx| outbox.poll_pending(cx)) => match pending {
-                    Pending::Send(Outgoing::Frame(frame, operation)) => {
-                        Step::Write(Output::Frame(frame, operation))
+    /// The writer's loop. Not an `async fn`, which would keep a copy of
+    /// `self` beside the one it uses: this future lives as long as the
+    /// connection, so its size is paid by every connection.
+    pub fn run(mut self) -> impl Future<Output = ()> + Send {
+        async move {
+            let outbox = self.outbox.clone();
+            let _exit = WriterExit(outbox.clone());
+            loop {
+                let step = tokio::select! {
+                    biased;
+                    pending = std::future::poll_fn(|cx| outbox.poll_pending(cx)) => match pending {
+                        Pending::Send(Outgoing::Frame(frame, operation)) => {
+                            Step::Write(Output::Frame(frame, operation))
+                        }
+                        Pending::Send(Outgoing::Feed(feed)) => {
+                            self.feeds.push(*feed);
+                            continue;
+                        }
+                        Pending::Close => Step::Stop,
+                    },
+                    (meta, item) = std::future::poll_fn(|cx| self.feeds.poll_next(cx)), if !self.feeds.is_empty() => {
+                        Step::Feed(meta, item)
                     }
-                    Pending::Send(Outgoing::Feed(feed)) => {
-                        self.feeds.push(*feed);
-                        continue;
+                };
+                let first = match step {
+                    Step::Stop => break,
+                    Step::Write(output) => output,
+                    // A render may wait on the database: a close request (token
+                    // expiry, forced disconnect) does not wait for it.
+                    Step::Feed(meta, item) => tokio::select! {
+                        output = meta.output(&self.render, item) => output,
+                        () = outbox.writer_close() => break,
+                    },
+                };
+                // Not abandoned for a close request: the batch may hold a
+                // mutation's answer, and the close frame goes after it anyway.
+                // A socket that takes nothing still ends it, as a stall.
+                match self.write_batch(first).await {
+                    Ok(()) => {}
+                    Err(WriteFailure::Socket) => break,
+                    Err(WriteFailure::Stalled | WriteFailure::Overflow) => {
+                        // The client does not keep up: the live events behind
+                        // would only pile up (it resumes with its last seq and
+                        // loses nothing).
+                        outbox.close_slow_consumer();
+                        break;
                     }
-                    Pending::Close => Step::Stop,
-                },
-                (meta, item) = std::future::poll_fn(|cx| self.feeds.poll_next(cx)), if !self.feeds.is_empty() => {
-                    Step::Feed(meta, item)
-                }
-            };
-            let first = match step {
-                Step::Stop => break,
-                Step::Write(output) => output,
-                // A render may wait on the database: a close request (token
-                // expiry, forced disconnect) does not wait for it.
-                Step::Feed(meta, item) => tokio::select! {
-                    output = meta.output(&self.render, item) => output,
-                    () = outbox.writer_close() => break,
-                },
-            };
-            // Not abandoned for a close request: the batch may hold a
-            // mutation's answer, and the close frame goes after it anyway.
-            // A socket that takes nothing still ends it, as a stall.
-            match self.write_batch(first).await {
-                Ok(()) => {}
-                Err(WriteFailure::Socket) => break,
-                Err(WriteFailure::Stalled | WriteFailure::Overflow) => {
-                    // The client does not keep up: the live events behind
-                    // would only pile up (it resumes with its last seq and
-                    // loses nothing).
-                    outbox.close_slow_consumer();
-                    break;
                 }
             }
+            // The subscriptions end now, not after the close frame's grace:
+            // their hub registrations and queued events go at once.
+            self.feeds = Feeds::default();
+            // A close requested by anyone (the reader, an operation, or this
+            // writer for a slow consumer) also stops the reader.
+            let Some(requested) = outbox.requested_close() else {
+                return;
+            };
+            let grace = if requested.code == SLOW_CONSUMER {
+                SLOW_CLOSE_GRACE
+            } else {
+                CLOSE_GRACE
+            };
+            let _ = Box::pin(tokio::time::timeout(grace, self.finish(requested))).await;
         }
-        // The subscriptions end now, not after the close frame's grace:
-        // their hub registrations and queued events go at once.
-        self.feeds = Feeds::default();
-        // A close requested by anyone (the reader, an operation, or this
-        // writer for a slow consumer) also stops the reader.
-        let Some(requested) = outbox.requested_close() else {
-            return;
-        };
-        let grace = if requested.code == SLOW_CONSUMER {
-            SLOW_CLOSE_GRACE
-        } else {
-            CLOSE_GRACE
-        };
-        let _ = Box::pin(tokio::time::timeout(grace, self.finish(requested))).await;
     }
 
-    /// Sends one frame unless its operation was stopped.
+    /// Sends one frame unless its operation was stopped. Waits only for
+    /// room in the socket's buffer (a small future: the frame is handed
+    /// over once there is room, not held by a `Feed`).
     async fn send(
         &mut self,
         frame: Utf8Bytes,
@@ -497,32 +524,22 @@ impl Writer {
         if stopped(operation) {
             return Ok(());
         }
-        match within_send_timeout(self.sink.feed(Message::Text(frame))).await {
-            Some(Ok(())) => Ok(()),
+        let sink = &mut self.sink;
+        match within_send_timeout(std::future::poll_fn(|cx| sink.poll_ready_unpin(cx))).await {
+            Some(Ok(())) => sink
+                .start_send_unpin(Message::Text(frame))
+                .map_err(|_| WriteFailure::Socket),
             Some(Err(_)) => Err(WriteFailure::Socket),
             None => Err(WriteFailure::Stalled),
         }
     }
 
-    /// Writes `first`, then whatever else is ready without waiting (queued
+    /// Writes `output`, then whatever else is ready without waiting (queued
     /// frames first), then flushes.
-    async fn write_batch(&mut self, first: Output) -> Result<(), WriteFailure> {
-        let mut events = 0;
-        let written = self.write_batch_counting(first, &mut events).await;
-        if events > 0 {
-            super::feed::count_delivered(events);
-        }
-        written
-    }
-
-    /// [`Self::write_batch`], counting the subscription events it wrote
-    /// into `events`.
-    async fn write_batch_counting(
-        &mut self,
-        first: Output,
-        events: &mut u64,
-    ) -> Result<(), WriteFailure> {
-        let mut output = first;
+    async fn write_batch(&mut self, mut output: Output) -> Result<(), WriteFailure> {
+        // Added once per batch, on every way out of it, rather than one
+        // shared atomic increment per event.
+        let mut delivered = DeliveredCount(0);
         let mut written = 0;
         loop {
             match output {
@@ -533,11 +550,12 @@ impl Writer {
                 }
                 Output::Event(frame, operation) => {
                     written += 1;
-                    *events += 1;
+                    delivered.0 += 1;
                     self.send(frame, &operation).await?;
                 }
-                Output::Final(last, complete, operation) => {
+                Output::Final(frames, operation) => {
                     written += 2;
+                    let FinalFrames { last, complete } = *frames;
                     if let Some(last) = last {
                         self.send(last, &operation).await?;
                     }
@@ -552,7 +570,8 @@ impl Writer {
                 None => break,
             }
         }
-        match within_send_timeout(self.sink.flush()).await {
+        let sink = &mut self.sink;
+        match within_send_timeout(std::future::poll_fn(|cx| sink.poll_flush_unpin(cx))).await {
             Some(Ok(())) => Ok(()),
             Some(Err(_)) => Err(WriteFailure::Socket),
             None => Err(WriteFailure::Stalled),
