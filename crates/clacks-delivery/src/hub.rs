@@ -178,7 +178,12 @@ struct Sub {
     queue: Arc<DeliveryQueue>,
     /// All-channels subscriptions until [`Hub::add_channels`]: the
     /// channels the user left meanwhile, with the `member_left` seq.
-    /// Boxed: only all-channels subscriptions have one, briefly.
+    /// Boxed: only all-channels subscriptions have one, briefly, and the
+    /// map inline would weigh on every subscription's entry.
+    #[expect(
+        clippy::box_collection,
+        reason = "a pointer, not 48 bytes, in every entry"
+    )]
     left_while_listing: Option<Box<HashMap<ChannelId, Seq>>>,
     /// When its queue overflowed with live events, until it caught up.
     overflowed_at: Option<Instant>,
@@ -195,6 +200,10 @@ enum Routes {
     #[default]
     None,
     One(ChannelId),
+    #[expect(
+        clippy::box_collection,
+        reason = "a pointer, not 48 bytes, in every entry"
+    )]
     Many(Box<HashSet<ChannelId>>),
 }
 

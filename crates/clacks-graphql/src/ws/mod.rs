@@ -323,6 +323,10 @@ fn run(
     read_loop(conn, incoming, writer, init_deadline, keepalive)
 }
 
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep a second copy of every argument"
+)]
 fn read_loop(
     mut conn: Connection,
     mut incoming: SplitStream<WebSocket>,

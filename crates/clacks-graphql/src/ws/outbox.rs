@@ -450,6 +450,10 @@ impl Writer {
     /// The writer's loop. Not an `async fn`, which would keep a copy of
     /// `self` beside the one it uses: this future lives as long as the
     /// connection, so its size is paid by every connection.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would keep a second copy of self"
+    )]
     pub fn run(mut self) -> impl Future<Output = ()> + Send {
         async move {
             let outbox = self.outbox.clone();
