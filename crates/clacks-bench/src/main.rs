@@ -118,6 +118,11 @@ struct Global {
     /// the server registers a subscription can then be missed).
     #[arg(long, global = true)]
     no_after_seq: bool,
+    /// Give each subscription a random operation id, as graphql-ws clients
+    /// do (by default every subscription is "1", as subscriptions-transport-ws
+    /// clients number theirs; a server can then share one frame per event).
+    #[arg(long, global = true)]
+    random_operation_ids: bool,
     /// Worker threads of the tool's runtime (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
@@ -330,6 +335,7 @@ async fn scenario(
     ctx.drain_timeout = Duration::from_secs(g.drain_timeout);
     ctx.progress = (g.progress > 0).then(|| Duration::from_secs(g.progress));
     ctx.subscribe_after_zero = !g.no_after_seq;
+    ctx.random_operation_ids = g.random_operation_ids;
     if nodes == 2 {
         ctx.send_node = 0;
         ctx.recv_node = 1;
@@ -356,6 +362,7 @@ async fn scenario(
         report.params["send_via"] = serde_json::json!(g.send_via);
         report.params["concurrency"] = serde_json::json!(g.concurrency);
         report.params["size"] = serde_json::json!(g.size);
+        report.params["random_operation_ids"] = serde_json::json!(g.random_operation_ids);
         report
     })
 }

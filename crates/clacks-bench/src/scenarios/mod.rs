@@ -49,6 +49,9 @@ pub struct Ctx {
     /// before the server registered the subscription is missed; false
     /// subscribes live only (the warm-up then waits for stragglers).
     pub subscribe_after_zero: bool,
+    /// Subscribe under a random operation id per connection (graphql-ws
+    /// clients) rather than "1" (subscriptions-transport-ws clients).
+    pub random_operation_ids: bool,
 }
 
 impl Ctx {
@@ -67,6 +70,7 @@ impl Ctx {
             send_node: 0,
             recv_node: 0,
             subscribe_after_zero: true,
+            random_operation_ids: false,
         })
     }
 
@@ -192,6 +196,7 @@ pub async fn connect_members(
     let stop = CancellationToken::new();
     let done = AtomicU64::new(0);
     let after_zero = ctx.subscribe_after_zero;
+    let random_ids = ctx.random_operation_ids;
     type Connected = (usize, Arc<ConnState>, tokio::task::JoinHandle<()>);
     let results: Vec<anyhow::Result<Connected>> =
         futures::stream::iter(list.into_iter().enumerate())
@@ -215,7 +220,12 @@ pub async fn connect_members(
                         } else {
                             json!({"c": channel.to_string()})
                         };
-                        ws::subscribe(&mut sock, "1", ws::MESSAGE_SUBSCRIPTION, vars).await?;
+                        let id = if random_ids {
+                            uuid::Uuid::new_v4().to_string()
+                        } else {
+                            "1".to_owned()
+                        };
+                        ws::subscribe(&mut sock, &id, ws::MESSAGE_SUBSCRIPTION, vars).await?;
                     }
                     let state = Arc::new(ConnState::default());
                     let task = tokio::spawn(ws::receive(sock, key, state.clone(), counters, stop));
