@@ -254,11 +254,10 @@ type SubIds = HashSet<u64, FxBuildHasher>;
 #[derive(Default)]
 struct ChannelEntry {
     subs: SubIds,
-    /// Subscriptions among `subs` that read this channel themselves.
-    behind: SubIds,
-    /// The latest durable events delivered while `behind` is not empty,
-    /// consecutive, shared by everyone behind.
-    tail: VecDeque<Arc<SharedEvent>>,
+    /// Present while some subscriptions among `subs` read this channel
+    /// themselves (boxed: rare, and a node holds an entry per channel it
+    /// follows).
+    lagging: Option<Box<Lagging>>,
     /// The next durable seq to deliver; `None` until the baseline is known.
     next_seq: Option<Seq>,
     /// Durable events that arrived ahead of `next_seq`.
@@ -275,7 +274,22 @@ struct ChannelEntry {
     /// Users whose unstored `member_joined` (the channel's creation) was
     /// delivered: it reaches a node following both on the channel's and on
     /// the user's subject, and only one copy is delivered.
-    ephemeral_joins: HashSet<UserId>,
+    /// Boxed: set only while a channel is being created.
+    #[expect(
+        clippy::box_collection,
+        reason = "a pointer, not 48 bytes, in every entry"
+    )]
+    ephemeral_joins: Option<Box<HashSet<UserId>>>,
+}
+
+/// The subscriptions of a channel that read it themselves.
+#[derive(Default)]
+struct Lagging {
+    /// Never empty: the entry drops its `Lagging` with the last one.
+    behind: SubIds,
+    /// The latest durable events delivered since, consecutive, shared by
+    /// everyone behind.
+    tail: VecDeque<Arc<SharedEvent>>,
 }
 
 impl ChannelEntry {
@@ -285,9 +299,34 @@ impl ChannelEntry {
     }
 
     fn drop_behind(&mut self, id: u64) {
-        if self.behind.remove(&id) && self.behind.is_empty() {
-            self.tail = VecDeque::new();
+        if let Some(lagging) = &mut self.lagging
+            && lagging.behind.remove(&id)
+            && lagging.behind.is_empty()
+        {
+            self.lagging = None;
         }
+    }
+
+    fn is_behind(&self, id: u64) -> bool {
+        self.lagging
+            .as_ref()
+            .is_some_and(|lagging| lagging.behind.contains(&id))
+    }
+
+    /// The subscriptions that read this channel themselves.
+    fn behind(&self) -> impl Iterator<Item = u64> + '_ {
+        self.lagging
+            .iter()
+            .flat_map(|lagging| lagging.behind.iter().copied())
+    }
+
+    fn fall_behind(&mut self, ids: impl IntoIterator<Item = u64>) {
+        self.lagging.get_or_insert_default().behind.extend(ids);
+    }
+
+    /// The events kept for the subscriptions behind (none when nobody is).
+    fn tail(&self) -> Option<&VecDeque<Arc<SharedEvent>>> {
+        self.lagging.as_ref().map(|lagging| &lagging.tail)
     }
 }
 
@@ -507,10 +546,10 @@ impl Registry {
             let mut overflowed = Vec::new();
             // Looked up only when someone is behind: this loop runs per
             // event per subscriber.
-            let any_behind = !entry.behind.is_empty();
+            let any_behind = entry.lagging.is_some();
             for id in &entry.subs {
                 let Some(sub) = subs.get(id) else { continue };
-                if any_behind && entry.behind.contains(id) {
+                if any_behind && entry.is_behind(*id) {
                     if sub
                         .overflowed_at
                         .is_some_and(|at| at.elapsed() > *catch_up_within)
@@ -551,7 +590,7 @@ impl Registry {
             if !fell_behind.is_empty() {
                 metrics::counter!("clacks_backlogs_read_at_subscriber_pace_total")
                     .increment(fell_behind.len() as u64);
-                entry.behind.extend(fell_behind);
+                entry.fall_behind(fell_behind);
             }
             let now = Instant::now();
             for id in overflowed {
@@ -559,10 +598,12 @@ impl Registry {
                     sub.overflowed_at = Some(now);
                 }
             }
-            if event.durable && !entry.behind.is_empty() {
-                entry.tail.push_back(event.clone());
-                if entry.tail.len() > *tail_capacity {
-                    entry.tail.pop_front();
+            if event.durable
+                && let Some(lagging) = &mut entry.lagging
+            {
+                lagging.tail.push_back(event.clone());
+                if lagging.tail.len() > *tail_capacity {
+                    lagging.tail.pop_front();
                 }
             }
         }
@@ -601,7 +642,7 @@ impl Registry {
                     e.subs
                         .iter()
                         .copied()
-                        .filter(|id| !e.behind.contains(id))
+                        .filter(|id| !e.is_behind(*id))
                         .filter(|id| self.subs.get(id).is_some_and(|s| leavers.contains(&s.user)))
                         .collect()
                 })
@@ -618,12 +659,7 @@ impl Registry {
             let (subs, behind): (Vec<u64>, Vec<u64>) = self
                 .channels
                 .get(&channel)
-                .map(|e| {
-                    (
-                        e.subs.iter().copied().collect(),
-                        e.behind.iter().copied().collect(),
-                    )
-                })
+                .map(|e| (e.subs.iter().copied().collect(), e.behind().collect()))
                 .unwrap_or_default();
             for id in behind {
                 // What it has not read yet is gone with the channel; the
@@ -731,8 +767,8 @@ impl Registry {
     /// Wakes the subscriptions behind in `channel` (its position moved).
     fn wake_behind(&self, channel: ChannelId) {
         if let Some(entry) = self.channels.get(&channel) {
-            for id in &entry.behind {
-                if let Some(sub) = self.subs.get(id) {
+            for id in entry.behind() {
+                if let Some(sub) = self.subs.get(&id) {
                     sub.queue.wake();
                 }
             }
@@ -924,7 +960,7 @@ impl Hub {
             .channels
             .get_mut(&channel)
             .filter(|entry| entry.subs.contains(&id))?;
-        entry.behind.insert(id);
+        entry.fall_behind([id]);
         // Under the registry lock: nothing of the channel is queued for
         // it from now on, and what was (since it registered) it reads back.
         subscription.queue.purge(channel);
@@ -985,11 +1021,12 @@ impl Hub {
                 }
                 continue;
             }
-            let tail_start = entry.tail.front().map(|event| event.seq);
-            let from_tail: Vec<Arc<SharedEvent>> = match tail_start {
-                Some(first) if first <= cursor.read_to + 1 => {
+            let tail = entry.tail();
+            let tail_start = tail.and_then(|tail| tail.front()).map(|event| event.seq);
+            let from_tail: Vec<Arc<SharedEvent>> = match (tail, tail_start) {
+                (Some(tail), Some(first)) if first <= cursor.read_to + 1 => {
                     let skip = usize::try_from(cursor.read_to + 1 - first).unwrap_or(usize::MAX);
-                    entry.tail.iter().skip(skip).take(page).cloned().collect()
+                    tail.iter().skip(skip).take(page).cloned().collect()
                 }
                 _ => Vec::new(),
             };
@@ -1090,7 +1127,10 @@ impl Hub {
                     registry.enter_joined(channel, event.seq + 1);
                 }
                 if let Some(entry) = registry.channels.get_mut(&channel)
-                    && !entry.ephemeral_joins.insert(user_id.clone())
+                    && !entry
+                        .ephemeral_joins
+                        .get_or_insert_default()
+                        .insert(user_id.clone())
                 {
                     return;
                 }
@@ -1228,8 +1268,8 @@ impl Hub {
             subscriptions: registry.subs.len(),
             channels: registry.channels.len(),
             pending_events: channels.clone().map(|c| c.pending.len()).sum(),
-            behind: channels.clone().map(|c| c.behind.len()).sum(),
-            tail_events: channels.map(|c| c.tail.len()).sum(),
+            behind: channels.clone().map(|c| c.behind().count()).sum(),
+            tail_events: channels.map(|c| c.tail().map_or(0, VecDeque::len)).sum(),
         }
     }
 
@@ -1401,6 +1441,29 @@ mod tests {
 
     fn user(id: &str) -> UserId {
         UserId::parse(id).unwrap()
+    }
+
+    #[test]
+    fn routes_hold_one_channel_inline_and_more_in_a_set() {
+        let (a, b) = (ChannelId(1), ChannelId(2));
+        let mut routes = Routes::default();
+        assert!(!routes.contains(a));
+        routes.insert(a);
+        routes.insert(a);
+        assert!(matches!(routes, Routes::One(c) if c == a));
+        routes.insert(b);
+        assert!(matches!(routes, Routes::Many(_)));
+        assert!(routes.contains(a) && routes.contains(b));
+        routes.remove(a);
+        assert!(!routes.contains(a) && routes.contains(b));
+        assert_eq!(routes.into_vec(), vec![b]);
+        let mut one = Routes::default();
+        one.insert(a);
+        one.remove(b);
+        assert!(one.contains(a));
+        one.remove(a);
+        assert!(matches!(one, Routes::None));
+        assert!(one.into_vec().is_empty());
     }
 
     fn message(channel: i64, seq: Seq) -> ChannelEvent {
