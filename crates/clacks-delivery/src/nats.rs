@@ -220,14 +220,25 @@ impl PresenceSender {
         let Ok(body) = serde_json::to_vec(&message) else {
             return;
         };
-        let payload = self.key.seal(&self.subject, &body);
-        if self
-            .outbox
-            .try_send((self.subject.clone(), payload))
-            .is_err()
-        {
-            metrics::counter!("clacks_nats_publish_dropped_total").increment(1);
-        }
+        queue_sealed(&self.key, &self.outbox, self.subject.clone(), &body);
+    }
+}
+
+/// Signs `body` for `subject` and queues it for the publisher task,
+/// never waiting: a full queue drops it (counted), and the other nodes
+/// recover what it carried (backfill for events, the next heartbeat for
+/// presence).
+fn queue_sealed(
+    key: &ClusterKey,
+    outbox: &mpsc::Sender<(String, Bytes)>,
+    subject: String,
+    body: &[u8],
+) {
+    let payload = key.seal(&subject, body);
+    if outbox.try_send((subject, payload)).is_err() {
+        metrics::counter!("clacks_nats_publish_dropped_total").increment(1);
+    } else {
+        metrics::counter!("clacks_nats_published_total").increment(1);
     }
 }
 
@@ -805,12 +816,7 @@ impl NatsBus {
     }
 
     fn send(&self, subject: String, body: &[u8]) {
-        let payload = self.key.seal(&subject, body);
-        if self.outbox.try_send((subject, payload)).is_err() {
-            metrics::counter!("clacks_nats_publish_dropped_total").increment(1);
-        } else {
-            metrics::counter!("clacks_nats_published_total").increment(1);
-        }
+        queue_sealed(&self.key, &self.outbox, subject, body);
     }
 
     /// Test fault: events are no longer sent to other nodes (as if NATS
