@@ -274,7 +274,7 @@ struct ChannelEntry {
     /// Users whose unstored `member_joined` (the channel's creation) was
     /// delivered: it reaches a node following both on the channel's and on
     /// the user's subject, and only one copy is delivered.
-    /// Boxed: set only while a channel is being created.
+    /// Boxed: only a channel whose creation this node delivered has one.
     #[expect(
         clippy::box_collection,
         reason = "a pointer, not 48 bytes, in every entry"

@@ -339,14 +339,14 @@ fn read_loop(
         // expiry (`conn.expires`, set by a successful init).
         let deadline = tokio::time::sleep_until(init_deadline);
         tokio::pin!(deadline);
-        let mut deadline_at = Some(init_deadline);
+        let mut deadline_at = init_deadline;
         let ending = loop {
             let acked = conn.caller.is_some();
             let step = tokio::select! {
                 biased;
                 () = conn.outbox.close_requested() => Step::CloseRequested,
                 reason = conn.admitted.closed() => Step::Server(reason),
-                () = deadline.as_mut(), if deadline_at.is_some() => Step::Deadline,
+                () = deadline.as_mut() => Step::Deadline,
                 _ = keepalive.tick(), if acked => Step::Keepalive,
                 message = incoming.next() => match message {
                     Some(Ok(message)) => Step::Incoming(message),
@@ -377,14 +377,14 @@ fn read_loop(
                     if let Some(ending) = conn.handle(message) {
                         break ending;
                     }
-                    // Once `connection_init` is seen, the deadline is the
-                    // token's expiry (none while the init is refused: the
-                    // connection is closing then).
-                    if conn.init_seen && deadline_at != conn.expires {
-                        deadline_at = conn.expires;
-                        if let Some(at) = deadline_at {
-                            deadline.as_mut().reset(at);
-                        }
+                    // A successful `connection_init` sets the token's
+                    // expiry: from then on it is the deadline (a refused
+                    // one has closed the connection above).
+                    if let Some(at) = conn.expires
+                        && at != deadline_at
+                    {
+                        deadline_at = at;
+                        deadline.as_mut().reset(at);
                     }
                 }
             }
