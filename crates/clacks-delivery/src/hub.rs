@@ -325,8 +325,9 @@ impl ChannelEntry {
     }
 
     /// The events kept for the subscriptions behind (none when nobody is).
-    fn tail(&self) -> Option<&VecDeque<Arc<SharedEvent>>> {
-        self.lagging.as_ref().map(|lagging| &lagging.tail)
+    fn tail(&self) -> &VecDeque<Arc<SharedEvent>> {
+        const NONE: &VecDeque<Arc<SharedEvent>> = &VecDeque::new();
+        self.lagging.as_ref().map_or(NONE, |lagging| &lagging.tail)
     }
 }
 
@@ -544,12 +545,11 @@ impl Registry {
         if let Some(entry) = channels.get_mut(&channel) {
             let mut fell_behind = Vec::new();
             let mut overflowed = Vec::new();
-            // Looked up only when someone is behind: this loop runs per
-            // event per subscriber.
-            let any_behind = entry.lagging.is_some();
             for id in &entry.subs {
                 let Some(sub) = subs.get(id) else { continue };
-                if any_behind && entry.is_behind(*id) {
+                // Per event per subscriber: one pointer test when nobody
+                // is behind.
+                if entry.is_behind(*id) {
                     if sub
                         .overflowed_at
                         .is_some_and(|at| at.elapsed() > *catch_up_within)
@@ -1021,12 +1021,11 @@ impl Hub {
                 }
                 continue;
             }
-            let tail = entry.tail();
-            let tail_start = tail.and_then(|tail| tail.front()).map(|event| event.seq);
-            let from_tail: Vec<Arc<SharedEvent>> = match (tail, tail_start) {
-                (Some(tail), Some(first)) if first <= cursor.read_to + 1 => {
+            let tail_start = entry.tail().front().map(|event| event.seq);
+            let from_tail: Vec<Arc<SharedEvent>> = match tail_start {
+                Some(first) if first <= cursor.read_to + 1 => {
                     let skip = usize::try_from(cursor.read_to + 1 - first).unwrap_or(usize::MAX);
-                    tail.iter().skip(skip).take(page).cloned().collect()
+                    entry.tail().iter().skip(skip).take(page).cloned().collect()
                 }
                 _ => Vec::new(),
             };
@@ -1269,7 +1268,7 @@ impl Hub {
             channels: registry.channels.len(),
             pending_events: channels.clone().map(|c| c.pending.len()).sum(),
             behind: channels.clone().map(|c| c.behind().count()).sum(),
-            tail_events: channels.map(|c| c.tail().map_or(0, VecDeque::len)).sum(),
+            tail_events: channels.map(|c| c.tail().len()).sum(),
         }
     }
 

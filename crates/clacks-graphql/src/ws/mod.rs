@@ -157,14 +157,7 @@ pub fn upgrade(
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(max_message)
         .max_frame_size(max_message)
-        .on_upgrade(move |socket| {
-            let Upgraded {
-                state,
-                header_token,
-                admitted,
-            } = *upgraded;
-            run(state, socket, protocol, header_token, admitted)
-        })
+        .on_upgrade(move |socket| run(*upgraded, socket, protocol))
 }
 
 /// What the upgrade hands the connection. Boxed: axum keeps its callback
@@ -289,12 +282,15 @@ enum Ending {
 /// keeps both), one timer serves the init deadline and then the token's
 /// expiry, and the close, which is large and runs once, is boxed.
 fn run(
-    state: AppState,
+    upgraded: Upgraded,
     socket: WebSocket,
     protocol: Protocol,
-    header_token: Option<Result<String, Error>>,
-    admitted: ConnectionGuard,
 ) -> impl Future<Output = ()> + Send {
+    let Upgraded {
+        state,
+        header_token,
+        admitted,
+    } = upgraded;
     metrics::gauge!("clacks_ws_connections").increment(1.0);
     let (sink, incoming) = socket.split();
     let outbox = Outbox::new(
@@ -339,7 +335,6 @@ fn read_loop(
         // expiry (`conn.expires`, set by a successful init).
         let deadline = tokio::time::sleep_until(init_deadline);
         tokio::pin!(deadline);
-        let mut deadline_at = init_deadline;
         let ending = loop {
             let acked = conn.caller.is_some();
             let step = tokio::select! {
@@ -381,9 +376,8 @@ fn read_loop(
                     // expiry: from then on it is the deadline (a refused
                     // one has closed the connection above).
                     if let Some(at) = conn.expires
-                        && at != deadline_at
+                        && at != deadline.deadline()
                     {
-                        deadline_at = at;
                         deadline.as_mut().reset(at);
                     }
                 }

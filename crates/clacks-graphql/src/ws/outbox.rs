@@ -377,15 +377,18 @@ enum WriteFailure {
 /// Runs a socket operation, giving it [`SEND_TIMEOUT`] to make progress;
 /// the timer is armed only when the operation has to wait (boxed: rare,
 /// and inline it would weigh on every connection's writer).
-async fn within_send_timeout<T>(operation: impl Future<Output = T>) -> Option<T> {
+async fn within_send_timeout(
+    operation: impl Future<Output = Result<(), axum::Error>>,
+) -> Result<(), WriteFailure> {
     let mut operation = std::pin::pin!(operation);
-    if let Poll::Ready(done) = futures::poll!(operation.as_mut()) {
-        return Some(done);
-    }
-    tokio::select! {
-        done = operation => Some(done),
-        () = Box::pin(tokio::time::sleep(SEND_TIMEOUT)) => None,
-    }
+    let done = match futures::poll!(operation.as_mut()) {
+        Poll::Ready(done) => done,
+        Poll::Pending => tokio::select! {
+            done = operation => done,
+            () = Box::pin(tokio::time::sleep(SEND_TIMEOUT)) => return Err(WriteFailure::Stalled),
+        },
+    };
+    done.map_err(|_| WriteFailure::Socket)
 }
 
 fn stopped(operation: &Option<StopSwitch>) -> bool {
@@ -529,13 +532,9 @@ impl Writer {
             return Ok(());
         }
         let sink = &mut self.sink;
-        match within_send_timeout(std::future::poll_fn(|cx| sink.poll_ready_unpin(cx))).await {
-            Some(Ok(())) => sink
-                .start_send_unpin(Message::Text(frame))
-                .map_err(|_| WriteFailure::Socket),
-            Some(Err(_)) => Err(WriteFailure::Socket),
-            None => Err(WriteFailure::Stalled),
-        }
+        within_send_timeout(std::future::poll_fn(|cx| sink.poll_ready_unpin(cx))).await?;
+        sink.start_send_unpin(Message::Text(frame))
+            .map_err(|_| WriteFailure::Socket)
     }
 
     /// Writes `output`, then whatever else is ready without waiting (queued
@@ -575,11 +574,7 @@ impl Writer {
             }
         }
         let sink = &mut self.sink;
-        match within_send_timeout(std::future::poll_fn(|cx| sink.poll_flush_unpin(cx))).await {
-            Some(Ok(())) => Ok(()),
-            Some(Err(_)) => Err(WriteFailure::Socket),
-            None => Err(WriteFailure::Stalled),
-        }
+        within_send_timeout(std::future::poll_fn(|cx| sink.poll_flush_unpin(cx))).await
     }
 
     /// The next output that is ready now, without waiting; nothing once a
